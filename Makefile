@@ -1,0 +1,45 @@
+# weakalign: `make demo` (set up + align + train + score on AN4) and `make test`.
+CORPUS ?= an4
+CONFIG ?= aux_ls0.5_l3
+NJ ?= 2
+SEED ?=
+FROM ?=
+STOP_AFTER ?=
+DATA ?= data
+EXP ?= exp
+PYTHON ?= python3
+
+VENV := .venv
+WA := $(VENV)/bin/weakalign
+ROOTS := --data-root $(DATA) --exp-root $(EXP)
+
+.PHONY: setup align train score demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+align: setup
+	$(WA) align $(CORPUS) $(ROOTS) --nj $(NJ) $(if $(FROM),--from $(FROM)) $(if $(STOP_AFTER),--stop-after $(STOP_AFTER))
+
+train: setup
+	$(WA) train $(CORPUS) $(ROOTS) --config $(CONFIG) $(if $(SEED),--seed $(SEED))
+
+score: setup
+	$(WA) score $(CORPUS) $(ROOTS) --config $(CONFIG) $(if $(SEED),--seed $(SEED))
+
+demo: setup
+	$(MAKE) align CORPUS=an4
+
+test: setup
+	$(VENV)/bin/python -m pytest -q tests
+
+bench: setup
+	$(WA) bench $(CORPUS) $(ROOTS) --nj $(NJ)
+
+clean:
+	rm -rf $(DATA) $(EXP)

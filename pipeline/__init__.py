@@ -1,0 +1,1 @@
+"""weakalign.pipeline"""

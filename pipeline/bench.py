@@ -1,0 +1,67 @@
+"""``weakalign bench``: every package's benchmarks, each writing ``exp/bench/<name>.json``.
+
+A benchmark is a function ``fn(ws, nj) -> dict`` listed in a package's
+``benchmarks.BENCHMARKS`` as ``(name, fn)``. Figures are measured, with the
+machine recorded beside them, never asserted in tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+from .io import write_json
+from .workspace import Workspace
+
+log = logging.getLogger("weakalign")
+
+PACKAGES = ("pipeline", "kaldi_steps", "align", "e2e")
+
+
+def machine_info() -> dict:
+    import torch
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.is_available(),
+    }
+
+
+def all_benchmarks() -> list[tuple[str, object]]:
+    found = []
+    for pkg in PACKAGES:
+        try:
+            module = importlib.import_module(f"weakalign.{pkg}.benchmarks")
+        except ModuleNotFoundError as e:
+            if e.name != f"weakalign.{pkg}.benchmarks":
+                raise
+            continue
+        found.extend(module.BENCHMARKS)
+    return found
+
+
+def run_benchmarks(ws: Workspace, nj: int, only: tuple[str, ...] = ()) -> list[Path]:
+    out_dir = Path(ws.exp_root) / "bench"
+    written = []
+    for name, fn in all_benchmarks():
+        if only and name not in only:
+            continue
+        log.info("bench %s on %s ...", name, ws.corpus)
+        start = time.time()
+        result = fn(ws, nj)
+        result = {"benchmark": name, "corpus": ws.corpus, "wall_s": round(time.time() - start, 3),
+                  "machine": machine_info(), **result}
+        path = out_dir / f"{name}.json"
+        write_json(path, result)
+        log.info("bench %s -> %s", name, path)
+        written.append(path)
+    return written
