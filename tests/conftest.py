@@ -33,5 +33,6 @@ def kaldi_models_dir() -> Path:
 # Fixtures that run real stages live in plugin modules, one per package that owns them.
 pytest_plugins = [
     "tests.fixtures_pipeline",
-    "tests.fixtures_kaldi",
+    "tests.fixtures_lang",
+    "tests.fixtures_gmm",
 ]

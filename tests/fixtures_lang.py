@@ -1,0 +1,1 @@
+"""Session fixtures that run real stages (see conftest.py)."""
