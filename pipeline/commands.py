@@ -4,6 +4,36 @@ import click
 
 from .bench import run_benchmarks
 from .cli_common import corpus_command
+from .stage import run_stage
+
+
+@click.command("prepare")
+@corpus_command
+@click.option("--src", default=None, type=click.Path(file_okay=False),
+              help="Corpus directory [default: $WEAKALIGN_CORPORA/<corpus> or <repo>/../shared/corpora/<corpus>].")
+@click.option("--recipe", default=None, type=click.Choice(["an4", "speechocean762", "kaldi", "tedlium2"]),
+              help="Corpus layout [default: the corpus name if it is a recipe, else detected from --src].")
+@click.option("--audio-root", default=None, type=click.Path(file_okay=False),
+              help="Base of relative wav.scp paths (kaldi recipe) [default: each data dir's parent].")
+@click.option("--max-utts-per-split", default=None,
+              help="Take a small slice: N for every split, or e.g. 'train=60,dev=12,test=12'.")
+@click.option("--utts-per-speaker", default=None, type=int, help="With a slice: at most this many per speaker.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the dev split and of slices.")
+def prepare(ws, force, nj, src, recipe, audio_root, max_utts_per_split, utts_per_speaker, seed):
+    """Corpus -> Lhotse manifests data/<corpus>/manifests/<corpus>_{recordings,supervisions}_<split>.jsonl.gz."""
+    from .corpora import prepare as prepare_stage
+
+    run_stage("prepare", ws, prepare_stage, force=force, src=src, recipe=recipe, audio_root=audio_root,
+              max_utts_per_split=max_utts_per_split, utts_per_speaker=utts_per_speaker, seed=seed)
+
+
+@click.command("features")
+@corpus_command
+def features(ws, force, nj):
+    """MFCC (+ per-speaker CMVN) and 80-dim fbank (+ global stats) for every prepared split."""
+    from .features import compute_features
+
+    run_stage("features", ws, compute_features, force=force, nj=nj)
 
 
 @click.command("bench")
@@ -15,4 +45,4 @@ def bench(ws, force, nj, only):
         click.echo(path)
 
 
-COMMANDS: list = [bench]
+COMMANDS: list = [prepare, features, bench]

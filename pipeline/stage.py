@@ -83,6 +83,16 @@ def invalidate(ws: Workspace, name: str) -> None:
     marker_path(ws, name).unlink(missing_ok=True)
 
 
+def _invalidate_downstream(ws: Workspace, name: str) -> None:
+    """A stage that ran anew makes every later stage of the recipe stale."""
+    from .recipe import stages_after
+
+    for later in stages_after(name):
+        if marker_path(ws, later).exists():
+            log.info("[%s] %s was redone: %s is now stale and will rerun", ws.corpus, name, later)
+            invalidate(ws, later)
+
+
 def run_stage(name: str, ws: Workspace, fn: Callable[..., dict], *, force: bool = False, **options) -> dict:
     """Run ``fn(ws, **options)`` as stage ``name`` unless it is already complete."""
     setup_console_logging()
@@ -100,6 +110,7 @@ def run_stage(name: str, ws: Workspace, fn: Callable[..., dict], *, force: bool 
         seconds = time.time() - start
         summary["outputs"] = [str(p) for p in summary.get("outputs", [])]
         log.info("[%s] stage %s: done in %.1f s", ws.corpus, name, seconds)
+    _invalidate_downstream(ws, name)
     write_json(marker, {
         "stage": name,
         "corpus": ws.corpus,

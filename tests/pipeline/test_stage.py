@@ -66,3 +66,15 @@ def test_select_stages_rejects_unknown_and_inverted_ranges():
         select_stages("nope", None)
     with pytest.raises(ValueError, match="comes after"):
         select_stages("features", "prepare")
+
+
+def test_redoing_a_recipe_stage_makes_later_stages_stale(ws):
+    def noop(ws):
+        return {}
+
+    run_stage("prepare", ws, noop)
+    run_stage("features", ws, noop)
+    assert marker_path(ws, "features").exists()
+    run_stage("prepare", ws, noop, force=True)
+    assert not marker_path(ws, "features").exists()
+    assert marker_path(ws, "prepare").exists()

@@ -1,0 +1,371 @@
+"""The ``features`` stage: Kaldi-compatible MFCC (+ per-speaker CMVN) and log-mel fbank.
+
+Both are computed by `kaldi-native-fbank` (Kaldi's own feature code, as a
+library) inside Lhotse's ``compute_and_store_features``, through the two Lhotse
+extractors :class:`KnfMfcc` and :class:`KnfFbank` defined here (Lhotse 1.33 has
+no kaldi-native-fbank extractor of its own), stored in lilcom chunky archives.
+
+Choices (recorded in the stage summary as ``feature_config``):
+
+- 25 ms window, 10 ms shift, povey window, pre-emphasis 0.97 — Kaldi's defaults.
+- **snip_edges = False** (Kaldi's default is True): frame ``t`` is centred at
+  ``t * 10 ms`` and an utterance of ``N`` samples has ``(N + 80) // 160`` frames,
+  i.e. ``round(duration / 10 ms)`` — the count Lhotse computes from a cut's
+  duration, so MFCC frames, fbank frames, GMM alignments and the E2E encoder's
+  frames all line up one to one. (With ``snip_edges=True`` a 1 s utterance has
+  98 frames instead of 100 and Lhotse's duration-based frame counts disagree.)
+- dither = 0 (Kaldi's default is 1): features are reproducible bit for bit.
+- Samples are scaled to the 16-bit integer range before extraction, as Kaldi
+  reads WAV files, so the numbers equal ``compute-mfcc-feats``/``compute-fbank-feats``.
+- NIST SPHERE (``.sph``, TED-LIUM) audio: Lhotse reads it with the external ``sph2pipe``;
+  when that is not on ``PATH`` the stage has Lhotse read through libsndfile instead
+  (which reads uncompressed SPHERE; shorten-compressed SPHERE needs ``sph2pipe``).
+- MFCC: 23 mel bins, 13 cepstra, lifter 22, c0 replaced by the raw log energy
+  (``use_energy=true``, Kaldi's default). Fbank: 80 mel bins, log power, no energy.
+
+The GMM stages read MFCCs with :func:`load_mfcc` (per-speaker CMVN applied,
+means only, as Kaldi's ``apply-cmvn`` default) and add deltas with :func:`add_deltas`.
+
+>>> import numpy as np
+>>> x = np.random.default_rng(0).normal(size=(50, 13)).astype(np.float32)
+>>> add_deltas(x).shape
+(50, 39)
+>>> stats = cmvn_stats(x)
+>>> stats.shape, float(stats[0, -1])
+((2, 14), 50.0)
+>>> np.allclose(apply_cmvn(x, stats).mean(axis=0), 0, atol=1e-5)
+True
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+import kaldi_native_fbank as knf
+import numpy as np
+from lhotse import CutSet, LilcomChunkyWriter, RecordingSet, SupervisionSet
+from lhotse.features.base import FeatureExtractor, register_extractor
+from tqdm import tqdm
+
+from .io import atomic_path, write_json
+from .report import SkipReport
+from .workspace import Workspace
+
+log = logging.getLogger("weakalign")
+
+INT16_SCALE = 32768.0
+FRAME_SHIFT_S = 0.01
+
+
+@dataclass
+class KnfMfccConfig:
+    sampling_rate: int = 16000
+    frame_shift_ms: float = 10.0
+    frame_length_ms: float = 25.0
+    snip_edges: bool = False
+    dither: float = 0.0
+    num_mel_bins: int = 23
+    num_ceps: int = 13
+    use_energy: bool = True
+    cepstral_lifter: float = 22.0
+    low_freq: float = 20.0
+    high_freq: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict) -> "KnfMfccConfig":
+        return KnfMfccConfig(**data)
+
+
+@dataclass
+class KnfFbankConfig:
+    sampling_rate: int = 16000
+    frame_shift_ms: float = 10.0
+    frame_length_ms: float = 25.0
+    snip_edges: bool = False
+    dither: float = 0.0
+    num_mel_bins: int = 80
+    low_freq: float = 20.0
+    high_freq: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict) -> "KnfFbankConfig":
+        return KnfFbankConfig(**data)
+
+
+def _frame_opts(opts, config) -> None:
+    f = opts.frame_opts
+    f.samp_freq = config.sampling_rate
+    f.frame_shift_ms = config.frame_shift_ms
+    f.frame_length_ms = config.frame_length_ms
+    f.snip_edges = config.snip_edges
+    f.dither = config.dither
+    opts.mel_opts.num_bins = config.num_mel_bins
+    opts.mel_opts.low_freq = config.low_freq
+    opts.mel_opts.high_freq = config.high_freq
+
+
+def knf_mfcc_options(config: KnfMfccConfig | None = None) -> knf.MfccOptions:
+    config = config or KnfMfccConfig()
+    opts = knf.MfccOptions()
+    _frame_opts(opts, config)
+    opts.num_ceps = config.num_ceps
+    opts.use_energy = config.use_energy
+    opts.cepstral_lifter = config.cepstral_lifter
+    return opts
+
+
+def knf_fbank_options(config: KnfFbankConfig | None = None) -> knf.FbankOptions:
+    config = config or KnfFbankConfig()
+    opts = knf.FbankOptions()
+    _frame_opts(opts, config)
+    return opts
+
+
+def compute_knf(computer, samples: np.ndarray, sampling_rate: int) -> np.ndarray:
+    """Run a kaldi-native-fbank online extractor over a whole waveform (floats in [-1, 1])."""
+    samples = np.asarray(samples, dtype=np.float32).reshape(-1) * INT16_SCALE
+    computer.accept_waveform(sampling_rate, samples)
+    computer.input_finished()
+    n = computer.num_frames_ready
+    if n == 0:
+        return np.zeros((0, computer.dim), dtype=np.float32)
+    return computer.get_frames(list(range(n))) if hasattr(computer, "get_frames") else \
+        np.stack([computer.get_frame(i) for i in range(n)])
+
+
+class _KnfExtractor(FeatureExtractor):
+    def _computer(self):
+        raise NotImplementedError
+
+    def extract(self, samples: np.ndarray, sampling_rate: int) -> np.ndarray:
+        if sampling_rate != self.config.sampling_rate:
+            raise ValueError(f"{self.name}: expected {self.config.sampling_rate} Hz audio, got {sampling_rate} Hz")
+        return np.asarray(compute_knf(self._computer(), samples, sampling_rate), dtype=np.float32)
+
+    @property
+    def frame_shift(self) -> float:
+        return self.config.frame_shift_ms / 1000.0
+
+
+@register_extractor
+class KnfMfcc(_KnfExtractor):
+    """Kaldi MFCC (``compute-mfcc-feats``) via kaldi-native-fbank, as a Lhotse extractor."""
+
+    name = "knf-mfcc"
+    config_type = KnfMfccConfig
+
+    def _computer(self):
+        return knf.OnlineMfcc(knf_mfcc_options(self.config))
+
+    def feature_dim(self, sampling_rate: int) -> int:
+        return self.config.num_ceps
+
+
+@register_extractor
+class KnfFbank(_KnfExtractor):
+    """Kaldi log-mel filterbank (``compute-fbank-feats``) via kaldi-native-fbank, as a Lhotse extractor."""
+
+    name = "knf-fbank"
+    config_type = KnfFbankConfig
+
+    def _computer(self):
+        return knf.OnlineFbank(knf_fbank_options(self.config))
+
+    def feature_dim(self, sampling_rate: int) -> int:
+        return self.config.num_mel_bins
+
+
+# ---------------------------------------------------------------- CMVN and deltas (Kaldi semantics)
+
+def cmvn_stats(feats: np.ndarray) -> np.ndarray:
+    """Kaldi ``compute-cmvn-stats`` layout: 2 x (D+1) float64; row 0 sums + count, row 1 sums of squares + 0."""
+    return np.asarray(knf.compute_cmvn_stats(np.ascontiguousarray(feats, dtype=np.float32)), dtype=np.float64)
+
+
+def apply_cmvn(feats: np.ndarray, stats: np.ndarray, norm_vars: bool = False) -> np.ndarray:
+    """Kaldi ``apply-cmvn`` (default: means only) of ``feats`` (T x D) with ``stats`` (2 x D+1)."""
+    opts = knf.CmvnOptions()
+    opts.norm_vars = norm_vars
+    return np.asarray(knf.apply_cmvn(np.asarray(stats, dtype=np.float64), opts,
+                                     np.ascontiguousarray(feats, dtype=np.float32)))
+
+
+def add_deltas(feats: np.ndarray, order: int = 2, window: int = 2) -> np.ndarray:
+    """Kaldi ``add-deltas``: ``[x, Δx, Δ²x]`` (T x D(order+1)), edge frames replicated."""
+    opts = knf.DeltaOptions()
+    opts.order = order
+    opts.window = window
+    return np.asarray(knf.compute_deltas(opts, np.ascontiguousarray(feats, dtype=np.float32)))
+
+
+def read_cmvn(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Speaker → 2 x (D+1) CMVN stats from a Kaldi archive (``cmvn_<split>.ark``)."""
+    import kaldiio
+
+    return {spk: np.asarray(m, dtype=np.float64) for spk, m in kaldiio.load_ark(str(path))}
+
+
+def write_cmvn(path: str | os.PathLike, stats: dict[str, np.ndarray]) -> None:
+    import kaldiio
+
+    with atomic_path(path) as tmp:
+        kaldiio.save_ark(str(tmp), {spk: np.asarray(stats[spk], dtype=np.float64) for spk in sorted(stats)})
+
+
+def load_mfcc(cut, cmvn: dict[str, np.ndarray], norm_vars: bool = False) -> np.ndarray:
+    """The cut's stored MFCCs with its speaker's CMVN applied (T x 13, float32)."""
+    speaker = cut.supervisions[0].speaker
+    if speaker not in cmvn:
+        raise KeyError(f"{cut.id}: no CMVN statistics for speaker {speaker!r}")
+    return apply_cmvn(cut.load_features(), cmvn[speaker], norm_vars=norm_vars)
+
+
+def speaker_cmvn(cuts: Iterable, desc: str = "CMVN stats") -> dict[str, np.ndarray]:
+    """Per-speaker sums over all of each speaker's cuts (what ``compute-cmvn-stats --spk2utt`` gives)."""
+    stats: dict[str, np.ndarray] = {}
+    for cut in tqdm(cuts, desc=desc, leave=False):
+        s = cmvn_stats(cut.load_features())
+        spk = cut.supervisions[0].speaker
+        stats[spk] = stats[spk] + s if spk in stats else s
+    return stats
+
+
+def global_mean_std(cuts: Iterable, desc: str = "fbank stats") -> dict:
+    total = None
+    for cut in tqdm(cuts, desc=desc, leave=False):
+        s = cmvn_stats(cut.load_features())
+        total = s if total is None else total + s
+    if total is None:
+        raise ValueError("no train cuts for the global fbank statistics")
+    n = total[0, -1]
+    mean = total[0, :-1] / n
+    var = np.maximum(total[1, :-1] / n - mean ** 2, 1e-10)
+    return {"mean": mean.tolist(), "std": np.sqrt(var).tolist(), "frames": int(n)}
+
+
+# ---------------------------------------------------------------- the stage
+
+@contextlib.contextmanager
+def sphere_readable(cut_sets: Iterable[CutSet]):
+    """Let Lhotse read ``.sph`` sources through libsndfile when ``sph2pipe`` is missing.
+
+    Set through the environment so that Lhotse's worker processes inherit it.
+    """
+    has_sph = any(str(s.source).lower().endswith(".sph") for cuts in cut_sets for c in cuts if c.has_recording
+                  for s in c.recording.sources)
+    if not has_sph or shutil.which("sph2pipe"):
+        yield
+        return
+    from lhotse.audio.backend import get_current_audio_backend, set_current_audio_backend
+
+    log.info("no sph2pipe on PATH: reading SPHERE audio with libsndfile (uncompressed SPHERE only)")
+    old_env, old_backend = os.environ.get("LHOTSE_AUDIO_BACKEND"), get_current_audio_backend()
+    os.environ["LHOTSE_AUDIO_BACKEND"] = "LibsndfileBackend"
+    set_current_audio_backend("LibsndfileBackend")
+    try:
+        yield
+    finally:
+        if old_env is None:
+            os.environ.pop("LHOTSE_AUDIO_BACKEND", None)
+        else:
+            os.environ["LHOTSE_AUDIO_BACKEND"] = old_env
+        set_current_audio_backend(old_backend)
+
+
+def supervision_cuts(ws: Workspace, split: str) -> CutSet:
+    """One cut per supervision, with the supervision's id (Lhotse ``trim_to_supervisions``)."""
+    recs = RecordingSet.from_file(ws.manifest("recordings", split))
+    sups = SupervisionSet.from_file(ws.manifest("supervisions", split))
+    cuts = CutSet.from_manifests(recordings=recs, supervisions=sups).trim_to_supervisions(keep_overlapping=False)
+    cuts = cuts.to_eager()
+    bad = [c.id for c in cuts if len(c.supervisions) != 1 or c.id != c.supervisions[0].id]
+    if bad:
+        raise ValueError(f"{split}: cuts whose id is not their one supervision's id: {bad[:5]}")
+    return cuts.to_eager()
+
+
+def _extract(cuts: CutSet, extractor, storage: Path, nj: int, report: SkipReport, what: str,
+             executor=None) -> CutSet:
+    # A rerun after a crash starts from a clean archive directory.
+    for old in (storage, storage.with_name(storage.name + ".lca")):
+        if old.is_dir():
+            shutil.rmtree(old)
+        elif old.exists():
+            old.unlink()
+    storage.parent.mkdir(parents=True, exist_ok=True)
+    nj = max(1, min(nj, len(cuts)))
+    with_feats = cuts.compute_and_store_features(extractor=extractor, storage_path=storage.resolve(),
+                                                 num_jobs=nj, storage_type=LilcomChunkyWriter,
+                                                 executor=executor if nj > 1 else None, progress_bar=True)
+    with_feats = with_feats.to_eager()
+    done = set(with_feats.ids)
+    for cut in cuts:
+        if cut.id not in done:
+            report.skip(cut.id, f"{what}: audio could not be loaded")
+    # Parallel jobs return their chunks interleaved: keep the manifest's order.
+    return with_feats.sort_like(cuts.subset(cut_ids=[c.id for c in cuts if c.id in done]))
+
+
+@contextlib.contextmanager
+def _pool(nj: int):
+    if nj <= 1:
+        yield None
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(nj, mp_context=multiprocessing.get_context("spawn")) as executor:
+        yield executor
+
+
+def _write_cuts(cuts: CutSet, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        cuts.to_file(tmp)
+
+
+def compute_features(ws: Workspace, *, nj: int = 2, splits: list[str] | None = None) -> dict:
+    """Stage ``features``: MFCC + per-speaker CMVN and fbank + global stats for every prepared split."""
+    import torch
+
+    torch.set_num_threads(1)
+    splits = splits or ws.available_splits()
+    if not splits:
+        raise FileNotFoundError(f"no prepared manifests under {ws.data / 'manifests'}: run prepare first")
+    report = SkipReport("features")
+    mfcc, fbank = KnfMfcc(), KnfFbank()
+    outputs, counts = [], {}
+    cut_sets = {split: supervision_cuts(ws, split) for split in splits}
+    # One pool for every split and feature type: worker start-up (torch + lhotse imports) is paid once.
+    with sphere_readable(cut_sets.values()), _pool(nj) as executor:
+        for split, cuts in cut_sets.items():
+            log.info("features %s/%s: %d cuts, %.2f h", ws.corpus, split, len(cuts),
+                     sum(c.duration for c in cuts) / 3600)
+            mfcc_cuts = _extract(cuts, mfcc, ws.data / "mfcc" / f"{ws.corpus}_feats_{split}", nj, report, "mfcc",
+                                 executor)
+            write_cmvn(ws.cmvn(split), speaker_cmvn(mfcc_cuts, desc=f"CMVN {split}"))
+            _write_cuts(mfcc_cuts, ws.mfcc_cuts(split))
+            fbank_cuts = _extract(cuts, fbank, ws.data / "fbank" / f"{ws.corpus}_feats_{split}", nj, report,
+                                  "fbank", executor)
+            _write_cuts(fbank_cuts, ws.fbank_cuts(split))
+            if split == "train":
+                write_json(ws.fbank_stats, global_mean_std(fbank_cuts))
+                outputs.append(ws.fbank_stats)
+            outputs += [ws.mfcc_cuts(split), ws.cmvn(split), ws.fbank_cuts(split)]
+            counts[split] = {"cuts": len(mfcc_cuts), "frames": int(sum(c.num_frames for c in mfcc_cuts)),
+                             "hours": round(sum(c.duration for c in mfcc_cuts) / 3600, 4)}
+    report.log_summary()
+    return {"splits": counts, "feature_config": {"mfcc": mfcc.config.to_dict(), "fbank": fbank.config.to_dict(),
+                                                 "samples_scaled_to_int16": True},
+            **report.summary(), "outputs": outputs}
