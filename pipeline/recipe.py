@@ -24,3 +24,14 @@ def select_stages(start: str | None, stop_after: str | None) -> list[str]:
     if i >= j:
         raise ValueError(f"FROM={start} comes after STOP_AFTER={stop_after}")
     return ALIGN_STAGES[i:j]
+
+
+def stages_after(name: str) -> list[str]:
+    """The recipe stages that consume ``name``'s outputs (all later ones); [] for non-recipe stages.
+
+    >>> stages_after("prepare")[0]
+    'features'
+    """
+    if name not in ALIGN_STAGES:
+        return []
+    return ALIGN_STAGES[ALIGN_STAGES.index(name) + 1:]
