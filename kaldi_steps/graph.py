@@ -1,0 +1,357 @@
+"""Decoding graphs (HCLG) from an ARPA LM, decoding, and word error rates.
+
+As Kaldi's ``utils/format_lm.sh`` + ``utils/mkgraph.sh``:
+
+1. G: ``arpa2fst --disambig-symbol=#0 --read-symbol-table=words.txt`` (with ``kaldilm``);
+   back-off arcs carry ``#0`` on the input side, ``<s>``/``</s>`` become epsilons, n-grams
+   with words outside ``words.txt`` are skipped. :func:`train_ngram_lm` trains a
+   Kneser-Ney ARPA LM with ``kaldingram`` when a corpus ships none.
+2. LG = det(min(L_disambig o G)) (log-semiring determinisation, as ``fstdeterminizestar
+   --use-log=true``).
+3. CLG = C o LG with ``kaldifst.compose_context`` (N, P from the tree) and its ``ilabel_info``.
+4. H = ``khg.get_h_transducer`` (transition scale 1.0) -> HCLGa = det(H o CLG); the
+   disambiguation transition-ids are replaced by epsilon (``fstrmsymbols``, here by
+   composing with a one-state relabelling FST), epsilons removed, encoded minimisation.
+5. HCLG = ``khg.add_self_loops`` (self-loop scale 0.1, reordered), as ``add-self-loops``.
+
+Kaldi's ``fstpushspecial`` (weight pushing) is not available in kaldifst and is skipped:
+the graph accepts the same paths with the same total weights, search is a bit less tight.
+
+:func:`decode_set` runs ``khg.FasterDecoder`` (or, given a transition model, the lattice
+decoder) over decodables that are **already scaled** by the acoustic scale (as
+``khg.DecodableAmDiagGmmScaled(am, tm, feats, scale)`` and ``DecodableCtc`` matrices of
+scaled log-likelihoods are). :func:`compute_wer` scores with ``kaldialign``.
+
+>>> compute_wer({"u1": "A B C", "u2": "D"}, {"u1": ["A", "C"], "u2": ["D", "E"]})["wer"]
+50.0
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from tqdm import tqdm
+
+from ..pipeline.io import atomic_open, atomic_path, write_json
+
+log = logging.getLogger("weakalign")
+
+DEFAULT_SELF_LOOP_SCALE = 0.1
+DEFAULT_TRANSITION_SCALE = 1.0
+
+
+# ---------------------------------------------------------------------------------------
+# Language models and G.
+# ---------------------------------------------------------------------------------------
+
+def train_ngram_lm(texts: Iterable[str], out_path: str | os.PathLike, order: int = 3) -> Path:
+    """Train a Kneser-Ney ``order``-gram ARPA LM on transcripts (one per item) with kaldingram.
+
+    Sentences are wrapped in ``<s> ... </s>`` by kaldingram; empty transcripts are ignored.
+    """
+    from kaldingram.train import NgramCounts
+
+    counts = NgramCounts(order)
+    n = 0
+    for text in texts:
+        words = text.split() if isinstance(text, str) else list(text)
+        if words:
+            counts.add_raw_counts_from_line(" ".join(words))
+            n += 1
+    if n == 0:
+        raise ValueError("no non-empty transcript to train a language model on")
+    counts.cal_discounting_constants()
+    counts.cal_f()
+    counts.cal_bow()
+    with atomic_open(out_path, "w", encoding="latin-1") as f:
+        counts.print_as_arpa(fout=f)
+    log.info("trained a %d-gram LM on %d sentences -> %s", order, n, out_path)
+    return Path(out_path)
+
+
+def extend_lm_vocabulary(arpa_path: str | os.PathLike, words: Iterable[str], out_path: str | os.PathLike) -> int:
+    """Copy an ARPA LM, adding each of ``words`` it lacks as a unigram with the LM's smallest
+    unigram probability, so that the decoder can output every lexicon word (an LM trained
+    on the train transcripts only has never seen many). Returns how many were added.
+    """
+    lines = Path(arpa_path).read_text(encoding="latin-1").splitlines()
+    try:
+        # Free text may precede the data (AN4's LM explains the format, section names included).
+        data = [line.strip() for line in lines].index("\\data\\")
+        start = data + [line.strip() for line in lines[data:]].index("\\1-grams:")
+    except ValueError:
+        raise ValueError(f"{arpa_path}: no \\data\\ and \\1-grams: sections; not an ARPA LM?") from None
+    end = start + 1
+    known, floor = set(), None
+    while end < len(lines) and lines[end].strip() and not lines[end].startswith("\\"):
+        fields = lines[end].split()
+        known.add(fields[1])
+        logp = float(fields[0])
+        if logp > -98:  # <s> has the placeholder -99
+            floor = logp if floor is None else min(floor, logp)
+        end += 1
+    missing = [w for w in dict.fromkeys(words) if w not in known]
+    if missing:
+        floor = -7.0 if floor is None else floor
+        lines[end:end] = [f"{floor:.6f}\t{w}" for w in missing]
+        for i in range(data, start):
+            if lines[i].strip().startswith("ngram 1="):
+                lines[i] = f"ngram 1={int(lines[i].split('=')[1]) + len(missing)}"
+                break
+    with atomic_open(out_path, "w", encoding="latin-1") as f:
+        f.write("\n".join(lines) + "\n")
+    return len(missing)
+
+
+def make_g_fst(arpa_path: str | os.PathLike, words_txt: str | os.PathLike, out_path: str | os.PathLike):
+    """G.fst from an ARPA LM over ``words.txt`` (as ``arpa2fst --disambig-symbol=#0``); returns the FST."""
+    import kaldifst
+    import kaldilm
+
+    with atomic_path(out_path) as tmp:
+        kaldilm.arpa2fst(str(arpa_path), str(tmp), disambig_symbol="#0", read_symbol_table=str(words_txt),
+                         ilabel_sort=True, max_arpa_warnings=10)
+    g = kaldifst.StdVectorFst.read(str(out_path))
+    if g is None or g.num_states == 0:
+        raise ValueError(f"G from {arpa_path} is empty: do the LM's words match {words_txt}?")
+    return g
+
+
+def _load_g(lang_dir: Path, lm: str | os.PathLike | None, out_dir: Path):
+    """G from ``lm`` (an ARPA file or a G.fst), else ``lang_dir/G.fst``, else ``lang_dir/lm.arpa``."""
+    import kaldifst
+
+    if lm is None:
+        if (lang_dir / "G.fst").exists():
+            lm = lang_dir / "G.fst"
+        elif (lang_dir / "lm.arpa").exists():
+            lm = lang_dir / "lm.arpa"
+        else:
+            raise FileNotFoundError(f"no LM: give lm= (ARPA or G.fst); {lang_dir} has no G.fst or lm.arpa")
+    lm = Path(lm)
+    if lm.suffix == ".fst":
+        return kaldifst.StdVectorFst.read(str(lm)), lm
+    return make_g_fst(lm, lang_dir / "words.txt", out_dir / "G.fst"), lm
+
+
+# ---------------------------------------------------------------------------------------
+# HCLG.
+# ---------------------------------------------------------------------------------------
+
+def _relabel_to_epsilon(fst, labels: list[int], max_label: int):
+    """``fst`` with input ``labels`` replaced by epsilon (Kaldi's ``fstrmsymbols``).
+
+    Done by composing a one-state FST mapping every other input label (1..``max_label``) to
+    itself and each of ``labels`` to epsilon on the left: C++ speed, no Python arc loop.
+    """
+    import kaldifst
+
+    drop = set(labels)
+    relabel = kaldifst.StdVectorFst()
+    s = relabel.add_state()
+    relabel.start = s
+    relabel.set_final(s, 0.0)
+    for label in range(1, max(max_label, max(drop, default=0)) + 1):
+        relabel.add_arc(s, kaldifst.StdArc(0 if label in drop else label, label, 0.0, s))
+    kaldifst.arcsort(relabel, sort_type="olabel")
+    return kaldifst.compose(relabel, fst)
+
+
+def fst_size(fst) -> dict[str, int]:
+    import kaldifst
+
+    arcs = sum(fst.num_arcs(s) for s in kaldifst.StateIterator(fst))
+    return {"states": fst.num_states, "arcs": arcs}
+
+
+def compose_hclg(lang, ctx_dep, trans_model, g, *, transition_scale: float = DEFAULT_TRANSITION_SCALE,
+                 self_loop_scale: float = DEFAULT_SELF_LOOP_SCALE) -> tuple:
+    """HCLG from a :class:`~weakalign.kaldi_steps.lang.Lang`, khg tree and transition model, and G.
+
+    Returns ``(HCLG, sizes)`` with the state/arc counts of each intermediate graph.
+    """
+    import kaldi_hmm_gmm as khg
+    import kaldifst
+
+    sizes = {"G": fst_size(g)}
+    L = lang.lexicon_fst_disambig()
+    kaldifst.arcsort(L, sort_type="olabel")
+    kaldifst.arcsort(g, sort_type="ilabel")
+    lg = kaldifst.compose(L, g)
+    # determinize_star returns True only when stopped early by max_states.
+    if kaldifst.determinize_star(lg, use_log=True):
+        log.warning("mkgraph: LG determinisation stopped early (max states)")
+    kaldifst.minimize_encoded(lg)
+    sizes["LG"] = fst_size(lg)
+    if lg.num_states == 0:
+        raise ValueError("LG is empty: the LM and the lexicon share no word sequence")
+
+    clg, ilabel_info = kaldifst.compose_context(lang.disambig_phone_ids, ctx_dep.context_width,
+                                                ctx_dep.central_position, lg)
+    kaldifst.arcsort(clg, sort_type="ilabel")
+    sizes["CLG"] = fst_size(clg)
+
+    ha, disambig_tids = khg.get_h_transducer(ilabel_info, ctx_dep, trans_model,
+                                             khg.HTransducerConfig(transition_scale=transition_scale))
+    kaldifst.arcsort(ha, sort_type="olabel")
+    hclga = kaldifst.compose(ha, clg)
+    if kaldifst.determinize_star(hclga, use_log=True):
+        log.warning("mkgraph: HCLGa determinisation stopped early (max states)")
+    if disambig_tids:
+        hclga = _relabel_to_epsilon(hclga, list(disambig_tids), trans_model.num_transition_ids)
+    kaldifst.rmepsilon(hclga)
+    kaldifst.minimize_encoded(hclga)
+    sizes["HCLGa"] = fst_size(hclga)
+
+    hclg = khg.add_self_loops(trans_model=trans_model, ifst=hclga, self_loop_scale=self_loop_scale,
+                              disambig_syms=[], reorder=True)
+    sizes["HCLG"] = fst_size(hclg)
+    return hclg, sizes
+
+
+def make_graph(lang_dir: str | os.PathLike, model_dir: str | os.PathLike, out_dir: str | os.PathLike,
+               lm: str | os.PathLike | None = None, *, transition_scale: float = DEFAULT_TRANSITION_SCALE,
+               self_loop_scale: float = DEFAULT_SELF_LOOP_SCALE) -> Path:
+    """Build ``out_dir/HCLG.fst`` (+ ``words.txt``, ``phones.txt``, ``info.json``) for the model
+    in ``model_dir`` (``final.mdl`` + ``tree``), as ``utils/mkgraph.sh``.
+
+    ``lm``: an ARPA file or a ``G.fst``; default ``lang_dir/G.fst`` (else ``lang_dir/lm.arpa``).
+    Returns the HCLG path.
+    """
+    import time
+
+    from .kaldi_io import read_model, read_tree
+    from .lang import Lang
+
+    start = time.time()
+    lang_dir, model_dir, out_dir = Path(lang_dir), Path(model_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lang = Lang.load(lang_dir)
+    trans_model, _ = read_model(model_dir / "final.mdl")
+    ctx_dep = read_tree(model_dir / "tree")
+    g, lm_path = _load_g(lang_dir, lm, out_dir)
+    hclg, sizes = compose_hclg(lang, ctx_dep, trans_model, g, transition_scale=transition_scale,
+                               self_loop_scale=self_loop_scale)
+    with atomic_path(out_dir / "HCLG.fst") as tmp:
+        if not hclg.write(str(tmp)):
+            raise OSError(f"could not write {out_dir / 'HCLG.fst'}")
+    for name in ("words.txt", "phones.txt"):
+        with atomic_path(out_dir / name) as tmp:
+            shutil.copyfile(lang_dir / name, tmp)
+    info = {"lm": str(lm_path), "model": str(model_dir / "final.mdl"), "context_width": ctx_dep.context_width,
+            "central_position": ctx_dep.central_position, "transition_scale": transition_scale,
+            "self_loop_scale": self_loop_scale, "sizes": sizes, "seconds": round(time.time() - start, 2)}
+    write_json(out_dir / "info.json", info)
+    log.info("mkgraph: %s: HCLG %d states, %d arcs (%.1f s)", out_dir, sizes["HCLG"]["states"],
+             sizes["HCLG"]["arcs"], info["seconds"])
+    return out_dir / "HCLG.fst"
+
+
+# ---------------------------------------------------------------------------------------
+# Decoding and scoring.
+# ---------------------------------------------------------------------------------------
+
+def _word_table(words) -> Mapping[int, str]:
+    """id -> word from a ``words.txt`` path, an id->word dict, a word->id dict, or a list."""
+    if isinstance(words, (str, os.PathLike)):
+        table = {}
+        for line in Path(words).read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                w, i = line.split()
+                table[int(i)] = w
+        return table
+    if isinstance(words, Mapping):
+        first = next(iter(words), None)
+        if isinstance(first, str):
+            return {i: w for w, i in words.items()}
+        return words
+    return dict(enumerate(words))
+
+
+def decode_set(hclg, decodables: Iterable[tuple[str, object]], words, beam: float = 13.0,
+               lattice_beam: float = 6.0, acoustic_scale: float = 0.1, *, max_active: int = 7000,
+               trans_model=None, progress: bool = True) -> dict[str, list[str]]:
+    """Decode ``(utt_id, decodable)`` pairs over ``hclg``; returns ``utt_id -> words``.
+
+    The decodables must already be scaled by ``acoustic_scale`` (``DecodableAmDiagGmmScaled``
+    does it; scale matrices before ``DecodableCtc``); the scale is only used to report the
+    best path's acoustic log-likelihood in the log. With ``trans_model`` the lattice decoder
+    (``lattice_beam``) is used, else ``khg.FasterDecoder``. An utterance whose search reaches
+    no final state keeps its best partial path, with a warning.
+    """
+    import kaldi_hmm_gmm as khg
+    import kaldifst
+
+    if isinstance(hclg, (str, os.PathLike)):
+        hclg = kaldifst.StdVectorFst.read(str(hclg))
+    table = _word_table(words)
+    if trans_model is None:
+        decoder = khg.FasterDecoder(hclg, khg.FasterDecoderOptions(beam=beam, max_active=max_active))
+    else:
+        config = khg.LatticeFasterDecoderConfig()
+        config.beam, config.lattice_beam, config.max_active = beam, lattice_beam, max_active
+        decoder = khg.LatticeFasterDecoder(hclg, config)
+    hyps: dict[str, list[str]] = {}
+    partial = failed = frames = 0
+    total_cost = 0.0
+    for utt_id, decodable in tqdm(decodables, desc="decode", disable=not progress, leave=False):
+        if trans_model is None:
+            decoder.decode(decodable)
+            final = decoder.reached_final()
+            ok, best = decoder.get_best_path(use_final_probs=final)
+            ok = ok and best.num_states > 0
+            if ok:
+                _, _, word_ids, weight = kaldifst.get_linear_symbol_sequence(best)
+                total_cost += weight.value1 + weight.value2
+                frames += decoder.num_frames_decoded()
+        else:
+            ok, _, word_ids, like = khg.decode_utterance_lattice_faster(decoder, decodable, trans_model,
+                                                                        utt_id, True)
+            final = ok
+        if not ok:
+            failed += 1
+            log.warning("decode: %s: no path survived the beam (%.1f); empty hypothesis", utt_id, beam)
+            hyps[utt_id] = []
+            continue
+        if not final:
+            partial += 1
+            log.warning("decode: %s: no final state reached; using the best partial path", utt_id)
+        hyps[utt_id] = [table.get(w, f"<{w}>") for w in word_ids]
+    log.info("decode: %d utterances, %d partial, %d failed%s", len(hyps), partial, failed,
+             f"; avg acoustic+graph cost/frame {total_cost / frames:.3f} (scale {acoustic_scale})"
+             if frames else "")
+    return hyps
+
+
+def compute_wer(refs: Mapping[str, str | list[str]], hyps: Mapping[str, str | list[str]]) -> dict:
+    """Word error rate (in %) of ``hyps`` against ``refs`` (``utt_id -> text or word list``).
+
+    Utterances missing from ``hyps`` count as all deletions (``missing``); hypotheses
+    without a reference are ignored.
+    """
+    import kaldialign
+
+    ins = dels = subs = words = sentence_errors = missing = 0
+    for utt_id, ref in refs.items():
+        ref_words = ref.split() if isinstance(ref, str) else list(ref)
+        if utt_id not in hyps:
+            missing += 1
+        hyp = hyps.get(utt_id, [])
+        hyp_words = hyp.split() if isinstance(hyp, str) else list(hyp)
+        d = kaldialign.edit_distance(ref_words, hyp_words)
+        ins, dels, subs = ins + d["ins"], dels + d["del"], subs + d["sub"]
+        words += len(ref_words)
+        sentence_errors += d["total"] > 0
+    errors = ins + dels + subs
+    sentences = len(refs)
+    return {
+        "wer": round(100.0 * errors / words, 2) if words else 0.0,
+        "errors": errors, "ins": ins, "del": dels, "sub": subs, "words": words,
+        "sentences": sentences, "sentence_errors": sentence_errors,
+        "ser": round(100.0 * sentence_errors / sentences, 2) if sentences else 0.0,
+        "missing": missing,
+    }
