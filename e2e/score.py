@@ -1,0 +1,210 @@
+"""The ``score`` stage: decode every prepared split but ``train``, score it, write the results.
+
+For a run dir ``exp/<c>/e2e/<run>/`` and decoding mode ``greedy`` or ``beam``:
+
+- ``decode_<mode>/<split>/hyp.trn``, ``ref.trn`` (sclite trn), ``utt2spk``,
+  ``result.wer.md`` / ``result.cer.md`` (sclite-style tables per speaker),
+  ``per_utt.txt`` (aligned REF/HYP with counts, worst first), ``decode.json`` (timing);
+- ``results.json``: ``{split: {"wer", "cer", "ci95", "cer_ci95", "words", "corr", "sub", "del", "ins",
+  "sentences", "sentence_errors", "decode": {...}, "rtf", ...}}`` (percentages), the splits scored last;
+- ``RESULTS.md``: the tables, bootstrap intervals, decoding options and environment.
+
+Splits come from ``ws.available_splits()`` (their fbank CutSets give features and
+reference text), so a user who prepared speechocean762's ``test`` half gets it
+scored too. A split whose ``hyp.trn`` is complete (every cut, decoded by the same
+``model_avg.pt`` — by content hash — with the same options) is not decoded again
+unless ``force``; scoring itself is always redone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from weakalign.pipeline.io import atomic_open, read_json, write_json
+from weakalign.pipeline.report import SkipReport
+from weakalign.pipeline.workspace import Workspace
+
+from .decode import DecodeOptions, decode_cuts, resolve_device
+from .environment import environment, environment_markdown
+from .scoring import read_trn, score_trn_dir, sclite_table, summary_dict, write_trn
+from .significance import bootstrap_ci
+
+log = logging.getLogger("weakalign")
+
+MODEL_FILE = "model_avg.pt"
+
+
+def run_dir_for(ws: Workspace, config: str, seed: int | None = None, run: str | None = None) -> Path:
+    """``exp/<c>/e2e/<run>``, the trainer's naming (``<config>`` or ``<config>_seed<n>``)."""
+    if run is None:
+        from .config import run_name
+
+        run = run_name(config, seed)
+    return ws.exp / "e2e" / run
+
+
+def splits_to_score(ws: Workspace) -> list[str]:
+    return [s for s in ws.available_splits() if s != "train"]
+
+
+def load_split_cuts(ws: Workspace, split: str):
+    from lhotse import CutSet
+
+    return CutSet.from_file(ws.fbank_cuts(split))
+
+
+def references(cuts, report: SkipReport) -> tuple[dict[str, str], dict[str, str], list]:
+    """``{cut_id: text}``, ``{cut_id: speaker}`` and the cuts to decode (those with one supervision)."""
+    refs, utt2spk, keep = {}, {}, []
+    for cut in cuts:
+        if len(cut.supervisions) != 1:
+            report.skip(cut.id, f"{len(cut.supervisions)} supervisions (expected 1); not scored")
+            continue
+        sup = cut.supervisions[0]
+        refs[cut.id] = sup.text or ""
+        utt2spk[cut.id] = sup.speaker or cut.id
+        keep.append(cut)
+    return refs, utt2spk, keep
+
+
+def file_digest(path: Path) -> str:
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def hyp_is_complete(split_dir: Path, utt_ids: set[str], model_digest: str, opts: DecodeOptions) -> bool:
+    """``hyp.trn`` holds every utterance, decoded by this very model with these options."""
+    hyp, info = split_dir / "hyp.trn", split_dir / "decode.json"
+    if not hyp.exists() or not info.exists():
+        return False
+    done = read_json(info)
+    if done.get("model_sha1") != model_digest or done.get("options") != opts.as_dict():
+        log.info("%s: decoded by another model or with other options: decoding again", split_dir)
+        return False
+    try:
+        return set(read_trn(hyp)) == utt_ids
+    except ValueError:
+        return False
+
+
+def _write_utt2spk(path: Path, utt2spk: dict[str, str]) -> None:
+    with atomic_open(path, "w") as f:
+        for utt in sorted(utt2spk):
+            f.write(f"{utt} {utt2spk[utt]}\n")
+
+
+def read_utt2spk(path: Path) -> dict[str, str]:
+    if not path.exists():
+        return {}
+    return dict(line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
+
+
+def score_split_dir(split_dir: Path, *, replicas: int = 2000, seed: int = 0) -> dict:
+    """Score ``hyp.trn`` vs ``ref.trn`` in ``split_dir``: the figures results.json holds, plus tables."""
+    utt2spk = read_utt2spk(split_dir / "utt2spk")
+    scored = score_trn_dir(split_dir, utt2spk)
+    word, char = scored["word"], scored["char"]
+    utts = sorted(word.per_utt)
+    wer_ci = bootstrap_ci([word.per_utt[u].err for u in utts], [word.per_utt[u].words for u in utts],
+                          replicas=replicas, seed=seed)
+    cer_ci = bootstrap_ci([char.per_utt[u].err for u in utts], [char.per_utt[u].words for u in utts],
+                          replicas=replicas, seed=seed)
+    w, c = summary_dict(word), summary_dict(char)
+    result = {"wer": w["err"], "cer": c["err"], "ci95": wer_ci["ci95"], "cer_ci95": cer_ci["ci95"],
+              "words": w["words"], "corr": w["corr"], "sub": w["sub"], "del": w["del"], "ins": w["ins"],
+              "sentences": w["sentences"], "sentence_errors": w["sentence_errors"],
+              "ser": w["sentence_error_rate"], "chars": c["words"],
+              "bootstrap": {"replicas": replicas, "seed": seed, "method": "percentile, utterances resampled"},
+              "hyp_trn": str(split_dir / "hyp.trn"), "ref_trn": str(split_dir / "ref.trn")}
+    return {"result": result, "wer_table": sclite_table(word, utt2spk), "cer_table": sclite_table(char, utt2spk)}
+
+
+def score_run(ws: Workspace, run_dir: str | os.PathLike, *, mode: str = "beam", device: str = "auto",
+              redecode: bool = False, splits: list[str] | None = None, options: dict | None = None) -> dict:
+    """Decode and score ``splits`` (default: every prepared split but train) of one run dir."""
+    from .model import load_for_inference
+
+    run_dir = Path(run_dir)
+    model_path = run_dir / MODEL_FILE
+    if not model_path.exists():
+        raise FileNotFoundError(f"{model_path} not found: train the run first (weakalign train)")
+    opts = DecodeOptions(mode=mode, **(options or {}))
+    dev = resolve_device(device)
+    report = SkipReport("score")
+    splits = splits or splits_to_score(ws)
+    if not splits:
+        raise FileNotFoundError(f"no prepared split other than train under {ws.data / 'manifests'}")
+    decode_root = run_dir / f"decode_{mode}"
+    digest = file_digest(model_path)
+    model = tokenizer = config = None
+    results, tables = {}, {}
+    for split in splits:
+        if not ws.fbank_cuts(split).exists():
+            report.skip(split, f"no fbank CutSet {ws.fbank_cuts(split)} (run the features stage)")
+            continue
+        split_dir = decode_root / split
+        refs, utt2spk, cuts = references(load_split_cuts(ws, split), report)
+        if not cuts:
+            report.skip(split, "no cut to decode")
+            continue
+        timing_path = split_dir / "decode.json"
+        if not redecode and hyp_is_complete(split_dir, set(refs), digest, opts):
+            log.info("score: %s/%s already decoded (%s); --force to decode again", run_dir.name, split, split_dir)
+            timing = read_json(timing_path) if timing_path.exists() else {}
+        else:
+            if model is None:
+                model, tokenizer, config = load_for_inference(run_dir, dev)
+                if mode == "beam" and model.decoder is None:
+                    log.info("score: %s has no attention decoder: CTC prefix beam search", run_dir.name)
+            hyps, timing = decode_cuts(model, tokenizer, cuts, opts, dev, report, desc=f"decode {split}")
+            timing = {**timing, "device": str(dev), "options": opts.as_dict(), "utterances": len(hyps),
+                      "model_sha1": digest}
+            write_trn(split_dir / "ref.trn", refs)
+            _write_utt2spk(split_dir / "utt2spk", utt2spk)
+            write_json(timing_path, timing)
+            write_trn(split_dir / "hyp.trn", hyps)   # last: its presence means the split is decoded
+        scored = score_split_dir(split_dir)
+        scored["result"]["hyp_trn"] = str((split_dir / "hyp.trn").relative_to(run_dir))
+        scored["result"]["ref_trn"] = str((split_dir / "ref.trn").relative_to(run_dir))
+        results[split] = {**scored["result"], "decode": timing.get("options", opts.as_dict()),
+                          "rtf": timing.get("rtf"), "device": timing.get("device", str(dev))}
+        tables[split] = scored
+        log.info("score: %s %s WER %.2f%% %s CER %.2f%% (%d words)", run_dir.name, split,
+                 results[split]["wer"] or float("nan"), results[split]["ci95"], results[split]["cer"] or float("nan"),
+                 results[split]["words"])
+    report.log_summary()
+    env = environment(str(dev))
+    write_json(decode_root / "results.json", results)
+    write_json(run_dir / "results.json", results)
+    write_results_md(run_dir / "RESULTS.md", run_dir.name, ws.corpus, mode, opts, results, tables, env)
+    return {"run_dir": str(run_dir), "results": results, "skipped": report.summary(),
+            "outputs": [run_dir / "results.json", run_dir / "RESULTS.md"]}
+
+
+def write_results_md(path: Path, run: str, corpus: str, mode: str, opts: DecodeOptions, results: dict,
+                     tables: dict, env: dict) -> None:
+    decoding = ("greedy CTC" if mode == "greedy" else
+                f"joint CTC/attention beam search (beam {opts.beam}, ctc_weight {opts.ctc_weight}, "
+                f"length normalisation {'on' if opts.length_normalize else 'off'})")
+    lines = [f"# RESULTS: {run} ({corpus})", "", "## Environment", environment_markdown(env), "",
+             "## Decoding", f"- model: `{MODEL_FILE}` (averaged checkpoints)", f"- decoder: {decoding}",
+             f"- options: `{opts.as_dict()}`", "", "## Summary", "",
+             "| set | WER | 95% CI | CER | 95% CI | # Snt | # Wrd | S.Err | RTF |", "|---" * 9 + "|"]
+    for split, r in results.items():
+        lines.append(f"| {split} | {r['wer']} | [{r['ci95'][0]}, {r['ci95'][1]}] | {r['cer']} | "
+                     f"[{r['cer_ci95'][0]}, {r['cer_ci95'][1]}] | {r['sentences']} | {r['words']} | {r['ser']} | "
+                     f"{r['rtf']} |")
+    lines.append("")
+    lines.append("95% CI: bootstrap over utterances (Bisani & Ney 2004), 2000 replicas, percentile interval.")
+    for unit, key in (("WER", "wer_table"), ("CER", "cer_table")):
+        lines += ["", f"## {unit}", ""]
+        for split, t in tables.items():
+            lines += [f"### decode_{mode}/{split}", "", t[key], ""]
+    with atomic_open(path, "w") as f:
+        f.write("\n".join(lines).rstrip() + "\n")

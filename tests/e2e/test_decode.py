@@ -1,0 +1,181 @@
+"""Decoders: CTC prefix scores, joint CTC/attention beam search, greedy decoders.
+
+The searches run for real on a tiny random model that satisfies the interface
+(tests/e2e/decode_doubles.py); where the trained model of weakalign.e2e.model can
+be built, it is decoded too.
+"""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from weakalign.e2e.ctc_prefix_score import CTCPrefixScorer
+from weakalign.e2e.decode import (DecodeOptions, beam_search, collapse_ctc, decode_batch, greedy_attention,
+                                  greedy_ctc)
+
+from .decode_doubles import TinyModel
+
+torch.set_num_threads(1)
+
+
+def ctc_loss_log_prob(log_probs: torch.Tensor, tokens: list[int]) -> float:
+    """log P(tokens | x) from torch's CTC forward algorithm (the reference)."""
+    if not tokens:
+        return float(log_probs[:, 0].sum())
+    loss = torch.nn.functional.ctc_loss(log_probs[:, None].double(), torch.tensor([tokens]),
+                                        torch.tensor([log_probs.shape[0]]), torch.tensor([len(tokens)]),
+                                        blank=0, reduction="sum", zero_infinity=False)
+    return -float(loss)
+
+
+def att_log_prob(model, memory, tokens, sos, eos) -> float:
+    """Teacher-forced attention log P(tokens + <eos>), blank excluded as in the search."""
+    ys = torch.tensor([[sos] + tokens])
+    logits = model.decoder(ys, torch.tensor([ys.shape[1]]), memory[None], torch.tensor([memory.shape[0]]))
+    logp = torch.log_softmax(logits[0].float(), dim=-1)
+    logp[:, 0] = float("-inf")
+    return float(sum(logp[i, t] for i, t in enumerate(tokens + [eos])))
+
+
+@pytest.mark.parametrize("tokens", [[3], [2, 5, 5, 7], [4, 4, 4], [1, 2, 3, 4, 5, 6, 7, 8, 9]])
+def test_prefix_score_of_complete_hypothesis_equals_ctc_loss(tokens):
+    torch.manual_seed(len(tokens))
+    lp = torch.randn(20, 11).mul(2).log_softmax(-1).double()
+    scorer = CTCPrefixScorer(lp, blank=0, eos=10)
+    assert scorer.sequence_log_prob(tokens) == pytest.approx(ctc_loss_log_prob(lp, tokens), abs=1e-6)
+
+
+def test_prefix_score_is_sum_over_continuations():
+    """psi(g) = sum over complete outputs starting with g (exhaustive on a tiny problem)."""
+    torch.manual_seed(0)
+    T, V = 4, 4  # blank 0, tokens 1..2, eos 3
+    lp = torch.randn(T, V).double()
+    lp[:, 3] = float("-inf")  # <eos> is not a CTC label
+    lp = lp.log_softmax(-1)
+    scorer = CTCPrefixScorer(lp, blank=0, eos=3)
+    outputs = [list(s) for L in range(T + 1) for s in itertools.product([1, 2], repeat=L)]
+    full = {tuple(o): math.exp(scorer.sequence_log_prob(o)) for o in outputs}
+    assert sum(full.values()) == pytest.approx(1.0, abs=1e-9)
+    state = scorer.initial_state()
+    psi, _ = scorer.extend(state, torch.tensor([[1, 2]]))
+    for j, tok in enumerate([1, 2]):
+        expected = sum(p for o, p in full.items() if o[:1] == (tok,))
+        assert math.exp(float(psi[0, j])) == pytest.approx(expected, rel=1e-9)
+
+
+def test_collapse_and_greedy_ctc():
+    assert collapse_ctc([0, 0, 0]) == []
+    lp = torch.full((2, 5, 4), -10.0)
+    path = [[1, 1, 0, 1, 2], [3, 0, 0, 0, 0]]
+    for b, p in enumerate(path):
+        lp[b, torch.arange(5), torch.tensor(p)] = 0.0
+    assert greedy_ctc(lp, torch.tensor([5, 3])) == [[1, 1, 2], [3]]
+
+
+def _utterances(n=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.randint(40, 120, (n,), generator=g)
+    feats = torch.randn(n, int(lens.max()), 80, generator=g)
+    return feats, lens
+
+
+def test_beam1_without_ctc_equals_greedy_attention():
+    model = TinyModel(vocab=12, seed=1).eval()
+    sos = eos = 11
+    feats, lens = _utterances()
+    with torch.no_grad():
+        enc = model.encode(feats, lens)
+        ctc = model.ctc_log_probs(enc.out)
+        batched = greedy_attention(model, enc.out, enc.lens, sos, eos)
+        opts = DecodeOptions(beam=1, ctc_weight=0.0)
+        lengths = []
+        for b in range(len(lens)):
+            n = int(enc.lens[b])
+            single = greedy_attention(model, enc.out[b:b + 1, :n], enc.lens[b:b + 1], sos, eos)[0]
+            beam = beam_search(model, enc.out[b, :n], ctc[b, :n], sos, eos, opts=opts)[0]
+            assert beam.tokens == single == batched[b]
+            assert beam.score == pytest.approx(att_log_prob(model, enc.out[b, :n], beam.tokens, sos, eos), abs=1e-4)
+            lengths.append(len(beam.tokens))
+    assert max(lengths) > 1, "degenerate test: every hypothesis is empty or one token"
+
+
+def test_joint_score_is_weighted_sum_of_attention_and_ctc():
+    model = TinyModel(vocab=12, seed=2).eval()
+    sos = eos = 11
+    feats, lens = _utterances(3, seed=2)
+    opts = DecodeOptions(beam=4, ctc_weight=0.3, length_normalize=False)
+    with torch.no_grad():
+        enc = model.encode(feats, lens)
+        ctc = model.ctc_log_probs(enc.out)
+        for b in range(3):
+            n = int(enc.lens[b])
+            hyps = beam_search(model, enc.out[b, :n], ctc[b, :n], sos, eos, opts=opts)
+            assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+            for h in hyps[:3]:
+                expected = (0.7 * att_log_prob(model, enc.out[b, :n], h.tokens, sos, eos)
+                            + 0.3 * ctc_loss_log_prob(ctc[b, :n].double(), h.tokens))
+                assert h.score == pytest.approx(expected, abs=1e-3)
+
+
+def test_ctc_prefix_beam_search_finds_exhaustive_best():
+    """Without decoder the beam search is a CTC prefix search; a wide beam is exact on a tiny problem."""
+    torch.manual_seed(3)
+    T, V = 6, 4  # blank 0, tokens 1..2, eos 3
+    lp = torch.randn(T, V).mul(1.5).log_softmax(-1)
+    lp[:, 3] = float("-inf")  # the CTC head never emits <eos>
+    lp = lp.log_softmax(-1)
+    model = TinyModel(vocab=V, decoder=False)
+    best = beam_search(model, torch.zeros(T, 4), lp, sos=3, eos=3, opts=DecodeOptions(beam=80, length_normalize=False))
+    outputs = [list(s) for L in range(T + 1) for s in itertools.product([1, 2], repeat=L)]
+    scores = {tuple(o): ctc_loss_log_prob(lp.double(), o) for o in outputs}
+    truth = max(scores, key=scores.get)
+    assert tuple(best[0].tokens) == truth
+    assert best[0].score == pytest.approx(scores[truth], abs=1e-4)
+
+
+def test_decode_batch_modes_agree_in_shape():
+    model = TinyModel(vocab=12, seed=4).eval()
+    feats, lens = _utterances(4, seed=4)
+    greedy = decode_batch(model, feats, lens, DecodeOptions(mode="greedy"), 11, 11)
+    beam = decode_batch(model, feats, lens, DecodeOptions(mode="beam", beam=3), 11, 11)
+    assert len(greedy) == len(beam) == 4
+    assert all(0 not in h for h in greedy) and all(0 not in h and 11 not in h for h in beam)
+    with pytest.raises(ValueError, match="unknown decoding mode"):
+        decode_batch(model, feats, lens, DecodeOptions(mode="viterbi"), 11, 11)
+
+
+TINY = {"enc_hidden": 16, "enc_proj": 16, "dec_hidden": 16, "dec_embed": 16, "dec_heads": 2, "conv_channels": 4,
+        "enc_layers": 2, "aux_layer": 1}
+
+
+def test_real_model_beam1_equals_greedy_attention_on_an4_fbank(an4_slice):
+    """The project's E2EModel (random weights, sharpened output) decoded on real AN4 fbank features."""
+    from lhotse import CutSet
+
+    from weakalign.e2e.config import load_config
+    from weakalign.e2e.decode import pad_feats, _load_one
+    from weakalign.e2e.model import build_model
+
+    torch.manual_seed(0)
+    model = build_model(load_config("baseline", overrides=TINY), vocab_size=30).eval()
+    with torch.no_grad():
+        for p in model.decoder.parameters():
+            p.mul_(4.0)  # peakier random distributions: longer, more varied hypotheses
+    cuts = list(CutSet.from_file(an4_slice.fbank_cuts("test")))[:4]
+    feats, lens = pad_feats([_load_one(c) for c in cuts])
+    sos = eos = 29
+    with torch.no_grad():
+        enc = model.encode(feats, lens)
+        ctc = model.ctc_log_probs(enc.out)
+        greedy = greedy_attention(model, enc.out, enc.lens, sos, eos)
+        for b in range(len(cuts)):
+            n = int(enc.lens[b])
+            beam = beam_search(model, enc.out[b, :n], ctc[b, :n], sos, eos, opts=DecodeOptions(beam=1, ctc_weight=0.0))
+            single = greedy_attention(model, enc.out[b:b + 1, :n], enc.lens[b:b + 1], sos, eos)[0]
+            assert beam[0].tokens == single
+            assert single == greedy[b]
+        joint = beam_search(model, enc.out[0, :int(enc.lens[0])], ctc[0, :int(enc.lens[0])], sos, eos,
+                            opts=DecodeOptions(beam=5, ctc_weight=0.3))
+        assert len(joint) >= 1 and all(0 not in h.tokens and eos not in h.tokens for h in joint)
