@@ -13,7 +13,7 @@ VENV := .venv
 WA := $(VENV)/bin/weakalign
 ROOTS := --data-root $(DATA) --exp-root $(EXP)
 
-.PHONY: setup align train score demo test bench clean
+.PHONY: setup align train score demo results test bench clean
 
 setup: $(VENV)/.installed
 
@@ -32,8 +32,16 @@ train: setup
 score: setup
 	$(WA) score $(CORPUS) $(ROOTS) --config $(CONFIG) $(if $(SEED),--seed $(SEED))
 
+# The whole job on AN4: alignments, two E2E systems (no aux loss / the paper's smoothed triphone CE),
+# their scores on dev and test, and the comparison table with CIs and a paired p-value.
 demo: setup
 	$(MAKE) align CORPUS=an4
+	$(MAKE) train score CORPUS=an4 CONFIG=baseline
+	$(MAKE) train score CORPUS=an4 CONFIG=aux_ls0.5_l3
+	$(WA) compare baseline aux_ls0.5_l3 --corpus an4 --exp-root $(EXP) --set test
+
+results: setup
+	$(WA) results-table $(CORPUS) baseline aux_ls0.5_l3 aux_onehot_l3 auxctc_l3 ctc_only --exp-root $(EXP) --out RESULTS.md
 
 test: setup
 	$(VENV)/bin/python -m pytest -q tests
