@@ -1,0 +1,97 @@
+"""Benchmarks of the GMM-HMM stages (``weakalign bench``): alignment speed and its Python overhead.
+
+``gmm_align``: Viterbi alignment of (up to) 300 train utterances with the trained tri1 model
+(mono if tri1 is absent) through our :class:`~weakalign.kaldi_steps.gmm.Shard` (what the
+stages run), against a bare loop over khg calls on the same graphs and model — graph copy,
+``add_transition_probs``, ``DecodableAmDiagGmmScaled``, ``align_utterance_wrapper`` — and
+``overhead_ratio`` = bare frames/s / our frames/s (goal ≤ 1.1). Also the vectorised GMM
+statistics accumulation (frames/s) and the ``nj``-job pool's alignment frames/s.
+"""
+
+from __future__ import annotations
+
+import time
+
+MAX_UTTS = 300
+
+
+def _model_dir(ws):
+    for name in ("tri1", "mono"):
+        if (ws.exp / name / "final.mdl").exists():
+            return ws.exp / name
+    raise FileNotFoundError(f"no GMM model under {ws.exp}/{{tri1,mono}}: run `weakalign tri1 {ws.corpus}` first")
+
+
+def bare_align_loop(graphs: dict, feats: dict, tm, am, beam: float = 10.0, retry_beam: float = 40.0,
+                    acoustic_scale: float = 0.1) -> int:
+    """The khg calls alone, as ``gmm-align-compiled`` does them; returns frames aligned."""
+    import kaldi_hmm_gmm as khg
+    import kaldifst
+
+    config = khg.AlignConfig(beam=beam, retry_beam=retry_beam)
+    frames = 0
+    for utt, graph in graphs.items():
+        fst = kaldifst.StdVectorFst(graph)
+        khg.add_transition_probs(tm, [], 1.0, 0.1, fst)
+        dec = khg.DecodableAmDiagGmmScaled(am, tm, feats[utt], acoustic_scale)
+        out = khg.align_utterance_wrapper(config, utt, acoustic_scale, fst, dec, 0, 0, 0, 0.0, 0)
+        frames += len(out[5])
+    return frames
+
+
+def bench_gmm_align(ws, nj: int) -> dict:
+    import numpy as np
+
+    from .gmm import GmmParams, Shard, accumulate_gmm_stats, shard_args
+    from .kaldi_io import read_model, read_tree
+    from .parallel import JobPool
+
+    model_dir = _model_dir(ws)
+    tm, am = read_model(model_dir / "final.mdl")
+    ctx = read_tree(model_dir / "tree")
+    args = shard_args(ws, "train", 1)[0]
+    utts = args[3][:MAX_UTTS]
+    shard = Shard(args[0], args[1], args[2], utts)
+    shard.compile_graphs(tm, ctx)
+
+    def best_of(fn, repeats=3):
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            out = fn()
+            times.append(time.perf_counter() - start)
+        return min(times), out
+
+    ours_s, res = best_of(lambda: shard.align(tm, am, 10.0, 40.0))
+    frames = sum(len(a) for a in shard.alignments.values())
+    bare_s, bare_frames = best_of(lambda: bare_align_loop(shard.graphs, shard.feats, tm, am))
+
+    ali = np.concatenate([shard.alignments[u] for u in shard.utt_ids if u in shard.alignments])
+    feats = np.concatenate([shard.feats[u] for u in shard.utt_ids if u in shard.alignments])
+    pdfs = np.asarray(tm.id2pdf_id, dtype=np.int64)[ali]
+    params = GmmParams.from_am(am)
+    acc_s, _ = best_of(lambda: accumulate_gmm_stats(params, feats, pdfs))
+
+    with JobPool(shard_args(ws, "train", nj)) as pool:
+        pool.call("compile_graphs", tm, ctx)
+        start = time.perf_counter()
+        summary = pool.call("align", tm, am, 10.0, 40.0)
+        pool_s = time.perf_counter() - start
+    pool_frames = sum(r["frames"] for r in summary)
+    return {
+        "model": str(model_dir),
+        "num_pdfs": am.num_pdfs,
+        "num_gauss": am.num_gauss,
+        "utterances": len(utts),
+        "frames": frames,
+        "stage_align_frames_per_s": round(frames / ours_s),
+        "bare_khg_align_frames_per_s": round(bare_frames / bare_s),
+        "overhead_ratio": round((bare_frames / bare_s) / (frames / ours_s), 3),
+        "acc_stats_frames_per_s": round(len(pdfs) / acc_s),
+        "pool_nj": nj,
+        "pool_align_frames_per_s": round(pool_frames / pool_s),
+        "pool_frames": pool_frames,
+    }
+
+
+BENCHMARKS = [("gmm_align", bench_gmm_align)]

@@ -1,0 +1,606 @@
+"""GMM-HMM building blocks: statistics, re-estimation, mixing up, alignment (one job's share).
+
+As Kaldi's ``gmm-init-mono``, ``gmm-acc-stats-ali``, ``gmm-est``, ``align-equal-compiled``
+and ``gmm-align-compiled``, on ``kaldi_hmm_gmm`` (khg) and ``kaldifst``:
+
+* statistics are accumulated in numpy, one matrix product per pdf over all its frames
+  (:func:`accumulate_gmm_stats`); :func:`update_model` re-estimates the Gaussians with
+  Kaldi's rules (khg's ``AccumAmDiagGmm.get_acc`` returns copies, so its accumulators
+  cannot be filled from numpy), the transitions with khg's ``mle_update``, and mixes up
+  as Kaldi's ``SplitByCount`` but seeded (khg's perturbs from ``std::random_device``);
+* a :class:`Shard` holds one job's utterances: Δ+ΔΔ features (MFCC + per-speaker CMVN),
+  training graphs compiled once without transition probabilities, and the current
+  alignments; :mod:`weakalign.kaldi_steps.parallel` runs shards in worker processes.
+
+>>> import numpy as np
+>>> am = init_mono_model(np.array([1.0, 2.0]), np.array([4.0, 9.0]), num_pdfs=3)
+>>> am.num_pdfs, am.num_gauss
+(3, 3)
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+log = logging.getLogger("weakalign")
+
+ACOUSTIC_SCALE = 0.1  # Kaldi's scale_opts: --acoustic-scale=0.1 --self-loop-scale=0.1
+SELF_LOOP_SCALE = 0.1
+TRANSITION_SCALE = 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# models
+
+
+def single_gaussian_gmm(mean: np.ndarray, var: np.ndarray):
+    """A one-component ``khg.DiagGmm`` with this mean and (diagonal) variance."""
+    import kaldi_hmm_gmm as khg
+
+    gmm = khg.DiagGmm(1, len(mean))
+    gmm.set_weights(np.ones(1, dtype=np.float32))
+    inv = (1.0 / np.asarray(var, dtype=np.float64))[None, :].astype(np.float32)
+    gmm.set_invvars_and_means(inv, np.asarray(mean, dtype=np.float32)[None, :])
+    gmm.compute_gconsts()
+    return gmm
+
+
+def init_mono_model(mean: np.ndarray, var: np.ndarray, num_pdfs: int):
+    """As ``gmm-init-mono``: every pdf one Gaussian with the global mean and variance."""
+    import kaldi_hmm_gmm as khg
+
+    am = khg.AmDiagGmm()
+    for _ in range(num_pdfs):
+        am.add_pdf(single_gaussian_gmm(mean, var))
+    return am
+
+
+@dataclass
+class GmmParams:
+    """The AmDiagGmm as flat numpy arrays: Gaussians of pdf j are rows offsets[j]:offsets[j+1]."""
+
+    offsets: np.ndarray
+    gconsts: np.ndarray  # (G,)
+    means_invvars: np.ndarray  # (G, D)
+    inv_vars: np.ndarray  # (G, D)
+
+    @classmethod
+    def from_am(cls, am) -> "GmmParams":
+        gc, mi, iv, sizes = [], [], [], []
+        for j in range(am.num_pdfs):
+            g = am.get_pdf(j)
+            gc.append(np.asarray(g.gconsts, dtype=np.float64))
+            mi.append(np.asarray(g.means_invvars, dtype=np.float64))
+            iv.append(np.asarray(g.inv_vars, dtype=np.float64))
+            sizes.append(len(gc[-1]))
+        offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        return cls(offsets, np.concatenate(gc), np.concatenate(mi), np.concatenate(iv))
+
+
+@dataclass
+class GmmStats:
+    """Zeroth, first and second order statistics per Gaussian (rows as in :class:`GmmParams`)."""
+
+    occ: np.ndarray
+    x: np.ndarray
+    x2: np.ndarray
+    loglike: float = 0.0
+    frames: int = 0
+
+    @classmethod
+    def zeros(cls, num_gauss: int, dim: int) -> "GmmStats":
+        return cls(np.zeros(num_gauss), np.zeros((num_gauss, dim)), np.zeros((num_gauss, dim)))
+
+    def add(self, other: "GmmStats") -> None:
+        self.occ += other.occ
+        self.x += other.x
+        self.x2 += other.x2
+        self.loglike += other.loglike
+        self.frames += other.frames
+
+    def pdf_occs(self, offsets: np.ndarray) -> np.ndarray:
+        return np.add.reduceat(self.occ, offsets[:-1]) if len(self.occ) else np.zeros(len(offsets) - 1)
+
+
+def accumulate_gmm_stats(params: GmmParams, feats: np.ndarray, pdfs: np.ndarray) -> GmmStats:
+    """As ``gmm-acc-stats-ali`` for frames ``feats`` (T x D) aligned to ``pdfs`` (T,).
+
+    Gaussian posteriors within each frame's pdf; one vectorised pass per pdf.
+    """
+    feats = np.asarray(feats, dtype=np.float64)
+    stats = GmmStats.zeros(len(params.gconsts), feats.shape[1])
+    order = np.argsort(pdfs, kind="stable")
+    sorted_pdfs = pdfs[order]
+    bounds = np.flatnonzero(np.diff(sorted_pdfs)) + 1
+    for chunk in np.split(order, bounds):
+        if len(chunk) == 0:
+            continue
+        j = int(pdfs[chunk[0]])
+        lo, hi = params.offsets[j], params.offsets[j + 1]
+        x = feats[chunk]
+        x2 = x * x
+        ll = params.gconsts[lo:hi] + x @ params.means_invvars[lo:hi].T - 0.5 * (x2 @ params.inv_vars[lo:hi].T)
+        top = ll.max(1, keepdims=True)
+        post = np.exp(ll - top)
+        tot = post.sum(1, keepdims=True)
+        post /= tot
+        stats.loglike += float((np.log(tot) + top).sum())
+        stats.occ[lo:hi] += post.sum(0)
+        stats.x[lo:hi] += post.T @ x
+        stats.x2[lo:hi] += post.T @ x2
+    stats.frames = len(pdfs)
+    return stats
+
+
+def mle_update_gmm(gmm, occ: np.ndarray, x: np.ndarray, x2: np.ndarray, *,
+                   min_gaussian_occupancy: float = 10.0, min_gaussian_weight: float = 1e-5,
+                   min_variance: float = 0.001):
+    """Maximum-likelihood re-estimate of one ``DiagGmm`` from its statistics (Kaldi's
+    ``MleDiagGmmUpdate`` semantics): Gaussians with too little occupancy or weight are removed
+    (never all), variances floored at ``min_variance``; no statistics: the GMM is unchanged.
+
+    Returns (new DiagGmm, number of Gaussians removed).
+    """
+    total = occ.sum()
+    if total <= 0:
+        return gmm, 0
+    keep = (occ >= min_gaussian_occupancy) & (occ / total >= min_gaussian_weight)
+    if not keep.any():
+        keep[np.argmax(occ)] = True
+    occ, x, x2 = occ[keep], x[keep], x2[keep]
+    mean = x / occ[:, None]
+    var = np.maximum(x2 / occ[:, None] - mean * mean, min_variance)
+    return gmm_from_arrays(occ / occ.sum(), mean, var), int((~keep).sum())
+
+
+def gmm_from_arrays(weights: np.ndarray, means: np.ndarray, variances: np.ndarray):
+    """A ``khg.DiagGmm`` from weights (G,), means (G, D), variances (G, D)."""
+    import kaldi_hmm_gmm as khg
+
+    gmm = khg.DiagGmm(len(weights), means.shape[1])
+    gmm.set_weights(np.asarray(weights, dtype=np.float32))
+    gmm.set_invvars_and_means((1.0 / variances).astype(np.float32), means.astype(np.float32))
+    gmm.compute_gconsts()
+    return gmm
+
+
+def split_targets(occs: np.ndarray, target: int, power: float, min_count: float) -> np.ndarray:
+    """Gaussians per pdf after mixing up, as Kaldi's ``GetSplitTargets``: starting from one
+    per pdf, repeatedly give one more to the pdf with the largest occ^power per Gaussian,
+    unless that would leave it less than ``min_count`` frames per Gaussian."""
+    import heapq
+
+    occs = np.asarray(occs, dtype=np.float64)
+    num = np.ones(len(occs), dtype=np.int64)
+    prio = np.power(np.maximum(occs, 0.0), power)
+    heap = [(-prio[j], j) for j in range(len(occs))]
+    heapq.heapify(heap)
+    total = len(occs)
+    while total < target and heap:
+        _, j = heapq.heappop(heap)
+        if prio[j] == 0 or (num[j] + 1) * min_count >= occs[j]:
+            continue  # this pdf cannot take more Gaussians
+        num[j] += 1
+        total += 1
+        heapq.heappush(heap, (-prio[j] / num[j], j))
+    return num
+
+
+def split_gmm(gmm, target: int, perturb: float, rng: np.random.Generator):
+    """Kaldi's ``DiagGmm::Split``: halve the heaviest component into two whose means move
+    apart by ±perturb standard deviations along a random direction, until ``target``."""
+    w = np.asarray(gmm.weights, dtype=np.float64).copy()
+    iv = np.asarray(gmm.inv_vars, dtype=np.float64).copy()
+    mean = np.asarray(gmm.means_invvars, dtype=np.float64) / iv
+    if target <= len(w):
+        return gmm
+    w, mean, iv = list(w), list(mean), list(iv)
+    while len(w) < target:
+        k = int(np.argmax(w))
+        w[k] /= 2.0
+        shift = perturb * rng.standard_normal(len(mean[k])) / np.sqrt(iv[k])
+        w.append(w[k])
+        iv.append(iv[k].copy())
+        mean.append(mean[k] + shift)
+        mean[k] = mean[k] - shift
+    return gmm_from_arrays(np.array(w), np.array(mean), 1.0 / np.array(iv))
+
+
+def split_by_count(am, occs: np.ndarray, target: int, *, perturb: float = 0.01, power: float = 0.25,
+                   min_count: float = 20.0, seed: int = 0):
+    """Mixing-up as Kaldi's ``AmDiagGmm::SplitByCount`` (``gmm-est --mix-up``), but seeded:
+    khg's own ``split_by_count`` perturbs with ``std::random_device``, so two runs differ."""
+    import kaldi_hmm_gmm as khg
+
+    rng = np.random.default_rng(seed)
+    targets = split_targets(occs, target, power, min_count)
+    out = khg.AmDiagGmm()
+    for j in range(am.num_pdfs):
+        out.add_pdf(split_gmm(am.get_pdf(j), int(targets[j]), perturb, rng))
+    return out
+
+
+def update_model(trans_model, am, stats: GmmStats, trans_counts: np.ndarray, *, mixup: int = 0,
+                 power: float = 0.25, min_gaussian_occupancy: float = 10.0, perturb: float = 0.01,
+                 min_count: float = 20.0):
+    """As ``gmm-est``: ML update of transitions (khg ``mle_update``) and Gaussians, then mixing
+    up towards ``mixup`` Gaussians (:func:`split_by_count`, Kaldi's allocation by occupancy^power).
+
+    Returns (new AmDiagGmm, info). khg's ``AccumAmDiagGmm.get_acc`` returns copies, so its
+    accumulators cannot be filled from numpy statistics; the Gaussian update is done here.
+    """
+    import kaldi_hmm_gmm as khg
+
+    offsets = GmmParams.from_am(am).offsets
+    t_impr, t_count = trans_model.mle_update(np.asarray(trans_counts, dtype=np.float64),
+                                             khg.MleTransitionUpdateConfig())
+    new_am = khg.AmDiagGmm()
+    removed = 0
+    for j in range(am.num_pdfs):
+        lo, hi = offsets[j], offsets[j + 1]
+        gmm, n_removed = mle_update_gmm(am.get_pdf(j), stats.occ[lo:hi], stats.x[lo:hi], stats.x2[lo:hi],
+                                        min_gaussian_occupancy=min_gaussian_occupancy)
+        removed += n_removed
+        new_am.add_pdf(gmm)
+    occs = stats.pdf_occs(offsets)
+    if mixup > new_am.num_gauss:
+        new_am = split_by_count(new_am, occs, int(mixup), perturb=perturb, power=power, min_count=min_count,
+                                seed=int(mixup))
+    return new_am, {"trans_objf_impr_per_frame": t_impr / max(t_count, 1.0), "gauss_removed": removed,
+                    "num_gauss": new_am.num_gauss, "occs": occs}
+
+
+def transition_counts(alignments, num_transition_ids: int) -> np.ndarray:
+    """Occupation count of every transition-id (index 0 unused), as Kaldi's transition accumulator."""
+    counts = np.zeros(num_transition_ids + 1)
+    for ali in alignments:
+        counts += np.bincount(ali, minlength=num_transition_ids + 1)
+    return counts
+
+
+# ---------------------------------------------------------------------------------------------
+# one job's utterances
+
+
+class Shard:
+    """One job's utterances: features, transcripts, training graphs and current alignments.
+
+    Methods return plain picklable results so a :class:`~weakalign.kaldi_steps.parallel.JobPool`
+    can run them in worker processes. ``problems`` lists (utterance, reason) to report.
+    """
+
+    def __init__(self, lang_dir: str, cuts_path: str, cmvn_path: str, utt_ids: list[str]):
+        from lhotse import CutSet
+
+        from weakalign.pipeline.features import add_deltas, load_mfcc, read_cmvn
+        from .lang import Lang
+
+        self.lang_dir = str(lang_dir)
+        self.lang = Lang.load(lang_dir)
+        wanted = set(utt_ids)
+        cmvn = read_cmvn(cmvn_path)
+        self.feats: dict[str, np.ndarray] = {}
+        self.word_ids: dict[str, list[int]] = {}
+        self.texts: dict[str, list[str]] = {}
+        self.problems: list[tuple[str, str]] = []
+        for cut in CutSet.from_file(cuts_path):
+            if cut.id not in wanted:
+                continue
+            text = cut.supervisions[0].text or ""
+            try:
+                feats = add_deltas(load_mfcc(cut, cmvn))
+            except Exception as e:  # unreadable features / no CMVN for the speaker
+                self.problems.append((cut.id, f"features: {e}"))
+                continue
+            self.feats[cut.id] = np.ascontiguousarray(feats, dtype=np.float32)
+            oovs = [w for w in text.split() if w not in self.lang.words]
+            if oovs:
+                self.problems.append((cut.id, f"oov: {' '.join(oovs)} mapped to {self.lang.oov_word}"))
+            self.word_ids[cut.id] = self.lang.words_to_ids(text.split(), None, cut.id)
+            self.texts[cut.id] = text.split()
+        self.utt_ids = [u for u in utt_ids if u in self.feats]
+        self.graphs: dict = {}
+        self.alignments: dict[str, np.ndarray] = {}
+
+    # -- graphs and alignments --------------------------------------------------------------
+
+    def compile_graphs(self, trans_model, ctx_dep) -> list[tuple[str, str]]:
+        """As ``compile-train-graphs`` with transition and self-loop scales 0."""
+        import kaldi_hmm_gmm as khg
+
+        opts = khg.TrainingGraphCompilerOptions(transition_scale=0.0, self_loop_scale=0.0)
+        compiler = khg.TrainingGraphCompiler(trans_model, ctx_dep, self.lang.lexicon_fst_disambig(),
+                                             list(self.lang.disambig_phone_ids), opts)
+        self.graphs = {}
+        problems = []
+        for utt in self.utt_ids:
+            try:
+                self.graphs[utt] = compiler.compile_graph_from_text(self.word_ids[utt])
+            except Exception as e:
+                problems.append((utt, f"graph compilation failed: {e}"))
+            else:
+                if self.graphs[utt].num_states == 0:
+                    del self.graphs[utt]
+                    problems.append((utt, "empty training graph"))
+        return problems
+
+    def equal_align(self) -> dict:
+        """As ``align-equal-compiled``: a path through each graph with frames spread evenly."""
+        import kaldifst
+
+        self.alignments = {}
+        failed = []
+        for utt in self.utt_ids:
+            if utt not in self.graphs:
+                continue
+            num_frames = len(self.feats[utt])
+            # Seeded by the utterance id, so results do not depend on the number of jobs.
+            ok, path = kaldifst.equal_align(self.graphs[utt], num_frames, rand_seed=zlib.crc32(utt.encode()) % 2**31)
+            ali = kaldifst.get_linear_symbol_sequence(path)[1] if ok else []
+            if not ok or len(ali) != num_frames:
+                failed.append((utt, f"too short for its transcript: {num_frames} frames (equal alignment failed)"))
+                continue
+            self.alignments[utt] = np.asarray(ali, dtype=np.int32)
+        return {"aligned": len(self.alignments), "failed": failed, "retried": 0, "frames": 0, "like": 0.0}
+
+    def align(self, trans_model, am, beam: float, retry_beam: float,
+              acoustic_scale: float = ACOUSTIC_SCALE) -> dict:
+        """As ``gmm-align-compiled``: add the current model's transition probabilities to each
+        graph, Viterbi-align, retry with ``retry_beam`` on failure."""
+        import kaldi_hmm_gmm as khg
+        import kaldifst
+
+        config = khg.AlignConfig(beam=beam, retry_beam=retry_beam)
+        self.alignments = {}
+        failed, retried, like, frames = [], 0, 0.0, 0
+        for utt in self.utt_ids:
+            if utt not in self.graphs:
+                continue
+            fst = kaldifst.StdVectorFst(self.graphs[utt])
+            khg.add_transition_probs(trans_model, [], TRANSITION_SCALE, SELF_LOOP_SCALE, fst)
+            decodable = khg.DecodableAmDiagGmmScaled(am, trans_model, self.feats[utt], acoustic_scale)
+            done, error, n_retried, utt_like, n_frames, ali, _ = khg.align_utterance_wrapper(
+                config, utt, acoustic_scale, fst, decodable, 0, 0, 0, 0.0, 0)
+            retried += n_retried
+            if not done or len(ali) != len(self.feats[utt]):
+                failed.append((utt, f"alignment failed even with retry beam {retry_beam}"))
+                continue
+            self.alignments[utt] = np.asarray(ali, dtype=np.int32)
+            like += utt_like
+            frames += n_frames
+        return {"aligned": len(self.alignments), "failed": failed, "retried": retried,
+                "frames": frames, "like": like}
+
+    # -- statistics ---------------------------------------------------------------------------
+
+    def feature_stats(self) -> tuple[float, np.ndarray, np.ndarray]:
+        """(count, sum, sum of squares) of all frames, for ``gmm-init-mono``."""
+        f = np.concatenate([self.feats[u] for u in self.utt_ids]).astype(np.float64)
+        return float(len(f)), f.sum(0), (f * f).sum(0)
+
+    def acc_stats(self, trans_model, am) -> tuple[GmmStats, np.ndarray]:
+        """GMM statistics and transition counts of the current alignments."""
+        utts = [u for u in self.utt_ids if u in self.alignments]
+        tid2pdf = np.asarray(trans_model.id2pdf_id, dtype=np.int64)
+        params = GmmParams.from_am(am)
+        if not utts:
+            return GmmStats.zeros(len(params.gconsts), am.dim), np.zeros(trans_model.num_transition_ids + 1)
+        ali = np.concatenate([self.alignments[u] for u in utts])
+        feats = np.concatenate([self.feats[u] for u in utts])
+        stats = accumulate_gmm_stats(params, feats, tid2pdf[ali])
+        return stats, transition_counts([ali], trans_model.num_transition_ids)
+
+    def tree_stats(self, trans_model, ci_phones: list[int]):
+        from .tree import TransitionTables, accumulate_tree_stats
+
+        tables = TransitionTables(trans_model)
+        items = [(self.alignments[u], self.feats[u]) for u in self.utt_ids if u in self.alignments]
+        return accumulate_tree_stats(items, tables, set(ci_phones))
+
+    def convert_alignments(self, old_model, new_model, ctx_dep) -> int:
+        from .tree import TransitionTables, convert_alignment
+
+        old, new = TransitionTables(old_model), TransitionTables(new_model)
+        self.alignments = {u: convert_alignment(a, old, new, ctx_dep).astype(np.int32)
+                           for u, a in self.alignments.items()}
+        return len(self.alignments)
+
+    def set_alignments(self, alignments: dict[str, np.ndarray]) -> int:
+        """Take this shard's utterances' alignments from ``alignments`` (e.g. a previous model's)."""
+        self.alignments = {u: np.asarray(alignments[u], dtype=np.int32) for u in self.utt_ids if u in alignments}
+        return len(self.alignments)
+
+    def get_alignments(self) -> dict[str, np.ndarray]:
+        return dict(self.alignments)
+
+    def get_problems(self) -> list[tuple[str, str]]:
+        return list(self.problems)
+
+    def num_frames(self) -> dict[str, int]:
+        return {u: len(self.feats[u]) for u in self.utt_ids}
+
+    def decode(self, hclg_path: str, trans_model, am, words_path: str, acoustic_scale: float = ACOUSTIC_SCALE,
+               **decode_opts) -> dict[str, list[str]]:
+        """Decode this shard's utterances with ``graph.decode_set`` (for WER sanity checks)."""
+        from .graph import decode_set
+        import kaldi_hmm_gmm as khg
+        import kaldifst
+
+        cached = getattr(self, "_hclg", None)
+        if cached is None or cached[0] != str(hclg_path):
+            self._hclg = cached = (str(hclg_path), kaldifst.StdVectorFst.read(str(hclg_path)))
+        hclg = cached[1]
+        decodables = ((u, khg.DecodableAmDiagGmmScaled(am, trans_model, self.feats[u], acoustic_scale))
+                      for u in self.utt_ids)
+        return decode_set(hclg, decodables, words_path, acoustic_scale=acoustic_scale, progress=False, **decode_opts)
+
+    def references(self) -> dict[str, list[str]]:
+        return {u: self.texts[u] for u in self.utt_ids}
+
+
+# ---------------------------------------------------------------------------------------------
+# training-loop helpers shared by the mono and tri1 stages
+
+
+def shard_args(ws, split: str, nj: int) -> list[tuple]:
+    """Per job ``Shard`` arguments for a split: whole speakers per job (see ``split_by_speaker``)."""
+    from lhotse import CutSet
+
+    from .parallel import split_by_speaker
+
+    cuts = CutSet.from_file(ws.mfcc_cuts(split))
+    utts = {c.id: (c.supervisions[0].speaker or c.id, float(c.duration)) for c in cuts}
+    return [(str(ws.lang), str(ws.mfcc_cuts(split)), str(ws.cmvn(split)), job)
+            for job in split_by_speaker(utts, nj)]
+
+
+@dataclass
+class AlignSummary:
+    aligned: int
+    retried: int
+    failed: list
+    avg_like: float  # per frame, as align_utterance_wrapper reports it (gmm-align-compiled's log)
+
+    def as_dict(self) -> dict:
+        return {"aligned": self.aligned, "retried": self.retried, "failed": len(self.failed),
+                "avg_like_per_frame": self.avg_like}
+
+
+def pool_align(pool, trans_model, am, beam: float, retry_beam: float) -> AlignSummary:
+    res = pool.call("align", trans_model, am, beam, retry_beam)
+    frames = sum(r["frames"] for r in res)
+    return AlignSummary(sum(r["aligned"] for r in res), sum(r["retried"] for r in res),
+                        [f for r in res for f in r["failed"]],
+                        sum(r["like"] for r in res) / max(frames, 1))
+
+
+def pool_equal_align(pool) -> AlignSummary:
+    res = pool.call("equal_align")
+    return AlignSummary(sum(r["aligned"] for r in res), 0, [f for r in res for f in r["failed"]], 0.0)
+
+
+def pool_acc_stats(pool, trans_model, am) -> tuple[GmmStats, np.ndarray]:
+    """Sum of every job's statistics, in job order (deterministic for a given ``nj``)."""
+    parts = pool.call("acc_stats", trans_model, am)
+    stats, counts = parts[0]
+    for s, c in parts[1:]:
+        stats.add(s)
+        counts = counts + c
+    return stats, counts
+
+
+def write_model_dir(out_dir, trans_model, am, ctx_dep, occs: np.ndarray, lang_dir,
+                    alignments: list[dict[str, np.ndarray]]) -> list:
+    """Kaldi's experiment-dir files: final.mdl, tree, final.occs, phones.txt, num_jobs, ali.N.gz."""
+    import shutil
+    from pathlib import Path
+
+    from weakalign.pipeline.io import atomic_open, atomic_path
+
+    from .kaldi_io import write_ali_archive, write_kaldi_vector, write_model, write_tree
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Stale archives from an earlier run with more jobs would be read as part of this one.
+    for old in out.glob("ali.*.gz"):
+        old.unlink()
+    write_model(out / "final.mdl", trans_model, am)
+    write_tree(out / "tree", ctx_dep)
+    write_kaldi_vector(out / "final.occs", np.asarray(occs, dtype=np.float64))
+    with atomic_path(out / "phones.txt") as tmp:
+        shutil.copyfile(Path(lang_dir) / "phones.txt", tmp)
+    written = [out / "final.mdl", out / "tree", out / "final.occs", out / "phones.txt"]
+    for j, ali in enumerate(alignments, start=1):
+        path = out / f"ali.{j}.gz"
+        write_ali_archive(path, sorted(ali.items()))
+        written.append(path)
+    with atomic_open(out / "num_jobs") as f:
+        f.write(f"{len(alignments)}\n")
+    written.append(out / "num_jobs")
+    return written
+
+
+class ProblemLog:
+    """Bad input met by the jobs, each utterance named once per kind of problem.
+
+    OOV words (mapped to ``<UNK>``; the utterance is kept) are warned about and counted in
+    ``oov``; failures of an intermediate alignment (``transient=True``: the utterance just
+    sits out that pass's statistics) are warned about and counted in ``transient``; anything
+    else (no features, graph failure, failed final alignment) is a skip in the stage's
+    :class:`SkipReport`.
+    """
+
+    def __init__(self, report):
+        self.report = report
+        self.oov: list[str] = []
+        self.transient: list[str] = []
+        self._seen: set = set()
+
+    def add(self, problems, transient: bool = False) -> None:
+        for utt, reason in problems:
+            kind = reason.split(":")[0]
+            if transient:
+                self.transient.append(utt)
+                self.report.warn(utt, reason + " (this pass only)")
+                continue
+            if (utt, kind) in self._seen:
+                continue
+            self._seen.add((utt, kind))
+            if kind == "oov":
+                self.oov.append(utt)
+                self.report.warn(utt, reason)
+            else:
+                self.report.skip(utt, reason)
+
+    def add_all(self, results) -> None:
+        for problems in results:
+            self.add(problems)
+
+
+#: Acoustic scales tried on dev (1/LM-weight for LM weights 8..25, as Kaldi's score.sh range).
+DECODE_SCALES = (0.04, 0.05, 0.0625, 0.0833, 0.1, 0.125)
+
+
+def _decode_split(ws, split, nj, hclg, words, trans_model, am, scales, beam):
+    from .graph import compute_wer
+    from .parallel import JobPool
+
+    results = {}
+    with JobPool(shard_args(ws, split, nj)) as pool:
+        refs = {}
+        for r in pool.call("references"):
+            refs.update(r)
+        for scale in scales:
+            hyps = {}
+            for h in pool.call("decode", str(hclg), trans_model, am, str(words), scale, beam=beam):
+                hyps.update(h)
+            results[scale] = compute_wer(refs, hyps)
+            log.info("decode %s at acoustic scale %.4g: WER %.2f%%", split, scale, results[scale]["wer"])
+    return results
+
+
+def decode_wer(ws, model_dir, wer_set: str, nj: int, trans_model, am, *, lm=None, beam: float = 13.0,
+               scales=DECODE_SCALES) -> dict:
+    """WER sanity check: build HCLG for ``model_dir`` (``graph.make_graph``), decode ``dev`` at each
+    acoustic scale in ``scales``, pick the best scale on dev, and decode ``wer_set`` with it
+    (never tuned on test). Returns ``compute_wer``'s dict plus ``acoustic_scale`` and ``dev_wer``.
+    """
+    from pathlib import Path
+
+    from .graph import make_graph
+
+    graph_dir = Path(model_dir) / "graph"
+    make_graph(ws.lang, model_dir, graph_dir, **({"lm": lm} if lm else {}))
+    hclg, words = graph_dir / "HCLG.fst", graph_dir / "words.txt"
+    dev = _decode_split(ws, "dev", nj, hclg, words, trans_model, am, scales, beam)
+    best = min(scales, key=lambda s: (dev[s]["wer"], s))
+    result = dev[best] if wer_set == "dev" else _decode_split(ws, wer_set, nj, hclg, words, trans_model, am,
+                                                               [best], beam)[best]
+    result = {**result, "acoustic_scale": best, "dev_wer": {str(s): dev[s]["wer"] for s in scales}}
+    log.info("%s: WER on %s = %.2f%% at acoustic scale %.4g (best on dev: %.2f%%)", Path(model_dir).name,
+             wer_set, result["wer"], best, dev[best]["wer"])
+    return result

@@ -1,0 +1,205 @@
+"""Triphone GMM-HMM on Δ+ΔΔ features, as Kaldi's ``steps/train_deltas.sh``, then final alignments.
+
+From the monophone alignments (``exp/<c>/mono/ali.N.gz``): tree statistics
+(``acc-tree-stats``, silence phones context-independent), phone questions
+(``cluster-phones`` on ``sets.txt`` + ``extra_questions.txt``), the tree (``build-tree``,
+``max_leaves``, split threshold ``thresh``, merging with ``cluster_thresh``), one
+Gaussian per leaf from the tree statistics (``gmm-init-model``), the monophone
+alignments *converted* to the new tree (``convert-ali``, no realignment), graphs
+compiled once, then ``num_iters`` - 1 EM iterations realigning on ``realign_iters`` and
+mixing up towards ``total_gauss`` over the first ``max_iter_inc`` iterations.
+
+Outputs: ``exp/<c>/tri1/`` (final.mdl, tree, final.occs, phones.txt, num_jobs, ali.N.gz of
+train with the final model, diagnostics.json) and ``exp/<c>/tri1_ali/``: the final model
+and tree plus the alignments of **train and dev** with the final model (``align_si.sh``):
+``ali.1..J.gz`` are the train jobs, ``ali.J+1..num_jobs.gz`` the dev jobs (whole speakers
+per job), and ``utt2split`` says each utterance's split (``<utt-id> <split>`` lines).
+``read_ali_dir(exp/<c>/tri1_ali)`` returns both.
+
+>>> DEFAULT_LEAVES["an4"], DEFAULT_GAUSS["an4"]
+(300, 2000)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from weakalign.pipeline.io import atomic_open, write_json
+from weakalign.pipeline.report import SkipReport
+
+from .gmm import (DECODE_SCALES, GmmParams, ProblemLog, decode_wer, pool_acc_stats, pool_align, shard_args,
+                  update_model, write_model_dir)
+from .parallel import JobPool
+from .tree import (TreeStats, build_tree, cluster_phone_questions, init_gmm_from_tree_stats,
+                   tree_to_context_dependency)
+
+log = logging.getLogger("weakalign")
+
+DEFAULT_LEAVES = {"an4": 300, "speechocean762": 1500}
+DEFAULT_GAUSS = {"an4": 2000, "speechocean762": 10000}
+DEFAULT_REALIGN_ITERS = (10, 20, 30)
+
+
+def tri1_dir(ws) -> Path:
+    return ws.exp / "tri1"
+
+
+def tri1_ali_dir(ws) -> Path:
+    return ws.exp / "tri1_ali"
+
+
+def build_tree_from_alignments(pool, lang, mono_tm, *, num_leaves: int, thresh: float,
+                               cluster_thresh: float):
+    """Tree statistics from the shards' current (monophone) alignments, questions, tree.
+
+    Returns (Tree, TreeStats, questions).
+    """
+    stats = TreeStats.merge(pool.call("tree_stats", mono_tm, list(lang.context_indep_ids)))
+    questions = cluster_phone_questions(stats, lang.sets)
+    questions += [q for q in lang.extra_questions if q not in questions]
+    phone2npc = list(lang.topo().get_phone_to_num_pdf_classes())
+    num_pdf_classes = {p: phone2npc[p] for r in lang.roots for p in r[0]}
+    tree = build_tree(stats, lang.roots, num_pdf_classes, questions, max_leaves=num_leaves,
+                      thresh=thresh, cluster_thresh=cluster_thresh)
+    log.info("tri1: tree statistics: %d events, %.0f frames; %d questions; %d leaves",
+             len(stats), stats.count.sum(), len(questions), tree.num_leaves)
+    return tree, stats, questions
+
+
+def train_tri1(ws, *, nj: int = 2, num_leaves: int | None = None, total_gauss: int | None = None,
+               num_iters: int = 35, max_iter_inc: int = 25, realign_iters=DEFAULT_REALIGN_ITERS,
+               power: float = 0.25, beam: float = 10.0, retry_beam: float = 40.0, thresh: float = 300.0,
+               cluster_thresh: float = -1.0, decode: bool = True, decode_beam: float = 13.0,
+               decode_scales=DECODE_SCALES, align_splits=("train", "dev")) -> dict:
+    """Train tri1 from ``exp/<c>/mono`` and write ``exp/<c>/{tri1,tri1_ali}`` (see module docstring)."""
+    import kaldi_hmm_gmm as khg
+
+    from .kaldi_io import read_ali_dir, read_model
+    from .lang import Lang
+    from .train_mono import mono_dir, wer_split
+
+    num_leaves = num_leaves or DEFAULT_LEAVES.get(ws.corpus, 500)
+    total_gauss = total_gauss or DEFAULT_GAUSS.get(ws.corpus, 4000)
+    lang = Lang.load(ws.lang)
+    report = SkipReport("tri1")
+    problems_log = ProblemLog(report)
+    mono_tm, _ = read_model(mono_dir(ws) / "final.mdl")
+    mono_ali = read_ali_dir(mono_dir(ws))
+    realign_iters = set(int(i) for i in realign_iters)
+    history = []
+    jobs = shard_args(ws, "train", nj)
+    num_utts = sum(len(a[3]) for a in jobs)
+    with JobPool(jobs) as pool:
+        problems_log.add_all(pool.call("get_problems"))
+        pool.call("set_alignments", mono_ali)
+        missing = sorted(set(u for a in jobs for u in a[3]) - set(mono_ali))
+        problems_log.add([(u, "no monophone alignment") for u in missing])
+
+        tree, tree_stats, questions = build_tree_from_alignments(
+            pool, lang, mono_tm, num_leaves=num_leaves, thresh=thresh, cluster_thresh=cluster_thresh)
+        ctx_dep = tree_to_context_dependency(tree)
+        tm = khg.TransitionModel(ctx_dep, lang.topo())
+        am, _ = init_gmm_from_tree_stats(tree, tree_stats)
+        pool.call("convert_alignments", mono_tm, tm, ctx_dep)
+        problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
+
+        num_gauss = am.num_pdfs
+        inc_gauss = max(0, (total_gauss - num_gauss) // max(max_iter_inc, 1))
+        log.info("tri1: %d pdfs, %d transition-ids; target %d Gaussians (+%d per iteration)",
+                 tm.num_pdfs, tm.num_transition_ids, total_gauss, inc_gauss)
+        last_align = None
+        for it in tqdm(range(1, num_iters), desc="tri1 iterations", leave=False):
+            if it in realign_iters:
+                last_align = pool_align(pool, tm, am, beam, retry_beam)
+                problems_log.add(last_align.failed, transient=True)
+            stats, counts = pool_acc_stats(pool, tm, am)
+            am, info = update_model(tm, am, stats, counts, mixup=num_gauss, power=power)
+            avg = stats.loglike / max(stats.frames, 1)
+            history.append({"iter": it, "avg_loglike_per_frame": avg, "num_gauss": am.num_gauss,
+                            **({"realigned": last_align.as_dict()} if it in realign_iters else {})})
+            log.info("tri1 iter %d%s: avg loglike/frame %.4f over %d frames, %d Gaussians",
+                     it, " (realigned)" if it in realign_iters else "", avg, stats.frames, am.num_gauss)
+            if it <= max_iter_inc:
+                num_gauss += inc_gauss
+
+        final = pool_align(pool, tm, am, beam, retry_beam)
+        problems_log.add(final.failed)
+        train_alignments = pool.call("get_alignments")
+        final_stats, _ = pool_acc_stats(pool, tm, am)
+    occs = final_stats.pdf_occs(GmmParams.from_am(am).offsets)
+    out = tri1_dir(ws)
+    outputs = write_model_dir(out, tm, am, ctx_dep, occs, ws.lang, train_alignments)
+    write_json(out / "tree_info.json", {**tree.info, "questions": len(questions),
+                                        "tree_stats_events": len(tree_stats)})
+
+    # tri1_ali: train (already aligned with the final model) + the other splits.
+    all_alignments = list(train_alignments)
+    utt2split = {u: "train" for a in train_alignments for u in a}
+    split_summary = {"train": {"jobs": list(range(1, len(train_alignments) + 1)), **final.as_dict()}}
+    for split in align_splits:
+        if split == "train" or split not in ws.available_splits() or not ws.mfcc_cuts(split).exists():
+            continue
+        split_jobs = shard_args(ws, split, nj)
+        with JobPool(split_jobs) as pool:
+            problems_log.add_all(pool.call("get_problems"))
+            problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
+            res = pool_align(pool, tm, am, beam, retry_beam)
+            problems_log.add(res.failed)
+            alis = pool.call("get_alignments")
+        first = len(all_alignments) + 1
+        all_alignments.extend(alis)
+        utt2split.update({u: split for a in alis for u in a})
+        split_summary[split] = {"jobs": list(range(first, len(all_alignments) + 1)),
+                                "utterances": sum(len(a[3]) for a in split_jobs), **res.as_dict()}
+        log.info("tri1_ali: %s: %d aligned, %d failed", split, res.aligned, len(res.failed))
+    ali_out = tri1_ali_dir(ws)
+    ali_outputs = write_model_dir(ali_out, tm, am, ctx_dep, occs, ws.lang, all_alignments)
+    with atomic_open(ali_out / "utt2split") as f:
+        for utt in sorted(utt2split):
+            f.write(f"{utt} {utt2split[utt]}\n")
+    write_json(ali_out / "splits.json", split_summary)
+
+    wer = None
+    diagnostics = {
+        "utterances": num_utts,
+        "aligned": final.aligned,
+        "retried": final.retried,
+        "failed": len(final.failed),
+        "failed_utterances": [u for u, _ in final.failed],
+        "avg_loglike_per_frame": final_stats.loglike / max(final_stats.frames, 1),
+        "avg_align_like_per_frame": final.avg_like,
+        "frames": final_stats.frames,
+        "num_pdfs": am.num_pdfs,
+        "num_gauss": am.num_gauss,
+        "num_leaves_requested": num_leaves,
+        "tree": tree.info,
+        "wer": None if wer is None else wer["wer"],
+        "wer_set": None,
+        "wer_details": wer,
+        "splits": split_summary,
+        "iterations": history,
+        "oov_utterances": len(problems_log.oov),
+        "intermediate_alignment_failures": len(problems_log.transient),
+        "skipped": report.summary(),
+    }
+    # Written before decoding too: the model and alignments are usable even if decoding is cut short.
+    write_json(out / "diagnostics.json", diagnostics)
+    if decode:
+        wer = decode_wer(ws, out, wer_split(ws), nj, tm, am, beam=decode_beam, scales=decode_scales)
+        diagnostics.update({"wer": wer["wer"], "wer_set": wer_split(ws), "wer_details": wer})
+        write_json(out / "diagnostics.json", diagnostics)
+    report.log_summary()
+    return {"outputs": [str(p) for p in outputs + ali_outputs]
+            + [str(out / "diagnostics.json"), str(ali_out / "utt2split")],
+            **{k: diagnostics[k] for k in ("utterances", "aligned", "failed", "num_pdfs", "num_gauss",
+                                           "avg_loglike_per_frame", "wer", "wer_set")},
+            "skipped": report.count}
+
+
+def tri1_stage(ws, nj: int = 2, **options) -> dict:
+    """Stage function for ``run_stage("tri1", ws, tri1_stage, nj=..., ...)``."""
+    return train_tri1(ws, nj=nj, **options)

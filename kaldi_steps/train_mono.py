@@ -1,0 +1,166 @@
+"""Monophone GMM-HMM training, as Kaldi's ``steps/train_mono.sh`` (+ ``align_si.sh``).
+
+Features: MFCC + per-speaker CMVN (means) + Δ+ΔΔ. Context dependency: monophone, phones
+of one ``sets.txt`` line sharing pdfs (``gmm-init-mono --shared-phones``). Model: every pdf
+starts as one Gaussian with the global mean/variance. Training graphs are compiled once
+per utterance with transition/self-loop scales 0; before each alignment the current
+model's transition probabilities are added (1.0 / self-loop 0.1, acoustic scale 0.1).
+
+Schedule (Kaldi's): equal alignment, first estimate with ``--min-gaussian-occupancy=3``;
+then iterations 1..num_iters-1, realigning on ``realign_iters`` (beam 6 with retry 24 on
+the first, then beam 10 / retry 40), each followed by re-estimation with mixing-up by
+``(total_gauss - num_pdfs) / max_iter_inc`` Gaussians per iteration. At the end the train
+set is aligned once more with the final model (``align_si.sh``); those alignments are
+the ``ali.N.gz`` of ``exp/<c>/mono`` that the tree is built from.
+
+Writes ``exp/<c>/mono/{final.mdl,tree,final.occs,phones.txt,num_jobs,ali.N.gz,diagnostics.json}``.
+
+>>> DEFAULT_REALIGN_ITERS[:3]
+(1, 2, 3)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from weakalign.pipeline.io import write_json
+from weakalign.pipeline.report import SkipReport
+
+from .gmm import (DECODE_SCALES, ProblemLog, decode_wer, init_mono_model, pool_acc_stats, pool_align,
+                  pool_equal_align,
+                  shard_args, update_model, write_model_dir)
+from .parallel import JobPool
+
+log = logging.getLogger("weakalign")
+
+DEFAULT_REALIGN_ITERS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 23, 26, 29, 32, 35, 38)
+
+
+def mono_dir(ws) -> Path:
+    return ws.exp / "mono"
+
+
+def wer_split(ws) -> str:
+    """``test`` where the corpus has one, else ``dev``."""
+    splits = ws.available_splits()
+    return "test" if "test" in splits else "dev"
+
+
+def monophone_context_dependency(lang):
+    import kaldi_hmm_gmm as khg
+
+    topo = lang.topo()
+    return khg.monophone_context_dependency_shared(lang.sets, list(topo.get_phone_to_num_pdf_classes()))
+
+
+def train_mono(ws, *, nj: int = 2, num_iters: int = 40, total_gauss: int = 1000, max_iter_inc: int = 30,
+               realign_iters=DEFAULT_REALIGN_ITERS, power: float = 0.25, beam: float = 10.0,
+               initial_beam: float = 6.0, retry_beam: float = 40.0, decode: bool = True, decode_beam: float = 13.0,
+               decode_scales=DECODE_SCALES,
+               out_dir=None) -> dict:
+    """Train the monophone system on ``train`` and write ``exp/<c>/mono`` (see module docstring)."""
+    import kaldi_hmm_gmm as khg
+
+    from .lang import Lang
+
+    out = Path(out_dir) if out_dir else mono_dir(ws)
+    lang = Lang.load(ws.lang)
+    report = SkipReport("mono")
+    problems_log = ProblemLog(report)
+    ctx_dep = monophone_context_dependency(lang)
+    tm = khg.TransitionModel(ctx_dep, lang.topo())
+    realign_iters = set(int(i) for i in realign_iters)
+    history = []
+    jobs = shard_args(ws, "train", nj)
+    num_utts = sum(len(a[3]) for a in jobs)
+    with JobPool(jobs) as pool:
+        problems_log.add_all(pool.call("get_problems"))
+        problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
+
+        count, s, s2 = (np.sum(x, axis=0) for x in zip(*pool.call("feature_stats")))
+        mean = s / count
+        am = init_mono_model(mean, s2 / count - mean * mean, tm.num_pdfs)
+        num_gauss = am.num_gauss
+        inc_gauss = max(0, (total_gauss - num_gauss) // max(max_iter_inc, 1))
+        log.info("mono: %d pdfs, %d transition-ids; target %d Gaussians (+%d per iteration)",
+                 tm.num_pdfs, tm.num_transition_ids, total_gauss, inc_gauss)
+
+        ali = pool_equal_align(pool)
+        problems_log.add(ali.failed, transient=True)
+        stats, counts = pool_acc_stats(pool, tm, am)
+        am, info = update_model(tm, am, stats, counts, mixup=num_gauss, power=power, min_gaussian_occupancy=3.0)
+        log.info("mono iter 0 (equal alignment: %d aligned, %d failed): avg loglike/frame %.4f, %d Gaussians",
+                 ali.aligned, len(ali.failed), stats.loglike / max(stats.frames, 1), am.num_gauss)
+        history.append({"iter": 0, "avg_loglike_per_frame": stats.loglike / max(stats.frames, 1),
+                        "num_gauss": am.num_gauss})
+        cur_beam, cur_retry = initial_beam, initial_beam * 4
+        last_align = ali
+        for it in tqdm(range(1, num_iters), desc="mono iterations", leave=False):
+            if it in realign_iters:
+                last_align = pool_align(pool, tm, am, cur_beam, cur_retry)
+                problems_log.add(last_align.failed, transient=True)
+            stats, counts = pool_acc_stats(pool, tm, am)
+            am, info = update_model(tm, am, stats, counts, mixup=num_gauss, power=power)
+            avg = stats.loglike / max(stats.frames, 1)
+            history.append({"iter": it, "avg_loglike_per_frame": avg, "num_gauss": am.num_gauss,
+                            **({"realigned": last_align.as_dict()} if it in realign_iters else {})})
+            log.info("mono iter %d%s: avg loglike/frame %.4f over %d frames, %d Gaussians",
+                     it, " (realigned)" if it in realign_iters else "", avg, stats.frames, am.num_gauss)
+            if it <= max_iter_inc:
+                num_gauss += inc_gauss
+            if it == 1:
+                cur_beam, cur_retry = beam, retry_beam
+
+        # align_si.sh: final alignments with the final model.
+        final = pool_align(pool, tm, am, beam, retry_beam)
+        problems_log.add(final.failed)
+        alignments = pool.call("get_alignments")
+        final_stats, _ = pool_acc_stats(pool, tm, am)
+    occs = final_stats.pdf_occs(_offsets(am))
+    outputs = write_model_dir(out, tm, am, ctx_dep, occs, ws.lang, alignments)
+    wer = None
+    diagnostics = {
+        "utterances": num_utts,
+        "aligned": final.aligned,
+        "retried": final.retried,
+        "failed": len(final.failed),
+        "failed_utterances": [u for u, _ in final.failed],
+        "avg_loglike_per_frame": final_stats.loglike / max(final_stats.frames, 1),
+        "avg_align_like_per_frame": final.avg_like,
+        "frames": final_stats.frames,
+        "num_pdfs": am.num_pdfs,
+        "num_gauss": am.num_gauss,
+        "wer": None if wer is None else wer["wer"],
+        "wer_set": None,
+        "wer_details": wer,
+        "iterations": history,
+        "oov_utterances": len(problems_log.oov),
+        "intermediate_alignment_failures": len(problems_log.transient),
+        "skipped": report.summary(),
+    }
+    # Written before decoding too: the model and alignments are usable even if decoding is cut short.
+    write_json(out / "diagnostics.json", diagnostics)
+    if decode:
+        wer = decode_wer(ws, out, wer_split(ws), nj, tm, am, beam=decode_beam, scales=decode_scales)
+        diagnostics.update({"wer": wer["wer"], "wer_set": wer_split(ws), "wer_details": wer})
+        write_json(out / "diagnostics.json", diagnostics)
+    report.log_summary()
+    return {"outputs": [str(p) for p in outputs] + [str(out / "diagnostics.json")],
+            **{k: diagnostics[k] for k in ("utterances", "aligned", "failed", "num_pdfs", "num_gauss",
+                                           "avg_loglike_per_frame", "wer", "wer_set")},
+            "skipped": report.count}
+
+
+def _offsets(am):
+    from .gmm import GmmParams
+
+    return GmmParams.from_am(am).offsets
+
+
+def mono_stage(ws, nj: int = 2, **options) -> dict:
+    """Stage function for ``run_stage("mono", ws, mono_stage, nj=..., ...)``."""
+    return train_mono(ws, nj=nj, **options)
