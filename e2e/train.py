@@ -1,0 +1,487 @@
+"""Training of the E2E model: the ``train`` stage.
+
+One epoch = one pass of a lhotse ``DynamicBucketingSampler``; Adam with linear
+warm-up and inverse-sqrt decay, gradient clipping, validation on dev after each
+epoch (losses per term, attention accuracy, aux frame accuracy, greedy-CTC WER),
+a checkpoint per epoch (model, optimizer, scheduler, RNG states; the sampler is
+re-seeded from ``seed`` and the epoch, so resuming after a kill repeats exactly
+what an uninterrupted run does), and at the end the ``keep_best`` checkpoints with
+the lowest dev loss averaged into ``model_avg.pt``.
+
+Run dir ``exp/<c>/e2e/<run>/``: ``config.yaml``, ``bpe.model``,
+``checkpoints/epoch-N.pt``, ``model_avg.pt``, ``metrics.jsonl`` (one JSON object
+per epoch), ``loss_curves.png``.
+
+DDP: under ``torchrun`` (``WORLD_SIZE`` set) each process trains its share of the
+batches (gloo on CPU, nccl on CUDA); rank 0 writes the files, e.g.::
+
+    torchrun --nproc_per_node 2 .venv/bin/weakalign train an4 --config aux_ls0.5_l3 --device cuda
+
+Python API::
+
+    ws = Workspace("an4")
+    config = load_config("aux_ls0.5_l3", corpus="an4")
+    summary = train(ws, config, run_dir=ws.exp / "e2e" / "aux_ls0.5_l3")
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+from tqdm import tqdm
+
+from ..pipeline.io import atomic_open, atomic_path
+from ..pipeline.report import SkipReport
+from ..pipeline.workspace import Workspace
+from .data import count_senones, load_cuts, make_loader, training_cuts_source, usable_cuts
+from .model import build_model
+from .plots import plot_loss_curves
+from .tokenizer import Tokenizer, train_bpe
+
+log = logging.getLogger("weakalign")
+
+LOSS_KEYS = ("loss", "loss_att", "loss_ctc", "loss_aux")
+# Config keys that may differ between a checkpoint and the run resuming from it.
+RESUMABLE_CHANGES = {"epochs", "cuts"}
+
+
+# ---------------------------------------------------------------- set-up helpers
+
+def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(device)
+
+
+def setup_distributed(device: str) -> tuple[int, int, int]:
+    """``(rank, world_size, local_rank)``; initialises ``torch.distributed`` when ``WORLD_SIZE`` > 1."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, 0
+    if not dist.is_initialized():
+        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def warmup_inverse_sqrt(warmup_steps: int):
+    """LR factor: linear warm-up to 1 over ``warmup_steps``, then ``sqrt(warmup / step)`` (Noam's shape)."""
+    warmup = max(int(warmup_steps), 1)
+
+    def factor(step: int) -> float:
+        step = step + 1
+        return min(step / warmup, math.sqrt(warmup / step))
+
+    return factor
+
+
+def make_optimizer(model: torch.nn.Module, config: dict):
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(config["lr"]), betas=(0.9, 0.98), eps=1e-9,
+                                 weight_decay=float(config.get("weight_decay", 0.0)))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_inverse_sqrt(config["warmup_steps"]))
+    return optimizer, scheduler
+
+
+def global_cmvn_from_cuts(cuts, max_cuts: int = 2000) -> dict:
+    """Mean/std of the fbank frames of ``cuts`` (fallback when ``global_cmvn.json`` is missing)."""
+    total, total_sq, n = None, None, 0
+    for cut in list(cuts)[:max_cuts]:
+        f = np.asarray(cut.load_features(), dtype=np.float64)
+        total = f.sum(0) if total is None else total + f.sum(0)
+        total_sq = (f ** 2).sum(0) if total_sq is None else total_sq + (f ** 2).sum(0)
+        n += f.shape[0]
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean ** 2, 1e-10))
+    return {"mean": mean.tolist(), "std": std.tolist(), "frames": n}
+
+
+# ---------------------------------------------------------------- steps
+
+def train_step(model, batch: dict, optimizer, scheduler, grad_clip: float) -> dict:
+    """One optimizer step; returns the model's stats plus ``grad_norm`` and ``lr``."""
+    optimizer.zero_grad(set_to_none=True)
+    loss, stats = model(batch)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"non-finite loss {loss.item()} on cuts {batch['cut_ids'][:5]}")
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    stats["grad_norm"] = float(grad_norm)
+    stats["lr"] = optimizer.param_groups[0]["lr"]
+    return stats
+
+
+def greedy_ctc(log_probs: torch.Tensor, lens: torch.Tensor, blank: int = 0) -> list[list[int]]:
+    """Best path, repeats merged, blanks removed: one token list per utterance."""
+    best = log_probs.argmax(-1).cpu()
+    out = []
+    for seq, n in zip(best, lens.cpu().tolist()):
+        seq = torch.unique_consecutive(seq[:n]).tolist()
+        out.append([t for t in seq if t != blank])
+    return out
+
+
+def word_errors(refs: list[str], hyps: list[str]) -> tuple[int, int]:
+    """(errors, reference words) by Levenshtein alignment (kaldialign)."""
+    import kaldialign
+
+    errors = words = 0
+    for ref, hyp in zip(refs, hyps):
+        r, h = ref.split(), hyp.split()
+        errors += kaldialign.edit_distance(r, h)["total"]
+        words += len(r)
+    return errors, words
+
+
+class _Mean:
+    """Running means of stats, each weighted by its batch's utterance count."""
+
+    def __init__(self):
+        self.sums: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+
+    def add(self, stats: dict, weight: float) -> None:
+        for k, v in stats.items():
+            if v is None:
+                continue
+            self.sums[k] = self.sums.get(k, 0.0) + float(v) * weight
+            self.weights[k] = self.weights.get(k, 0.0) + weight
+
+    def reduce_distributed(self) -> None:
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        keys = sorted(self.sums)
+        t = torch.tensor([[self.sums[k], self.weights[k]] for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        for k, (s, w) in zip(keys, t.tolist()):
+            self.sums[k], self.weights[k] = s, w
+
+    def result(self) -> dict:
+        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
+
+
+@torch.no_grad()
+def validate(model, loader, tokenizer: Tokenizer) -> dict:
+    """Dev losses per term, ``acc``, ``aux_acc`` and greedy-CTC ``wer`` (percent)."""
+    model.eval()
+    mean = _Mean()
+    errors = words = 0
+    for batch in loader:
+        _, stats = model(batch)
+        mean.add(stats, len(batch["cut_ids"]))
+        feats = batch["feats"].to(model.ctc_head.weight.device)
+        enc = model.encode(feats, batch["feat_lens"].to(feats.device))
+        hyps = [tokenizer.decode(t) for t in greedy_ctc(model.ctc_log_probs(enc.out), enc.lens)]
+        e, w = word_errors(batch["texts"], hyps)
+        errors, words = errors + e, words + w
+    model.train()
+    result = mean.result()
+    result["wer"] = 100.0 * errors / max(words, 1)
+    return result
+
+
+def fill_loss_keys(stats: dict) -> dict:
+    """Every loss key present (``None`` for a term the config does not have)."""
+    return {**{k: None for k in LOSS_KEYS}, **stats}
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def checkpoint_dir(run_dir: Path) -> Path:
+    return run_dir / "checkpoints"
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    found = sorted(checkpoint_dir(run_dir).glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    return found[-1] if found else None
+
+
+def save_checkpoint(path: Path, **state) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def average_state_dicts(paths: list[Path]) -> dict:
+    """Element-wise mean of the ``model`` state dicts in ``paths`` (integer buffers from the last)."""
+    avg = None
+    for p in paths:
+        sd = torch.load(p, map_location="cpu", weights_only=False)["model"]
+        if avg is None:
+            avg = {k: v.clone().double() if v.is_floating_point() else v.clone() for k, v in sd.items()}
+        else:
+            for k, v in sd.items():
+                avg[k] = avg[k] + v.double() if v.is_floating_point() else v.clone()
+    return {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in avg.items()}
+
+
+def state_dict_sha1(state_dict: dict) -> str:
+    """Digest of every tensor's bytes: equal on all DDP ranks iff their replicas are identical."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for k in sorted(state_dict):
+        h.update(k.encode())
+        h.update(state_dict[k].detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def write_metrics(run_dir: Path, rows: list[dict]) -> None:
+    with atomic_open(run_dir / "metrics.jsonl", "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+# ---------------------------------------------------------------- the loop
+
+def prepare_tokenizer(run_dir: Path, train_cuts, config: dict, rank: int) -> Tokenizer:
+    from .data import cut_text
+
+    path = run_dir / "bpe.model"
+    if rank == 0 and not path.exists():
+        train_bpe([cut_text(c) for c in train_cuts], path, int(config["vocab_size"]))
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    return Tokenizer(path)
+
+
+def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "auto",
+          epochs: int | None = None, max_steps_per_epoch: int | None = None,
+          train_cuts=None, dev_cuts=None, progress: bool = True) -> dict:
+    """Train (or resume) a run; returns a summary dict (also for the stage marker).
+
+    ``train_cuts``/``dev_cuts`` default to the workspace's exported alignment cuts when
+    they exist, else its fbank cuts. ``max_steps_per_epoch`` shortens epochs (tests, smoke runs).
+    """
+    run_dir = Path(run_dir)
+    config = dict(config)
+    if epochs is not None:
+        config["epochs"] = int(epochs)
+    rank, world_size, local_rank = setup_distributed(device)
+    dev = resolve_device(device, local_rank)
+    seed = int(config.get("seed", 1))
+    seed_everything(seed)
+
+    if train_cuts is None or dev_cuts is None:
+        source = training_cuts_source(ws)
+        train_cuts = load_cuts(ws, "train", source) if train_cuts is None else train_cuts
+        dev_cuts = load_cuts(ws, "dev", source) if dev_cuts is None else dev_cuts
+        config["cuts"] = source
+        if config.get("aux") in ("smoothed_ce", "onehot_ce") and source != "ali":
+            raise FileNotFoundError(f"config {config.get('name')} needs senone alignments: "
+                                    f"{ws.ali_cuts('train')} not found (run the export stage)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = prepare_tokenizer(run_dir, train_cuts, config, rank)
+    config["vocab_size_actual"] = tokenizer.vocab_size
+    if config.get("aux") in ("smoothed_ce", "onehot_ce") and not config.get("num_senones"):
+        config["num_senones"] = max(count_senones(train_cuts), count_senones(dev_cuts))
+
+    report = SkipReport("train")
+    train_cuts = usable_cuts(train_cuts, tokenizer, report)
+    dev_cuts = usable_cuts(dev_cuts, tokenizer, report)
+    report.log_summary()
+
+    model = build_model(config, tokenizer.vocab_size)
+    if Path(ws.fbank_stats).exists():
+        model.cmvn.load_stats(ws.fbank_stats)
+    else:
+        log.warning("%s not found: global CMVN from the training cuts", ws.fbank_stats)
+        stats = global_cmvn_from_cuts(train_cuts)
+        model.cmvn.mean.copy_(torch.tensor(stats["mean"]))
+        model.cmvn.std.copy_(torch.tensor(stats["std"]).clamp(min=1e-5))
+    model.to(dev)
+    optimizer, scheduler = make_optimizer(model, config)
+
+    if rank == 0:
+        with atomic_open(run_dir / "config.yaml", "w") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+
+    start_epoch, best, metrics = 1, [], []
+    ckpt_path = latest_checkpoint(run_dir)
+    if ckpt_path is not None:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        changed = {k for k in set(ckpt["config"]) | set(config)
+                   if k not in RESUMABLE_CHANGES and ckpt["config"].get(k) != config.get(k)}
+        if changed:
+            raise ValueError(f"{run_dir}: cannot resume from {ckpt_path.name}, the config changed in "
+                             f"{sorted(changed)}; use --force (or another --run) to start over")
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        set_rng_state(ckpt["rng"])
+        start_epoch, best = ckpt["epoch"] + 1, [tuple(x) for x in ckpt["best"]]
+        metrics = [row for row in read_metrics(run_dir) if row["epoch"] <= ckpt["epoch"]]
+        log.info("resuming %s from %s", run_dir, ckpt_path.name)
+
+    ddp_model = model
+    if world_size > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    max_duration = float(config["max_duration"])
+    train_loader, train_sampler = make_loader(train_cuts, tokenizer, max_duration, shuffle=True, seed=seed,
+                                              num_buckets=int(config["num_buckets"]),
+                                              world_size=world_size, rank=rank)
+    dev_loader, _ = make_loader(dev_cuts, tokenizer, max_duration, shuffle=False, world_size=1, rank=0)
+    grad_clip = float(config["grad_clip"])
+    total_epochs = int(config["epochs"])
+    run_start = time.time()
+
+    for epoch in range(start_epoch, total_epochs + 1):
+        t0 = time.time()
+        train_sampler.set_epoch(epoch)
+        model.train()
+        mean = _Mean()
+        frames = 0
+        with _join(ddp_model, world_size):
+            bar = tqdm(train_loader, desc=f"epoch {epoch}/{total_epochs}", disable=not progress or rank != 0,
+                       leave=False)
+            for step, batch in enumerate(bar):
+                if max_steps_per_epoch is not None and step >= max_steps_per_epoch:
+                    break
+                stats = train_step(ddp_model, batch, optimizer, scheduler, grad_clip)
+                mean.add(stats, len(batch["cut_ids"]))
+                frames += int(batch["feat_lens"].sum())
+                bar.set_postfix(loss=f"{stats['loss']:.3f}")
+        mean.reduce_distributed()
+        train_stats = mean.result()
+        dev_stats = validate(model, dev_loader, tokenizer)
+        row = {"epoch": epoch, "train": fill_loss_keys(train_stats), "dev": fill_loss_keys(dev_stats),
+               "time_s": round(time.time() - t0, 2), "train_frames": frames}
+        metrics.append(row)
+        best = sorted(best + [(dev_stats["loss"], epoch)])[: int(config["keep_best"])]
+        log.info("epoch %d: train loss %.3f, dev loss %.3f, dev acc %s, dev aux_acc %s, dev greedy-CTC WER %.1f%% "
+                 "(%.0f s)", epoch, train_stats.get("loss", float("nan")), dev_stats["loss"],
+                 _fmt(dev_stats.get("acc")), _fmt(dev_stats.get("aux_acc")), dev_stats["wer"], row["time_s"])
+        if rank == 0:
+            save_checkpoint(checkpoint_dir(run_dir) / f"epoch-{epoch}.pt", epoch=epoch, model=model.state_dict(),
+                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state(),
+                            best=best, config=config, vocab_size=tokenizer.vocab_size)
+            write_metrics(run_dir, metrics)
+            _prune_checkpoints(run_dir, keep={e for _, e in best} | {epoch})
+        if world_size > 1:
+            dist.barrier()
+
+    summary = {"run_dir": str(run_dir), "epochs": total_epochs, "train_seconds": round(time.time() - run_start, 1),
+               "skipped": report.count, "train_cuts": len(train_cuts), "dev_cuts": len(dev_cuts),
+               "rank": rank, "world_size": world_size, "model_sha1": state_dict_sha1(model.state_dict())}
+    if rank == 0:
+        averaged = [checkpoint_dir(run_dir) / f"epoch-{e}.pt" for _, e in best]
+        with atomic_path(run_dir / "model_avg.pt") as tmp:
+            torch.save({"config": config, "vocab_size": tokenizer.vocab_size,
+                        "state_dict": average_state_dicts(averaged), "averaged_epochs": [e for _, e in best]}, tmp)
+        if metrics:
+            plot_loss_curves(metrics, run_dir / "loss_curves.png", title=run_dir.name)
+        last = metrics[-1] if metrics else {}
+        summary.update({"averaged_epochs": sorted(e for _, e in best), "final_dev": last.get("dev"),
+                        "outputs": [run_dir / "model_avg.pt", run_dir / "metrics.jsonl"]})
+        log.info("%s: averaged epochs %s into model_avg.pt", run_dir.name, summary["averaged_epochs"])
+    if world_size > 1:
+        dist.barrier()
+    return summary
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def _join(ddp_model, world_size: int):
+    """DDP's Join context for ranks with uneven batch counts; a no-op in a single process."""
+    import contextlib
+
+    if world_size > 1:
+        return ddp_model.join()
+    return contextlib.nullcontext()
+
+
+def _prune_checkpoints(run_dir: Path, keep: set[int]) -> None:
+    for p in checkpoint_dir(run_dir).glob("epoch-*.pt"):
+        if int(p.stem.split("-")[1]) not in keep:
+            p.unlink()
+
+
+def clear_run(run_dir: Path) -> None:
+    """Remove a run's checkpoints and outputs so it starts over (``--force``)."""
+    for name in ("checkpoints",):
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    for name in ("metrics.jsonl", "model_avg.pt", "loss_curves.png", "config.yaml", "bpe.model"):
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def train_run(ws: Workspace, config: str = "baseline", *, seed: int | None = None, device: str = "auto",
+              epochs: int | None = None, overrides: dict | None = None, force: bool = False,
+              max_steps_per_epoch: int | None = None, run: str | None = None) -> dict:
+    """``weakalign train``: train config ``config`` into ``exp/<c>/e2e/<run>/``.
+
+    ``run`` defaults to ``<config>`` for the default seed and ``<config>_seed<n>`` otherwise.
+    An interrupted run resumes from its last epoch checkpoint; ``force`` starts over.
+    """
+    from ..pipeline.stage import run_stage
+    from .config import load_config, run_name
+
+    cfg = load_config(config, corpus=ws.corpus, overrides=overrides)
+    if seed is not None:
+        cfg["seed"] = int(seed)
+    run = run or run_name(config, seed)
+    run_dir = ws.exp / "e2e" / run
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if force:
+        if distributed:
+            raise click_usage_error("--force is not supported under torchrun; remove the run dir instead")
+        clear_run(run_dir)
+    fn = lambda ws, **kw: train(ws, cfg, run_dir, device=device, epochs=epochs,  # noqa: E731
+                                max_steps_per_epoch=max_steps_per_epoch)
+    if distributed:
+        # Every rank must train; only rank 0 keeps the stage log and marker.
+        if int(os.environ.get("RANK", "0")) != 0:
+            return fn(ws)
+        return run_stage(f"train_{run}", ws, fn, force=True, config=config, seed=seed)
+    # The trainer resumes by itself, so the stage always runs (a finished run only re-averages).
+    return run_stage(f"train_{run}", ws, fn, force=True, config=config, seed=seed)
+
+
+def click_usage_error(message: str):
+    import click
+
+    return click.UsageError(message)
