@@ -1,3 +1,108 @@
 """Click commands of this package; ``weakalign.pipeline.cli`` adds every one in ``COMMANDS``."""
 
-COMMANDS: list = []
+import click
+
+from ..pipeline.cli_common import corpus_command
+from ..pipeline.stage import run_stage
+
+
+@click.command("lang")
+@corpus_command
+@click.option("--lexicon", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Pronunciation lexicon (default: AN4 etc/an4.dic, speechocean762 resource/lexicon.txt, "
+                   "else lexicon.txt or *.dic in the corpus source).")
+@click.option("--sil-prob", default=0.5, show_default=True, type=float, help="Optional-silence probability in L.")
+@click.option("--lm", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="ARPA LM for G.fst (default: AN4's etc/an4.ug.lm, else a 3-gram trained on train text).")
+@click.option("--lm-order", default=3, show_default=True, type=int, help="Order of the LM trained when none is given.")
+def lang(ws, force, nj, lexicon, sil_prob, lm, lm_order):
+    """Build data/<corpus>/lang (phones, words, L.fst, L_disambig.fst, topo, lm.arpa, G.fst) from a lexicon."""
+    from .lang import lang_stage
+
+    run_stage("lang", ws, lang_stage, force=force, lexicon=lexicon, sil_prob=sil_prob, lm=lm, lm_order=lm_order)
+
+
+@click.command("mono")
+@corpus_command
+@click.option("--num-iters", default=40, show_default=True, type=int, help="EM iterations (train_mono.sh).")
+@click.option("--total-gauss", default=1000, show_default=True, type=int, help="Target number of Gaussians.")
+@click.option("--max-iter-inc", default=30, show_default=True, type=int, help="Last iteration that adds Gaussians.")
+@click.option("--beam", default=10.0, show_default=True, type=float, help="Alignment beam (first pass: 6).")
+@click.option("--retry-beam", default=40.0, show_default=True, type=float, help="Beam of the retry after a failed alignment.")
+@click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) for a WER sanity check.")
+@click.option("--decode-beam", default=13.0, show_default=True, type=float, help="Decoding beam of the WER check.")
+def mono(ws, force, nj, num_iters, total_gauss, max_iter_inc, beam, retry_beam, decode, decode_beam):
+    """Train the monophone GMM-HMM on train (exp/<corpus>/mono), as Kaldi's train_mono.sh."""
+    from .train_mono import mono_stage
+
+    run_stage("mono", ws, mono_stage, force=force, nj=nj, num_iters=num_iters, total_gauss=total_gauss,
+              max_iter_inc=max_iter_inc, beam=beam, retry_beam=retry_beam, decode=decode, decode_beam=decode_beam)
+
+
+@click.command("tri1")
+@corpus_command
+@click.option("--num-leaves", default=None, type=int, help="Maximum tree leaves [AN4 300, speechocean762 1500].")
+@click.option("--total-gauss", default=None, type=int, help="Target Gaussians [AN4 2000, speechocean762 10000].")
+@click.option("--num-iters", default=35, show_default=True, type=int, help="EM iterations (train_deltas.sh).")
+@click.option("--max-iter-inc", default=25, show_default=True, type=int, help="Last iteration that adds Gaussians.")
+@click.option("--thresh", default=300.0, show_default=True, type=float, help="Minimum likelihood gain of a tree split.")
+@click.option("--cluster-thresh", default=-1.0, show_default=True, type=float,
+              help="Leaf-merging threshold; negative: the smallest split made.")
+@click.option("--beam", default=10.0, show_default=True, type=float, help="Alignment beam.")
+@click.option("--retry-beam", default=40.0, show_default=True, type=float, help="Retry beam.")
+@click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) for a WER sanity check.")
+@click.option("--decode-beam", default=13.0, show_default=True, type=float, help="Decoding beam of the WER check.")
+def tri1(ws, force, nj, num_leaves, total_gauss, num_iters, max_iter_inc, thresh, cluster_thresh, beam,
+         retry_beam, decode, decode_beam):
+    """Build the tree and train the triphone Δ+ΔΔ system (exp/<corpus>/tri1), then align train and
+    dev with it (exp/<corpus>/tri1_ali), as Kaldi's train_deltas.sh + align_si.sh."""
+    from .train_deltas import tri1_stage
+
+    run_stage("tri1", ws, tri1_stage, force=force, nj=nj, num_leaves=num_leaves, total_gauss=total_gauss,
+              num_iters=num_iters, max_iter_inc=max_iter_inc, thresh=thresh, cluster_thresh=cluster_thresh,
+              beam=beam, retry_beam=retry_beam, decode=decode, decode_beam=decode_beam)
+
+
+def _hybrid_default(name: str):
+    import inspect
+
+    from .hybrid import hybrid_stage
+
+    return inspect.signature(hybrid_stage).parameters[name].default
+
+
+@click.command("hybrid")
+@corpus_command
+@click.option("--device", default="auto", show_default=True, help="Training device: auto, cpu, cuda, cuda:N.")
+@click.option("--epochs", default=_hybrid_default("epochs"), show_default=True, type=int, help="Maximum epochs.")
+@click.option("--cells", default=_hybrid_default("cells"), show_default=True, type=int, help="LSTM cells per direction.")
+@click.option("--proj", default=_hybrid_default("proj"), show_default=True, type=int, help="Recurrent projection size.")
+@click.option("--layers", default=_hybrid_default("layers"), show_default=True, type=int, help="BLSTM layers.")
+@click.option("--dropout", default=_hybrid_default("dropout"), show_default=True, type=float)
+@click.option("--chunk-width", default=_hybrid_default("chunk_width"), show_default=True, type=int,
+              help="Frames per training chunk (the loss is taken on these).")
+@click.option("--left-context", default=_hybrid_default("left_context"), show_default=True, type=int,
+              help="Extra frames of left context per chunk.")
+@click.option("--right-context", default=_hybrid_default("right_context"), show_default=True, type=int,
+              help="Extra frames of right context per chunk.")
+@click.option("--batch-size", default=_hybrid_default("batch_size"), show_default=True, type=int, help="Chunks per minibatch.")
+@click.option("--lr", default=_hybrid_default("lr"), show_default=True, type=float, help="Adam learning rate.")
+@click.option("--patience", default=_hybrid_default("patience"), show_default=True, type=int,
+              help="Epochs without held-out improvement before stopping early.")
+@click.option("--heldout-fraction", default=_hybrid_default("heldout_fraction"), show_default=True, type=float,
+              help="Share of train utterances (whole speakers) held out for early stopping.")
+@click.option("--acoustic-scale", default=_hybrid_default("acoustic_scale"), show_default=True, type=float)
+@click.option("--beam", default=_hybrid_default("beam"), show_default=True, type=float, help="Alignment beam.")
+@click.option("--retry-beam", default=_hybrid_default("retry_beam"), show_default=True, type=float, help="Retry beam.")
+@click.option("--seed", default=_hybrid_default("seed"), show_default=True, type=int)
+@click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) with the tri1 HCLG.")
+def hybrid(ws, force, nj, **options):
+    """Train the hybrid BLSTM on the tri1 senone alignments (exp/<corpus>/hybrid) and realign train
+    and dev with it (exp/<corpus>/hybrid_ali), as Kaldi's nnet3 BLSTM recipe + steps/nnet3/align.sh.
+    Rerunning an interrupted stage resumes training from the last epoch's checkpoint."""
+    from .hybrid import hybrid_stage
+
+    run_stage("hybrid", ws, hybrid_stage, force=force, nj=nj, **options)
+
+
+COMMANDS: list = [lang, mono, tri1, hybrid]

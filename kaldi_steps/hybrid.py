@@ -1,0 +1,341 @@
+"""The ``hybrid`` stage: BLSTM on tri1 senones, then realignment of train and dev with it.
+
+Kaldi's nnet3 BLSTM recipe + ``steps/nnet3/align.sh`` in one stage:
+
+1. targets: the tri1 alignments (``exp/<c>/tri1_ali``) mapped transition-id -> pdf-id,
+   reconciled to the fbank frame count (:func:`.hybrid_train.reconcile_frames`);
+2. priors from the train pdf counts (:mod:`.priors`) -> ``exp/<c>/hybrid/priors.npy``;
+3. the BLSTM (:mod:`.hybrid_model`) trained with frame CE on chunks, early-stopped on a
+   few % of the train speakers held out (:mod:`.hybrid_train`) -> ``exp/<c>/hybrid/final.pt``;
+4. realignment of every train and dev utterance over its training graph with
+   ``0.1 * (log-posterior - log-prior)`` pseudo-likelihoods (:mod:`.hybrid_align`) ->
+   ``exp/<c>/hybrid_ali/`` in the GMM stage's Kaldi format (same model, tree and job split
+   as ``tri1_ali``);
+5. a decode of the test split (dev when there is none) with the tri1 HCLG, and the report
+   ``exp/<c>/hybrid/{diagnostics.json,RESULTS.md}``.
+
+Python: ``hybrid_stage(ws, nj=2, device="auto", epochs=8, ...)``; CLI: ``weakalign hybrid an4``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from lhotse import CutSet
+from tqdm import tqdm
+
+from weakalign.pipeline.io import atomic_open, atomic_path, read_json, write_json
+from weakalign.pipeline.report import SkipReport
+from weakalign.pipeline.workspace import Workspace
+
+from . import hybrid_align as ha
+from .hybrid_model import HybridConfig
+from .hybrid_train import FrameMismatch, TrainConfig, heldout_split, reconcile_frames, resolve_device, train_hybrid
+from .priors import pdf_counts, priors_from_counts, save_priors
+
+log = logging.getLogger("weakalign")
+
+HYBRID_DIR = "hybrid"
+HYBRID_ALI_DIR = "hybrid_ali"
+#: Acoustic scales tried on dev when decoding. Wider than the GMM's range upwards: prior-divided
+#: network posteriors are flatter than GMM likelihoods (on AN4 the best dev scale was 0.1-0.2).
+DECODE_SCALES = (0.05, 0.0833, 0.1, 0.125, 0.15, 0.2, 0.3)
+
+
+def load_fbank(ws: Workspace, split: str) -> dict[str, tuple[np.ndarray, str, str]]:
+    """``utt_id -> (fbank (T, 80) float32, speaker, text)`` of one split (cut id = utterance id)."""
+    out = {}
+    cuts = CutSet.from_file(ws.fbank_cuts(split))
+    for cut in tqdm(cuts, desc=f"load fbank {split}", leave=False):
+        sup = cut.supervisions[0]
+        out[cut.id] = (cut.load_features().astype(np.float32), sup.speaker or cut.id, sup.text or "")
+    return out
+
+
+def pdf_targets(feats: dict, alignments: dict[str, np.ndarray], tid2pdf: np.ndarray,
+                report: SkipReport, max_mismatch: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``utt -> (fbank, pdf-ids)`` for utterances with a usable alignment; the others are reported."""
+    out = {}
+    for utt, (x, _, _) in feats.items():
+        if utt not in alignments:
+            report.skip(utt, "no tri1 alignment")
+            continue
+        try:
+            pdfs = reconcile_frames(utt, tid2pdf[alignments[utt]], len(x), max_mismatch)
+        except FrameMismatch as e:
+            report.skip(utt, f"frame mismatch: {e}")
+            continue
+        out[utt] = (x, pdfs.astype(np.int64))
+    return out
+
+
+
+
+def _job_split(ali_dir: Path) -> list[list[str]]:
+    """The utterance ids of each ``ali.N.gz`` of a GMM alignment dir, so the hybrid dir mirrors it."""
+    from .kaldi_io import iter_ali_archive
+
+    nj = int((ali_dir / "num_jobs").read_text().split()[0])
+    return [[utt for utt, _ in iter_ali_archive(ali_dir / f"ali.{j}.gz")] for j in range(1, nj + 1)]
+
+
+def write_hybrid_ali(out_dir: Path, src_ali_dir: Path, alignments: dict[str, np.ndarray]) -> list[Path]:
+    """Write ``hybrid_ali`` in the layout of ``src_ali_dir``: same model, tree, files and job split."""
+    from .kaldi_io import write_ali_archive
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = _job_split(src_ali_dir)
+    placed = {u for job in jobs for u in job}
+    extra = sorted(set(alignments) - placed)
+    if extra:  # cannot happen when we only realign what tri1 aligned; keep them anyway
+        jobs[-1].extend(extra)
+    written = []
+    for j, utts in enumerate(jobs, start=1):
+        path = out_dir / f"ali.{j}.gz"
+        write_ali_archive(path, ((u, alignments[u]) for u in utts if u in alignments))
+        written.append(path)
+    for name in sorted(p.name for p in src_ali_dir.iterdir()):
+        if _describes_alignments(name):
+            with atomic_path(out_dir / name) as tmp:
+                shutil.copyfile(src_ali_dir / name, tmp)
+            written.append(out_dir / name)
+    return written
+
+
+def _describes_alignments(name: str) -> bool:
+    """Files of a GMM alignment dir copied as they are: model, tree, phones, job and split lists."""
+    return not name.startswith(("ali.", ".")) and name not in ("diagnostics.json", "log")
+
+
+def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, trans_model,
+                gmm_dir: Path, scales=None) -> dict:
+    """WER of the hybrid with the tri1 HCLG, as the GMM stage measures tri1's: decode dev at each
+    acoustic scale, pick the best on dev, decode the test split (dev if none) with it."""
+    import kaldifst
+
+    from .graph import compute_wer, decode_set, make_graph
+
+    scales = tuple(scales or DECODE_SCALES)
+    wer_set = "test" if ws.fbank_cuts("test").exists() else "dev"
+    graph_dir = gmm_dir / "graph"
+    if not (graph_dir / "HCLG.fst").exists():
+        graph_dir = ws.exp / HYBRID_DIR / "graph_tri1"
+        if not (graph_dir / "HCLG.fst").exists():
+            make_graph(ws.lang, gmm_dir, graph_dir)
+    hclg = kaldifst.StdVectorFst.read(str(graph_dir / "HCLG.fst"))
+    words = graph_dir / "words.txt"
+
+    def decode(split: str, split_scales) -> dict[float, dict]:
+        feats = load_fbank(ws, split)
+        refs = {u: t.split() for u, (_, _, t) in feats.items()}
+        # Unscaled log-likelihood ratios, computed once and scaled per acoustic scale.
+        ratios = {u: ha.pseudo_log_likelihoods(
+            model.utterance_log_probs(torch.from_numpy(x), cfg.chunk_width, cfg.left_context,
+                                      cfg.right_context).numpy(), log_priors, 1.0)
+                  for u, (x, _, _) in tqdm(feats.items(), desc=f"hybrid forward {split}", leave=False)}
+        out = {}
+        for scale in split_scales:
+            hyps = ha.decode_hybrid(hclg, ((u, scale * r) for u, r in ratios.items()), trans_model, words,
+                                    decode_set, acoustic_scale=scale, progress=False)
+            out[scale] = compute_wer(refs, hyps)
+            log.info("hybrid: decode %s at acoustic scale %.4g: WER %.2f%%", split, scale, out[scale]["wer"])
+        return out
+
+    dev = decode("dev", scales) if ws.fbank_cuts("dev").exists() else {}
+    best = min(scales, key=lambda s: (dev[s]["wer"], s)) if dev else 0.1
+    result = dev[best] if wer_set == "dev" else decode(wer_set, [best])[best]
+    return {**result, "wer_set": wer_set, "acoustic_scale": best, "graph": str(graph_dir),
+            "dev_wer": {str(s): dev[s]["wer"] for s in dev}}
+
+
+def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int = 8,
+                 cells: int = 256, proj: int = 128, layers: int = 3, dropout: float = 0.1,
+                 chunk_width: int = 40, left_context: int = 20, right_context: int = 20,
+                 batch_size: int = 32, lr: float = 2e-3, patience: int = 2, heldout_fraction: float = 0.05,
+                 acoustic_scale: float = 0.1, beam: float = 10.0, retry_beam: float = 40.0,
+                 prior_floor: float = 1e-5, max_mismatch: int = 2, seed: int = 0, decode: bool = True,
+                 gmm_dir: str = "tri1", src_ali_dir: str = "tri1_ali") -> dict:
+    """Train the hybrid BLSTM on ``exp/<c>/<src_ali_dir>`` and realign train + dev into ``hybrid_ali``."""
+    from .kaldi_io import read_ali_dir, read_model, read_tree
+    from .lang import Lang
+
+    # One intra-op thread unless OMP_NUM_THREADS says otherwise (on a shared 2-core machine two threads
+    # made the BLSTM steps 10x slower); realignment runs the network
+    # single-threaded beside nj alignment workers.
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
+    out_dir = ws.exp / HYBRID_DIR
+    ali_out = ws.exp / HYBRID_ALI_DIR
+    src_ali = ws.exp / src_ali_dir
+    gmm_path = ws.exp / gmm_dir
+    report = SkipReport("hybrid")
+    times = {}
+
+    trans_model, _ = read_model(src_ali / "final.mdl")
+    ctx_dep = read_tree(src_ali / "tree")
+    tid2pdf = ha.tid2pdf_array(trans_model)
+    num_pdfs = int(trans_model.num_pdfs)
+    tri1 = read_ali_dir(src_ali)
+
+    t0 = time.time()
+    train_feats = load_fbank(ws, "train")
+    dev_feats = load_fbank(ws, "dev") if ws.fbank_cuts("dev").exists() else {}
+    cmvn = read_json(ws.fbank_stats)
+    targets = pdf_targets(train_feats, tri1, tid2pdf, report, max_mismatch)
+    dev_targets = pdf_targets(dev_feats, tri1, tid2pdf, report, max_mismatch)
+    if not targets:
+        raise RuntimeError(f"hybrid: none of the {len(train_feats)} train utterances has a usable "
+                           f"alignment in {src_ali}")
+
+    counts = pdf_counts((y for _, y in targets.values()), num_pdfs)
+    priors = priors_from_counts(counts, prior_floor)
+    save_priors(out_dir, priors, counts)
+    log_priors = np.log(priors).astype(np.float32)
+
+    utt2spk = {u: train_feats[u][1] for u in targets}
+    train_ids, held_ids = heldout_split(utt2spk, heldout_fraction, seed)
+    train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+                            chunk_width=chunk_width, left_context=left_context, right_context=right_context,
+                            seed=seed, device=str(resolve_device(device)))
+    model_cfg = HybridConfig(num_pdfs=num_pdfs, feat_dim=next(iter(targets.values()))[0].shape[1],
+                             cells=cells, proj=proj, layers=layers, dropout=dropout)
+    times["load_s"] = time.time() - t0
+    t0 = time.time()
+    model, state = train_hybrid({u: targets[u] for u in train_ids}, {u: targets[u] for u in held_ids},
+                                model_cfg, train_cfg, out_dir, cmvn=cmvn)
+    times["train_s"] = time.time() - t0
+    torch.set_num_threads(1)
+    model.to("cpu")  # realignment and decoding run on CPU: one utterance at a time, next to CPU workers
+
+    # Realignment of every train and dev utterance tri1 aligned.
+    t0 = time.time()
+    lang = Lang.load(ws.lang)
+    compile_graph = ha.TrainingGraphs(lang, trans_model, ctx_dep)
+    items = {**{u: (train_feats[u], "train") for u in targets}, **{u: (dev_feats[u], "dev") for u in dev_targets}}
+    acc = {"train": [0, 0], "heldout": [0, 0], "dev": [0, 0]}
+    held_set = set(held_ids)
+
+    def tasks():
+        for utt, ((x, _, text), split) in items.items():
+            def make(utt=utt, x=x, split=split):
+                lp = model.utterance_log_probs(torch.from_numpy(x), chunk_width, left_context,
+                                               right_context).numpy()
+                ref = (targets if split == "train" else dev_targets)[utt][1]
+                part = "dev" if split == "dev" else ("heldout" if utt in held_set else "train")
+                acc[part][0] += int((lp.argmax(-1) == ref).sum())
+                acc[part][1] += len(ref)
+                return ha.pseudo_log_likelihoods(lp, log_priors, acoustic_scale)
+            yield utt, lang.words_to_ids(text.split(), report, utt), make
+
+    new_ali, retried, failed, frames = {}, 0, 0, 0
+    for res in tqdm(ha.align_utterances(tasks(), compile_graph=compile_graph, trans_model=trans_model,
+                                        nj=nj, beam=beam,
+                                        retry_beam=retry_beam),
+                    total=len(items), desc="hybrid realign"):
+        retried += res.retried
+        if res.alignment is None:
+            failed += 1
+            report.skip(res.utt_id, f"realignment failed: {res.error}")
+            continue
+        new_ali[res.utt_id] = res.alignment
+        frames += len(res.alignment)
+    times["realign_s"] = time.time() - t0
+    written = write_hybrid_ali(ali_out, src_ali, new_ali)
+
+    agree = [0, 0]
+    for utt, ali in new_ali.items():
+        ref = (targets.get(utt) or dev_targets[utt])[1]
+        agree[0] += int((tid2pdf[ali] == ref).sum())
+        agree[1] += len(ref)
+
+    diag = {
+        "frame_acc_train": acc["train"][0] / max(acc["train"][1], 1),
+        "frame_acc_heldout": acc["heldout"][0] / max(acc["heldout"][1], 1),
+        "frame_acc_dev": acc["dev"][0] / max(acc["dev"][1], 1) if acc["dev"][1] else None,
+        "agreement_with_tri1": agree[0] / max(agree[1], 1),
+        "utterances": len(items),
+        "aligned": len(new_ali),
+        "retried": retried,
+        "failed": failed,
+        "failed_fraction": failed / max(len(items), 1),
+        "frames": frames,
+        "num_pdfs": num_pdfs,
+        "heldout_utterances": len(held_ids),
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epoch,
+        "history": state.history,
+        "model": model_cfg.to_dict(),
+        "train_config": train_cfg.to_dict(),
+        "acoustic_scale": acoustic_scale,
+        "wer": None, "wer_set": None, "tri1_wer": _tri1_wer(gmm_path),
+        "skipped": report.summary(),
+    }
+    if decode:
+        t0 = time.time()
+        wer = _decode_wer(ws, model, train_cfg, log_priors, trans_model, gmm_path)
+        times["decode_s"] = time.time() - t0
+        diag.update(wer=wer["wer"], wer_set=wer["wer_set"], wer_details=wer)
+    diag["times"] = {k: round(v, 1) for k, v in times.items()}
+    write_json(out_dir / "diagnostics.json", diag)
+    with atomic_open(out_dir / "RESULTS.md") as f:
+        f.write(results_markdown(ws, diag))
+    report.log_summary()
+    log.info("hybrid: frame acc train %.3f held-out %.3f, agreement with tri1 %.3f, %d/%d aligned "
+             "(%d retried, %d failed), WER %s (tri1 %s)", diag["frame_acc_train"], diag["frame_acc_heldout"],
+             diag["agreement_with_tri1"], len(new_ali), len(items), retried, failed, diag["wer"], diag["tri1_wer"])
+    return {**{k: diag[k] for k in ("frame_acc_train", "frame_acc_heldout", "agreement_with_tri1", "utterances",
+                                   "aligned", "retried", "failed", "wer", "wer_set", "tri1_wer")},
+            "skipped": report.count,
+            "outputs": [out_dir / "final.pt", out_dir / "priors.npy", out_dir / "diagnostics.json", *written]}
+
+
+def _tri1_wer(gmm_dir: Path):
+    path = gmm_dir / "diagnostics.json"
+    if not path.exists():
+        return None
+    return json.loads(path.read_text()).get("wer")
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
+
+
+def _wer(x) -> str:
+    return "n/a" if x is None else f"{x:.2f}%"   # compute_wer gives percent
+
+
+def results_markdown(ws: Workspace, d: dict) -> str:
+    lines = [
+        f"# Hybrid BLSTM on {ws.corpus}",
+        "",
+        f"Model: {d['model']['layers']} x BLSTM {d['model']['cells']} cells/direction, projection "
+        f"{d['model']['proj']}, {d['num_pdfs']} pdfs; chunks of {d['train_config']['chunk_width']} frames "
+        f"with {d['train_config']['left_context']}/{d['train_config']['right_context']} frames of context; "
+        f"best epoch {d['best_epoch']} of {d['epochs_run']}.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| frame accuracy vs tri1 senones, train | {_pct(d['frame_acc_train'])} |",
+        f"| frame accuracy, held-out train speakers | {_pct(d['frame_acc_heldout'])} |",
+        f"| frame accuracy, dev | {_pct(d.get('frame_acc_dev'))} |",
+        f"| realignment agreement with tri1 (senone, per frame) | {_pct(d['agreement_with_tri1'])} |",
+        f"| utterances realigned | {d['aligned']} / {d['utterances']} ({d['retried']} retried, {d['failed']} failed) |",
+        f"| WER on {d['wer_set']} (tri1 HCLG) | {_wer(d['wer'])} |",
+        f"| tri1 WER, same graph and split | {_wer(d['tri1_wer'])} |",
+        "",
+        "Per epoch:",
+        "",
+        "| epoch | lr | train loss | train acc | held-out loss | held-out acc |",
+        "|---|---|---|---|---|---|",
+    ]
+    for h in d["history"]:
+        lines.append(f"| {h['epoch']} | {h['lr']:.1e} | {h['train_loss']:.3f} | {_pct(h['train_frame_acc'])} | "
+                     f"{h['heldout_loss']:.3f} | {_pct(h['heldout_frame_acc'])} |")
+    lines += ["", f"Times (s): {d['times']}", ""]
+    return "\n".join(lines)

@@ -1,0 +1,104 @@
+"""The hybrid acoustic model: a projected BLSTM over fbank frames, one output per pdf.
+
+In the spirit of Kaldi's TED-LIUM BLSTM (``local/nnet3/run_blstm.sh``: 3 BLSTM
+layers, 512 cells per direction with a recurrent projection, trained with
+frame-level cross-entropy on senone alignments). Sizes are options; the default
+here (3 x 256 cells, projection 128) trains on AN4 in minutes on a CPU.
+
+The model owns its input normalisation (global CMVN of the train fbank, as
+buffers), so a checkpoint is self-contained.
+
+Chunked evaluation (:func:`chunk_windows`, :meth:`HybridBLSTM.utterance_log_probs`)
+mirrors chunked training: each chunk of ``chunk_width`` frames sees up to
+``left_context`` / ``right_context`` extra frames on each side (fewer at the
+utterance edges), and only the chunk's own frames are output, as Kaldi's nnet3
+does with ``extra-left-context``/``extra-right-context``.
+
+>>> import torch
+>>> m = HybridBLSTM(HybridConfig(num_pdfs=7, cells=8, proj=4, layers=2))
+>>> m.utterance_log_probs(torch.randn(50, 80), chunk_width=20, left_context=5, right_context=5).shape
+torch.Size([50, 7])
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+@dataclass
+class HybridConfig:
+    num_pdfs: int
+    feat_dim: int = 80
+    cells: int = 256
+    proj: int = 128
+    layers: int = 3
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def chunk_windows(num_frames: int, chunk_width: int, left_context: int, right_context: int):
+    """``(window_start, window_end, chunk_start, chunk_end)`` covering ``[0, num_frames)`` in chunks.
+
+    >>> chunk_windows(50, 20, 5, 5)
+    [(0, 25, 0, 20), (15, 45, 20, 40), (35, 50, 40, 50)]
+    """
+    if chunk_width <= 0 or left_context < 0 or right_context < 0:
+        raise ValueError("chunk_width must be > 0 and contexts >= 0")
+    out = []
+    for start in range(0, num_frames, chunk_width):
+        end = min(start + chunk_width, num_frames)
+        out.append((max(0, start - left_context), min(num_frames, end + right_context), start, end))
+    return out
+
+
+class HybridBLSTM(nn.Module):
+    """Projected BLSTM + linear output layer; ``forward`` returns pdf logits."""
+
+    def __init__(self, config: HybridConfig):
+        super().__init__()
+        self.config = config
+        self.register_buffer("feat_mean", torch.zeros(config.feat_dim))
+        self.register_buffer("feat_std", torch.ones(config.feat_dim))
+        self.blstm = nn.LSTM(config.feat_dim, config.cells, num_layers=config.layers,
+                             bidirectional=True, proj_size=config.proj if config.proj < config.cells else 0,
+                             batch_first=True, dropout=config.dropout if config.layers > 1 else 0.0)
+        out_dim = 2 * (config.proj if config.proj < config.cells else config.cells)
+        self.dropout = nn.Dropout(config.dropout)
+        self.output = nn.Linear(out_dim, config.num_pdfs)
+
+    def set_cmvn(self, mean, std) -> None:
+        self.feat_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.feat_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-5))
+
+    def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """``feats (B, T, D)`` raw fbank, ``lens (B,)`` -> logits ``(B, T, num_pdfs)`` (padding: zeros)."""
+        x = (feats - self.feat_mean) / self.feat_std
+        packed = pack_padded_sequence(x, lens.cpu(), batch_first=True, enforce_sorted=False)
+        out, _ = self.blstm(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=feats.shape[1])
+        return self.output(self.dropout(out))
+
+    @torch.no_grad()
+    def utterance_log_probs(self, feats: torch.Tensor, chunk_width: int, left_context: int,
+                            right_context: int) -> torch.Tensor:
+        """Log-posteriors ``(T, num_pdfs)`` of one utterance, computed chunk by chunk as in training."""
+        windows = chunk_windows(feats.shape[0], chunk_width, left_context, right_context)
+        batch, lens = windows_to_batch(feats, windows)
+        logits = self(batch.to(self.feat_mean.device), lens)
+        log_probs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        return torch.cat([log_probs[i, c0 - w0:c1 - w0] for i, (w0, _, c0, c1) in enumerate(windows)])
+
+
+def windows_to_batch(feats: torch.Tensor, windows) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-padded ``(N, max_len, D)`` batch of ``feats[w0:w1]`` windows, and their lengths."""
+    lens = torch.tensor([w1 - w0 for w0, w1, _, _ in windows], dtype=torch.long)
+    batch = feats.new_zeros(len(windows), int(lens.max()), feats.shape[1])
+    for i, (w0, w1, _, _) in enumerate(windows):
+        batch[i, :w1 - w0] = feats[w0:w1]
+    return batch, lens

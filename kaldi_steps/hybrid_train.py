@@ -1,0 +1,302 @@
+"""Frame-level cross-entropy training of the hybrid BLSTM on senone (pdf-id) alignments.
+
+As Kaldi's nnet3 BLSTM recipes train: utterances are cut into chunks of
+``chunk_width`` frames, each seen with up to ``left_context``/``right_context``
+extra frames of context, and the loss is taken only on the chunk's own frames.
+Adam, dropout, a learning rate halved whenever the held-out loss stops
+improving, and early stopping after ``patience`` epochs without improvement; the
+final model is the best epoch on the held-out utterances.
+
+Every epoch ends with a checkpoint (``checkpoints/epoch-N.pt``: weights, optimiser,
+schedule, history). A rerun resumes from the newest one and, because each epoch's
+shuffling and dropout are seeded by ``(seed, epoch)`` alone, ends with exactly the
+weights an uninterrupted run would have.
+
+>>> import numpy as np
+>>> reconcile_frames("u1", np.array([3, 3, 4]), 4).tolist()   # one frame short: pad with edge label
+[3, 3, 4, 4]
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from weakalign.pipeline.io import atomic_path, write_json
+
+from .hybrid_model import HybridBLSTM, HybridConfig, chunk_windows, windows_to_batch
+
+log = logging.getLogger("weakalign")
+
+IGNORE = -100
+
+
+class FrameMismatch(ValueError):
+    """An alignment whose length differs from the feature frame count by more than the tolerance."""
+
+
+def reconcile_frames(utt_id: str, labels: np.ndarray, num_frames: int, max_mismatch: int = 2) -> np.ndarray:
+    """Make ``labels`` exactly ``num_frames`` long: the one policy for fbank-vs-alignment lengths.
+
+    Alignments come from MFCCs and the network sees fbank frames; both use a 10 ms
+    shift, so they differ by at most a frame or two (``snip_edges`` / window rounding).
+    Policy: a short alignment is **padded by repeating its last label**, a long one is
+    **trimmed at the end**; a difference above ``max_mismatch`` frames means the two
+    do not describe the same audio and raises :class:`FrameMismatch` naming the utterance.
+    """
+    labels = np.asarray(labels)
+    diff = num_frames - len(labels)
+    if abs(diff) > max_mismatch or len(labels) == 0:
+        raise FrameMismatch(f"{utt_id}: alignment has {len(labels)} frames but the features have "
+                            f"{num_frames} (tolerance {max_mismatch})")
+    if diff > 0:
+        return np.concatenate([labels, np.full(diff, labels[-1], dtype=labels.dtype)])
+    return labels[:num_frames]
+
+
+def heldout_split(utt2spk: dict[str, str], fraction: float = 0.05, seed: int = 0) -> tuple[list[str], list[str]]:
+    """Split utterances into ``(train, heldout)`` by whole speakers, about ``fraction`` held out.
+
+    Speakers are drawn in a seeded random order until the held-out share reaches
+    ``fraction``; with a single speaker, utterances are drawn instead.
+
+    >>> tr, ho = heldout_split({f"u{i}": f"s{i % 4}" for i in range(40)}, 0.2)
+    >>> len(ho), len(set(tr) & set(ho))
+    (10, 0)
+    """
+    utts = sorted(utt2spk)
+    if not utts or fraction <= 0:
+        return utts, []
+    speakers = sorted(set(utt2spk.values()))
+    rng = random.Random(seed)
+    want = max(1, round(fraction * len(utts)))
+    held: set[str] = set()
+    if len(speakers) > 1:
+        rng.shuffle(speakers)
+        by_spk: dict[str, list[str]] = {}
+        for u in utts:
+            by_spk.setdefault(utt2spk[u], []).append(u)
+        for spk in speakers[:-1]:  # never hold out every speaker
+            if len(held) >= want:
+                break
+            held.update(by_spk[spk])
+    else:
+        held.update(rng.sample(utts, min(want, len(utts) - 1)))
+    return [u for u in utts if u not in held], sorted(held)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 8
+    batch_size: int = 32            # chunks per minibatch
+    lr: float = 1e-3
+    lr_decay: float = 0.5           # factor applied when the held-out loss does not improve
+    patience: int = 2               # epochs without held-out improvement before stopping
+    chunk_width: int = 40
+    left_context: int = 20
+    right_context: int = 20
+    grad_clip: float = 5.0
+    seed: int = 0
+    device: str = "cpu"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint holds besides weights: where the schedule stands."""
+
+    epoch: int = 0                  # epochs completed
+    lr: float = 1e-3
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _chunks(data: dict[str, tuple[np.ndarray, np.ndarray]], cfg: TrainConfig) -> list[tuple[str, int, int, int, int]]:
+    return [(utt, *w) for utt in sorted(data)
+            for w in chunk_windows(len(data[utt][0]), cfg.chunk_width, cfg.left_context, cfg.right_context)]
+
+
+def _batch_loss(model: HybridBLSTM, data, batch_chunks, device) -> tuple[torch.Tensor, int, int]:
+    """Summed CE over the chunks' own frames, number of those frames, number correct."""
+    feats, targets, lens = [], [], []
+    for utt, w0, w1, c0, c1 in batch_chunks:
+        x, y = data[utt]
+        feats.append(torch.from_numpy(x[w0:w1]))
+        t = np.full(w1 - w0, IGNORE, dtype=np.int64)
+        t[c0 - w0:c1 - w0] = y[c0:c1]      # loss only on the chunk's central frames
+        targets.append(torch.from_numpy(t))
+        lens.append(w1 - w0)
+    x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(device)
+    y = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=IGNORE).to(device)
+    logits = model(x, torch.tensor(lens))
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                             ignore_index=IGNORE, reduction="sum")
+    mask = y != IGNORE
+    correct = int((logits.argmax(-1)[mask] == y[mask]).sum())
+    return loss, int(mask.sum()), correct
+
+
+@torch.no_grad()
+def evaluate(model: HybridBLSTM, data, cfg: TrainConfig) -> dict:
+    """Per-frame CE and frame accuracy on whole utterances, evaluated chunk-wise as in training."""
+    model.eval()
+    device = next(model.parameters()).device
+    tot_loss, frames, correct = 0.0, 0, 0
+    for utt in sorted(data):
+        x, y = data[utt]
+        windows = chunk_windows(len(x), cfg.chunk_width, cfg.left_context, cfg.right_context)
+        batch, lens = windows_to_batch(torch.from_numpy(x), windows)
+        logits = model(batch.to(device), lens)
+        out = torch.cat([logits[i, c0 - w0:c1 - w0] for i, (w0, _, c0, c1) in enumerate(windows)]).float()
+        target = torch.from_numpy(y).to(device)
+        tot_loss += float(torch.nn.functional.cross_entropy(out, target, reduction="sum"))
+        correct += int((out.argmax(-1) == target).sum())
+        frames += len(y)
+    return {"loss": tot_loss / max(frames, 1), "frame_acc": correct / max(frames, 1), "frames": frames}
+
+
+def _checkpoint_path(out_dir: Path, epoch: int) -> Path:
+    return out_dir / "checkpoints" / f"epoch-{epoch}.pt"
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    found = sorted((out_dir / "checkpoints").glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    return found[-1] if found else None
+
+
+def _save(path: Path, obj: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _same_run(ckpt: dict, model_cfg: HybridConfig, cfg: TrainConfig) -> bool:
+    """A checkpoint can be resumed when only the epoch budget or the device changed."""
+    ignore = ("epochs", "device")
+    old = {k: v for k, v in ckpt["train_config"].items() if k not in ignore}
+    new = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
+    return ckpt["model_config"] == model_cfg.to_dict() and old == new
+
+
+def build_model(model_cfg: HybridConfig, cmvn: dict | None, device: torch.device) -> HybridBLSTM:
+    model = HybridBLSTM(model_cfg)
+    if cmvn is not None:
+        model.set_cmvn(cmvn["mean"], cmvn["std"])
+    return model.to(device)
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> HybridBLSTM:
+    """Load ``final.pt`` (or a checkpoint) written by :func:`train_hybrid`, in eval mode."""
+    ckpt = torch.load(path, map_location=resolve_device(str(device)), weights_only=False)
+    model = HybridBLSTM(HybridConfig(**ckpt["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.to(resolve_device(str(device))).eval()
+
+
+def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
+                 heldout_data: dict[str, tuple[np.ndarray, np.ndarray]],
+                 model_cfg: HybridConfig, cfg: TrainConfig, out_dir: str | os.PathLike, *,
+                 cmvn: dict | None = None,
+                 on_step: Callable[[int, int], None] | None = None) -> tuple[HybridBLSTM, TrainState]:
+    """Train (or resume training) and write ``out_dir/final.pt`` = the best held-out epoch.
+
+    ``train_data``/``heldout_data`` map utterance ids to ``(fbank (T, D) float32, pdf-ids (T,))``.
+    ``on_step(epoch, step)`` is called after every optimiser step (progress hooks, tests
+    that interrupt a run). Returns the best model (eval mode) and the final schedule state.
+    """
+    out_dir = Path(out_dir)
+    device = resolve_device(cfg.device)
+    torch.manual_seed(cfg.seed)   # the initial weights, so two runs with the same options agree
+    model = build_model(model_cfg, cmvn, device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    state = TrainState(lr=cfg.lr)
+    best_path = out_dir / "checkpoints" / "best.pt"
+
+    resume = latest_checkpoint(out_dir)
+    ckpt = torch.load(resume, map_location=device, weights_only=False) if resume is not None else None
+    if ckpt is not None and not _same_run(ckpt, model_cfg, cfg):
+        log.warning("hybrid: %s was written with other options (%s, %s); starting afresh",
+                    resume, ckpt["model_config"], ckpt["train_config"])
+        shutil.rmtree(out_dir / "checkpoints")
+        ckpt = None
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = TrainState(**ckpt["state"])
+        log.info("hybrid: resuming from %s (epoch %d done)", resume, state.epoch)
+
+    chunks = _chunks(train_data, cfg)
+    num_frames = sum(len(y) for _, y in train_data.values())
+    log.info("hybrid: %d train utterances (%d frames, %d chunks), %d held-out utterances",
+             len(train_data), num_frames, len(chunks), len(heldout_data))
+    while state.epoch < cfg.epochs and not state.stopped_early:
+        epoch = state.epoch + 1
+        for group in optimizer.param_groups:
+            group["lr"] = state.lr
+        # Seeded by (seed, epoch) only, so a resumed epoch replays exactly.
+        torch.manual_seed(cfg.seed * 100003 + epoch)
+        order = random.Random(cfg.seed * 100003 + epoch).sample(range(len(chunks)), len(chunks))
+        model.train()
+        tot_loss, tot_frames, tot_correct = 0.0, 0, 0
+        steps = range(0, len(order), cfg.batch_size)
+        for step, start in enumerate(tqdm(steps, desc=f"hybrid epoch {epoch}", leave=False)):
+            batch = [chunks[i] for i in order[start:start + cfg.batch_size]]
+            loss, frames, correct = _batch_loss(model, train_data, batch, device)
+            optimizer.zero_grad()
+            (loss / frames).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            tot_loss, tot_frames, tot_correct = tot_loss + loss.item(), tot_frames + frames, tot_correct + correct
+            if on_step is not None:
+                on_step(epoch, step)
+        held = evaluate(model, heldout_data, cfg) if heldout_data else {"loss": tot_loss / tot_frames,
+                                                                        "frame_acc": tot_correct / tot_frames}
+        record = {"epoch": epoch, "lr": state.lr, "train_loss": tot_loss / max(tot_frames, 1),
+                  "train_frame_acc": tot_correct / max(tot_frames, 1),
+                  "heldout_loss": held["loss"], "heldout_frame_acc": held["frame_acc"]}
+        state.history.append(record)
+        log.info("hybrid epoch %d: lr %.2e train loss %.3f acc %.3f | held-out loss %.3f acc %.3f",
+                 epoch, state.lr, record["train_loss"], record["train_frame_acc"],
+                 held["loss"], held["frame_acc"])
+        if held["loss"] < state.best_loss:
+            state.best_loss, state.best_epoch, state.bad_epochs = held["loss"], epoch, 0
+            _save(best_path, {"model_config": model_cfg.to_dict(), "model": model.state_dict(), "epoch": epoch})
+        else:
+            state.bad_epochs += 1
+            state.lr *= cfg.lr_decay
+            state.stopped_early = state.bad_epochs >= cfg.patience
+            if state.stopped_early:
+                log.info("hybrid: early stop after epoch %d (best epoch %d)", epoch, state.best_epoch)
+        state.epoch = epoch
+        _save(_checkpoint_path(out_dir, epoch), {
+            "model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(), "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(), "state": asdict(state)})
+        for old in (out_dir / "checkpoints").glob("epoch-*.pt"):
+            if old.name != f"epoch-{epoch}.pt":
+                old.unlink()
+
+    best = torch.load(best_path, map_location=device, weights_only=False)
+    _save(out_dir / "final.pt", {**best, "train_config": cfg.to_dict(), "history": state.history})
+    write_json(out_dir / "train_history.json", asdict(state))
+    model.load_state_dict(best["model"])
+    return model.eval(), state

@@ -1,0 +1,91 @@
+"""The ``hybrid`` stage end to end on the AN4 slice: a briefly trained BLSTM realigns real utterances."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from lhotse import CutSet
+
+from weakalign.kaldi_steps.hybrid import hybrid_stage
+from weakalign.kaldi_steps.hybrid_align import tid2pdf_array
+from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model
+from weakalign.pipeline.stage import run_stage
+from weakalign.pipeline.workspace import Workspace
+
+#: A tiny model, trained briefly: the test is about the plumbing and the realignment, not accuracy.
+TINY = {"cells": 32, "proj": 16, "layers": 2, "epochs": 6, "lr": 5e-3, "batch_size": 16,
+        "chunk_width": 20, "left_context": 10, "right_context": 10, "patience": 3}
+
+
+@pytest.fixture(scope="module")
+def hybrid_ws(an4_slice_tri1, tmp_path_factory):
+    """The slice's data with a private copy of its tri1 outputs, so the shared session workspace
+    (used by other packages' tests) never sees a ``hybrid_ali``."""
+    src = an4_slice_tri1
+    ws = Workspace(src.corpus, data_root=src.data_root, exp_root=tmp_path_factory.mktemp("hybrid_exp"))
+    for name in ("tri1", "tri1_ali"):
+        shutil.copytree(src.exp / name, ws.exp / name)
+    summary = run_stage("hybrid", ws, hybrid_stage, nj=2, device="cpu", **TINY)
+    return ws, summary
+
+
+def test_outputs_are_in_the_gmm_alignment_format(hybrid_ws):
+    ws, summary = hybrid_ws
+    ali_dir, tri1_dir = ws.exp / "hybrid_ali", ws.exp / "tri1_ali"
+    for name in ("final.mdl", "tree", "num_jobs", "phones.txt", "utt2split"):
+        assert (ali_dir / name).read_bytes() == (tri1_dir / name).read_bytes(), name
+    hybrid, tri1 = read_ali_dir(ali_dir), read_ali_dir(tri1_dir)
+    assert set(hybrid) <= set(tri1)
+    assert len(hybrid) >= 0.99 * len(tri1)
+    # same job split as tri1_ali: each archive holds the same utterances
+    for j in range(1, int((ali_dir / "num_jobs").read_text()) + 1):
+        from weakalign.kaldi_steps.kaldi_io import iter_ali_archive
+        assert [u for u, _ in iter_ali_archive(ali_dir / f"ali.{j}.gz")] == \
+               [u for u, _ in iter_ali_archive(tri1_dir / f"ali.{j}.gz") if u in hybrid]
+    # one transition-id per fbank frame, train and dev
+    frames = {c.id: c.num_frames for split in ("train", "dev") for c in CutSet.from_file(ws.fbank_cuts(split))}
+    trans_model, _ = read_model(ali_dir / "final.mdl")
+    for utt, ali in hybrid.items():
+        assert len(ali) == frames[utt], utt
+        assert ali.min() >= 1 and ali.max() <= trans_model.num_transition_ids
+    priors = np.load(ws.exp / "hybrid" / "priors.npy")
+    assert priors.shape == (trans_model.num_pdfs,) and abs(priors.sum() - 1) < 1e-9
+
+
+def test_realignment_agrees_with_tri1_well_above_chance_but_is_not_a_copy(hybrid_ws):
+    ws, summary = hybrid_ws
+    trans_model, _ = read_model(ws.exp / "hybrid_ali" / "final.mdl")
+    tid2pdf = tid2pdf_array(trans_model)
+    hybrid, tri1 = read_ali_dir(ws.exp / "hybrid_ali"), read_ali_dir(ws.exp / "tri1_ali")
+    same = sum(int((tid2pdf[a] == tid2pdf[tri1[u]]).sum()) for u, a in hybrid.items())
+    total = sum(len(a) for a in hybrid.values())
+    agreement = same / total
+    # chance: two independent labelings with tri1's pdf frequencies agree with probability sum p^2
+    counts = np.bincount(np.concatenate([tid2pdf[a] for a in tri1.values()]), minlength=trans_model.num_pdfs)
+    chance = float(((counts / counts.sum()) ** 2).sum())
+    assert agreement > max(0.35, 3 * chance), (agreement, chance)
+    assert agreement < 0.99, "the realignment is (nearly) a copy of tri1's"
+    assert summary["agreement_with_tri1"] == pytest.approx(agreement)
+    # the realignment is its own: some utterance's transition-id sequence differs from tri1's
+    assert any(not np.array_equal(a, tri1[u]) for u, a in hybrid.items())
+
+
+def test_diagnostics_and_results(hybrid_ws):
+    ws, summary = hybrid_ws
+    diag = json.loads((ws.exp / "hybrid" / "diagnostics.json").read_text())
+    for key in ("frame_acc_train", "frame_acc_heldout", "agreement_with_tri1", "utterances", "aligned",
+                "retried", "failed", "wer", "wer_set", "tri1_wer"):
+        assert key in diag, key
+    assert diag["utterances"] == diag["aligned"] + diag["failed"] == len(read_ali_dir(ws.exp / "tri1_ali"))
+    assert diag["failed"] <= 0.01 * diag["utterances"]
+    assert 0 < diag["frame_acc_heldout"] < 1 and 0 < diag["frame_acc_train"] < 1
+    assert diag["wer_set"] == "test" and 0 <= diag["wer"]
+    assert (ws.exp / "hybrid" / "final.pt").exists()
+    text = (ws.exp / "hybrid" / "RESULTS.md").read_text()
+    assert "agreement with tri1" in text and "WER on test" in text
+
+
+def test_rerun_is_skipped_and_resumes(hybrid_ws):
+    ws, summary = hybrid_ws
+    assert run_stage("hybrid", ws, hybrid_stage, nj=2, device="cpu", **TINY) == summary
