@@ -1,3 +1,41 @@
 """Click commands of this package; ``weakalign.pipeline.cli`` adds every one in ``COMMANDS``."""
 
-COMMANDS: list = []
+import click
+
+from ..pipeline.cli_common import corpus_command
+
+
+@click.command("export")
+@corpus_command
+@click.option("--ali-dir", default=None, type=click.Path(file_okay=False),
+              help="Kaldi alignment dir (final.mdl + ali.*.gz [+ phones.txt]) "
+                   "[default: exp/<corpus>/hybrid_ali, else exp/<corpus>/tri1_ali].")
+@click.option("--max-frame-diff", default=2, show_default=True, type=int,
+              help="Pad/trim alignments at most this many frames off the fbank frame count; skip the rest.")
+@click.option("--no-textgrid", is_flag=True, help="Do not write one Praat TextGrid per utterance.")
+def export(ws, force, nj, ali_dir, max_frame_diff, no_textgrid):
+    """Alignments -> data/<corpus>/cuts_{train,dev}_ali.jsonl.gz (senone/phone arrays, word/phone alignment)."""
+    from .export import run_export
+
+    summary = run_export(ws, ali_dir, force=force, max_frame_diff=max_frame_diff, textgrids=not no_textgrid)
+    for split, counts in summary.get("splits", {}).items():
+        click.echo(f"{split}: {counts['exported']}/{counts['cuts']} cuts exported "
+                   f"({counts['no_alignment']} without alignment, {counts['frame_mismatch']} frame mismatches)")
+
+
+@click.command("ali-info")
+@corpus_command
+@click.option("--ali-dir", default=None, type=click.Path(file_okay=False),
+              help="Alignment dir [default: as export].")
+@click.option("--split", default="train", show_default=True)
+@click.option("--top-k", default=10, show_default=True, type=int, help="Most frequent senones to list.")
+@click.option("--utt", default=None, help="Utterance to draw [default: the split's first aligned one].")
+@click.option("--no-plot", is_flag=True, help="Skip the PNG.")
+def ali_info(ws, force, nj, ali_dir, split, top_k, utt, no_plot):
+    """Counts, senone inventory, phone durations, segments lost at 40 ms, and a PNG of one utterance."""
+    from .info import alignment_info, format_info
+
+    click.echo(format_info(alignment_info(ws, ali_dir, split=split, top_k=top_k, utt=utt, plot=not no_plot)))
+
+
+COMMANDS: list = [export, ali_info]

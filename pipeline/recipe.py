@@ -7,6 +7,11 @@ invokes them in order with the corpus and shared options.
 ALIGN_STAGES: list[str] = [
     "prepare",
     "features",
+    "lang",
+    "mono",
+    "tri1",
+    "hybrid",
+    "export",
 ]
 
 

@@ -1,0 +1,220 @@
+"""The export stage on the real tri1 alignments of the AN4 slice (``an4_slice_tri1``).
+
+Export writes into its own workspace (symlinks to the shared slice's fbank, lang and
+tri1_ali), since the session's slice workspace is read-only.
+"""
+
+import kaldi_hmm_gmm as khg  # noqa: F401  -- before kaldifst
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from lhotse import CutSet, validate
+
+from weakalign.align.export import export_stage, resolve_ali_dir
+from weakalign.align.formats import read_ctm, read_textgrid
+from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model, read_tree, write_ali_archive
+from weakalign.kaldi_steps.lang import Lang
+from weakalign.pipeline.io import read_json
+from weakalign.pipeline.stage import run_stage
+from weakalign.pipeline.workspace import Workspace
+
+
+def linked_workspace(src: Workspace, root, ali_dirs=("tri1_ali",)) -> Workspace:
+    ws = Workspace(src.corpus, data_root=root / "data", exp_root=root / "exp")
+    ws.data.mkdir(parents=True)
+    ws.exp.mkdir(parents=True)
+    for name in ("fbank", "lang"):
+        os.symlink(src.data / name, ws.data / name)
+    for name in ali_dirs:
+        os.symlink(src.exp / name, ws.exp / name)
+    return ws
+
+
+@pytest.fixture(scope="module")
+def exported(an4_slice_tri1, tmp_path_factory) -> Workspace:
+    ws = linked_workspace(an4_slice_tri1, tmp_path_factory.mktemp("export"))
+    run_stage("export", ws, export_stage)
+    return ws
+
+
+def khg_transition_model(ws: Workspace):
+    """khg's own TransitionModel from the alignment dir's tree and the lang's topology."""
+    tm = khg.TransitionModel(read_tree(ws.exp / "tri1_ali" / "tree"), Lang.load(ws.lang).topo())
+    assert tm.num_transition_ids == read_model(ws.exp / "tri1_ali" / "final.mdl")[0].num_transition_ids
+    return tm
+
+
+def test_default_dir_falls_back_to_tri1_ali_with_a_warning(exported, caplog):
+    assert resolve_ali_dir(exported) == exported.exp / "tri1_ali"
+    assert "hybrid_ali not found; using the alignments of" in caplog.text
+    assert read_json(exported.done_dir / "export.json")["summary"]["ali_dir"] == str(exported.exp / "tri1_ali")
+    with pytest.raises(FileNotFoundError, match="no final.mdl"):
+        resolve_ali_dir(exported, exported.exp / "nonexistent")
+
+
+def test_every_senone_is_the_pdf_of_the_aligned_transition_id(exported):
+    tm = khg_transition_model(exported)
+    tid2pdf = np.array(tm.transition_id_to_pdf_array())
+    alignments = read_ali_dir(exported.exp / "tri1_ali")
+    names = {int(i): n for n, i in (line.split() for line in open(exported.data / "ali" / "phones.txt"))}
+    lang = Lang.load(exported.lang)
+    checked = 0
+    for split in ("train", "dev"):
+        cuts = CutSet.from_file(exported.ali_cuts(split))
+        fbank_ids = [c.id for c in CutSet.from_file(exported.fbank_cuts(split))]
+        assert [c.id for c in cuts] == fbank_ids  # every slice utterance aligned, same order
+        for cut in cuts:
+            ali = alignments[cut.id]
+            senone, phone = cut.load_senone(), cut.load_phone()
+            assert len(ali) == cut.num_frames == len(senone) == len(phone)
+            for t, tid in enumerate(ali):
+                assert senone[t] == tm.transition_id_to_pdf(int(tid)), (cut.id, t)
+            assert np.array_equal(senone, tid2pdf[ali])
+            kaldi_phones = [lang.phone_names[tm.transition_id_to_phone(int(tid))] for tid in ali]
+            assert [names[p] for p in phone] == [p.rsplit("_", 1)[0] if p[-2:] in ("_B", "_I", "_E", "_S")
+                                                else p for p in kaldi_phones]
+            assert 0 <= senone.min() and senone.max() < cut.custom["num_senones"] == tm.num_pdfs
+            checked += len(ali)
+    assert checked > 10000
+
+
+def test_integer_storage_is_exact_and_lossless(exported):
+    cut = next(iter(CutSet.from_file(exported.ali_cuts("train"))))
+    senone = cut.load_senone()
+    assert senone.dtype == np.int32 and cut.custom["senone"].array.storage_type == "numpy_files"
+    stored = np.load(os.path.join(cut.custom["senone"].array.storage_path, cut.custom["senone"].array.storage_key))
+    assert stored.dtype == np.int32 and np.array_equal(stored, senone)
+    # large ids (speechocean762-sized inventories and beyond) come back exactly too
+    from lhotse import NumpyFilesWriter
+    ids = np.arange(0, 70000, 7, dtype=np.int32)
+    with NumpyFilesWriter(exported.data / "probe") as w:
+        back = w.store_array("x", ids, frame_shift=0.01, temporal_dim=0).load()
+    assert back.dtype == np.int32 and np.array_equal(back, ids)
+
+
+def test_exported_cutsets_validate_and_load_like_the_fbank_cuts(exported):
+    for split in ("train", "dev"):
+        cuts = CutSet.from_file(exported.ali_cuts(split)).to_eager()
+        # lhotse 1.33's validate(read_data=True) compares a list shape to a tuple for every
+        # TemporalArray; the data reads are checked here instead.
+        validate(cuts, read_data=False)
+        fbank = CutSet.from_file(exported.fbank_cuts(split)).to_eager()
+        for cut in list(cuts)[:5]:
+            assert np.array_equal(cut.load_features(), fbank[cut.id].load_features())
+            assert cut.custom["senone"].load().shape == tuple(cut.custom["senone"].shape)
+        cut = cuts[0]
+        part = cut.truncate(offset=0.5, duration=0.6)
+        assert np.array_equal(part.load_senone(), cut.load_senone()[50:110])
+
+
+def test_alignment_items_cover_the_cut_and_match_the_transcript(exported):
+    for cut in CutSet.from_file(exported.ali_cuts("train")):
+        sup = cut.supervisions[0]
+        phones, words = sup.alignment["phone"], sup.alignment["word"]
+        assert phones[0].start == 0 and phones[-1].end == pytest.approx(min(cut.num_frames * 0.01, sup.end))
+        for a, b in zip(phones, phones[1:]):
+            assert a.end == pytest.approx(b.start) and a.duration > 0  # contiguous, in order
+        assert [w.symbol for w in words] == sup.text.split()
+        for a, b in zip(words, words[1:]):
+            assert a.end <= b.start + 1e-9
+        starts = {round(p.start, 6) for p in phones}
+        assert all(round(w.start, 6) in starts for w in words)  # words start on phone boundaries
+        # the phone strip says the same as the senone arrays' phone ids
+        per_frame = np.repeat([p.symbol for p in phones], [round(p.duration * 100) for p in phones])
+        names = dict(reversed(line.split()) for line in open(exported.data / "ali" / "phones.txt"))
+        assert [names[str(i)] for i in cut.load_phone()[:len(per_frame)]] == per_frame.tolist()
+
+
+def test_ctm_and_textgrids_agree_with_the_manifest(exported):
+    cuts = CutSet.from_file(exported.ali_cuts("dev"))
+    words = read_ctm(exported.data / "ali" / "ctm" / "dev.word.ctm")
+    phones = read_ctm(exported.data / "ali" / "ctm" / "dev.phone.ctm")
+    assert set(words) == set(phones) == set(cuts.ids)
+    for cut in cuts:
+        sup = cut.supervisions[0]
+        assert [(w.symbol, w.start) for w in words[cut.id]] == [(w.symbol, round(w.start, 2))
+                                                                   for w in sup.alignment["word"]]
+        tiers = read_textgrid(exported.data / "ali" / "textgrid" / "dev" / f"{cut.id}.TextGrid")
+        assert list(tiers) == ["word", "phone"]
+        assert [t for t in (x[2] for x in tiers["word"]) if t] == sup.text.split()
+        assert [t for _, _, t in tiers["phone"] if t] == [p.symbol for p in sup.alignment["phone"]]
+        for intervals in tiers.values():
+            assert intervals[-1][1] == pytest.approx(cut.duration)
+            assert all(a < b for a, b, _ in intervals)
+            assert all(b == pytest.approx(c) for (_, b, _), (c, _, _) in zip(intervals, intervals[1:]))
+
+
+@pytest.fixture(scope="module")
+def damaged(exported, tmp_path_factory):
+    """An alignment dir laid out as real Kaldi may leave it (``final.mdl`` + ``ali.1.gz``, no
+    ``num_jobs``, no ``phones.txt``: the lang's is used), holding tri1_ali's alignments except that
+    one utterance is missing and four are 3, 2, -1, -2 frames off; exported through the CLI."""
+    root = tmp_path_factory.mktemp("damaged")
+    src = exported.exp / "tri1_ali"
+    ali_dir = root / "ali"
+    ali_dir.mkdir()
+    for name in ("final.mdl", "tree"):
+        shutil.copy(src / name, ali_dir / name)
+    alis = read_ali_dir(src)
+    train = CutSet.from_file(exported.fbank_cuts("train")).ids
+    missing, too_long, plus2, minus1, minus2 = list(train)[:5]
+    changed = {too_long: np.concatenate([alis[too_long], alis[too_long][-1:].repeat(3)]),
+               plus2: np.concatenate([alis[plus2], alis[plus2][-1:].repeat(2)]),
+               minus1: alis[minus1][:-1], minus2: alis[minus2][:-2]}
+    write_ali_archive(ali_dir / "ali.1.gz",
+                      [(u, changed.get(u, a)) for u, a in alis.items() if u != missing])
+    ws = linked_workspace(exported, root / "ws", ali_dirs=())
+    from weakalign.pipeline.cli import cli
+
+    result = CliRunner().invoke(cli, ["export", "an4", "--data-root", str(ws.data_root), "--exp-root",
+                                      str(ws.exp_root), "--ali-dir", str(ali_dir), "--no-textgrid"])
+    assert result.exit_code == 0, result.output
+    return ws, dict(missing=missing, too_long=too_long, plus2=plus2, minus1=minus1, minus2=minus2), alis, result
+
+
+def test_missing_and_mismatched_utterances_are_listed_and_counted(damaged):
+    ws, utt, _, result = damaged
+    summary = read_json(ws.done_dir / "export.json")["summary"]
+    assert summary["skipped"] == 2
+    skipped = dict(summary["items"])
+    assert skipped[utt["missing"]].startswith("no alignment")
+    assert "alignment has" in skipped[utt["too_long"]] and "difference +3 exceeds 2" in skipped[utt["too_long"]]
+    counts = summary["splits"]["train"]
+    assert (counts["no_alignment"], counts["frame_mismatch"], counts["padded"], counts["trimmed"]) == (1, 1, 2, 1)
+    assert counts["exported"] == counts["cuts"] - 2
+    ids = set(CutSet.from_file(ws.ali_cuts("train")).ids)
+    assert utt["missing"] not in ids and utt["too_long"] not in ids
+    assert "train: 58/60 cuts exported (1 without alignment, 1 frame mismatches)" in result.output
+
+
+def test_small_frame_differences_are_padded_or_trimmed_at_the_end(damaged, exported):
+    ws, utt, _, _ = damaged
+    cuts = CutSet.from_file(ws.ali_cuts("train")).to_eager()
+    intact = CutSet.from_file(exported.ali_cuts("train")).to_eager()
+    trimmed = cuts[utt["plus2"]]
+    assert np.array_equal(trimmed.load_senone(), intact[utt["plus2"]].load_senone())
+    for key, n in (("minus1", 1), ("minus2", 2)):
+        cut, truth = cuts[utt[key]], intact[utt[key]].load_senone()
+        senone = cut.load_senone()
+        assert len(senone) == cut.num_frames
+        assert np.array_equal(senone[:-n], truth[:-n])
+        assert (senone[-n:] == truth[-n - 1]).all()  # the shortened alignment's last label, repeated
+        assert cut.supervisions[0].alignment["phone"][-1].end == pytest.approx(
+            min(cut.num_frames * 0.01, cut.supervisions[0].end))
+
+
+def test_export_is_redone_when_hybrid_alignments_appear(an4_slice_tri1, tmp_path):
+    from weakalign.align.export import export_is_stale, run_export
+
+    ws = linked_workspace(an4_slice_tri1, tmp_path)
+    assert run_export(ws, textgrids=False)["ali_dir"] == str(ws.exp / "tri1_ali")
+    assert not export_is_stale(ws)
+    os.symlink(an4_slice_tri1.exp / "tri1_ali", ws.exp / "hybrid_ali")  # a hybrid_ali in the same format
+    assert export_is_stale(ws)
+    summary = run_export(ws, textgrids=False)
+    assert summary["ali_dir"] == str(ws.exp / "hybrid_ali") and not export_is_stale(ws)
+    assert sum(1 for _ in CutSet.from_file(ws.ali_cuts("dev"))) == summary["splits"]["dev"]["exported"] > 0

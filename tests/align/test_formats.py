@@ -1,0 +1,68 @@
+"""CTM and Praat TextGrid writers: well-formed files that parse back to what was written."""
+
+import pytest
+from lhotse.supervision import AlignmentItem
+
+from weakalign.align.formats import format_textgrid, read_ctm, read_textgrid, write_ctm, write_textgrid
+
+WORDS = [AlignmentItem("YES", 0.31, 0.42), AlignmentItem('SAY "NO"', 0.9, 0.35)]
+PHONES = [AlignmentItem("SIL", 0.0, 0.31), AlignmentItem("Y", 0.31, 0.1), AlignmentItem("EH", 0.41, 0.2),
+          AlignmentItem("S", 0.61, 0.12), AlignmentItem("SIL", 0.73, 0.17), AlignmentItem("N", 0.9, 0.2),
+          AlignmentItem("OW", 1.1, 0.15)]
+
+
+def test_ctm_lines_and_round_trip(tmp_path):
+    path = tmp_path / "a.ctm"
+    write_ctm(path, [("utt1", WORDS[:1]), ("utt2", PHONES[:2])])
+    assert path.read_text().splitlines() == ["utt1 1 0.31 0.42 YES", "utt2 1 0.00 0.31 SIL", "utt2 1 0.31 0.10 Y"]
+    back = read_ctm(path)
+    assert list(back) == ["utt1", "utt2"]
+    assert [(i.symbol, i.start, i.duration) for i in back["utt2"]] == [("SIL", 0.0, 0.31), ("Y", 0.31, 0.1)]
+
+
+def test_read_ctm_rejects_malformed_lines(tmp_path):
+    path = tmp_path / "bad.ctm"
+    path.write_text("utt1 1 0.3 YES\n")
+    with pytest.raises(ValueError, match="bad.ctm:1"):
+        read_ctm(path)
+
+
+def test_textgrid_tiers_cover_the_utterance_and_parse_back(tmp_path):
+    path = tmp_path / "utt.TextGrid"
+    write_textgrid(path, {"word": WORDS, "phone": PHONES}, xmax=1.4)
+    text = path.read_text()
+    assert text.startswith('File type = "ooTextFile"\nObject class = "TextGrid"')
+    assert "size = 2" in text
+    tiers = read_textgrid(path)
+    assert list(tiers) == ["word", "phone"]
+    # words: gap, YES, gap, SAY "NO" (quotes doubled and undoubled), trailing gap
+    assert [t for _, _, t in tiers["word"]] == ["", "YES", "", 'SAY "NO"', ""]
+    assert [t for _, _, t in tiers["phone"]] == [p.symbol for p in PHONES] + [""]
+    for intervals in tiers.values():
+        assert intervals[0][0] == 0 and intervals[-1][1] == pytest.approx(1.4)
+        for (a, b, _), (c, _, _) in zip(intervals, intervals[1:]):
+            assert a < b and b == pytest.approx(c)  # contiguous and increasing, as Praat requires
+    assert tiers["word"][1][:2] == pytest.approx((0.31, 0.73))
+
+
+def test_textgrid_clips_items_past_the_end_and_keeps_empty_tiers(tmp_path):
+    text = format_textgrid({"word": [], "phone": [AlignmentItem("A", 0.0, 2.0)]}, xmax=1.0)
+    path = tmp_path / "x.TextGrid"
+    path.write_text(text)
+    tiers = read_textgrid(path)
+    assert tiers["word"] == [(0.0, 1.0, "")]
+    assert tiers["phone"] == [(0.0, 1.0, "A")]
+
+
+def test_read_textgrid_detects_a_wrong_interval_count(tmp_path):
+    path = tmp_path / "x.TextGrid"
+    write_textgrid(path, {"phone": PHONES}, xmax=1.4)
+    path.write_text(path.read_text().replace("intervals: size = 8", "intervals: size = 9"))
+    with pytest.raises(ValueError, match="declares 9 intervals"):
+        read_textgrid(path)
+
+
+def test_textgrid_keeps_long_times_exact(tmp_path):
+    path = tmp_path / "long.TextGrid"
+    write_textgrid(path, {"word": [AlignmentItem("X", 12345.67, 0.01)]}, xmax=12346.0)
+    assert read_textgrid(path)["word"][1] == (12345.67, 12345.68, "X")
