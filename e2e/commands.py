@@ -1,3 +1,172 @@
 """Click commands of this package; ``weakalign.pipeline.cli`` adds every one in ``COMMANDS``."""
 
-COMMANDS: list = []
+import click
+
+from ..pipeline.cli_common import corpus_command
+
+
+@click.command("train")
+@corpus_command
+@click.option("--config", "config", default="baseline", show_default=True,
+              help="Config name (conf/<name>.yaml, conf/<corpus>/<name>.yaml on top) or a YAML path.")
+@click.option("--seed", type=int, default=None, help="Seed; the run dir gets a _seed<n> suffix.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
+@click.option("--epochs", type=int, default=None, help="Override the config's epochs.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key (repeatable).")
+@click.option("--run", default=None, help="Run dir name under exp/<c>/e2e/ (default: <config>[_seed<n>]).")
+@click.option("--max-steps-per-epoch", type=int, default=None, help="Cut epochs short (smoke runs).")
+def train(ws, force, nj, config, seed, device, epochs, overrides, run, max_steps_per_epoch):
+    """Train an E2E model (CTC + attention [+ alignment loss]); writes exp/<c>/e2e/<run>/."""
+    from .config import parse_overrides
+    from .train import train_run
+
+    torch_threads(nj)
+    summary = train_run(ws, config, seed=seed, device=device, epochs=epochs, force=force,
+                        overrides=parse_overrides(overrides), run=run, max_steps_per_epoch=max_steps_per_epoch)
+    click.echo(summary.get("run_dir", ""))
+
+
+def torch_threads(nj: int) -> None:
+    import torch
+
+    torch.set_num_threads(max(1, nj))
+
+
+
+@click.command("score")
+@corpus_command
+@click.option("--config", default=None, help="Config of the run (run dir <config>[_seed<n>]).")
+@click.option("--seed", type=int, default=None, help="Seed of the run.")
+@click.option("--run", default=None, help="Run dir name under exp/<c>/e2e/ (instead of --config/--seed).")
+@click.option("--decode", "mode", type=click.Choice(["greedy", "beam"]), default="beam", show_default=True,
+              help="greedy CTC, or joint CTC/attention beam search (CTC prefix beam search for ctc_only).")
+@click.option("--beam", type=int, default=10, show_default=True)
+@click.option("--ctc-weight", type=float, default=0.3, show_default=True, help="CTC weight in beam search.")
+@click.option("--split", "splits", multiple=True, help="Sets to score (default: every prepared one but train).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
+def score(ws, force, nj, config, seed, run, mode, beam, ctc_weight, splits, device):
+    """Decode and score every prepared split but train; writes RESULTS.md and results.json in the run dir."""
+    from ..pipeline.stage import run_stage
+    from .score import run_dir_for, score_run
+
+    if run is None and config is None:
+        raise click.UsageError("give --config (and --seed) or --run")
+    torch_threads(nj)
+    run_dir = run_dir_for(ws, config, seed, run)
+    # Per-split resumption is inside score_run (complete hyp.trn files are kept unless --force).
+    if not (run_dir / "model_avg.pt").exists():
+        raise click.ClickException(f"{run_dir / 'model_avg.pt'} not found: train the run first (weakalign train)")
+    summary = run_stage(f"score_{run_dir.name}", ws, score_run, force=True, run_dir=run_dir, mode=mode,
+                        device=device, redecode=force, splits=list(splits) or None,
+                        options={"beam": beam, "ctc_weight": ctc_weight})
+    for split, r in summary["results"].items():
+        click.echo(f"{run_dir.name} {split}: WER {r['wer']}% {r['ci95']}  CER {r['cer']}%  ({r['words']} words)")
+
+
+@click.command("compare")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--corpus", default="an4", show_default=True)
+@click.option("--exp-root", default="exp", show_default=True)
+@click.option("--set", "split", default="test", show_default=True, help="Scored set to compare on.")
+@click.option("--group", "group_seeds", is_flag=True, help="Group runs differing only in _seed<n> (mean ± std).")
+@click.option("--replicas", default=2000, show_default=True, type=int, help="Bootstrap replicas.")
+@click.option("--out", default=None, help="Markdown output (default exp/<c>/e2e/compare_<set>.md).")
+def compare_cmd(runs, corpus, exp_root, split, group_seeds, replicas, out):
+    """Table of scored runs: WER, 95% CI, change and paired-bootstrap p-value vs the first run.
+
+    RUNS are run dirs, run names or globs under exp/<corpus>/e2e (a glob matching several runs,
+    e.g. 'aux_ls0.5_l3_seed*', is one system: mean ± std over its runs).
+    """
+    from pathlib import Path
+
+    from .compare import compare, format_table, resolve_systems, write_comparison
+
+    e2e_dir = Path(exp_root) / corpus / "e2e"
+    try:
+        systems = resolve_systems(e2e_dir, list(runs), group_seeds)
+        rows = compare(systems, split, replicas=replicas)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise click.ClickException(str(e).strip('"'))
+    out = Path(out) if out else e2e_dir / f"compare_{split}.md"
+    write_comparison(out, rows, corpus)
+    click.echo(format_table(rows))
+    click.echo(f"(written to {out})")
+
+
+@click.command("sweep")
+@corpus_command
+@click.option("--grid", "grid", multiple=True, required=True, metavar="KEY=V1,V2",
+              help="Grid axis (repeatable); m, layer, aux_weight or any config key.")
+@click.option("--seeds", default="", help="Comma-separated seeds, e.g. 1,2.")
+@click.option("--base", default="aux_ls0.5_l3", show_default=True, help="Base config.")
+@click.option("--jobs", default=1, show_default=True, type=int, help="Points run at the same time.")
+@click.option("--set", "split", default="test", show_default=True, help="Set the table and plot report.")
+@click.option("--decode", "mode", type=click.Choice(["greedy", "beam"]), default="beam", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--epochs", type=int, default=None, help="Override the epochs of every point.")
+@click.option("--max-steps-per-epoch", type=int, default=None, help="Cut epochs short (smoke runs).")
+@click.option("--set", "fixed", multiple=True, metavar="KEY=VALUE", help="Config override for every point.")
+def sweep(ws, force, nj, grid, seeds, base, jobs, split, mode, device, epochs, max_steps_per_epoch, fixed):
+    """Train + score a grid of configs resumably; writes a table and a PNG of WER vs m per layer."""
+    from .config import parse_overrides
+    from .sweep import SweepSettings, parse_grid, run_sweep
+
+    try:
+        parsed = parse_grid(list(grid))
+        fixed = parse_overrides(fixed)
+    except ValueError as e:
+        raise click.UsageError(str(e))
+    train_args = (["--epochs", str(epochs)] if epochs else []) + (
+        ["--max-steps-per-epoch", str(max_steps_per_epoch)] if max_steps_per_epoch else [])
+    settings = SweepSettings(base=base, split=split, decode=mode, device=device, threads=max(1, nj // max(1, jobs)),
+                             train_args=train_args, fixed=fixed)
+    result = run_sweep(ws, parsed, [int(s) for s in seeds.split(",") if s.strip()] or None, settings, jobs=jobs)
+    click.echo(result["table"])
+    if result["failed"]:
+        raise click.ClickException(f"{len(result['failed'])} point(s) failed: {', '.join(result['failed'])}")
+
+
+@click.command("results-table")
+@click.argument("corpus")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--exp-root", default="exp", show_default=True)
+@click.option("--set", "splits", multiple=True, default=("dev", "test"), show_default=True)
+@click.option("--group", "group_seeds", is_flag=True, help="Group runs differing only in _seed<n>.")
+@click.option("--out", default="RESULTS.md", show_default=True, help="File whose <corpus> section is (re)written.")
+def results_table(corpus, runs, exp_root, splits, group_seeds, out):
+    """Write the icefall-style results section of CORPUS (from the runs' results.json) into --out."""
+    from pathlib import Path
+
+    from .compare import resolve_systems, results_section, update_results_md
+
+    try:
+        systems = resolve_systems(Path(exp_root) / corpus / "e2e", list(runs), group_seeds)
+        section = results_section(corpus, systems, tuple(splits))
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise click.ClickException(str(e).strip('"'))
+    update_results_md(Path(out), corpus, section)
+    click.echo(section)
+
+
+COMMANDS: list = [train, score, compare_cmd, sweep, results_table]
+
+
+@click.command("emnet-plot")
+@corpus_command
+@click.argument("run")
+@click.option("--ref-run", default="ctc_only", show_default=True,
+              help="Run whose CTC posteriors are drawn above the student's and teacher's ('' for none).")
+@click.option("--utt", default=None, help="Utterance to draw (default: the first of --split).")
+@click.option("--split", default="dev", show_default=True)
+def emnet_plot_cmd(ws, force, nj, run, ref_run, utt, split):
+    """EM-Network figures of RUN: teacher vs student losses/WER per epoch (emnet_curves.png) and one
+    utterance's frame-wise CTC posteriors of --ref-run, the student and the teacher (emnet_posteriors.png)."""
+    from .emnet_plots import emnet_plot
+
+    torch_threads(nj)
+    outputs = emnet_plot(ws, run, ref_run=ref_run or None, utt=utt, split=split)
+    for path in outputs.values():
+        click.echo(str(path))
+
+
+COMMANDS.append(emnet_plot_cmd)

@@ -19,6 +19,7 @@ import yaml
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CONFIGS = ("baseline", "aux_ls0.5_l3", "aux_onehot_l3", "auxctc_l3", "ctc_only")
+EMNET_CONFIGS = ("emnet_ctc_only", "emnet_ctc", "emnet_hybrid", "emnet_ctc_aux")
 
 
 def _read_yaml(path: Path) -> dict:

@@ -155,7 +155,21 @@ class E2EModel(nn.Module):
         return smoothed_ce(self.aux_head(hidden), targets, smoothing)
 
 
-def build_model(config: dict, vocab_size: int) -> E2EModel:
+# EM-Network's teacher modules live under this prefix; the decoding model holds none of them.
+TEACHER_PREFIX = "emnet."
+
+
+def strip_teacher(state_dict: dict) -> dict:
+    """``state_dict`` without the EM-Network teacher's entries (keys under ``emnet.``)."""
+    return {k: v for k, v in state_dict.items() if not k.startswith(TEACHER_PREFIX)}
+
+
+def build_model(config: dict, vocab_size: int, *, student_only: bool = False) -> E2EModel:
+    """The model a config describes; ``emnet: true`` adds the EM-Network teacher unless ``student_only``."""
+    if config.get("emnet") and not student_only:
+        from .emnet import EMNetModel
+
+        return EMNetModel(config, vocab_size)
     return E2EModel(config, vocab_size)
 
 
@@ -165,7 +179,7 @@ def load_for_inference(run_dir: str | Path, device="cpu"):
 
     run_dir = Path(run_dir)
     ckpt = torch.load(run_dir / "model_avg.pt", map_location="cpu", weights_only=False)
-    model = build_model(ckpt["config"], ckpt["vocab_size"])
+    model = build_model(ckpt["config"], ckpt["vocab_size"], student_only=True)
     model.load_state_dict(ckpt["state_dict"])
     model.to(device).eval()
     return model, Tokenizer(run_dir / "bpe.model"), ckpt["config"]

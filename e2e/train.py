@@ -45,7 +45,7 @@ from ..pipeline.io import atomic_open, atomic_path
 from ..pipeline.report import SkipReport
 from ..pipeline.workspace import Workspace
 from .data import count_senones, load_cuts, make_loader, training_cuts_source, usable_cuts
-from .model import build_model
+from .model import build_model, strip_teacher
 from .plots import plot_loss_curves
 from .tokenizer import Tokenizer, train_bpe
 
@@ -198,6 +198,10 @@ class _Mean:
 @torch.no_grad()
 def validate(model, loader, tokenizer: Tokenizer) -> dict:
     """Dev losses per term, ``acc``, ``aux_acc`` and greedy-CTC ``wer`` (percent)."""
+    if getattr(model, "emnet", None) is not None:
+        from .emnet import validate_emnet
+
+        return validate_emnet(model, loader, tokenizer)
     model.eval()
     mean = _Mean()
     errors = words = 0
@@ -410,9 +414,13 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
         averaged = [checkpoint_dir(run_dir) / f"epoch-{e}.pt" for _, e in best]
         with atomic_path(run_dir / "model_avg.pt") as tmp:
             torch.save({"config": config, "vocab_size": tokenizer.vocab_size,
-                        "state_dict": average_state_dicts(averaged), "averaged_epochs": [e for _, e in best]}, tmp)
+                        "state_dict": strip_teacher(average_state_dicts(averaged)), "averaged_epochs": [e for _, e in best]}, tmp)
         if metrics:
             plot_loss_curves(metrics, run_dir / "loss_curves.png", title=run_dir.name)
+            if config.get("emnet"):
+                from .emnet_plots import plot_teacher_student_curves
+
+                plot_teacher_student_curves(metrics, run_dir / "emnet_curves.png", title=run_dir.name)
         last = metrics[-1] if metrics else {}
         summary.update({"averaged_epochs": sorted(e for _, e in best), "final_dev": last.get("dev"),
                         "outputs": [run_dir / "model_avg.pt", run_dir / "metrics.jsonl"]})
