@@ -93,7 +93,7 @@ def _invalidate_downstream(ws: Workspace, name: str) -> None:
             invalidate(ws, later)
 
 
-def run_stage(name: str, ws: Workspace, fn: Callable[..., dict], *, force: bool = False, **options) -> dict:
+def run_stage(name: str, ws: Workspace, fn: Callable[..., dict], /, *, force: bool = False, **options) -> dict:
     """Run ``fn(ws, **options)`` as stage ``name`` unless it is already complete."""
     setup_console_logging()
     marker = marker_path(ws, name)
