@@ -478,6 +478,35 @@ def pool_align(pool, trans_model, am, beam: float, retry_beam: float) -> AlignSu
                         sum(r["like"] for r in res) / max(frames, 1))
 
 
+def run_em_iterations(pool, tm, am, *, stage: str, num_iters: int, realign_iters: set, beams,
+                      num_gauss: int, inc_gauss: int, max_iter_inc: int, power: float,
+                      problems_log, history: list):
+    """Iterations 1..num_iters-1 of Viterbi EM, as train_mono.sh / train_deltas.sh run them.
+
+    Realign on ``realign_iters`` with ``beams(it) -> (beam, retry_beam)``, accumulate, update with
+    mixing up toward ``num_gauss`` (raised by ``inc_gauss`` up to ``max_iter_inc``). Appends one
+    entry per iteration to ``history`` and returns the updated ``am``.
+    """
+    from tqdm import tqdm
+
+    last_align = None
+    for it in tqdm(range(1, num_iters), desc=f"{stage} iterations", leave=False):
+        realigned = it in realign_iters
+        if realigned:
+            last_align = pool_align(pool, tm, am, *beams(it))
+            problems_log.add(last_align.failed, transient=True)
+        stats, counts = pool_acc_stats(pool, tm, am)
+        am, _ = update_model(tm, am, stats, counts, mixup=num_gauss, power=power)
+        avg = stats.loglike / max(stats.frames, 1)
+        history.append({"iter": it, "avg_loglike_per_frame": avg, "num_gauss": am.num_gauss,
+                        **({"realigned": last_align.as_dict()} if realigned else {})})
+        log.info("%s iter %d%s: avg loglike/frame %.4f over %d frames, %d Gaussians",
+                 stage, it, " (realigned)" if realigned else "", avg, stats.frames, am.num_gauss)
+        if it <= max_iter_inc:
+            num_gauss += inc_gauss
+    return am
+
+
 def pool_equal_align(pool) -> AlignSummary:
     res = pool.call("equal_align")
     return AlignSummary(sum(r["aligned"] for r in res), 0, [f for r in res for f in r["failed"]], 0.0)

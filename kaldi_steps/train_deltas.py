@@ -25,14 +25,13 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import numpy as np
-from tqdm import tqdm
 
 from weakalign.pipeline.io import atomic_open, write_json
 from weakalign.pipeline.report import SkipReport
 
-from .gmm import (DECODE_SCALES, GmmParams, ProblemLog, decode_wer, pool_acc_stats, pool_align, shard_args,
-                  update_model, write_model_dir)
+from .gmm import (DECODE_SCALES, GmmParams, ProblemLog, decode_wer, pool_acc_stats, pool_align, run_em_iterations,
+                  shard_args,
+                  write_model_dir)
 from .parallel import JobPool
 from .tree import (TreeStats, build_tree, cluster_phone_questions, init_gmm_from_tree_stats,
                    tree_to_context_dependency)
@@ -111,20 +110,9 @@ def train_tri1(ws, *, nj: int = 2, num_leaves: int | None = None, total_gauss: i
         inc_gauss = max(0, (total_gauss - num_gauss) // max(max_iter_inc, 1))
         log.info("tri1: %d pdfs, %d transition-ids; target %d Gaussians (+%d per iteration)",
                  tm.num_pdfs, tm.num_transition_ids, total_gauss, inc_gauss)
-        last_align = None
-        for it in tqdm(range(1, num_iters), desc="tri1 iterations", leave=False):
-            if it in realign_iters:
-                last_align = pool_align(pool, tm, am, beam, retry_beam)
-                problems_log.add(last_align.failed, transient=True)
-            stats, counts = pool_acc_stats(pool, tm, am)
-            am, info = update_model(tm, am, stats, counts, mixup=num_gauss, power=power)
-            avg = stats.loglike / max(stats.frames, 1)
-            history.append({"iter": it, "avg_loglike_per_frame": avg, "num_gauss": am.num_gauss,
-                            **({"realigned": last_align.as_dict()} if it in realign_iters else {})})
-            log.info("tri1 iter %d%s: avg loglike/frame %.4f over %d frames, %d Gaussians",
-                     it, " (realigned)" if it in realign_iters else "", avg, stats.frames, am.num_gauss)
-            if it <= max_iter_inc:
-                num_gauss += inc_gauss
+        am = run_em_iterations(pool, tm, am, stage="tri1", num_iters=num_iters, realign_iters=realign_iters,
+                               beams=lambda it: (beam, retry_beam), num_gauss=num_gauss, inc_gauss=inc_gauss,
+                               max_iter_inc=max_iter_inc, power=power, problems_log=problems_log, history=history)
 
         final = pool_align(pool, tm, am, beam, retry_beam)
         problems_log.add(final.failed)

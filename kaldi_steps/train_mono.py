@@ -25,12 +25,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from weakalign.pipeline.io import write_json
 from weakalign.pipeline.report import SkipReport
 
-from .gmm import (DECODE_SCALES, ProblemLog, decode_wer, init_mono_model, pool_acc_stats, pool_align,
+from .gmm import (DECODE_SCALES, ProblemLog, decode_wer, init_mono_model, pool_acc_stats, pool_align, run_em_iterations,
                   pool_equal_align,
                   shard_args, update_model, write_model_dir)
 from .parallel import JobPool
@@ -97,23 +96,13 @@ def train_mono(ws, *, nj: int = 2, num_iters: int = 40, total_gauss: int = 1000,
                  ali.aligned, len(ali.failed), stats.loglike / max(stats.frames, 1), am.num_gauss)
         history.append({"iter": 0, "avg_loglike_per_frame": stats.loglike / max(stats.frames, 1),
                         "num_gauss": am.num_gauss})
-        cur_beam, cur_retry = initial_beam, initial_beam * 4
-        last_align = ali
-        for it in tqdm(range(1, num_iters), desc="mono iterations", leave=False):
-            if it in realign_iters:
-                last_align = pool_align(pool, tm, am, cur_beam, cur_retry)
-                problems_log.add(last_align.failed, transient=True)
-            stats, counts = pool_acc_stats(pool, tm, am)
-            am, info = update_model(tm, am, stats, counts, mixup=num_gauss, power=power)
-            avg = stats.loglike / max(stats.frames, 1)
-            history.append({"iter": it, "avg_loglike_per_frame": avg, "num_gauss": am.num_gauss,
-                            **({"realigned": last_align.as_dict()} if it in realign_iters else {})})
-            log.info("mono iter %d%s: avg loglike/frame %.4f over %d frames, %d Gaussians",
-                     it, " (realigned)" if it in realign_iters else "", avg, stats.frames, am.num_gauss)
-            if it <= max_iter_inc:
-                num_gauss += inc_gauss
-            if it == 1:
-                cur_beam, cur_retry = beam, retry_beam
+        # train_mono.sh: the first realignment uses a narrow beam (the model is still crude).
+        def beams(it):
+            return (initial_beam, initial_beam * 4) if it == 1 else (beam, retry_beam)
+
+        am = run_em_iterations(pool, tm, am, stage="mono", num_iters=num_iters, realign_iters=realign_iters,
+                               beams=beams, num_gauss=num_gauss, inc_gauss=inc_gauss, max_iter_inc=max_iter_inc,
+                               power=power, problems_log=problems_log, history=history)
 
         # align_si.sh: final alignments with the final model.
         final = pool_align(pool, tm, am, beam, retry_beam)

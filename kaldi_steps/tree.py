@@ -381,7 +381,6 @@ def build_tree(stats: TreeStats, roots: Sequence[tuple[Sequence[int], bool, bool
         region[leaf.id] = leaf.id
 
     # Greedy splitting with a priority queue; each queued leaf carries its best split.
-    nodes: dict[int, object] = {leaf.id: leaf for leaf, _ in stub_leaves}
     heap: list = []
     for leaf, splittable in stub_leaves:
         if splittable and len(members[leaf.id]):
