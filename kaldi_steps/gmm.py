@@ -23,8 +23,11 @@ from __future__ import annotations
 import logging
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from weakalign.pipeline.io import write_json
 
 log = logging.getLogger("weakalign")
 
@@ -633,3 +636,45 @@ def decode_wer(ws, model_dir, wer_set: str, nj: int, trans_model, am, *, lm=None
     log.info("%s: WER on %s = %.2f%% at acoustic scale %.4g (best on dev: %.2f%%)", Path(model_dir).name,
              wer_set, result["wer"], best, dev[best]["wer"])
     return result
+
+
+def stage_diagnostics(num_utts: int, final: AlignSummary, final_stats, am, history: list, problems_log,
+                      report, **extra) -> dict:
+    """The ``diagnostics.json`` of a GMM stage (before its WER check), plus stage-specific ``extra``."""
+    return {
+        "utterances": num_utts,
+        "aligned": final.aligned,
+        "retried": final.retried,
+        "failed": len(final.failed),
+        "failed_utterances": [u for u, _ in final.failed],
+        "avg_loglike_per_frame": final_stats.loglike / max(final_stats.frames, 1),
+        "avg_align_like_per_frame": final.avg_like,
+        "frames": final_stats.frames,
+        "num_pdfs": am.num_pdfs,
+        "num_gauss": am.num_gauss,
+        **extra,
+        "wer": None,
+        "wer_set": None,
+        "wer_details": None,
+        "iterations": history,
+        "oov_utterances": len(problems_log.oov),
+        "intermediate_alignment_failures": len(problems_log.transient),
+        "skipped": report.summary(),
+    }
+
+
+def finish_gmm_stage(ws, out_dir, diagnostics: dict, report, outputs: list, *, decode: bool, wer_set: str,
+                     nj: int, trans_model, am, decode_beam: float, decode_scales) -> dict:
+    """Write diagnostics, run the WER check if asked, and return the stage summary."""
+    path = Path(out_dir) / "diagnostics.json"
+    # Written before decoding too: the model and alignments are usable even if decoding is cut short.
+    write_json(path, diagnostics)
+    if decode:
+        wer = decode_wer(ws, out_dir, wer_set, nj, trans_model, am, beam=decode_beam, scales=decode_scales)
+        diagnostics.update({"wer": wer["wer"], "wer_set": wer_set, "wer_details": wer})
+        write_json(path, diagnostics)
+    report.log_summary()
+    return {"outputs": [str(p) for p in outputs] + [str(path)],
+            **{k: diagnostics[k] for k in ("utterances", "aligned", "failed", "num_pdfs", "num_gauss",
+                                           "avg_loglike_per_frame", "wer", "wer_set")},
+            "skipped": report.count}

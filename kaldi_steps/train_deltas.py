@@ -29,9 +29,8 @@ from pathlib import Path
 from weakalign.pipeline.io import atomic_open, write_json
 from weakalign.pipeline.report import SkipReport
 
-from .gmm import (DECODE_SCALES, GmmParams, ProblemLog, decode_wer, pool_acc_stats, pool_align, run_em_iterations,
-                  shard_args,
-                  write_model_dir)
+from .gmm import (DECODE_SCALES, GmmParams, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align,
+                  run_em_iterations, shard_args, stage_diagnostics, write_model_dir)
 from .parallel import JobPool
 from .tree import (TreeStats, build_tree, cluster_phone_questions, init_gmm_from_tree_stats,
                    tree_to_context_dependency)
@@ -151,41 +150,11 @@ def train_tri1(ws, *, nj: int = 2, num_leaves: int | None = None, total_gauss: i
             f.write(f"{utt} {utt2split[utt]}\n")
     write_json(ali_out / "splits.json", split_summary)
 
-    wer = None
-    diagnostics = {
-        "utterances": num_utts,
-        "aligned": final.aligned,
-        "retried": final.retried,
-        "failed": len(final.failed),
-        "failed_utterances": [u for u, _ in final.failed],
-        "avg_loglike_per_frame": final_stats.loglike / max(final_stats.frames, 1),
-        "avg_align_like_per_frame": final.avg_like,
-        "frames": final_stats.frames,
-        "num_pdfs": am.num_pdfs,
-        "num_gauss": am.num_gauss,
-        "num_leaves_requested": num_leaves,
-        "tree": tree.info,
-        "wer": None if wer is None else wer["wer"],
-        "wer_set": None,
-        "wer_details": wer,
-        "splits": split_summary,
-        "iterations": history,
-        "oov_utterances": len(problems_log.oov),
-        "intermediate_alignment_failures": len(problems_log.transient),
-        "skipped": report.summary(),
-    }
-    # Written before decoding too: the model and alignments are usable even if decoding is cut short.
-    write_json(out / "diagnostics.json", diagnostics)
-    if decode:
-        wer = decode_wer(ws, out, wer_split(ws), nj, tm, am, beam=decode_beam, scales=decode_scales)
-        diagnostics.update({"wer": wer["wer"], "wer_set": wer_split(ws), "wer_details": wer})
-        write_json(out / "diagnostics.json", diagnostics)
-    report.log_summary()
-    return {"outputs": [str(p) for p in outputs + ali_outputs]
-            + [str(out / "diagnostics.json"), str(ali_out / "utt2split")],
-            **{k: diagnostics[k] for k in ("utterances", "aligned", "failed", "num_pdfs", "num_gauss",
-                                           "avg_loglike_per_frame", "wer", "wer_set")},
-            "skipped": report.count}
+    diagnostics = stage_diagnostics(num_utts, final, final_stats, am, history, problems_log, report,
+                                    num_leaves_requested=num_leaves, tree=tree.info, splits=split_summary)
+    return finish_gmm_stage(ws, out, diagnostics, report, outputs + ali_outputs + [ali_out / "utt2split"],
+                            decode=decode, wer_set=wer_split(ws), nj=nj, trans_model=tm, am=am,
+                            decode_beam=decode_beam, decode_scales=decode_scales)
 
 
 def tri1_stage(ws, nj: int = 2, **options) -> dict:

@@ -26,12 +26,11 @@ from pathlib import Path
 
 import numpy as np
 
-from weakalign.pipeline.io import write_json
 from weakalign.pipeline.report import SkipReport
 
-from .gmm import (DECODE_SCALES, ProblemLog, decode_wer, init_mono_model, pool_acc_stats, pool_align, run_em_iterations,
-                  pool_equal_align,
-                  shard_args, update_model, write_model_dir)
+from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, init_mono_model, pool_acc_stats, pool_align,
+                  pool_equal_align, run_em_iterations, shard_args, stage_diagnostics, update_model,
+                  write_model_dir)
 from .parallel import JobPool
 
 log = logging.getLogger("weakalign")
@@ -111,37 +110,9 @@ def train_mono(ws, *, nj: int = 2, num_iters: int = 40, total_gauss: int = 1000,
         final_stats, _ = pool_acc_stats(pool, tm, am)
     occs = final_stats.pdf_occs(_offsets(am))
     outputs = write_model_dir(out, tm, am, ctx_dep, occs, ws.lang, alignments)
-    wer = None
-    diagnostics = {
-        "utterances": num_utts,
-        "aligned": final.aligned,
-        "retried": final.retried,
-        "failed": len(final.failed),
-        "failed_utterances": [u for u, _ in final.failed],
-        "avg_loglike_per_frame": final_stats.loglike / max(final_stats.frames, 1),
-        "avg_align_like_per_frame": final.avg_like,
-        "frames": final_stats.frames,
-        "num_pdfs": am.num_pdfs,
-        "num_gauss": am.num_gauss,
-        "wer": None if wer is None else wer["wer"],
-        "wer_set": None,
-        "wer_details": wer,
-        "iterations": history,
-        "oov_utterances": len(problems_log.oov),
-        "intermediate_alignment_failures": len(problems_log.transient),
-        "skipped": report.summary(),
-    }
-    # Written before decoding too: the model and alignments are usable even if decoding is cut short.
-    write_json(out / "diagnostics.json", diagnostics)
-    if decode:
-        wer = decode_wer(ws, out, wer_split(ws), nj, tm, am, beam=decode_beam, scales=decode_scales)
-        diagnostics.update({"wer": wer["wer"], "wer_set": wer_split(ws), "wer_details": wer})
-        write_json(out / "diagnostics.json", diagnostics)
-    report.log_summary()
-    return {"outputs": [str(p) for p in outputs] + [str(out / "diagnostics.json")],
-            **{k: diagnostics[k] for k in ("utterances", "aligned", "failed", "num_pdfs", "num_gauss",
-                                           "avg_loglike_per_frame", "wer", "wer_set")},
-            "skipped": report.count}
+    diagnostics = stage_diagnostics(num_utts, final, final_stats, am, history, problems_log, report)
+    return finish_gmm_stage(ws, out, diagnostics, report, outputs, decode=decode, wer_set=wer_split(ws), nj=nj,
+                            trans_model=tm, am=am, decode_beam=decode_beam, decode_scales=decode_scales)
 
 
 def _offsets(am):
