@@ -138,11 +138,7 @@ class AlignmentModel:
 
     def check(self, ali: np.ndarray, utt_id: str = "?") -> np.ndarray:
         """``ali`` as an array; ``ValueError`` naming the utterance if it holds ids outside the model."""
-        ali = np.asarray(ali)
-        if ali.size and (ali.min() < 1 or ali.max() > self.num_transition_ids):
-            raise ValueError(f"{utt_id}: transition-ids must be in 1..{self.num_transition_ids} "
-                             f"(the model of this alignment dir), got {ali.min()}..{ali.max()}")
-        return ali
+        return self.tables.check(ali, utt_id)
 
     def senones(self, ali: np.ndarray) -> np.ndarray:
         """Pdf-id per frame, as Kaldi's ``ali-to-pdf``."""

@@ -71,21 +71,22 @@ class TransitionTables:
 
         return cls.from_transition_model(parse_model(path).transition_model)
 
-    def _check(self, ali: np.ndarray) -> np.ndarray:
+    def check(self, ali: np.ndarray, utt_id: str = "alignment") -> np.ndarray:
+        """``ali`` as an array; ``ValueError`` naming ``utt_id`` if it holds ids outside this model."""
         ali = np.asarray(ali)
         if ali.size and (ali.min() < 1 or ali.max() > self.num_transition_ids):
-            raise ValueError(f"alignment has transition-ids outside 1..{self.num_transition_ids} "
-                             f"(min {ali.min()}, max {ali.max()}): wrong final.mdl?")
+            raise ValueError(f"{utt_id}: transition-ids must be in 1..{self.num_transition_ids} "
+                             f"(the model of this alignment dir), got {ali.min()}..{ali.max()}, outside it: wrong final.mdl?")
         return ali
 
     def pdfs(self, ali: np.ndarray) -> np.ndarray:
-        return self.pdf[self._check(ali)]
+        return self.pdf[self.check(ali)]
 
     def phones(self, ali: np.ndarray) -> np.ndarray:
-        return self.phone[self._check(ali)]
+        return self.phone[self.check(ali)]
 
     def hmm_states(self, ali: np.ndarray) -> np.ndarray:
-        return self.hmm_state[self._check(ali)]
+        return self.hmm_state[self.check(ali)]
 
 
 def strip_position(name: str) -> str:
@@ -169,7 +170,7 @@ def split_to_phones(ali: np.ndarray, tables: TransitionTables) -> list[tuple[int
     A phone ends with the transition into its final HMM state, plus in reordered alignments
     the self-loops that follow it.
     """
-    ali = tables._check(ali)
+    ali = tables.check(ali)
     reordered = is_reordered(ali, tables)
     ends = []
     n = len(ali)
