@@ -74,7 +74,7 @@ def _hybrid_default(name: str):
 @click.command("hybrid")
 @corpus_command
 @click.option("--device", default="auto", show_default=True, help="Training device: auto, cpu, cuda, cuda:N.")
-@click.option("--epochs", default=_hybrid_default("epochs"), show_default=True, type=int, help="Maximum epochs.")
+@click.option("--epochs", default=None, type=int, help="Maximum epochs [AN4 8, speechocean762 5].")
 @click.option("--cells", default=_hybrid_default("cells"), show_default=True, type=int, help="LSTM cells per direction.")
 @click.option("--proj", default=_hybrid_default("proj"), show_default=True, type=int, help="Recurrent projection size.")
 @click.option("--layers", default=_hybrid_default("layers"), show_default=True, type=int, help="BLSTM layers.")
@@ -87,6 +87,10 @@ def _hybrid_default(name: str):
               help="Extra frames of right context per chunk.")
 @click.option("--batch-size", default=_hybrid_default("batch_size"), show_default=True, type=int, help="Chunks per minibatch.")
 @click.option("--lr", default=_hybrid_default("lr"), show_default=True, type=float, help="Adam learning rate.")
+@click.option("--lr-final", default=_hybrid_default("lr_final"), show_default=True, type=float,
+              help="Learning rate of the last epoch (geometric decay from --lr).")
+@click.option("--cmn", default=_hybrid_default("cmn"), show_default=True, type=click.Choice(["global", "speaker"]),
+              help="Input normalisation: global CMVN only, or per-speaker mean subtraction first.")
 @click.option("--patience", default=_hybrid_default("patience"), show_default=True, type=int,
               help="Epochs without held-out improvement before stopping early.")
 @click.option("--heldout-fraction", default=_hybrid_default("heldout_fraction"), show_default=True, type=float,

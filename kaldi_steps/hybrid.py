@@ -14,7 +14,7 @@ Kaldi's nnet3 BLSTM recipe + ``steps/nnet3/align.sh`` in one stage:
 5. a decode of the test split (dev when there is none) with the tri1 HCLG, and the report
    ``exp/<c>/hybrid/{diagnostics.json,RESULTS.md}``.
 
-Python: ``hybrid_stage(ws, nj=2, device="auto", epochs=8, ...)``; CLI: ``weakalign hybrid an4``.
+Python: ``hybrid_stage(ws, nj=2, device="auto", epochs=None, ...)`` (``None``: :data:`DEFAULT_EPOCHS`); CLI: ``weakalign hybrid an4``.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from weakalign.pipeline.report import SkipReport
 from weakalign.pipeline.workspace import Workspace
 
 from . import hybrid_align as ha
-from .hybrid_model import HybridConfig
+from .hybrid_model import HybridConfig, speaker_mean_normalise
 from .hybrid_train import FrameMismatch, TrainConfig, heldout_split, reconcile_frames, resolve_device, train_hybrid
 from .priors import pdf_counts, priors_from_counts, save_priors
 
@@ -44,19 +44,38 @@ log = logging.getLogger("weakalign")
 
 HYBRID_DIR = "hybrid"
 HYBRID_ALI_DIR = "hybrid_ali"
+CMN_MODES = ("global", "speaker")
+#: Epoch budget per corpus when ``epochs`` is not given: speechocean762 has ~4.4x AN4's frames, so
+#: fewer epochs keep its hybrid stage under an hour on 2 CPU cores.
+DEFAULT_EPOCHS = {"an4": 8, "speechocean762": 5}
 #: Acoustic scales tried on dev when decoding. Wider than the GMM's range upwards: prior-divided
 #: network posteriors are flatter than GMM likelihoods (on AN4 the best dev scale was 0.1-0.2).
 DECODE_SCALES = (0.05, 0.0833, 0.1, 0.125, 0.15, 0.2, 0.3)
 
 
-def load_fbank(ws: Workspace, split: str) -> dict[str, tuple[np.ndarray, str, str]]:
-    """``utt_id -> (fbank (T, 80) float32, speaker, text)`` of one split (cut id = utterance id)."""
+def load_fbank(ws: Workspace, split: str, cmn: str = "global") -> dict[str, tuple[np.ndarray, str, str]]:
+    """``utt_id -> (fbank (T, 80) float32, speaker, text)`` of one split (cut id = utterance id).
+
+    ``cmn="speaker"`` subtracts each speaker's mean over the split (:func:`speaker_mean_normalise`);
+    ``"global"`` leaves the features as stored (the model applies the global CMVN itself).
+    """
+    if cmn not in CMN_MODES:
+        raise ValueError(f"cmn must be one of {CMN_MODES}, got {cmn!r}")
     out = {}
     cuts = CutSet.from_file(ws.fbank_cuts(split))
     for cut in tqdm(cuts, desc=f"load fbank {split}", leave=False):
         sup = cut.supervisions[0]
         out[cut.id] = (cut.load_features().astype(np.float32), sup.speaker or cut.id, sup.text or "")
+    if cmn == "speaker":
+        normed = speaker_mean_normalise({u: x for u, (x, _, _) in out.items()}, {u: s for u, (_, s, _) in out.items()})
+        out = {u: (normed[u], spk, text) for u, (_, spk, text) in out.items()}
     return out
+
+
+def feature_stats(feats) -> dict:
+    """Global mean/std of ``(T, D)`` arrays, the form of ``data/<c>/fbank/global_cmvn.json``."""
+    total = np.concatenate(list(feats)).astype(np.float64)
+    return {"mean": total.mean(0).tolist(), "std": total.std(0).tolist(), "frames": len(total)}
 
 
 def pdf_targets(feats: dict, alignments: dict[str, np.ndarray], tid2pdf: np.ndarray,
@@ -133,7 +152,7 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
     words = graph_dir / "words.txt"
 
     def decode(split: str, split_scales) -> dict[float, dict]:
-        feats = load_fbank(ws, split)
+        feats = load_fbank(ws, split, model.config.input_cmn)
         refs = {u: t.split() for u, (_, _, t) in feats.items()}
         # Unscaled log-likelihood ratios, computed once and scaled per acoustic scale.
         ratios = {u: ha.pseudo_log_likelihoods(
@@ -155,10 +174,11 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
             "dev_wer": {str(s): dev[s]["wer"] for s in dev}}
 
 
-def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int = 8,
+def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int | None = None,
                  cells: int = 256, proj: int = 128, layers: int = 3, dropout: float = 0.1,
                  chunk_width: int = 40, left_context: int = 20, right_context: int = 20,
-                 batch_size: int = 32, lr: float = 2e-3, patience: int = 2, heldout_fraction: float = 0.05,
+                 batch_size: int = 32, lr: float = 2e-3, lr_final: float | None = 2e-4, patience: int = 2,
+                 heldout_fraction: float = 0.05, cmn: str = "speaker",
                  acoustic_scale: float = 0.1, beam: float = 10.0, retry_beam: float = 40.0,
                  prior_floor: float = 1e-5, max_mismatch: int = 2, seed: int = 0, decode: bool = True,
                  gmm_dir: str = "tri1", src_ali_dir: str = "tri1_ali") -> dict:
@@ -170,6 +190,7 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int =
     # made the BLSTM steps 10x slower); realignment runs the network
     # single-threaded beside nj alignment workers.
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
+    epochs = epochs or DEFAULT_EPOCHS.get(ws.corpus, 8)
     out_dir = ws.exp / HYBRID_DIR
     ali_out = ws.exp / HYBRID_ALI_DIR
     src_ali = ws.exp / src_ali_dir
@@ -184,9 +205,10 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int =
     tri1 = read_ali_dir(src_ali)
 
     t0 = time.time()
-    train_feats = load_fbank(ws, "train")
-    dev_feats = load_fbank(ws, "dev") if ws.fbank_cuts("dev").exists() else {}
-    cmvn = read_json(ws.fbank_stats)
+    train_feats = load_fbank(ws, "train", cmn)
+    dev_feats = load_fbank(ws, "dev", cmn) if ws.fbank_cuts("dev").exists() else {}
+    # The stored global CMVN describes raw fbank; after speaker mean subtraction it is recomputed.
+    cmvn = read_json(ws.fbank_stats) if cmn == "global" else feature_stats(x for x, _, _ in train_feats.values())
     targets = pdf_targets(train_feats, tri1, tid2pdf, report, max_mismatch)
     dev_targets = pdf_targets(dev_feats, tri1, tid2pdf, report, max_mismatch)
     if not targets:
@@ -200,11 +222,11 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int =
 
     utt2spk = {u: train_feats[u][1] for u in targets}
     train_ids, held_ids = heldout_split(utt2spk, heldout_fraction, seed)
-    train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, patience=patience,
+    train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_final=lr_final, patience=patience,
                             chunk_width=chunk_width, left_context=left_context, right_context=right_context,
                             seed=seed, device=str(resolve_device(device)))
     model_cfg = HybridConfig(num_pdfs=num_pdfs, feat_dim=next(iter(targets.values()))[0].shape[1],
-                             cells=cells, proj=proj, layers=layers, dropout=dropout)
+                             cells=cells, proj=proj, layers=layers, dropout=dropout, input_cmn=cmn)
     times["load_s"] = time.time() - t0
     t0 = time.time()
     model, state = train_hybrid({u: targets[u] for u in train_ids}, {u: targets[u] for u in held_ids},

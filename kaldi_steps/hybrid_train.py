@@ -3,9 +3,11 @@
 As Kaldi's nnet3 BLSTM recipes train: utterances are cut into chunks of
 ``chunk_width`` frames, each seen with up to ``left_context``/``right_context``
 extra frames of context, and the loss is taken only on the chunk's own frames.
-Adam, dropout, a learning rate halved whenever the held-out loss stops
-improving, and early stopping after ``patience`` epochs without improvement; the
-final model is the best epoch on the held-out utterances.
+Adam, dropout, a learning rate that decays geometrically from ``lr`` to ``lr_final``
+over the epoch budget (Kaldi's initial/final effective learning rate) and is also
+halved whenever the held-out loss stops improving, and early stopping after
+``patience`` epochs without improvement; the final model is the best epoch on the
+held-out utterances.
 
 Every epoch ends with a checkpoint (``checkpoints/epoch-N.pt``: weights, optimiser,
 schedule, history). A rerun resumes from the newest one and, because each epoch's
@@ -15,6 +17,9 @@ weights an uninterrupted run would have.
 >>> import numpy as np
 >>> reconcile_frames("u1", np.array([3, 3, 4]), 4).tolist()   # one frame short: pad with edge label
 [3, 3, 4, 4]
+>>> cfg = TrainConfig(epochs=3, lr=1e-3, lr_final=1e-4)
+>>> [round(scheduled_lr(cfg, e), 6) for e in (1, 2, 3)]
+[0.001, 0.000316, 0.0001]
 """
 
 from __future__ import annotations
@@ -100,6 +105,7 @@ class TrainConfig:
     epochs: int = 8
     batch_size: int = 32            # chunks per minibatch
     lr: float = 1e-3
+    lr_final: float | None = None   # learning rate of the last epoch (None: constant lr)
     lr_decay: float = 0.5           # factor applied when the held-out loss does not improve
     patience: int = 2               # epochs without held-out improvement before stopping
     chunk_width: int = 40
@@ -118,12 +124,20 @@ class TrainState:
     """What a checkpoint holds besides weights: where the schedule stands."""
 
     epoch: int = 0                  # epochs completed
-    lr: float = 1e-3
+    lr_scale: float = 1.0           # product of the plateau halvings so far
     best_loss: float = math.inf
     best_epoch: int = 0
     bad_epochs: int = 0
     stopped_early: bool = False
     history: list[dict] = field(default_factory=list)
+
+
+def scheduled_lr(cfg: TrainConfig, epoch: int, plateau_scale: float = 1.0) -> float:
+    """Learning rate of ``epoch`` (1-based): geometric from ``lr`` to ``lr_final``, times the plateau halvings."""
+    if cfg.lr_final is None or cfg.epochs <= 1:
+        return cfg.lr * plateau_scale
+    progress = min(epoch - 1, cfg.epochs - 1) / (cfg.epochs - 1)
+    return cfg.lr * (cfg.lr_final / cfg.lr) ** progress * plateau_scale
 
 
 def resolve_device(device: str) -> torch.device:
@@ -191,8 +205,9 @@ def _save(path: Path, obj: dict) -> None:
 
 
 def _same_run(ckpt: dict, model_cfg: HybridConfig, cfg: TrainConfig) -> bool:
-    """A checkpoint can be resumed when only the epoch budget or the device changed."""
-    ignore = ("epochs", "device")
+    """A checkpoint can be resumed when only the device changed, or the epoch budget of a constant-lr run
+    (with ``lr_final`` the budget shapes the whole schedule)."""
+    ignore = ("device",) if cfg.lr_final is not None else ("epochs", "device")
     old = {k: v for k, v in ckpt["train_config"].items() if k not in ignore}
     new = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
     return ckpt["model_config"] == model_cfg.to_dict() and old == new
@@ -229,7 +244,7 @@ def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
     torch.manual_seed(cfg.seed)   # the initial weights, so two runs with the same options agree
     model = build_model(model_cfg, cmvn, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    state = TrainState(lr=cfg.lr)
+    state = TrainState()
     best_path = out_dir / "checkpoints" / "best.pt"
 
     resume = latest_checkpoint(out_dir)
@@ -251,8 +266,9 @@ def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
              len(train_data), num_frames, len(chunks), len(heldout_data))
     while state.epoch < cfg.epochs and not state.stopped_early:
         epoch = state.epoch + 1
+        lr = scheduled_lr(cfg, epoch, state.lr_scale)
         for group in optimizer.param_groups:
-            group["lr"] = state.lr
+            group["lr"] = lr
         # Seeded by (seed, epoch) only, so a resumed epoch replays exactly.
         torch.manual_seed(cfg.seed * 100003 + epoch)
         order = random.Random(cfg.seed * 100003 + epoch).sample(range(len(chunks)), len(chunks))
@@ -271,19 +287,19 @@ def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
                 on_step(epoch, step)
         held = evaluate(model, heldout_data, cfg) if heldout_data else {"loss": tot_loss / tot_frames,
                                                                         "frame_acc": tot_correct / tot_frames}
-        record = {"epoch": epoch, "lr": state.lr, "train_loss": tot_loss / max(tot_frames, 1),
+        record = {"epoch": epoch, "lr": lr, "train_loss": tot_loss / max(tot_frames, 1),
                   "train_frame_acc": tot_correct / max(tot_frames, 1),
                   "heldout_loss": held["loss"], "heldout_frame_acc": held["frame_acc"]}
         state.history.append(record)
         log.info("hybrid epoch %d: lr %.2e train loss %.3f acc %.3f | held-out loss %.3f acc %.3f",
-                 epoch, state.lr, record["train_loss"], record["train_frame_acc"],
+                 epoch, lr, record["train_loss"], record["train_frame_acc"],
                  held["loss"], held["frame_acc"])
         if held["loss"] < state.best_loss:
             state.best_loss, state.best_epoch, state.bad_epochs = held["loss"], epoch, 0
             _save(best_path, {"model_config": model_cfg.to_dict(), "model": model.state_dict(), "epoch": epoch})
         else:
             state.bad_epochs += 1
-            state.lr *= cfg.lr_decay
+            state.lr_scale *= cfg.lr_decay
             state.stopped_early = state.bad_epochs >= cfg.patience
             if state.stopped_early:
                 log.info("hybrid: early stop after epoch %d (best epoch %d)", epoch, state.best_epoch)

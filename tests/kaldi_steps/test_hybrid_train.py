@@ -8,7 +8,7 @@ from weakalign.kaldi_steps.hybrid import load_fbank, pdf_targets
 from weakalign.kaldi_steps.hybrid_align import tid2pdf_array
 from weakalign.kaldi_steps.hybrid_model import HybridBLSTM, HybridConfig, chunk_windows
 from weakalign.kaldi_steps.hybrid_train import (FrameMismatch, TrainConfig, heldout_split, latest_checkpoint,
-                                                reconcile_frames, train_hybrid)
+                                                reconcile_frames, scheduled_lr, train_hybrid)
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model
 from weakalign.pipeline.report import SkipReport
 
@@ -42,6 +42,30 @@ def test_heldout_split_is_by_speaker():
     assert heldout_split(utt2spk, 0.1, seed=3) == (train, held)
 
 
+def test_learning_rate_decays_geometrically_and_halves_on_plateau():
+    cfg = TrainConfig(epochs=5, lr=1e-3, lr_final=1e-5)
+    assert [scheduled_lr(cfg, e) for e in (1, 3, 5)] == pytest.approx([1e-3, 1e-4, 1e-5])
+    assert scheduled_lr(cfg, 3, plateau_scale=0.5) == pytest.approx(5e-5)
+    assert scheduled_lr(TrainConfig(epochs=5, lr=1e-3), 4) == pytest.approx(1e-3)   # no lr_final: constant
+
+
+def test_speaker_mean_normalisation_on_real_fbank(an4_slice):
+    raw = load_fbank(an4_slice, "train")
+    normed = load_fbank(an4_slice, "train", cmn="speaker")
+    assert normed.keys() == raw.keys()
+    by_spk = {}
+    for utt, (x, spk, _) in normed.items():
+        by_spk.setdefault(spk, []).append(x)
+        assert x.shape == raw[utt][0].shape and x.dtype == np.float32
+    assert len(by_spk) > 1
+    for spk, xs in by_spk.items():   # every speaker's frames now average to zero, per dimension
+        assert np.abs(np.concatenate(xs).mean(0)).max() < 1e-3, spk
+    some = next(iter(raw))
+    assert not np.allclose(raw[some][0], normed[some][0])
+    with pytest.raises(ValueError, match="cmn"):
+        load_fbank(an4_slice, "train", cmn="utterance")
+
+
 def test_chunked_log_probs_cover_every_frame_once():
     assert chunk_windows(100, 40, 20, 20) == [(0, 60, 0, 40), (20, 100, 40, 80), (60, 100, 80, 100)]
     model = HybridBLSTM(HybridConfig(num_pdfs=5, cells=8, proj=4, layers=1)).eval()
@@ -73,7 +97,8 @@ def test_resume_after_interruption_equals_uninterrupted_run(slice_targets, tmp_p
     train = {u: targets[u] for u in utts[:16]}
     held = {u: targets[u] for u in utts[16:19]}
     model_cfg = HybridConfig(num_pdfs=num_pdfs, cells=16, proj=8, layers=2, dropout=0.2)
-    cfg = TrainConfig(epochs=2, batch_size=8, lr=3e-3, chunk_width=20, left_context=10, right_context=10, seed=1)
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=3e-3, lr_final=1e-3, chunk_width=20, left_context=10,
+                      right_context=10, seed=1)
 
     straight, _ = train_hybrid(train, held, model_cfg, cfg, tmp_path / "straight")
 
@@ -86,6 +111,7 @@ def test_resume_after_interruption_equals_uninterrupted_run(slice_targets, tmp_p
     resumed, state = train_hybrid(train, held, model_cfg, cfg, tmp_path / "resumed")
 
     assert state.epoch == 2 and len(state.history) == 2
+    assert [h["lr"] for h in state.history] == pytest.approx([3e-3, 1e-3])   # the decay resumed too
     a, b = straight.state_dict(), resumed.state_dict()
     assert a.keys() == b.keys()
     for k in a:
