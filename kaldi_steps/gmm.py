@@ -269,6 +269,29 @@ def transition_counts(alignments, num_transition_ids: int) -> np.ndarray:
 # one job's utterances
 
 
+class TrainingGraphs:
+    """``compile(word_ids)`` -> an utterance's training graph, as ``compile-train-graphs``.
+
+    Compiled with transition and self-loop scales 0 (the aligner adds the model's
+    transition probabilities, 1.0 / 0.1, afterwards). Used by the GMM shards and by the
+    hybrid realignment alike.
+    """
+
+    def __init__(self, lang, trans_model, ctx_dep):
+        import kaldi_hmm_gmm as khg
+
+        opts = khg.TrainingGraphCompilerOptions(transition_scale=0.0, self_loop_scale=0.0)
+        self.compiler = khg.TrainingGraphCompiler(trans_model, ctx_dep, lang.lexicon_fst_disambig(),
+                                                  list(lang.disambig_phone_ids), opts)
+
+    def __call__(self, word_ids: list[int]):
+        graph = self.compiler.compile_graph_from_text(list(word_ids))
+        if graph.num_states == 0:
+            raise ValueError("empty training graph")
+        return graph
+
+
+
 class Shard:
     """One job's utterances: features, transcripts, training graphs and current alignments.
 
@@ -313,22 +336,14 @@ class Shard:
 
     def compile_graphs(self, trans_model, ctx_dep) -> list[tuple[str, str]]:
         """As ``compile-train-graphs`` with transition and self-loop scales 0."""
-        import kaldi_hmm_gmm as khg
-
-        opts = khg.TrainingGraphCompilerOptions(transition_scale=0.0, self_loop_scale=0.0)
-        compiler = khg.TrainingGraphCompiler(trans_model, ctx_dep, self.lang.lexicon_fst_disambig(),
-                                             list(self.lang.disambig_phone_ids), opts)
+        compile_graph = TrainingGraphs(self.lang, trans_model, ctx_dep)
         self.graphs = {}
         problems = []
         for utt in self.utt_ids:
             try:
-                self.graphs[utt] = compiler.compile_graph_from_text(self.word_ids[utt])
+                self.graphs[utt] = compile_graph(self.word_ids[utt])
             except Exception as e:
                 problems.append((utt, f"graph compilation failed: {e}"))
-            else:
-                if self.graphs[utt].num_states == 0:
-                    del self.graphs[utt]
-                    problems.append((utt, "empty training graph"))
         return problems
 
     def equal_align(self) -> dict:

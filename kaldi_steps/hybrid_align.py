@@ -27,6 +27,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .gmm import TrainingGraphs  # noqa: F401  (the hybrid realigns over the GMM stage's graphs)
+
 log = logging.getLogger("weakalign")
 
 
@@ -60,29 +62,6 @@ class AlignResult:
     retried: bool
     log_like: float
     error: str = ""
-
-
-class TrainingGraphs:
-    """``compile(word_ids)`` -> an utterance's training graph, as ``compile-train-graphs``.
-
-    Compiled with transition and self-loop scales 0 (the aligner adds the model's
-    transition probabilities, 1.0 / 0.1, afterwards), like the GMM stage's
-    ``Shard.compile_graphs``, whose compiler lives inside a feature-loading shard and so
-    cannot be reused without MFCCs.
-    """
-
-    def __init__(self, lang, trans_model, ctx_dep):
-        import kaldi_hmm_gmm as khg
-
-        opts = khg.TrainingGraphCompilerOptions(transition_scale=0.0, self_loop_scale=0.0)
-        self.compiler = khg.TrainingGraphCompiler(trans_model, ctx_dep, lang.lexicon_fst_disambig(),
-                                                  list(lang.disambig_phone_ids), opts)
-
-    def __call__(self, word_ids: list[int]):
-        graph = self.compiler.compile_graph_from_text(list(word_ids))
-        if graph.num_states == 0:
-            raise ValueError("empty training graph")
-        return graph
 
 
 # --- worker side -----------------------------------------------------------------------------
