@@ -77,4 +77,39 @@ def features_throughput(ws: Workspace, nj: int) -> dict:
     }
 
 
-BENCHMARKS = [("features_throughput", features_throughput)]
+def recorded_stage_times(exp_root: str | Path) -> dict[str, dict[str, float]]:
+    """``corpus -> {stage: seconds}`` from every alignment stage's done-marker under ``exp_root``.
+
+    The wall times ``make align`` measured when it ran each stage, gathered per corpus (stages
+    not run are absent), so a bench report carries them beside the micro-benchmarks.
+
+    >>> import json, tempfile
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "an4" / "done").mkdir(parents=True)
+    >>> _ = (root / "an4" / "done" / "mono.json").write_text(json.dumps({"stage": "mono", "seconds": 34.2}))
+    >>> recorded_stage_times(root)
+    {'an4': {'mono': 34.2}}
+    """
+    import json
+
+    from .recipe import ALIGN_STAGES
+
+    out = {}
+    for done_dir in sorted(Path(exp_root).glob("*/done")):
+        times = {}
+        for stage in ALIGN_STAGES:
+            marker = done_dir / f"{stage}.json"
+            if marker.exists():
+                times[stage] = json.loads(marker.read_text())["seconds"]
+        if times:
+            out[done_dir.parent.name] = times
+    return out
+
+
+def stage_times(ws: Workspace, nj: int) -> dict:
+    """The recorded wall time of each alignment stage, for every corpus aligned under ``exp/``."""
+    return {"source": "exp/<corpus>/done/<stage>.json (seconds of the last run of each stage)",
+            "stage_seconds": recorded_stage_times(ws.exp_root)}
+
+
+BENCHMARKS = [("features_throughput", features_throughput), ("stage_times", stage_times)]
