@@ -18,6 +18,7 @@ import torch
 from weakalign.pipeline.report import SkipReport
 
 from . import hybrid_align as ha
+from .gmm import TrainingGraphs
 from .hybrid import hybrid_stage, load_fbank, pdf_targets
 from .hybrid_model import HybridConfig
 from .hybrid_train import TrainConfig, _batch_loss, _chunks, build_model, load_model, resolve_device
@@ -121,7 +122,7 @@ def bench_hybrid_realign(ws, nj: int) -> dict:
         scores[u] = ha.pseudo_log_likelihoods(lp, log_priors, d["acoustic_scale"])
     forward_s = time.time() - start
 
-    graphs = ha.TrainingGraphs(lang, trans_model, ctx_dep)
+    graphs = TrainingGraphs(lang, trans_model, ctx_dep)
     tasks = [(u, lang.words_to_ids(feats[u][2].split()), lambda u=u: scores[u]) for u in utts]
     start = time.time()
     results = list(ha.align_utterances(tasks, compile_graph=graphs, trans_model=trans_model, nj=nj,

@@ -71,6 +71,12 @@ def _hybrid_default(name: str):
     return inspect.signature(hybrid_stage).parameters[name].default
 
 
+def _cmn_modes() -> list[str]:
+    from .hybrid import CMN_MODES
+
+    return list(CMN_MODES)
+
+
 @click.command("hybrid")
 @corpus_command
 @click.option("--device", default="auto", show_default=True, help="Training device: auto, cpu, cuda, cuda:N.")
@@ -89,7 +95,7 @@ def _hybrid_default(name: str):
 @click.option("--lr", default=_hybrid_default("lr"), show_default=True, type=float, help="Adam learning rate.")
 @click.option("--lr-final", default=_hybrid_default("lr_final"), show_default=True, type=float,
               help="Learning rate of the last epoch (geometric decay from --lr).")
-@click.option("--cmn", default=_hybrid_default("cmn"), show_default=True, type=click.Choice(["global", "speaker"]),
+@click.option("--cmn", default=_hybrid_default("cmn"), show_default=True, type=click.Choice(_cmn_modes()),
               help="Input normalisation: global CMVN only, or per-speaker mean subtraction first.")
 @click.option("--patience", default=_hybrid_default("patience"), show_default=True, type=int,
               help="Epochs without held-out improvement before stopping early.")

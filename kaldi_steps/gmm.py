@@ -291,7 +291,6 @@ class TrainingGraphs:
         return graph
 
 
-
 class Shard:
     """One job's utterances: features, transcripts, training graphs and current alignments.
 

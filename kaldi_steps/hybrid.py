@@ -31,12 +31,14 @@ import torch
 from lhotse import CutSet
 from tqdm import tqdm
 
+from weakalign.pipeline.features import apply_cmvn, cmvn_stats, mean_std_from_stats, speaker_cmvn_stats
 from weakalign.pipeline.io import atomic_open, atomic_path, read_json, write_json
 from weakalign.pipeline.report import SkipReport
 from weakalign.pipeline.workspace import Workspace
 
 from . import hybrid_align as ha
-from .hybrid_model import HybridConfig, speaker_mean_normalise
+from .gmm import TrainingGraphs
+from .hybrid_model import HybridConfig
 from .hybrid_train import FrameMismatch, TrainConfig, heldout_split, reconcile_frames, resolve_device, train_hybrid
 from .priors import pdf_counts, priors_from_counts, save_priors
 
@@ -57,8 +59,9 @@ DECODE_SCALES = (0.0833, 0.1, 0.125, 0.15)
 def load_fbank(ws: Workspace, split: str, cmn: str = "global") -> dict[str, tuple[np.ndarray, str, str]]:
     """``utt_id -> (fbank (T, 80) float32, speaker, text)`` of one split (cut id = utterance id).
 
-    ``cmn="speaker"`` subtracts each speaker's mean over the split (:func:`speaker_mean_normalise`);
-    ``"global"`` leaves the features as stored (the model applies the global CMVN itself).
+    ``cmn="speaker"`` subtracts each speaker's mean over the split, as Kaldi's ``apply-cmvn --utt2spk``
+    with ``norm_vars=false`` (it removes the channel and speaker offset a small corpus cannot average
+    out); ``"global"`` leaves the features as stored (the model applies the global CMVN itself).
     """
     if cmn not in CMN_MODES:
         raise ValueError(f"cmn must be one of {CMN_MODES}, got {cmn!r}")
@@ -68,15 +71,14 @@ def load_fbank(ws: Workspace, split: str, cmn: str = "global") -> dict[str, tupl
         sup = cut.supervisions[0]
         out[cut.id] = (cut.load_features().astype(np.float32), sup.speaker or cut.id, sup.text or "")
     if cmn == "speaker":
-        normed = speaker_mean_normalise({u: x for u, (x, _, _) in out.items()}, {u: s for u, (_, s, _) in out.items()})
-        out = {u: (normed[u], spk, text) for u, (_, spk, text) in out.items()}
+        stats = speaker_cmvn_stats((spk, x) for x, spk, _ in out.values())
+        out = {u: (apply_cmvn(x, stats[spk]).astype(np.float32), spk, text) for u, (x, spk, text) in out.items()}
     return out
 
 
 def feature_stats(feats) -> dict:
     """Global mean/std of ``(T, D)`` arrays, the form of ``data/<c>/fbank/global_cmvn.json``."""
-    total = np.concatenate(list(feats)).astype(np.float64)
-    return {"mean": total.mean(0).tolist(), "std": total.std(0).tolist(), "frames": len(total)}
+    return mean_std_from_stats(sum(cmvn_stats(x) for x in feats))
 
 
 def pdf_targets(feats: dict, alignments: dict[str, np.ndarray], tid2pdf: np.ndarray,
@@ -239,7 +241,7 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
     # Realignment of every train and dev utterance tri1 aligned.
     t0 = time.time()
     lang = Lang.load(ws.lang)
-    compile_graph = ha.TrainingGraphs(lang, trans_model, ctx_dep)
+    compile_graph = TrainingGraphs(lang, trans_model, ctx_dep)
     items = {**{u: (train_feats[u], "train") for u in targets}, **{u: (dev_feats[u], "dev") for u in dev_targets}}
     acc = {"train": [0, 0], "heldout": [0, 0], "dev": [0, 0]}
     held_set = set(held_ids)

@@ -27,8 +27,6 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .gmm import TrainingGraphs  # noqa: F401  (the hybrid realigns over the GMM stage's graphs)
-
 log = logging.getLogger("weakalign")
 
 

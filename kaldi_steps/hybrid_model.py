@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
@@ -39,7 +38,7 @@ class HybridConfig:
     layers: int = 3
     dropout: float = 0.1
     #: Normalisation the caller applies before the model's own global CMVN: "global" (none) or
-    #: "speaker" (per-speaker mean subtraction, :func:`speaker_mean_normalise`).
+    #: "speaker" (per-speaker mean subtraction, ``hybrid.load_fbank(..., cmn="speaker")``).
     input_cmn: str = "global"
 
     def to_dict(self) -> dict:
@@ -97,28 +96,6 @@ class HybridBLSTM(nn.Module):
         logits = self(batch.to(self.feat_mean.device), lens)
         log_probs = torch.log_softmax(logits.float(), dim=-1).cpu()
         return torch.cat([log_probs[i, c0 - w0:c1 - w0] for i, (w0, _, c0, c1) in enumerate(windows)])
-
-
-def speaker_mean_normalise(feats: dict[str, np.ndarray], utt2spk: dict[str, str]) -> dict[str, np.ndarray]:
-    """Subtract each speaker's mean feature vector from every frame of its utterances.
-
-    Kaldi's ``apply-cmvn --utt2spk`` with ``norm_vars=false``: it removes the channel and speaker
-    offset that a small corpus (a few dozen speakers, different microphones) cannot average out.
-    ``feats`` maps utterance ids to ``(T, D)`` float arrays; returns a new dict.
-
-    >>> import numpy as np
-    >>> out = speaker_mean_normalise({"a": np.ones((2, 3)), "b": 3 * np.ones((2, 3))}, {"a": "s", "b": "s"})
-    >>> out["a"][0].tolist(), out["b"][0].tolist()
-    ([-1.0, -1.0, -1.0], [1.0, 1.0, 1.0])
-    """
-    sums: dict[str, object] = {}
-    counts: dict[str, int] = {}
-    for utt, x in feats.items():
-        spk = utt2spk[utt]
-        sums[spk] = sums.get(spk, 0) + x.sum(0)
-        counts[spk] = counts.get(spk, 0) + len(x)
-    means = {spk: sums[spk] / max(counts[spk], 1) for spk in sums}
-    return {utt: (x - means[utt2spk[utt]]).astype(x.dtype) for utt, x in feats.items()}
 
 
 def windows_to_batch(feats: torch.Tensor, windows) -> tuple[torch.Tensor, torch.Tensor]:

@@ -232,14 +232,19 @@ def load_mfcc(cut, cmvn: dict[str, np.ndarray], norm_vars: bool = False) -> np.n
     return apply_cmvn(cut.load_features(), cmvn[speaker], norm_vars=norm_vars)
 
 
-def speaker_cmvn(cuts: Iterable, desc: str = "CMVN stats") -> dict[str, np.ndarray]:
-    """Per-speaker sums over all of each speaker's cuts (what ``compute-cmvn-stats --spk2utt`` gives)."""
+def speaker_cmvn_stats(speaker_feats: Iterable[tuple[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-speaker sums of :func:`cmvn_stats` over ``(speaker, feats)`` pairs (``compute-cmvn-stats --spk2utt``)."""
     stats: dict[str, np.ndarray] = {}
-    for cut in tqdm(cuts, desc=desc, leave=False):
-        s = cmvn_stats(cut.load_features())
-        spk = cut.supervisions[0].speaker
+    for spk, feats in speaker_feats:
+        s = cmvn_stats(feats)
         stats[spk] = stats[spk] + s if spk in stats else s
     return stats
+
+
+def speaker_cmvn(cuts: Iterable, desc: str = "CMVN stats") -> dict[str, np.ndarray]:
+    """Per-speaker sums over all of each speaker's cuts (what ``compute-cmvn-stats --spk2utt`` gives)."""
+    return speaker_cmvn_stats((cut.supervisions[0].speaker, cut.load_features())
+                              for cut in tqdm(cuts, desc=desc, leave=False))
 
 
 def global_mean_std(cuts: Iterable, desc: str = "fbank stats") -> dict:
@@ -249,6 +254,11 @@ def global_mean_std(cuts: Iterable, desc: str = "fbank stats") -> dict:
         total = s if total is None else total + s
     if total is None:
         raise ValueError("no train cuts for the global fbank statistics")
+    return mean_std_from_stats(total)
+
+
+def mean_std_from_stats(total: np.ndarray) -> dict:
+    """``{"mean", "std", "frames"}`` (the form of ``global_cmvn.json``) from summed :func:`cmvn_stats`."""
     n = total[0, -1]
     mean = total[0, :-1] / n
     var = np.maximum(total[1, :-1] / n - mean ** 2, 1e-10)
