@@ -71,6 +71,20 @@ def _hybrid_default(name: str):
     return inspect.signature(hybrid_stage).parameters[name].default
 
 
+def _speed_factors(value: str | None):
+    if value is None:
+        return None
+    if value.strip().lower() in ("", "none", "off"):
+        return ()
+    try:
+        factors = tuple(float(f) for f in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers like 0.9,1.1, got {value!r}") from None
+    if any(not 0.5 <= f <= 2.0 for f in factors):
+        raise click.BadParameter(f"speed factors must lie in [0.5, 2], got {value!r}")
+    return factors
+
+
 def _cmn_modes() -> list[str]:
     from .hybrid import CMN_MODES
 
@@ -81,6 +95,11 @@ def _cmn_modes() -> list[str]:
 @corpus_command
 @click.option("--device", default="auto", show_default=True, help="Training device: auto, cpu, cuda, cuda:N.")
 @click.option("--epochs", default=None, type=int, help="Maximum epochs [AN4 8, speechocean762 5].")
+@click.option("--passes", default=None, type=int,
+              help="Training passes, each on the previous pass's realignment [AN4 2, speechocean762 1].")
+@click.option("--speed-perturb", default=None, callback=lambda ctx, param, v: _speed_factors(v),
+              help="Comma-separated speed factors for extra training copies, e.g. 0.9,1.1; 'none' for off "
+                   "[per corpus: hybrid.DEFAULT_SPEED_PERTURB].")
 @click.option("--cells", default=_hybrid_default("cells"), show_default=True, type=int, help="LSTM cells per direction.")
 @click.option("--proj", default=_hybrid_default("proj"), show_default=True, type=int, help="Recurrent projection size.")
 @click.option("--layers", default=_hybrid_default("layers"), show_default=True, type=int, help="BLSTM layers.")
@@ -109,6 +128,7 @@ def _cmn_modes() -> list[str]:
 def hybrid(ws, force, nj, **options):
     """Train the hybrid BLSTM on the tri1 senone alignments (exp/<corpus>/hybrid) and realign train
     and dev with it (exp/<corpus>/hybrid_ali), as Kaldi's nnet3 BLSTM recipe + steps/nnet3/align.sh.
+    With --passes N, passes 2..N each retrain on the previous realignment (exp/<corpus>/hybrid_pass<k>).
     Rerunning an interrupted stage resumes training from the last epoch's checkpoint."""
     from .hybrid import hybrid_stage
 

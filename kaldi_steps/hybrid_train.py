@@ -204,13 +204,14 @@ def _save(path: Path, obj: dict) -> None:
         torch.save(obj, tmp)
 
 
-def _same_run(ckpt: dict, model_cfg: HybridConfig, cfg: TrainConfig) -> bool:
+def _same_run(ckpt: dict, model_cfg: HybridConfig, cfg: TrainConfig, targets_id: str | None = None) -> bool:
     """A checkpoint can be resumed when only the device changed, or the epoch budget of a constant-lr run
-    (with ``lr_final`` the budget shapes the whole schedule)."""
+    (with ``lr_final`` the budget shapes the whole schedule), and it was trained on the same targets."""
     ignore = ("device",) if cfg.lr_final is not None else ("epochs", "device")
     old = {k: v for k, v in ckpt["train_config"].items() if k not in ignore}
     new = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
-    return ckpt["model_config"] == model_cfg.to_dict() and old == new
+    return (ckpt["model_config"] == model_cfg.to_dict() and old == new
+            and ckpt.get("targets_id") == targets_id)
 
 
 def build_model(model_cfg: HybridConfig, cmvn: dict | None, device: torch.device) -> HybridBLSTM:
@@ -231,13 +232,14 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> H
 def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
                  heldout_data: dict[str, tuple[np.ndarray, np.ndarray]],
                  model_cfg: HybridConfig, cfg: TrainConfig, out_dir: str | os.PathLike, *,
-                 cmvn: dict | None = None,
+                 cmvn: dict | None = None, targets_id: str | None = None,
                  on_step: Callable[[int, int], None] | None = None) -> tuple[HybridBLSTM, TrainState]:
     """Train (or resume training) and write ``out_dir/final.pt`` = the best held-out epoch.
 
     ``train_data``/``heldout_data`` map utterance ids to ``(fbank (T, D) float32, pdf-ids (T,))``.
-    ``on_step(epoch, step)`` is called after every optimiser step (progress hooks, tests
-    that interrupt a run). Returns the best model (eval mode) and the final schedule state.
+    ``targets_id`` names the alignments the targets come from (e.g. their content hash): a
+    checkpoint trained on other targets is not resumed. ``on_step(epoch, step)`` is called after
+    every optimiser step (progress hooks, tests that interrupt a run). Returns the best model (eval mode) and the final schedule state.
     """
     out_dir = Path(out_dir)
     device = resolve_device(cfg.device)
@@ -249,9 +251,9 @@ def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
 
     resume = latest_checkpoint(out_dir)
     ckpt = torch.load(resume, map_location=device, weights_only=False) if resume is not None else None
-    if ckpt is not None and not _same_run(ckpt, model_cfg, cfg):
-        log.warning("hybrid: %s was written with other options (%s, %s); starting afresh",
-                    resume, ckpt["model_config"], ckpt["train_config"])
+    if ckpt is not None and not _same_run(ckpt, model_cfg, cfg, targets_id):
+        log.warning("hybrid: %s was written with other options or targets (%s, %s, targets %s); starting afresh",
+                    resume, ckpt["model_config"], ckpt["train_config"], ckpt.get("targets_id"))
         shutil.rmtree(out_dir / "checkpoints")
         ckpt = None
     if ckpt is not None:
@@ -306,7 +308,7 @@ def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
         state.epoch = epoch
         _save(_checkpoint_path(out_dir, epoch), {
             "model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "state": asdict(state)})
+            "optimizer": optimizer.state_dict(), "state": asdict(state), "targets_id": targets_id})
         for old in (out_dir / "checkpoints").glob("epoch-*.pt"):
             if old.name != f"epoch-{epoch}.pt":
                 old.unlink()

@@ -15,7 +15,7 @@ from weakalign.pipeline.workspace import Workspace
 
 #: A tiny model, trained briefly: the test is about the plumbing and the realignment, not accuracy.
 TINY = {"cells": 32, "proj": 16, "layers": 2, "epochs": 6, "lr": 5e-3, "batch_size": 16,
-        "chunk_width": 20, "left_context": 10, "right_context": 10, "patience": 3}
+        "chunk_width": 20, "left_context": 10, "right_context": 10, "patience": 3, "passes": 1}
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +89,55 @@ def test_diagnostics_and_results(hybrid_ws):
 def test_rerun_is_skipped_and_resumes(hybrid_ws):
     ws, summary = hybrid_ws
     assert run_stage("hybrid", ws, hybrid_stage, nj=2, device="cpu", **TINY) == summary
+
+
+@pytest.fixture(scope="module")
+def two_pass_ws(an4_slice_tri1, tmp_path_factory):
+    src = an4_slice_tri1
+    ws = Workspace(src.corpus, data_root=src.data_root, exp_root=tmp_path_factory.mktemp("hybrid_2pass"))
+    for name in ("tri1", "tri1_ali"):
+        shutil.copytree(src.exp / name, ws.exp / name)
+    opts = {**TINY, "passes": 2, "epochs": 3, "decode": False, "speed_perturb": [1.1]}
+    return ws, opts, run_stage("hybrid", ws, hybrid_stage, nj=2, device="cpu", **opts)
+
+
+def test_second_pass_trains_on_the_first_pass_realignment(two_pass_ws):
+    ws, _, summary = two_pass_ws
+    first = json.loads((ws.exp / "hybrid_pass1" / "diagnostics.json").read_text())
+    last = json.loads((ws.exp / "hybrid" / "diagnostics.json").read_text())
+    assert (first["pass"], first["source"], first["speed_perturb"]) == (1, "tri1_ali", [1.1])
+    assert (last["pass"], last["source"]) == (2, "hybrid_ali_pass1")
+    trans_model, _ = read_model(ws.exp / "tri1_ali" / "final.mdl")
+    tid2pdf = tid2pdf_array(trans_model)
+    pass1 = read_ali_dir(ws.exp / "hybrid_ali_pass1")
+    # pass 2's priors count pass 1's senones, not tri1's
+    counts = np.load(ws.exp / "hybrid" / "pdf_counts.npy")
+    train_utts = {c.id for c in CutSet.from_file(ws.fbank_cuts("train"))}
+    expected = np.bincount(np.concatenate([tid2pdf[a] for u, a in pass1.items() if u in train_utts]),
+                           minlength=trans_model.num_pdfs)
+    assert np.array_equal(counts, expected)
+    # every pass's realignment is its own, and the report keeps both passes
+    final = read_ali_dir(ws.exp / "hybrid_ali")
+    assert any(not np.array_equal(a, pass1[u]) for u, a in final.items() if u in pass1)
+    assert len(summary["passes"]) == 2 and summary["agreement_with_tri1"] == last["agreement_with_tri1"]
+    assert last["agreement_with_source"] != last["agreement_with_tri1"]
+
+
+def test_rerun_reuses_a_finished_pass_unless_its_source_changed(two_pass_ws):
+    ws, opts, summary = two_pass_ws
+    pass1_model = ws.exp / "hybrid_pass1" / "final.pt"
+    before = pass1_model.stat().st_mtime_ns
+    rerun = run_stage("hybrid", ws, hybrid_stage, force=True, nj=2, device="cpu", **opts)
+    assert pass1_model.stat().st_mtime_ns == before                  # pass 1 reused
+    assert rerun["passes"][0] == summary["passes"][0]
+    # other source alignments or other options: the finished pass no longer counts
+    from weakalign.kaldi_steps.hybrid import _finished_pass, alignment_digest
+    stamp = json.loads((ws.exp / "hybrid_pass1" / "diagnostics.json").read_text())["pass_stamp"]
+    assert stamp["source_digest"] == alignment_digest(ws.exp / "tri1_ali")
+    assert _finished_pass(ws.exp / "hybrid_pass1", {**stamp, "source_digest": "other"}) is None
+    assert _finished_pass(ws.exp / "hybrid_pass1", {**stamp, "options": {**stamp["options"], "seed": 7}}) is None
+    assert _finished_pass(ws.exp / "hybrid_pass1", stamp)["aligned"] == first_pass_aligned(ws)
+
+
+def first_pass_aligned(ws) -> int:
+    return len(read_ali_dir(ws.exp / "hybrid_ali_pass1"))

@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from weakalign.kaldi_steps.hybrid import load_fbank, pdf_targets
+from lhotse import CutSet
+
+from weakalign.kaldi_steps.hybrid import load_fbank, pdf_targets, speed_perturbed_copies
 from weakalign.kaldi_steps.hybrid_align import tid2pdf_array
 from weakalign.kaldi_steps.hybrid_model import HybridBLSTM, HybridConfig, chunk_windows
 from weakalign.kaldi_steps.hybrid_train import (FrameMismatch, TrainConfig, heldout_split, latest_checkpoint,
@@ -123,3 +125,52 @@ def test_resume_after_interruption_equals_uninterrupted_run(slice_targets, tmp_p
     assert ck_a["state"]["history"] == ck_b["state"]["history"]
     # and training did something: the weights moved away from a fresh initialisation's loss
     assert state.history[-1]["train_loss"] < state.history[0]["train_loss"]
+
+
+def test_checkpoint_of_other_targets_is_not_resumed(slice_targets, tmp_path):
+    targets, num_pdfs = slice_targets
+    utts = sorted(targets)
+    train = {u: targets[u] for u in utts[:8]}
+    model_cfg = HybridConfig(num_pdfs=num_pdfs, cells=8, proj=4, layers=1)
+    cfg = TrainConfig(epochs=2, batch_size=8, chunk_width=20, left_context=5, right_context=5)
+    epochs_seen = []
+
+    def interrupt(epoch, step):
+        epochs_seen.append(epoch)
+        if epoch == 2:
+            raise _Interrupt
+    with pytest.raises(_Interrupt):
+        train_hybrid(train, {}, model_cfg, cfg, tmp_path, targets_id="pass-1-alignments", on_step=interrupt)
+    epochs_seen.clear()
+    train_hybrid(train, {}, model_cfg, cfg, tmp_path, targets_id="pass-1-alignments", on_step=lambda e, s: epochs_seen.append(e))
+    assert set(epochs_seen) == {2}                  # same targets: resumed after epoch 1
+    epochs_seen.clear()
+    train_hybrid(train, {}, model_cfg, cfg, tmp_path, targets_id="pass-2-alignments", on_step=lambda e, s: epochs_seen.append(e))
+    assert set(epochs_seen) == {1, 2}               # other targets: started afresh
+
+
+def test_speed_perturbed_copies_of_real_audio(an4_slice, slice_targets):
+    targets, _ = slice_targets
+    some = dict(sorted(targets.items())[:6])
+    copies = speed_perturbed_copies(an4_slice, some, [0.9, 1.0, 1.1], cmn="global")
+    assert sorted(copies) == sorted(f"sp{f}-{u}" for f in ("0.9", "1.1") for u in some)   # 1.0 is the original
+    for utt, (x, y) in some.items():
+        slow, fast = copies[f"sp0.9-{utt}"], copies[f"sp1.1-{utt}"]
+        # 10 ms frames of audio played at 0.9x / 1.1x speed: about len/0.9 and len/1.1 frames
+        assert abs(len(slow[0]) - len(x) / 0.9) <= 2 and abs(len(fast[0]) - len(x) / 1.1) <= 2
+        for xs, ys in (slow, fast):
+            assert xs.shape[1] == x.shape[1] and len(ys) == len(xs) and xs.dtype == np.float32
+            # labels keep the original order: the run-length sequence survives up to dropped short runs
+            runs = [int(v) for i, v in enumerate(ys) if i == 0 or ys[i - 1] != v]
+            orig = [int(v) for i, v in enumerate(y) if i == 0 or y[i - 1] != v]
+            it = iter(orig)
+            assert all(r in it for r in runs)
+        # the audio really changed: the slowed copy is not a resampling of the stored fbank frames
+        assert not np.allclose(slow[0][: len(x)], x)
+    normed = speed_perturbed_copies(an4_slice, some, [0.9], cmn="speaker")
+    by_spk = {}
+    cuts = {c.id: c.supervisions[0].speaker for c in CutSet.from_file(an4_slice.fbank_cuts("train"))}
+    for utt, (x, _) in normed.items():
+        by_spk.setdefault(cuts[utt.split("-", 1)[1]], []).append(x)
+    for xs in by_spk.values():
+        assert np.abs(np.concatenate(xs).mean(0)).max() < 1e-3
