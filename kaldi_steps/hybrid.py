@@ -7,6 +7,9 @@ Kaldi's nnet3 BLSTM recipe + ``steps/nnet3/align.sh`` in one stage:
 2. priors from the train pdf counts (:mod:`.priors`) -> ``exp/<c>/hybrid/priors.npy``;
 3. the BLSTM (:mod:`.hybrid_model`) trained with frame CE on chunks, early-stopped on a
    few % of the train speakers held out (:mod:`.hybrid_train`) -> ``exp/<c>/hybrid/final.pt``;
+   with ``speed_perturb`` factors, 0.9x/1.1x copies of the train utterances join the training
+   set (:func:`speed_perturbed_copies`) and the default epoch budget shrinks to keep the frames
+   seen constant (:func:`default_epochs`);
 4. realignment of every train and dev utterance over its training graph with
    ``0.1 * (log-posterior - log-prior)`` pseudo-likelihoods (:mod:`.hybrid_align`) ->
    ``exp/<c>/hybrid_ali/`` in the GMM stage's Kaldi format (same model, tree and job split
@@ -14,11 +17,13 @@ Kaldi's nnet3 BLSTM recipe + ``steps/nnet3/align.sh`` in one stage:
 5. a decode of the test split (dev when there is none) with the tri1 HCLG, and the report
    ``exp/<c>/hybrid/{diagnostics.json,RESULTS.md}``;
 6. with ``passes`` > 1, steps 1-5 again on the previous pass's realignment instead of tri1's
-   (``hybrid_pass<k>/`` and ``hybrid_ali_pass<k>/`` hold the earlier passes). Targets from a
-   network that saw whole chunks of context are sharper than the GMM's frame-local ones; on AN4 a
-   second pass lowered dev WER by 1.3-2.7 points.
+   (``hybrid_pass<k>/`` and ``hybrid_ali_pass<k>/`` hold the earlier passes). On AN4 a first
+   pass deletes words at junctions of similar syllables (E after /IY/, EIGHT EIGHT) that tri1's
+   segmentation taught it; retrained on its own realignment it deletes a third to a half as often.
 
-Python: ``hybrid_stage(ws, nj=2, device="auto", epochs=None, ...)`` (``None``: :data:`DEFAULT_EPOCHS`); CLI: ``weakalign hybrid an4``.
+Python: ``hybrid_stage(ws, nj=2, device="auto", epochs=None, passes=None, speed_perturb=None, ...)``
+(``None``: the per-corpus :data:`DEFAULT_EPOCHS`, :data:`DEFAULT_PASSES`, :data:`DEFAULT_SPEED_PERTURB`);
+CLI: ``weakalign hybrid an4 [--passes N] [--speed-perturb 0.9,1.1|none]``.
 """
 
 from __future__ import annotations
