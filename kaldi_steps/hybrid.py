@@ -8,7 +8,7 @@ Kaldi's nnet3 BLSTM recipe + ``steps/nnet3/align.sh`` in one stage:
 3. the BLSTM (:mod:`.hybrid_model`) trained with frame CE on chunks, early-stopped on a
    few % of the train speakers held out (:mod:`.hybrid_train`) -> ``exp/<c>/hybrid/final.pt``;
    with ``speed_perturb`` factors, 0.9x/1.1x copies of the train utterances join the training
-   set (:func:`speed_perturbed_copies`) and the default epoch budget shrinks to keep the frames
+   set (:func:`speed_perturbed_fbank`, computed once for all passes) and the default epoch budget shrinks to keep the frames
    seen constant (:func:`default_epochs`);
 4. realignment of every train and dev utterance over its training graph with
    ``0.1 * (log-posterior - log-prior)`` pseudo-likelihoods (:mod:`.hybrid_align`) ->
@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -130,35 +131,62 @@ def stretch_labels(labels: np.ndarray, num_frames: int, factor: float) -> np.nda
     return np.asarray(labels)[idx]
 
 
-def speed_perturbed_copies(ws: Workspace, targets: dict[str, tuple[np.ndarray, np.ndarray]],
-                           factors, cmn: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Kaldi's speed perturbation (``perturb_data_dir_speed_3way.sh``) for the hybrid's training set.
+def speed_perturbed_fbank(ws: Workspace, utt_ids, factors, cmn: str) -> dict[str, tuple[np.ndarray, str, float]]:
+    """Kaldi's speed perturbation (``perturb_data_dir_speed_3way.sh``) of train utterances' fbank.
 
-    Each train utterance in ``targets`` is resampled at every factor (Lhotse ``perturb_speed``: the
-    pitch and tempo both change, as sox ``speed`` does), its fbank computed as the features stage
-    computes it, and its labels stretched with :func:`stretch_labels`. Copies are named
-    ``sp<f>-<utt>`` and belong to speaker ``sp<f>-<spk>``, so speaker mean normalisation treats
-    them as the new speakers they sound like.
+    Each utterance in ``utt_ids`` is resampled at every factor other than 1 (Lhotse ``perturb_speed``:
+    pitch and tempo both change, as sox ``speed`` does) and its fbank computed as the features stage
+    computes it. Copies are named ``sp<f>-<utt>`` and belong to speaker ``sp<f>-<spk>``, so speaker
+    mean normalisation treats them as the new speakers they sound like. Returns
+    ``copy_id -> (fbank, original utt_id, factor)``; :func:`speed_perturbed_targets` labels them.
     """
     from weakalign.pipeline.features import KnfFbank, sphere_readable
 
     factors = [float(f) for f in factors if float(f) != 1.0]
     if not factors:
         return {}
-    cuts = CutSet.from_cuts(c for c in CutSet.from_file(ws.fbank_cuts("train")) if c.id in targets)
+    wanted = set(utt_ids)
+    cuts = CutSet.from_cuts(c for c in CutSet.from_file(ws.fbank_cuts("train")) if c.id in wanted)
     extractor = KnfFbank()
-    copies: dict[str, tuple[np.ndarray, str, np.ndarray]] = {}
+    copies: dict[str, tuple[np.ndarray, str, str, float]] = {}
     with sphere_readable([cuts]):
         for factor in factors:
             for cut in tqdm(cuts, desc=f"speed {factor:g} fbank", leave=False):
                 fast = cut.drop_features().perturb_speed(factor)
                 x = extractor.extract(fast.load_audio(), fast.sampling_rate)
                 spk = f"sp{factor:g}-{cut.supervisions[0].speaker or cut.id}"
-                copies[f"sp{factor:g}-{cut.id}"] = (x, spk, stretch_labels(targets[cut.id][1], len(x), factor))
+                copies[f"sp{factor:g}-{cut.id}"] = (x, spk, cut.id, factor)
     if cmn == "speaker":
-        stats = speaker_cmvn_stats((spk, x) for x, spk, _ in copies.values())
-        copies = {u: (apply_cmvn(x, stats[spk]).astype(np.float32), spk, y) for u, (x, spk, y) in copies.items()}
-    return {u: (x.astype(np.float32), y) for u, (x, _, y) in copies.items()}
+        stats = speaker_cmvn_stats((spk, x) for x, spk, _, _ in copies.values())
+        copies = {c: (apply_cmvn(x, stats[spk]), spk, u, f) for c, (x, spk, u, f) in copies.items()}
+    return {c: (x.astype(np.float32), u, f) for c, (x, _, u, f) in copies.items()}
+
+
+def speed_perturbed_targets(perturbed: dict[str, tuple[np.ndarray, str, float]],
+                            targets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``copy_id -> (fbank, pdf-ids)`` for the copies of utterances in ``targets``, their labels
+    stretched from the original's with :func:`stretch_labels`."""
+    return {c: (x, stretch_labels(targets[u][1], len(x), f))
+            for c, (x, u, f) in perturbed.items() if u in targets}
+
+
+@dataclass
+class HybridInputs:
+    """What every pass trains and realigns on, read once per stage: fbank of train and dev
+    (``utt -> (fbank, speaker, text)``), the network's input CMVN, and speed-perturbed train fbank."""
+
+    train: dict[str, tuple[np.ndarray, str, str]]
+    dev: dict[str, tuple[np.ndarray, str, str]]
+    cmvn: dict
+    perturbed: dict[str, tuple[np.ndarray, str, float]]
+
+    @staticmethod
+    def load(ws: Workspace, cmn: str, speed_perturb) -> "HybridInputs":
+        train = load_fbank(ws, "train", cmn)
+        dev = load_fbank(ws, "dev", cmn) if ws.fbank_cuts("dev").exists() else {}
+        # The stored global CMVN describes raw fbank; after speaker mean subtraction it is recomputed.
+        cmvn = read_json(ws.fbank_stats) if cmn == "global" else feature_stats(x for x, _, _ in train.values())
+        return HybridInputs(train, dev, cmvn, speed_perturbed_fbank(ws, train, speed_perturb, cmn))
 
 
 def _job_split(ali_dir: Path) -> list[list[str]]:
@@ -268,8 +296,15 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
         batch_size=batch_size, lr=lr, lr_final=lr_final, patience=patience, heldout_fraction=heldout_fraction,
         cmn=cmn, speed_perturb=speed_perturb, acoustic_scale=acoustic_scale, beam=beam, retry_beam=retry_beam,
         prior_floor=prior_floor, max_mismatch=max_mismatch, seed=seed, decode=decode, device=device, nj=nj)
+    from .kaldi_io import read_ali_dir
+
+    t0 = time.time()
+    inputs = HybridInputs.load(ws, cmn, speed_perturb)
+    log.info("hybrid: fbank of %d train + %d dev utterances and %d speed-perturbed copies in %.1f s",
+             len(inputs.train), len(inputs.dev), len(inputs.perturbed), time.time() - t0)
     source = ws.exp / src_ali_dir
-    reference = ws.exp / src_ali_dir   # agreement is always reported against the GMM alignments
+    reference = read_ali_dir(source)   # agreement is always reported against the GMM alignments
+    alignments = reference
     summaries = []
     for k in range(1, passes + 1):
         last = k == passes
@@ -277,15 +312,18 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
         ali_out = ws.exp / (HYBRID_ALI_DIR if last else f"{HYBRID_ALI_DIR}_pass{k}")
         log.info("hybrid: pass %d of %d: %s -> %s", k, passes, source.name, ali_out.name)
         # nj and device change where the work runs, not what a pass produces
-        stamp = {"pass": k, "source": source.name, "source_digest": alignment_digest(source),
+        stamp = {"pass": k, "source": source.name, "source_digest": alignment_digest(alignments),
                  "options": {o: v for o, v in options.items() if o not in ("nj", "device")}}
         summary = None if last else _finished_pass(out_dir, stamp)
         if summary is None:
-            summary = hybrid_pass(ws, source, reference, out_dir, ali_out, ws.exp / gmm_dir, stamp, **options)
+            summary = hybrid_pass(ws, inputs, source, alignments, reference, out_dir, ali_out, ws.exp / gmm_dir,
+                                  stamp, **options)
         else:
             log.info("hybrid: pass %d already done (%s), reusing it", k, out_dir / "diagnostics.json")
         summaries.append(summary)
         source = ali_out
+        if not last:
+            alignments = read_ali_dir(ali_out)
     final = summaries[-1]
     if passes > 1:
         final["passes"] = [{key: s[key] for key in ("frame_acc_heldout", "agreement_with_tri1", "failed", "wer")}
@@ -305,14 +343,12 @@ def default_epochs(corpus: str, speed_perturb) -> int:
     return max(1, round(DEFAULT_EPOCHS.get(corpus, 8) / (1 + len(speed_perturb))))
 
 
-def alignment_digest(ali_dir: Path) -> str:
-    """Content hash of an alignment dir's alignments (not its gzip bytes, which carry a timestamp)."""
+def alignment_digest(alignments: dict[str, np.ndarray]) -> str:
+    """Content hash of alignments as read from a dir (not its gzip bytes, which carry a timestamp)."""
     import hashlib
 
-    from .kaldi_io import read_ali_dir
-
     h = hashlib.sha1()
-    for utt, ali in sorted(read_ali_dir(ali_dir).items()):
+    for utt, ali in sorted(alignments.items()):
         h.update(utt.encode())
         h.update(np.asarray(ali, dtype=np.int32).tobytes())
     return h.hexdigest()
@@ -329,14 +365,16 @@ def _finished_pass(out_dir: Path, stamp: dict) -> dict | None:
     return diag.get("summary")
 
 
-def hybrid_pass(ws: Workspace, src_ali: Path, reference_ali: Path, out_dir: Path, ali_out: Path,
-                gmm_path: Path, stamp: dict, *, nj: int, device: str, epochs: int, cells: int, proj: int,
-                layers: int, dropout: float, chunk_width: int, left_context: int, right_context: int,
-                batch_size: int, lr: float, lr_final: float | None, patience: int, heldout_fraction: float,
-                cmn: str, speed_perturb: list[float], acoustic_scale: float, beam: float, retry_beam: float, prior_floor: float, max_mismatch: int,
-                seed: int, decode: bool) -> dict:
-    """One pass: train on ``src_ali``'s senones into ``out_dir``, realign into ``ali_out``, report."""
-    from .kaldi_io import read_ali_dir, read_model, read_tree
+def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict[str, np.ndarray],
+                reference: dict[str, np.ndarray], out_dir: Path, ali_out: Path, gmm_path: Path, stamp: dict, *,
+                nj: int, device: str, epochs: int, cells: int, proj: int, layers: int, dropout: float,
+                chunk_width: int, left_context: int, right_context: int, batch_size: int, lr: float,
+                lr_final: float | None, patience: int, heldout_fraction: float, cmn: str,
+                speed_perturb: list[float], acoustic_scale: float, beam: float, retry_beam: float,
+                prior_floor: float, max_mismatch: int, seed: int, decode: bool) -> dict:
+    """One pass: train on ``source`` (the alignments of ``src_ali``, whose model and tree they use)
+    into ``out_dir``, realign into ``ali_out``, report; agreement is measured against ``reference``."""
+    from .kaldi_io import read_model, read_tree
     from .lang import Lang
 
     report = SkipReport("hybrid")
@@ -346,14 +384,9 @@ def hybrid_pass(ws: Workspace, src_ali: Path, reference_ali: Path, out_dir: Path
     ctx_dep = read_tree(src_ali / "tree")
     tid2pdf = ha.tid2pdf_array(trans_model)
     num_pdfs = int(trans_model.num_pdfs)
-    source = read_ali_dir(src_ali)
-    reference = source if reference_ali == src_ali else read_ali_dir(reference_ali)
+    train_feats, dev_feats = inputs.train, inputs.dev
 
     t0 = time.time()
-    train_feats = load_fbank(ws, "train", cmn)
-    dev_feats = load_fbank(ws, "dev", cmn) if ws.fbank_cuts("dev").exists() else {}
-    # The stored global CMVN describes raw fbank; after speaker mean subtraction it is recomputed.
-    cmvn = read_json(ws.fbank_stats) if cmn == "global" else feature_stats(x for x, _, _ in train_feats.values())
     targets = pdf_targets(train_feats, source, tid2pdf, report, max_mismatch)
     dev_targets = pdf_targets(dev_feats, source, tid2pdf, report, max_mismatch)
     if not targets:
@@ -374,14 +407,14 @@ def hybrid_pass(ws: Workspace, src_ali: Path, reference_ali: Path, out_dir: Path
                              cells=cells, proj=proj, layers=layers, dropout=dropout, input_cmn=cmn)
     train_data = {u: targets[u] for u in train_ids}
     if speed_perturb:
-        copies = speed_perturbed_copies(ws, train_data, speed_perturb, cmn)
+        copies = speed_perturbed_targets(inputs.perturbed, train_data)
         log.info("hybrid: %d speed-perturbed copies (factors %s) beside %d train utterances",
                  len(copies), speed_perturb, len(train_data))
         train_data.update(copies)
     times["load_s"] = time.time() - t0
     t0 = time.time()
     model, state = train_hybrid(train_data, {u: targets[u] for u in held_ids},
-                                model_cfg, train_cfg, out_dir, cmvn=cmvn, targets_id=stamp["source_digest"])
+                                model_cfg, train_cfg, out_dir, cmvn=inputs.cmvn, targets_id=stamp["source_digest"])
     times["train_s"] = time.time() - t0
     torch.set_num_threads(1)
     model.to("cpu")  # realignment and decoding run on CPU: one utterance at a time, next to CPU workers

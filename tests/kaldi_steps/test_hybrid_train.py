@@ -6,7 +6,7 @@ import torch
 
 from lhotse import CutSet
 
-from weakalign.kaldi_steps.hybrid import load_fbank, pdf_targets, speed_perturbed_copies
+from weakalign.kaldi_steps.hybrid import load_fbank, pdf_targets, speed_perturbed_fbank, speed_perturbed_targets
 from weakalign.kaldi_steps.hybrid_align import tid2pdf_array
 from weakalign.kaldi_steps.hybrid_model import HybridBLSTM, HybridConfig, chunk_windows
 from weakalign.kaldi_steps.hybrid_train import (FrameMismatch, TrainConfig, heldout_split, latest_checkpoint,
@@ -152,7 +152,7 @@ def test_checkpoint_of_other_targets_is_not_resumed(slice_targets, tmp_path):
 def test_speed_perturbed_copies_of_real_audio(an4_slice, slice_targets):
     targets, _ = slice_targets
     some = dict(sorted(targets.items())[:6])
-    copies = speed_perturbed_copies(an4_slice, some, [0.9, 1.0, 1.1], cmn="global")
+    copies = speed_perturbed_targets(speed_perturbed_fbank(an4_slice, some, [0.9, 1.0, 1.1], cmn="global"), some)
     assert sorted(copies) == sorted(f"sp{f}-{u}" for f in ("0.9", "1.1") for u in some)   # 1.0 is the original
     for utt, (x, y) in some.items():
         slow, fast = copies[f"sp0.9-{utt}"], copies[f"sp1.1-{utt}"]
@@ -167,7 +167,7 @@ def test_speed_perturbed_copies_of_real_audio(an4_slice, slice_targets):
             assert all(r in it for r in runs)
         # the audio really changed: the slowed copy is not a resampling of the stored fbank frames
         assert not np.allclose(slow[0][: len(x)], x)
-    normed = speed_perturbed_copies(an4_slice, some, [0.9], cmn="speaker")
+    normed = speed_perturbed_targets(speed_perturbed_fbank(an4_slice, some, [0.9], cmn="speaker"), some)
     by_spk = {}
     cuts = {c.id: c.supervisions[0].speaker for c in CutSet.from_file(an4_slice.fbank_cuts("train"))}
     for utt, (x, _) in normed.items():
