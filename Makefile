@@ -40,14 +40,19 @@ demo: setup
 	$(MAKE) train score CORPUS=an4 CONFIG=aux_ls0.5_l3
 	$(WA) compare baseline aux_ls0.5_l3 --corpus an4 --exp-root $(EXP) --set test
 
+# The CORPUS section of RESULTS.md from the published runs in results/$(CORPUS)/ (weakalign publish), no exp/:
+# every run there, grouped by seed (config = run name without _seed<n>): n, dev/test WER mean ± std,
+# and the paired p-values (bootstrap; sign-flip pooled over seed pairs) vs the baseline group.
+# Runs trained on different alignments / stopping rules are refused: ALLOW_MIXED=1 tabulates them anyway.
 results: setup
-	$(WA) results-table $(CORPUS) baseline aux_ls0.5_l3 aux_onehot_l3 auxctc_l3 ctc_only --exp-root $(EXP) --out RESULTS.md
+	$(WA) results-table $(CORPUS) --from-results --results-root results --group --baseline baseline $(if $(ALLOW_MIXED),--allow-mixed) --out RESULTS.md
 
 test: setup
 	$(VENV)/bin/python -m pytest -q tests
 
+# exp/bench/*.json; time_to_accuracy.json also reads the published runs of results/ when it exists.
 bench: setup
-	$(WA) bench $(CORPUS) $(ROOTS) --nj $(NJ)
+	$(WA) bench $(CORPUS) $(ROOTS) --nj $(NJ) $(if $(wildcard results),--results-root results)
 
 clean:
 	rm -rf $(DATA) $(EXP)

@@ -6,13 +6,25 @@ project can use the exported ``senone``/``phone`` TemporalArrays.
 The E2E encoder subsamples the 10 ms fbank frames ×4 with two Conv2d layers
 (kernel 3, stride 2, no padding). Output frame ``j`` of the second conv sees
 outputs ``2j .. 2j+2`` of the first, which see input frames ``4j .. 4j+6``: a
-7-frame window whose centre is input frame ``4j + 3``. A 40 ms label is the
-10 ms label at that centre frame.
+7-frame window whose centre is input frame ``4j + 3``. Three ways to give that
+output frame a target (the E2E config key ``aux_targets``):
+
+- ``centre``: the 10 ms label at the centre frame (:func:`subsample_labels`); a senone
+  run shorter than 4 frames can fall between two centres and never be seen;
+- ``majority``: the most frequent label of the window (``subsample_labels(..., mode="majority")``);
+- ``soft``: the window's label histogram (:func:`window_label_distribution`), which keeps
+  every run that overlaps a window, with weight (frames in the window) / 7.
 
 >>> subsampled_length(100)
 24
 >>> subsample_labels(np.arange(12))          # centre frames 3 and 7
 array([3, 7])
+>>> row = np.array([0, 0, 0, 1, 0, 2, 2, 2, 2, 2, 2])   # an 11-frame row: windows 0..6 and 4..10
+>>> subsample_labels(row), subsample_labels(row, mode="majority")
+(array([1, 2]), array([0, 2]))
+>>> dist, valid = window_label_distribution(row, num_classes=3)
+>>> (dist * 7).round().tolist()           # frames per label in each window
+[[4.0, 1.0, 2.0], [1.0, 0.0, 6.0]]
 >>> padded, lens = collate_alignments([np.array([1, 2, 3]), np.array([4])])
 >>> padded.tolist(), lens.tolist()
 ([[1, 2, 3], [4, -100, -100]], [3, 1])
@@ -32,6 +44,7 @@ IGNORE_INDEX = -100
 SUBSAMPLING = 4
 WINDOW = 7
 CENTRE_OFFSET = WINDOW // 2
+SUBSAMPLE_MODES = ("centre", "majority")
 
 
 def subsampled_length(num_frames: int) -> int:
@@ -62,33 +75,141 @@ def window_centres(num_frames: int) -> np.ndarray:
     return np.arange(subsampled_length(num_frames)) * SUBSAMPLING + CENTRE_OFFSET
 
 
-def subsample_labels(labels, lengths=None, pad: int = IGNORE_INDEX):
-    """Map 10 ms labels to the encoder's 40 ms rate: the label at each window's centre frame.
+def subsample_labels(labels, lengths=None, pad: int = IGNORE_INDEX, mode: str = "centre"):
+    """Map 10 ms labels to the encoder's 40 ms rate: one label per 7-frame receptive window.
 
-    ``labels`` is a 1-D array/tensor ``(T,)`` or a padded batch ``(B, T)``. For a
-    batch, ``lengths`` gives each row's valid frames (default: the count of
-    entries that are not ``pad``); output frames past a row's subsampled length
+    ``mode="centre"`` takes the label at each window's centre frame ``4j + 3``;
+    ``mode="majority"`` the most frequent label among the window's valid (not ``pad``)
+    frames ``4j .. 4j+6``, ties going to the centre frame's label if it is among the
+    tied, else to the tied label that occurs first in the window (``pad`` if no frame
+    of the window is valid).
+
+    ``labels`` is a 1-D array/tensor ``(T,)`` or a padded batch ``(B, T)``; numpy in,
+    numpy out. For a batch, ``lengths`` gives each row's valid frames (default: the count
+    of entries that are not ``pad``); output frames past a row's subsampled length
     are set to ``pad``, so padded frames stay ignored by the loss.
 
     >>> subsample_labels(torch.tensor([[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
     ...                                [0, 1, 2, 3, 4, 5, 6, -100, -100, -100, -100]])).tolist()
     [[3, 7], [3, -100]]
+
+    Majority ties: window 0 of the first row (frames 0..6: 9 9 8 5 5 6 6) ties 9, 5
+    and 6 at two frames each and the centre's 5 wins; window 1 (frames 4..10:
+    5 6 6 7 5 1 1) ties 5, 6 and 1 with 7 at the centre, so the 5 that comes first
+    wins. The second row has 7 valid frames, so one output frame.
+
+    >>> rows = torch.tensor([[9, 9, 8, 5, 5, 6, 6, 7, 5, 1, 1],
+    ...                      [4, 4, 4, 5, 5, 6, 6, -100, -100, -100, -100]])
+    >>> subsample_labels(rows).tolist(), subsample_labels(rows, mode="majority").tolist()
+    ([[5, 7], [5, -100]], [[5, 5], [4, -100]])
     """
+    if mode not in SUBSAMPLE_MODES:
+        raise ValueError(f"mode must be one of {SUBSAMPLE_MODES}, got {mode!r}")
     is_numpy = isinstance(labels, np.ndarray)
     x = torch.as_tensor(labels)
-    if x.dim() == 1:
-        out = x[CENTRE_OFFSET::SUBSAMPLING][: subsampled_length(x.shape[0])]
-        return out.numpy() if is_numpy else out
-    if x.dim() != 2:
+    if x.dim() not in (1, 2):
         raise ValueError(f"labels must be (T,) or (B, T), got shape {tuple(x.shape)}")
+    if mode == "centre":
+        out = _centre_labels(x, lengths, pad)
+    else:
+        windows, valid = _label_windows(x, lengths, pad)
+        out = _majority_labels(windows, valid, pad)
+        out = out[0] if x.dim() == 1 else out
+    return out.numpy() if is_numpy else out
+
+
+def _centre_labels(x: torch.Tensor, lengths, pad: int) -> torch.Tensor:
+    if x.dim() == 1:
+        return x[CENTRE_OFFSET::SUBSAMPLING][: subsampled_length(x.shape[0])]
+    out_len = subsampled_length(x.shape[1])
+    out = x[:, CENTRE_OFFSET::SUBSAMPLING][:, :out_len].clone()
+    out[~_frame_mask(x, lengths, pad, out_len)] = pad
+    return out
+
+
+def _frame_mask(x: torch.Tensor, lengths, pad: int, out_len: int) -> torch.Tensor:
+    """``(B, T')``: output frames within each row's subsampled length (rows of a 2-D ``x``)."""
     if lengths is None:
         lengths = (x != pad).sum(dim=1)
     lengths = torch.as_tensor(lengths, device=x.device)
+    return torch.arange(out_len, device=x.device)[None, :] < subsampled_lengths(lengths)[:, None]
+
+
+def _label_windows(x: torch.Tensor, lengths, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each output frame's 7 input labels ``(B, T', 7)`` and which of them count.
+
+    A 1-D ``x`` is a batch of one whose length is all of it. An input frame counts when
+    its label is not ``pad`` and its output frame is within the row's subsampled length;
+    such an output frame's whole window lies inside the row (4j + 6 < length), so no
+    per-input-frame length test is needed.
+    """
+    if x.dim() == 1:
+        x, lengths = x[None], torch.tensor([x.shape[0]], device=x.device)
     out_len = subsampled_length(x.shape[1])
-    out = x[:, CENTRE_OFFSET::SUBSAMPLING][:, :out_len].clone()
-    valid = torch.arange(out_len, device=x.device)[None, :] < subsampled_lengths(lengths)[:, None]
-    out[~valid] = pad
-    return out.numpy() if is_numpy else out
+    if out_len == 0:        # unfold needs at least one whole window
+        windows = x.new_full((x.shape[0], 0, WINDOW), pad)
+    else:
+        windows = x.unfold(1, WINDOW, SUBSAMPLING)[:, :out_len]
+    valid = (windows != pad) & _frame_mask(x, lengths, pad, out_len)[:, :, None]
+    return windows, valid
+
+
+# Tie-break bonus per window position, below one count step (16 > 8): the centre beats every
+# other position, then earlier beats later (position 0 gets 7, position 6 gets 1).
+_TIE_BONUS = torch.tensor([WINDOW - i for i in range(WINDOW)])
+_TIE_BONUS[CENTRE_OFFSET] = WINDOW + 1
+_COUNT_STEP = 2 * (WINDOW + 1)
+
+
+def _majority_labels(windows: torch.Tensor, valid: torch.Tensor, pad: int) -> torch.Tensor:
+    """The most frequent valid label per window ``(B, T')``, ties by :data:`_TIE_BONUS`; ``pad`` if none.
+
+    Compares the 7 positions pairwise (7x7 per window) instead of building a K-class histogram.
+    """
+    same = (windows[..., :, None] == windows[..., None, :]) & valid[..., None, :]
+    counts = same.sum(-1)                                    # (B, T', 7): frames sharing this label
+    score = counts * _COUNT_STEP + _TIE_BONUS.to(windows.device)
+    score = score.masked_fill(~valid, -1)
+    best = score.argmax(-1, keepdim=True)
+    out = windows.gather(-1, best).squeeze(-1).clone()
+    out[~valid.any(-1)] = pad
+    return out
+
+
+def window_label_distribution(labels, lengths=None, num_classes: int | None = None,
+                              pad: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
+    """Soft 40 ms targets: the normalised histogram of each receptive window's valid labels.
+
+    ``labels``/``lengths``/``pad`` as in :func:`subsample_labels`. Returns ``(dist, valid)``:
+    ``dist`` float32 ``(B, T', num_classes)`` (``(T', K)`` for 1-D labels) sums to 1 over
+    the classes on every valid output frame and is all zero elsewhere; ``valid`` ``(B, T')``
+    bool marks output frames within the row's subsampled length that have at least one
+    non-pad label — the same frames where ``subsample_labels(..., mode="majority")`` is not ``pad``.
+    A label outside ``0 .. num_classes-1`` raises ``ValueError``.
+
+    A 2-frame run (label 1) falls between the centres 3 and 7, but both windows see it:
+
+    >>> dist, valid = window_label_distribution(torch.tensor([[0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2, -100]]),
+    ...                                         num_classes=3)
+    >>> (dist[0] * 7).round().tolist(), valid.tolist()
+    ([[5.0, 2.0, 0.0], [1.0, 2.0, 4.0]], [[True, True]])
+    """
+    if num_classes is None or int(num_classes) < 1:
+        raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+    x = torch.as_tensor(labels)
+    if x.dim() not in (1, 2):
+        raise ValueError(f"labels must be (T,) or (B, T), got shape {tuple(x.shape)}")
+    windows, valid_in = _label_windows(x.long(), lengths, pad)
+    out_of_range = valid_in & ((windows < 0) | (windows >= num_classes))
+    if bool(out_of_range.any()):
+        raise ValueError(f"labels outside 0..{num_classes - 1}: {sorted(set(windows[out_of_range].tolist()))[:5]}")
+    weights = valid_in.float()
+    # Invalid positions add weight 0, so any in-range index will do for them.
+    index = windows.masked_fill(~valid_in, 0)
+    hist = weights.new_zeros(*windows.shape[:2], int(num_classes)).scatter_add_(-1, index, weights)
+    dist = hist / weights.sum(-1, keepdim=True).clamp(min=1.0)
+    valid = valid_in.any(-1)
+    return (dist[0], valid[0]) if x.dim() == 1 else (dist, valid)
 
 
 def collate_alignments(alignments: Sequence, pad: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:

@@ -63,33 +63,54 @@ def score(ws, force, nj, config, seed, run, mode, beam, ctc_weight, splits, devi
         click.echo(f"{run_dir.name} {split}: WER {r['wer']}% {r['ci95']}  CER {r['cer']}%  ({r['words']} words)")
 
 
+def runs_location_options(fn):
+    """``--exp-root``, ``--results-root`` and ``--from-results``: where compare/results-table find run dirs."""
+    fn = click.option("--from-results", is_flag=True,
+                      help="Read the published runs in <results-root>/<corpus>/ (weakalign publish) instead of "
+                           "<exp-root>/<corpus>/e2e/: no exp/ needed.")(fn)
+    fn = click.option("--results-root", default="results", show_default=True,
+                      help="Parent of the published results/<corpus>/ (with --from-results).")(fn)
+    fn = click.option("--exp-root", default="exp", show_default=True)(fn)
+    return fn
+
+
 @click.command("compare")
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--corpus", default="an4", show_default=True)
-@click.option("--exp-root", default="exp", show_default=True)
+@runs_location_options
 @click.option("--set", "split", default="test", show_default=True, help="Scored set to compare on.")
 @click.option("--group", "group_seeds", is_flag=True, help="Group runs differing only in _seed<n> (mean ± std).")
 @click.option("--replicas", default=2000, show_default=True, type=int, help="Bootstrap replicas.")
-@click.option("--out", default=None, help="Markdown output (default exp/<c>/e2e/compare_<set>.md).")
-def compare_cmd(runs, corpus, exp_root, split, group_seeds, replicas, out):
-    """Table of scored runs: WER, 95% CI, change and paired-bootstrap p-value vs the first run.
+@click.option("--permutations", default=10000, show_default=True, type=int,
+              help="Random sign flips of the permutation test (exact when <= 16 differences are non-zero).")
+@click.option("--allow-mixed", is_flag=True,
+              help="Compare runs trained on different alignment sets / stopping rules / selection criteria "
+                   "(or without a training record) anyway, with a warning above the table.")
+@click.option("--out", default=None, help="Markdown output (default <run root>/compare_<set>.md).")
+def compare_cmd(runs, corpus, exp_root, results_root, from_results, split, group_seeds, replicas, permutations,
+                allow_mixed, out):
+    """Table of scored runs: n, WER, 95% CI, change and two paired p-values vs the first run.
 
-    RUNS are run dirs, run names or globs under exp/<corpus>/e2e (a glob matching several runs,
-    e.g. 'aux_ls0.5_l3_seed*', is one system: mean ± std over its runs).
+    p: paired bootstrap over utterances on seed-averaged per-utterance errors; p_perm: paired
+    sign-flip test on per-utterance differences pooled over seed pairs. Refuses runs trained on
+    different alignments, stopping rules or selection criteria unless --allow-mixed.
     """
     from pathlib import Path
 
-    from .compare import compare, format_table, resolve_systems, write_comparison
+    from .compare import (check_comparable, compare_scores, format_table, resolve_systems, runs_root, score_system,
+                          write_comparison)
 
-    e2e_dir = Path(exp_root) / corpus / "e2e"
+    root = runs_root(corpus, exp_root=exp_root, results_root=results_root, from_results=from_results)
     try:
-        systems = resolve_systems(e2e_dir, list(runs), group_seeds)
-        rows = compare(systems, split, replicas=replicas)
+        systems = resolve_systems(root, list(runs), group_seeds)
+        warnings = check_comparable(systems, allow_mixed)
+        rows = compare_scores([score_system(s, split) for s in systems], split, replicas=replicas,
+                              permutations=permutations)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e).strip('"'))
-    out = Path(out) if out else e2e_dir / f"compare_{split}.md"
-    write_comparison(out, rows, corpus)
-    click.echo(format_table(rows))
+    out = Path(out) if out else root / f"compare_{split}.md"
+    write_comparison(out, rows, corpus, warnings)
+    click.echo(format_table(rows, warnings))
     click.echo(f"(written to {out})")
 
 
@@ -128,27 +149,60 @@ def sweep(ws, force, nj, grid, seeds, base, jobs, split, mode, device, epochs, m
 
 @click.command("results-table")
 @click.argument("corpus")
-@click.argument("runs", nargs=-1, required=True)
-@click.option("--exp-root", default="exp", show_default=True)
+@click.argument("runs", nargs=-1)
+@runs_location_options
 @click.option("--set", "splits", multiple=True, default=("dev", "test"), show_default=True)
 @click.option("--group", "group_seeds", is_flag=True, help="Group runs differing only in _seed<n>.")
+@click.option("--baseline", default="baseline", show_default=True,
+              help="System the p-values are against (columns only when it is in the table).")
+@click.option("--allow-mixed", is_flag=True, help="Tabulate runs trained under different conditions anyway.")
 @click.option("--out", default="RESULTS.md", show_default=True, help="File whose <corpus> section is (re)written.")
-def results_table(corpus, runs, exp_root, splits, group_seeds, out):
-    """Write the icefall-style results section of CORPUS (from the runs' results.json) into --out."""
+def results_table(corpus, runs, exp_root, results_root, from_results, splits, group_seeds, baseline, allow_mixed,
+                  out):
+    """Write the icefall-style results section of CORPUS (from the runs' results.json) into --out.
+
+    Without RUNS: every scored run of the run root (baseline first, then by name).
+    """
     from pathlib import Path
 
-    from .compare import resolve_systems, results_section, update_results_md
+    from .compare import order_systems, resolve_systems, results_section, runs_root, scored_runs, update_results_md
 
+    root = runs_root(corpus, exp_root=exp_root, results_root=results_root, from_results=from_results)
+    specs = list(runs) or scored_runs(root)
+    if not specs:
+        raise click.ClickException(f"no scored run under {root}"
+                                   + (" (weakalign publish copies them there)" if from_results else ""))
     try:
-        systems = resolve_systems(Path(exp_root) / corpus / "e2e", list(runs), group_seeds)
-        section = results_section(corpus, systems, tuple(splits))
+        systems = resolve_systems(root, specs, group_seeds)
+        if not runs:
+            systems = order_systems(systems, baseline)
+        section = results_section(corpus, systems, tuple(splits), baseline=baseline, allow_mixed=allow_mixed,
+                                  from_results=from_results)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e).strip('"'))
     update_results_md(Path(out), corpus, section)
     click.echo(section)
 
 
-COMMANDS: list = [train, score, compare_cmd, sweep, results_table]
+@click.command("publish")
+@click.argument("corpus")
+@click.argument("runs", nargs=-1, required=True)
+@click.option("--exp-root", default="exp", show_default=True)
+@click.option("--results-root", default="results", show_default=True, help="Parent of results/<corpus>/.")
+def publish_cmd(corpus, runs, exp_root, results_root):
+    """Copy scored runs' small text outputs (results.json, trn files, metrics, config, training record)
+    from <exp-root>/<corpus>/e2e/<run>/ to <results-root>/<corpus>/<run>/; RUN may be a glob."""
+    from .publish import publish
+
+    try:
+        published = publish(corpus, list(runs), exp_root=exp_root, results_root=results_root)
+    except (FileNotFoundError, KeyError, ValueError) as e:
+        raise click.ClickException(str(e).strip('"'))
+    for name, files in published.items():
+        click.echo(f"{name}: {len(files)} files -> {files[-1].parent if files else ''}")
+
+
+COMMANDS: list = [train, score, compare_cmd, sweep, results_table, publish_cmd]
 
 
 @click.command("emnet-plot")
@@ -170,3 +224,50 @@ def emnet_plot_cmd(ws, force, nj, run, ref_run, utt, split):
 
 
 COMMANDS.append(emnet_plot_cmd)
+
+
+@click.command("time-to-accuracy")
+@click.argument("corpus")
+@runs_location_options
+@click.option("--target", "targets", multiple=True, type=float,
+              help="Dev greedy-CTC WER target in % (repeatable) [default: 50 30 20 15 12 10].")
+@click.option("--baseline", default="baseline", show_default=True, help="Group the ratios are against.")
+@click.option("--per-run", is_flag=True, help="Also a table of every run.")
+@click.option("--json", "json_out", default=None, help="Also write the full result as JSON here.")
+def time_to_accuracy_cmd(corpus, exp_root, results_root, from_results, targets, baseline, per_run, json_out):
+    """Updates and wall time at which each run first reaches each dev WER target, per config (mean over
+    seeds), and the ratio to the baseline; a markdown table. (`weakalign bench` writes the same as
+    exp/bench/time_to_accuracy.json.)"""
+    from ..pipeline.io import write_json
+    from .compare import runs_root
+    from .time_to_accuracy import DEFAULT_TARGETS, format_markdown, time_to_accuracy
+
+    root = runs_root(corpus, exp_root=exp_root, results_root=results_root, from_results=from_results)
+    result = time_to_accuracy([root], targets or DEFAULT_TARGETS, baseline=baseline)
+    if not result["runs"]:
+        raise click.ClickException(result["note"])
+    if json_out:
+        write_json(json_out, {"corpus": corpus, **result})
+    click.echo(format_markdown(result, per_run=per_run))
+
+
+@click.command("curves")
+@click.argument("corpus")
+@click.argument("runs", nargs=-1, required=True)
+@runs_location_options
+@click.option("--out", default=None, help="PNG (default <run root>/curves_dev.png: results/<c>/ with "
+                                          "--from-results, else exp/<c>/e2e/).")
+def curves_cmd(corpus, runs, exp_root, results_root, from_results, out):
+    """Dev greedy-CTC WER and dev CTC loss vs updates of RUNS (names or globs), one thin line per seed,
+    runs differing only in _seed<n> drawn in one colour."""
+    from .time_to_accuracy import curves
+
+    try:
+        path = curves(corpus, list(runs), exp_root=exp_root, results_root=results_root,
+                      from_results=from_results, out=out)
+    except FileNotFoundError as e:
+        raise click.ClickException(str(e).strip('"'))
+    click.echo(str(path))
+
+
+COMMANDS += [time_to_accuracy_cmd, curves_cmd]

@@ -3,20 +3,45 @@
 Each system is a run dir (``exp/<c>/e2e/<run>``, given as a path, a run name or a
 glob such as ``aux_ls0.5_l3_seed*``) or a *group* of run dirs: a glob matching
 several runs, or, with ``group_seeds=True``, runs whose names differ only in a
-``_seed<n>`` suffix. For a group the WER is given as mean ± std over its runs,
-and its per-utterance errors are the mean over the runs (the "average system")
-for the interval and the paired test.
+``_seed<n>`` suffix. For a group the WER is given as mean ± std over its runs
+(``n`` runs), and its per-utterance errors are the mean over the runs (the
+"average system") for the interval and the bootstrap test.
 
-Columns: WER, bootstrap 95% CI, relative change vs the first system, and the
-two-sided paired bootstrap p-value vs the first system (same utterances).
+Runs are looked up under ``exp/<c>/e2e/`` or, ``from_results`` (``--from-results``),
+under the published copies in ``results/<c>/`` (``weakalign publish``): every table
+can be recomputed from ``results/`` alone.
+
+Columns: ``n`` (runs), WER, bootstrap 95% CI, relative change vs the first system, and
+two two-sided p-values vs the first system, both paired over the same utterances:
+
+- ``p``: paired bootstrap over utterances (Bisani & Ney 2004; Koehn 2004) on the
+  per-utterance errors *averaged over each group's runs*;
+- ``p_perm``: paired permutation (sign-flip) test on per-utterance error differences
+  *pooled over seed pairs*: when both systems have the same seeds, run ``seedK`` of one
+  is paired with run ``seedK`` of the other and every (utterance, seed pair) is a unit;
+  when the seed sets differ, on the seed-averaged per-utterance differences.
+
+Fairness: before comparing, every run's training record (``"training"`` of its
+``results.json``, else its ``training.json``) is read. Runs trained on different
+alignment sets (``alignment_digest``; ``fbank`` cuts have none, and are a different cut
+list than the alignment cuts), with different stopping rules, or with checkpoints
+selected by different criteria are not compared -- nor runs without a record -- unless
+``allow_mixed`` (``--allow-mixed``), which turns the refusal into a warning above the
+table. A system of fewer than 3 runs is compared with a warning.
 
 >>> seed_group_name("aux_ls0.5_l3_seed2")
 'aux_ls0.5_l3'
+>>> describe_value("alignment set", ("ali", "3f2a9c0d11aa22bb"))
+'3f2a9c0d…'
+>>> describe_value("stopping rule", {"rule": "early_stopping", "patience": 8})
+'rule=early_stopping, patience=8'
 """
 
 from __future__ import annotations
 
 import fnmatch
+import json
+import logging
 import re
 import statistics
 from dataclasses import dataclass, field
@@ -26,14 +51,35 @@ import numpy as np
 
 from weakalign.pipeline.io import atomic_open, read_json
 
-from .scoring import read_trn, score_set
-from .significance import bootstrap_ci, paired_bootstrap_test
+from .scoring import read_trn, score_set, split_results
+from .significance import bootstrap_ci, paired_bootstrap_test, paired_permutation_test
 
-SEED_SUFFIX = re.compile(r"_seed\d+$")
+log = logging.getLogger("weakalign")
+
+SEED_SUFFIX = re.compile(r"_seed(\d+)$")
+MIN_SEEDS = 3
+TRAINING_FILE = "training.json"
 
 
 def seed_group_name(run: str) -> str:
     return SEED_SUFFIX.sub("", run)
+
+
+def runs_root(corpus: str, *, exp_root: str | Path = "exp", results_root: str | Path = "results",
+              from_results: bool = False) -> Path:
+    """Where the run dirs of ``corpus`` are: ``exp/<c>/e2e`` or, published, ``results/<c>``.
+
+    >>> str(runs_root("an4")), str(runs_root("an4", from_results=True))
+    ('exp/an4/e2e', 'results/an4')
+    """
+    return Path(results_root) / corpus if from_results else Path(exp_root) / corpus / "e2e"
+
+
+def scored_runs(root: Path) -> list[str]:
+    """Names of the run dirs under ``root`` that hold a ``results.json``, sorted."""
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and (p / "results.json").exists())
 
 
 @dataclass
@@ -72,12 +118,107 @@ def resolve_systems(e2e_dir: Path, specs: list[str], group_seeds: bool = False) 
     return systems
 
 
+# ---------------------------------------------------------------- what a run trained on
+
+def training_record(run_dir: Path) -> dict | None:
+    """The run's training record: ``"training"`` of its results.json, else its training.json, else None."""
+    results_path = Path(run_dir) / "results.json"
+    if results_path.exists():
+        training = read_json(results_path).get("training")
+        if isinstance(training, dict):
+            return training
+    path = Path(run_dir) / TRAINING_FILE
+    return read_json(path) if path.exists() else None
+
+
+def run_seed(run_dir: Path, record: dict | None = None) -> int | None:
+    """The seed of a run: its ``_seed<n>`` suffix, else its training record's, else None."""
+    m = SEED_SUFFIX.search(Path(run_dir).name)
+    if m:
+        return int(m.group(1))
+    record = training_record(run_dir) if record is None else record
+    return record.get("seed") if record else None
+
+
+# What must agree across compared runs: (name in messages, value from a training record).
+FAIRNESS_KEYS = (
+    ("alignment set", lambda r: (r.get("cuts"), r.get("alignment_digest"))),
+    ("stopping rule", lambda r: r.get("stopping")),
+    ("checkpoint-selection criterion", lambda r: (r.get("selection") or {}).get("criterion")),
+)
+MISMATCH = {"alignment set": "runs trained on different alignment sets",
+            "stopping rule": "runs trained with different stopping rules",
+            "checkpoint-selection criterion": "runs whose checkpoints were selected by different criteria"}
+
+
+def describe_value(what: str, value) -> str:
+    """A training-record value as the error message shows it."""
+    if what == "alignment set":
+        cuts, digest = value
+        if digest:
+            return f"{digest[:8]}…"
+        return f"{cuts or 'unknown'} cuts, no alignment digest"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return "none" if value is None else str(value)
+
+
+def _key(value) -> str:
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+class MixedRunsError(ValueError):
+    """The runs of a comparison were not trained under the same conditions."""
+
+
+def fairness_problems(systems: list[System]) -> list[str]:
+    """Why the runs of ``systems`` are not comparable (empty when they are)."""
+    runs = [d for s in systems for d in s.run_dirs]
+    records = {d: training_record(d) for d in runs}
+    problems = []
+    missing = [d.name for d, r in records.items() if r is None]
+    if missing:
+        problems.append(f"runs without a training record (no training.json, no \"training\" in results.json): "
+                        f"{', '.join(missing)}; what they trained on and how they stopped is unknown")
+    known = {d: r for d, r in records.items() if r is not None}
+    for what, get in FAIRNESS_KEYS:
+        values = {d: get(r) for d, r in known.items()}
+        by_value: dict[str, list[Path]] = {}
+        for d, v in values.items():
+            by_value.setdefault(_key(v), []).append(d)
+        if len(by_value) > 1:  # runs sharing a value named together: "a, b (3f2a…) vs c (9c0d…)"
+            problems.append(f"{MISMATCH[what]}: " + " vs ".join(
+                f"{', '.join(d.name for d in ds)} ({describe_value(what, values[ds[0]])})" for ds in by_value.values()))
+    return problems
+
+
+def check_comparable(systems: list[System], allow_mixed: bool = False) -> list[str]:
+    """Refuse (:class:`MixedRunsError`) runs trained under different conditions unless ``allow_mixed``.
+
+    Returns the warnings to print above the table: the mismatches let through by ``allow_mixed``,
+    and systems of fewer than 3 runs.
+    """
+    problems = fairness_problems(systems)
+    if problems and not allow_mixed:
+        raise MixedRunsError("; ".join(problems) + "; pass --allow-mixed to compare anyway")
+    warnings = [f"compared anyway (--allow-mixed): {p}" for p in problems]
+    small = [f"{s.name} (n={len(s.run_dirs)})" for s in systems if len(s.run_dirs) < MIN_SEEDS]
+    if small:
+        warnings.append(f"fewer than {MIN_SEEDS} runs (seeds): {', '.join(small)}; "
+                        "a difference between single runs can be seed noise")
+    for w in warnings:
+        log.warning("compare: %s", w)
+    return warnings
+
+
+# ---------------------------------------------------------------- scoring the runs
+
 def run_errors(run_dir: Path, split: str) -> tuple[dict[str, int], dict[str, int], float]:
     """Per-utterance word errors and reference words of a scored run, and its WER."""
     results_path = run_dir / "results.json"
     if not results_path.exists():
         raise FileNotFoundError(f"{results_path} not found: score the run first (weakalign score)")
-    results = read_json(results_path)
+    results = split_results(read_json(results_path))
     if split not in results:
         raise KeyError(f"{run_dir.name} has no results for set {split!r} (it has: {', '.join(results)})")
     r = results[split]
@@ -95,6 +236,8 @@ class SystemScore:
     utts: list[str]
     errors: np.ndarray      # mean errors per utterance over the system's runs
     words: np.ndarray
+    run_errors: np.ndarray = None  # runs x utterances
+    seeds: list = field(default_factory=list)
 
 
 def score_system(system: System, split: str) -> SystemScore:
@@ -103,52 +246,98 @@ def score_system(system: System, split: str) -> SystemScore:
     for d, (errs, _, _) in zip(system.run_dirs, per_run):
         if sorted(errs) != utts:
             raise ValueError(f"{d.name} scored other utterances of {split!r} than {system.run_dirs[0].name}")
-    errors = np.mean([[e[u] for u in utts] for e, _, _ in per_run], axis=0)
+    matrix = np.array([[e[u] for u in utts] for e, _, _ in per_run], dtype=float)
     words = np.array([per_run[0][1][u] for u in utts])
-    return SystemScore(system, [w for _, _, w in per_run], utts, errors, words)
+    return SystemScore(system, [w for _, _, w in per_run], utts, matrix.mean(axis=0), words, matrix,
+                       [run_seed(d) for d in system.run_dirs])
 
 
-def compare(systems: list[System], split: str = "test", *, replicas: int = 2000, seed: int = 0) -> list[dict]:
-    """One row per system: WER (mean ± std for groups), CI, relative change and p-value vs the first."""
-    scores = [score_system(s, split) for s in systems]
+def pooled_differences(a: SystemScore, b: SystemScore) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+    """Per-unit errors of a and b and reference words for the permutation test, and how they pair.
+
+    Same seeds on both sides (each once): run seedK of a with run seedK of b, the seed pairs'
+    per-utterance vectors concatenated. Otherwise the seed-averaged per-utterance errors.
+    """
+    sa, sb = a.seeds, b.seeds
+    if len(set(sa)) == len(sa) and len(set(sb)) == len(sb) and set(sa) == set(sb) and sa:
+        order = sorted(sa, key=str)
+        ea = np.concatenate([a.run_errors[sa.index(s)] for s in order])
+        eb = np.concatenate([b.run_errors[sb.index(s)] for s in order])
+        pairing = f"{len(order)} seed pair{'s' if len(order) > 1 else ''}"
+        return ea, eb, np.tile(a.words, len(order)), pairing
+    return a.errors, b.errors, a.words, "seed-averaged"
+
+
+def compare(systems: list[System], split: str = "test", *, replicas: int = 2000, seed: int = 0,
+            permutations: int = 10000, allow_mixed: bool = False) -> list[dict]:
+    """One row per system: n, WER (mean ± std for groups), CI, relative change and p-values vs the first.
+
+    Raises :class:`MixedRunsError` when the runs were trained under different conditions
+    (see :func:`check_comparable`) unless ``allow_mixed``.
+    """
+    check_comparable(systems, allow_mixed)
+    return compare_scores([score_system(s, split) for s in systems], split, replicas=replicas, seed=seed,
+                          permutations=permutations)
+
+
+def compare_scores(scores: list[SystemScore], split: str, *, replicas: int = 2000, seed: int = 0,
+                   permutations: int = 10000) -> list[dict]:
+    """The rows of :func:`compare` from scored systems (no fairness check)."""
     first = scores[0]
     rows = []
     for i, sc in enumerate(scores):
         ci = bootstrap_ci(sc.errors, sc.words, replicas=replicas, seed=seed)
         wer = float(np.mean(sc.wers))
-        row = {"system": sc.system.name, "runs": [d.name for d in sc.system.run_dirs], "set": split,
-               "wer": round(wer, 2), "wer_std": round(statistics.stdev(sc.wers), 2) if len(sc.wers) > 1 else None,
-               "ci95": ci["ci95"], "rel_change": None, "p_value": None}
+        row = {"system": sc.system.name, "runs": [d.name for d in sc.system.run_dirs], "n": len(sc.wers),
+               "set": split, "wer": round(wer, 2),
+               "wer_std": round(statistics.stdev(sc.wers), 2) if len(sc.wers) > 1 else None,
+               "ci95": ci["ci95"], "rel_change": None, "p_value": None, "p_perm": None, "p_perm_pairing": None}
         if i > 0:
             if sc.utts != first.utts:
                 raise ValueError(f"{sc.system.name} and {first.system.name} were scored on different utterances "
                                  f"of {split!r}; a paired test needs the same ones")
             first_wer = float(np.mean(first.wers))
             row["rel_change"] = round(100.0 * (wer - first_wer) / first_wer, 1) if first_wer else None
+            # Bootstrap over utterances on the seed-averaged per-utterance errors.
             row["p_value"] = paired_bootstrap_test(first.errors, sc.errors, sc.words, replicas=replicas,
                                                    seed=seed)["p_value"]
+            ea, eb, words, pairing = pooled_differences(first, sc)
+            row["p_perm"] = paired_permutation_test(ea, eb, words, permutations=permutations, seed=seed)["p_value"]
+            row["p_perm_pairing"] = pairing
         rows.append(row)
     return rows
 
 
-def format_table(rows: list[dict]) -> str:
-    """Markdown table of :func:`compare` rows."""
+def format_p(p: float | None) -> str:
+    return "—" if p is None else (f"{p:.3f}" if p >= 0.001 else "<0.001")
+
+
+def format_table(rows: list[dict], warnings: list[str] | tuple = ()) -> str:
+    """Markdown table of :func:`compare` rows, the warnings of the comparison above it."""
     first = rows[0]["system"] if rows else ""
-    lines = [f"| system | runs | {rows[0]['set'] if rows else ''} WER (%) | 95% CI | rel. vs {first} | p vs {first} |",
-             "|---|---|---|---|---|---|"]
+    lines = [f"> **warning**: {w}" for w in warnings] + ([""] if warnings else [])
+    lines += [f"| system | n | {rows[0]['set'] if rows else ''} WER (%) | 95% CI | rel. vs {first} | p vs {first} "
+              f"| p_perm vs {first} |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         wer = f"{r['wer']:.2f}" + (f" ± {r['wer_std']:.2f}" if r["wer_std"] is not None else "")
         rel = "—" if r["rel_change"] is None else f"{r['rel_change']:+.1f}%"
-        p = "—" if r["p_value"] is None else (f"{r['p_value']:.3f}" if r["p_value"] >= 0.001 else "<0.001")
-        lines.append(f"| {r['system']} | {len(r['runs'])} | {wer} | [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | {rel} | {p} |")
+        lines.append(f"| {r['system']} | {r['n']} | {wer} | [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | {rel} | "
+                     f"{format_p(r['p_value'])} | {format_p(r.get('p_perm'))} |")
     return "\n".join(lines)
 
 
-def write_comparison(path: Path, rows: list[dict], corpus: str) -> None:
-    text = (f"# {corpus}: comparison on {rows[0]['set']}\n\n{format_table(rows)}\n\n"
-            "WER of a group: mean ± std over its runs. 95% CI: bootstrap over utterances (percentile). "
-            "p: two-sided paired bootstrap test vs the first system (Bisani & Ney 2004; Koehn 2004), "
-            "on per-utterance errors averaged over a group's runs.\n")
+TESTS_NOTE = ("p: two-sided paired bootstrap test over utterances (Bisani & Ney 2004; Koehn 2004) on the "
+              "per-utterance errors averaged over a group's runs. p_perm: two-sided paired permutation "
+              "(sign-flip) test on per-utterance error differences pooled over seed pairs (seedK vs seedK; "
+              "seed-averaged differences when the seed sets differ).")
+
+
+def write_comparison(path: Path, rows: list[dict], corpus: str, warnings: list[str] | tuple = ()) -> None:
+    pairing = "; ".join(f"{r['system']}: {r['p_perm_pairing']}" for r in rows if r.get("p_perm_pairing"))
+    text = (f"# {corpus}: comparison on {rows[0]['set']}\n\n{format_table(rows, warnings)}\n\n"
+            "n: runs (seeds) of a system. WER of a group: mean ± std over its runs. "
+            f"95% CI: bootstrap over utterances (percentile). {TESTS_NOTE}"
+            + (f" p_perm pairing: {pairing}." if pairing else "") + "\n")
     with atomic_open(path, "w") as f:
         f.write(text)
 
@@ -160,18 +349,38 @@ def _marker(corpus: str, end: bool) -> str:
 
 
 def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] = ("dev", "test"),
-                    env: dict | None = None, commands: list[str] | None = None) -> str:
-    """icefall-style section: one row per system (mean ± std over a group), the commands, the environment."""
+                    env: dict | None = None, commands: list[str] | None = None, *, baseline: str = "baseline",
+                    allow_mixed: bool = False, from_results: bool = False, replicas: int = 2000,
+                    permutations: int = 10000) -> str:
+    """icefall-style section: one row per system (n, mean ± std over a group), the commands, the environment.
+
+    When a system is named ``baseline``, every other row gets the two paired p-values vs it on the
+    last split (see :func:`compare`). The runs must have been trained under the same conditions
+    (:func:`check_comparable`) unless ``allow_mixed``; the warnings are listed under the table.
+    """
     from .environment import environment, environment_markdown
 
-    header = ["config", "runs"] + [f"{s} WER (%)" for s in splits] + [f"{splits[-1]} 95% CI", f"{splits[-1]} CER (%)", "decoding"]
+    warnings = check_comparable(systems, allow_mixed)
+    last_split = splits[-1]
+    base = next((s for s in systems if s.name == baseline), None)
+    has_last = {s.name: all(last_split in split_results(read_json(d / "results.json")) for d in s.run_dirs)
+                for s in systems}
+    scores = {s.name: score_system(s, last_split) for s in systems if has_last[s.name]}
+    p_values: dict[str, dict] = {}
+    if base is not None and base.name in scores:
+        for name, sc in scores.items():
+            if name != base.name:
+                p_values[name] = compare_scores([scores[base.name], sc], last_split, replicas=replicas,
+                                                permutations=permutations)[1]
+    header = (["config", "n"] + [f"{s} WER (%)" for s in splits] + [f"{last_split} 95% CI", f"{last_split} CER (%)"]
+              + ([f"p vs {baseline}", f"p_perm vs {baseline}"] if base is not None else []) + ["decoding"])
     lines = [_marker(corpus, False), f"## {corpus}", "",
              "E2E BLSTM encoder (6 layers, ×4 subsampling), CTC + attention decoder over BPE; "
              "`aux_*`: weak senone supervision at an encoder layer (arXiv 2311.14835).", "",
              "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
     for system in systems:
         cells = [system.name, str(len(system.run_dirs))]
-        results = [read_json(d / "results.json") for d in system.run_dirs]
+        results = [split_results(read_json(d / "results.json")) for d in system.run_dirs]
         for split in splits:
             wers = [r[split]["wer"] for r in results if split in r and r[split].get("wer") is not None]
             if not wers:
@@ -180,33 +389,53 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
                 cells.append(f"{wers[0]:.2f}")
             else:
                 cells.append(f"{statistics.mean(wers):.2f} ± {statistics.stdev(wers):.2f}")
-        last = [r[splits[-1]] for r in results if splits[-1] in r]
+        last = [r[last_split] for r in results if last_split in r]
         if len(last) == 1:
             cells += [f"[{last[0]['ci95'][0]:.2f}, {last[0]['ci95'][1]:.2f}]", f"{last[0]['cer']}"]
         elif last:
-            ci = compare([system], splits[-1])[0]["ci95"]
-            cells += [f"[{ci[0]:.2f}, {ci[1]:.2f}]", f"{statistics.mean(r['cer'] for r in last):.2f}"]
+            sc = scores.get(system.name)  # a group's CI: bootstrap of its seed-averaged per-utterance errors
+            ci = bootstrap_ci(sc.errors, sc.words, replicas=replicas)["ci95"] if sc else None
+            cells += [f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "—", f"{statistics.mean(r['cer'] for r in last):.2f}"]
         else:
             cells += ["—", "—"]
+        if base is not None:
+            row = p_values.get(system.name)
+            cells += [format_p(row["p_value"]), format_p(row["p_perm"])] if row else ["—", "—"]
         dec = last[0].get("decode", {}) if last else {}
         cells.append(f"{dec.get('mode', '?')}" + (f" beam {dec.get('beam')} ctc {dec.get('ctc_weight')}"
                                                     if dec.get("mode") == "beam" else ""))
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"n: runs (seeds) of a config; WER: mean ± std over them."
+              + (f" {TESTS_NOTE} Both on {last_split}, vs {baseline}." if base is not None else "")]
+    if warnings:
+        lines += ["", *[f"> **warning**: {w}" for w in warnings]]
     if commands is None:
         commands = [f"make align CORPUS={corpus}"]
         for system in systems:
             for d in system.run_dirs:
                 seed = SEED_SUFFIX.search(d.name)
                 commands.append(f"make train score CORPUS={corpus} CONFIG={seed_group_name(d.name)}"
-                                + (f" SEED={seed.group()[len('_seed'):]}" if seed else ""))
+                                + (f" SEED={seed.group(1)}" if seed else ""))
+        run_names = [d.name for s in systems for d in s.run_dirs]
+        grouped = any(s.is_group for s in systems)
+        if from_results:
+            commands.append(f"weakalign publish {corpus} {' '.join(run_names)}")
         commands.append(f"weakalign compare {' '.join(repr(s.name) if '*' in s.name else s.name for s in systems)} "
-                        f"--corpus {corpus} --set {splits[-1]}")
+                        f"--corpus {corpus} --set {last_split}" + (" --group" if grouped else "")
+                        + (" --from-results" if from_results else "")
+                        + (" --allow-mixed" if any(w.startswith("compared anyway") for w in warnings) else ""))
     if env is None:
-        devices = {read_json(d / "results.json").get(splits[-1], {}).get("device") for s in systems for d in s.run_dirs}
+        devices = {split_results(read_json(d / "results.json")).get(last_split, {}).get("device")
+                   for s in systems for d in s.run_dirs}
         env = environment(next(iter(devices - {None}), None))
     lines += ["", "Commands:", "", "```", *commands, "```", "", "Environment:", "", environment_markdown(env), "",
               _marker(corpus, True)]
     return "\n".join(lines)
+
+
+def order_systems(systems: list[System], baseline: str = "baseline") -> list[System]:
+    """``baseline`` first, the others by name (the order of a table of every published run)."""
+    return sorted(systems, key=lambda s: (s.name != baseline, s.name))
 
 
 def update_results_md(path: Path, corpus: str, section: str) -> None:

@@ -104,6 +104,21 @@ def count_senones(cuts: CutSet) -> int:
     return top + 1
 
 
+def alignment_digest(cuts) -> str | None:
+    """Content hash of the senone labels of ``cuts`` (ids and arrays, order-free); ``None`` when
+    no cut carries them. Two runs trained on the same alignment set share it."""
+    import hashlib
+
+    labelled = sorted((c for c in cuts if c.has_custom("senone")), key=lambda c: c.id)
+    if not labelled:
+        return None
+    h = hashlib.sha1()
+    for cut in labelled:
+        h.update(cut.id.encode())
+        h.update(load_cut_labels(cut, "senone").tobytes())
+    return h.hexdigest()
+
+
 class AsrDataset(torch.utils.data.Dataset):
     """Maps a CutSet (one batch from the sampler) to the interface's batch dict."""
 
@@ -161,3 +176,14 @@ def make_loader(cuts: CutSet, tokenizer: Tokenizer, max_duration: float, shuffle
     sampler = make_sampler(cuts, max_duration, shuffle, seed, num_buckets, world_size, rank)
     loader = torch.utils.data.DataLoader(AsrDataset(tokenizer), sampler=sampler, batch_size=None, num_workers=0)
     return loader, sampler
+
+
+def make_sortagrad_loader(cuts: CutSet, tokenizer: Tokenizer, max_duration: float,
+                          world_size: int | None = None, rank: int | None = None):
+    """Batches from the shortest utterances to the longest (SortaGrad, Amodei et al. 2016): CTC
+    finds its first alignments on short words and leaves the all-blank plateau sooner."""
+    from lhotse.dataset import SimpleCutSampler
+
+    sampler = SimpleCutSampler(cuts.sort_by_duration(ascending=True), max_duration=max_duration, shuffle=False,
+                               world_size=world_size, rank=rank, drop_last=False)
+    return torch.utils.data.DataLoader(AsrDataset(tokenizer), sampler=sampler, batch_size=None, num_workers=0)

@@ -338,26 +338,24 @@ class EMNetModel(E2EModel):
 @torch.no_grad()
 def validate_emnet(model: EMNetModel, loader, tokenizer) -> dict:
     """Dev losses per term plus greedy-CTC WER of the student (``wer``, ``wer_student``) and teacher."""
-    from .train import _Mean, greedy_ctc, word_errors
+    from .train import GreedyErrors, _Mean, greedy_ctc
 
     model.eval()
     mean = _Mean()
-    errors = {"student": [0, 0], "teacher": [0, 0]}
+    errors = {"student": GreedyErrors(), "teacher": GreedyErrors()}
     for batch in loader:
         _, stats = model(batch)
         mean.add(stats, len(batch["cut_ids"]))
         student_lp, teacher_lp, lens = model.last_ctc_outputs
         for who, lp in (("student", student_lp), ("teacher", teacher_lp)):
-            hyps = [tokenizer.decode(t) for t in greedy_ctc(lp, lens)]
-            e, w = word_errors(batch["texts"], hyps)
-            errors[who][0] += e
-            errors[who][1] += w
+            errors[who].add(batch["texts"], [tokenizer.decode(t) for t in greedy_ctc(lp, lens)])
     model.last_ctc_outputs = None
     model.train()
     result = mean.result()
-    for who, (e, w) in errors.items():
-        result[f"wer_{who}"] = 100.0 * e / max(w, 1)
-    result["wer"] = result["wer_student"]
+    for who, counts in errors.items():
+        for key, value in counts.rates().items():
+            result[f"{key}_{who}"] = value
+    result["wer"], result["cer"] = result["wer_student"], result["cer_student"]
     log.info("EM-Network dev: CTC loss student %.3f / teacher %.3f, KD %.4f; greedy-CTC WER student %.1f%% / "
              "teacher %.1f%%", result.get("loss_ctc_student", float("nan")),
              result.get("loss_ctc_teacher", float("nan")), result.get("loss_kd", float("nan")),

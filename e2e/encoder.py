@@ -94,26 +94,27 @@ class BLSTMLayer(nn.Module):
     allocates a full-size zero tensor per time step, which made it ~5x slower.)
     """
 
-    def __init__(self, idim: int, hidden: int, proj: int):
+    def __init__(self, idim: int, hidden: int, proj: int, norm: bool = False):
         super().__init__()
         self.fwd = nn.LSTM(idim, hidden, batch_first=True)
         self.bwd = nn.LSTM(idim, hidden, batch_first=True)
         self.proj = nn.Linear(2 * hidden, proj)
+        self.norm = nn.LayerNorm(proj) if norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
         forward, _ = self.fwd(x)
         backward, _ = self.bwd(reverse_padded(x, lens))
         y = torch.cat([forward, reverse_padded(backward, lens)], dim=-1)
-        return self.proj(y)
+        return self.norm(self.proj(y))
 
 
 class BLSTMEncoder(nn.Module):
     def __init__(self, idim: int = 80, conv_channels: int = 32, hidden: int = 256, proj: int = 256,
-                 num_layers: int = 6, dropout: float = 0.2, residual: bool = False):
+                 num_layers: int = 6, dropout: float = 0.2, residual: bool = False, layer_norm: bool = False):
         super().__init__()
         self.residual = residual
         self.subsampling = Conv2dSubsampling(idim, conv_channels, proj)
-        self.layers = nn.ModuleList(BLSTMLayer(proj, hidden, proj) for _ in range(num_layers))
+        self.layers = nn.ModuleList(BLSTMLayer(proj, hidden, proj, layer_norm) for _ in range(num_layers))
         self.dropout = nn.Dropout(dropout)
         self.output_dim = proj
 

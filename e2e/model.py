@@ -10,6 +10,11 @@
 - ``aux: ctc``: intermediate CTC over the BPE units;
 - ``aux: none``.
 
+For the two senone CEs, ``aux_targets`` picks each encoder frame's 40 ms target from its
+7-frame receptive window (see :mod:`weakalign.align.loader`): ``centre`` (the centre
+frame's senone), ``majority`` (the window's most frequent senone) or ``soft`` (the
+window's senone histogram, mixed with the uniform by :func:`~weakalign.e2e.losses.soft_target_ce`).
+
 See ``docs/E2E_INTERFACE.md`` for the contract with decoding and EM-Network code.
 
 >>> cfg = dict(DEFAULT_MODEL_CONFIG, conv_channels=4, enc_hidden=8, enc_proj=8, dec_embed=8, dec_hidden=8,
@@ -20,6 +25,9 @@ See ``docs/E2E_INTERFACE.md`` for the contract with decoding and EM-Network code
 >>> loss, stats = model(batch)
 >>> sorted(stats)
 ['acc', 'aux_acc', 'loss', 'loss_att', 'loss_aux', 'loss_ctc']
+>>> loss, stats = build_model(dict(cfg, aux_targets="soft"), vocab_size=12)(batch)
+>>> bool(torch.isfinite(loss)), "aux_acc" in stats
+(True, True)
 """
 
 from __future__ import annotations
@@ -30,22 +38,24 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..align.loader import IGNORE_INDEX, subsample_labels
+from ..align.loader import IGNORE_INDEX, subsample_labels, window_label_distribution
 from .decoder import AttentionDecoder
 from .encoder import BLSTMEncoder, EncoderOutput, GlobalCMVN
-from .losses import attention_loss, ctc_loss, decoder_io, smoothed_ce
+from .losses import attention_loss, ctc_loss, decoder_io, frame_accuracy, smoothed_ce, soft_target_ce
 from .specaug import SpecAugment
 
 AUX_KINDS = ("none", "smoothed_ce", "onehot_ce", "ctc")
+AUX_TARGETS = ("centre", "majority", "soft")
 
 # Model part of conf/defaults.yaml, so the model can be built from a partial dict in tests.
 DEFAULT_MODEL_CONFIG = {
     "idim": 80, "conv_channels": 32, "enc_hidden": 256, "enc_proj": 256, "enc_layers": 6, "enc_dropout": 0.2,
-    "enc_residual": False, "dec_embed": 128, "dec_hidden": 256, "dec_layers": 1, "dec_heads": 4, "dec_dropout": 0.1,
+    "enc_residual": False, "enc_layer_norm": False, "dec_embed": 128, "dec_hidden": 256, "dec_layers": 1, "dec_heads": 4, "dec_dropout": 0.1,
     "specaug": True, "num_freq_masks": 2, "freq_mask_width": 27, "num_time_masks": 2, "time_mask_width": 40,
     "time_mask_max_ratio": 0.2, "time_warp": 0,
     "ctc_weight": 0.3, "lsm_weight": 0.1,
     "aux": "none", "aux_layer": 3, "aux_weight": 0.0, "aux_smoothing": 0.5, "num_senones": None,
+    "aux_targets": "centre",
 }
 
 
@@ -65,6 +75,9 @@ class E2EModel(nn.Module):
         self.aux_layer = int(c["aux_layer"])
         if self.aux != "none" and not 1 <= self.aux_layer <= int(c["enc_layers"]):
             raise ValueError(f"aux_layer must be in 1..{c['enc_layers']}, got {self.aux_layer}")
+        self.aux_targets = c["aux_targets"]
+        if self.aux_targets not in AUX_TARGETS:
+            raise ValueError(f"aux_targets must be one of {AUX_TARGETS}, got {self.aux_targets!r}")
 
         self.cmvn = GlobalCMVN(c["idim"])
         self.specaug = None
@@ -73,7 +86,8 @@ class E2EModel(nn.Module):
                                        c["time_mask_width"], c["time_mask_max_ratio"], c["time_warp"],
                                        keep_frames_aligned=self.aux in ("smoothed_ce", "onehot_ce"))
         self.encoder = BLSTMEncoder(c["idim"], c["conv_channels"], c["enc_hidden"], c["enc_proj"],
-                                    c["enc_layers"], c["enc_dropout"], bool(c["enc_residual"]))
+                                    c["enc_layers"], c["enc_dropout"], bool(c["enc_residual"]),
+                                    bool(c["enc_layer_norm"]))
         d = self.encoder.output_dim
         self.ctc_head = nn.Linear(d, vocab_size)
         self.decoder = None
@@ -132,27 +146,47 @@ class E2EModel(nn.Module):
         return loss, stats
 
     def _aux_loss(self, enc: EncoderOutput, batch: dict, num_frames: int):
+        """``(loss, accuracy)`` of the aux term (accuracy ``None`` for aux CTC).
+
+        For the senone CE, ``aux_targets`` picks the 40 ms targets: ``centre`` and ``majority``
+        feed :func:`subsample_labels` of that mode to :func:`smoothed_ce`; ``soft`` feeds the
+        window histograms to :func:`soft_target_ce`. The accuracy is always against a hard
+        label: the mode's own (centre or majority), and the majority label for ``soft``
+        (the histogram's argmax, ties as in ``subsample_labels``).
+        """
         hidden = enc.layers[self.aux_layer - 1]
         if self.aux == "ctc":
             log_probs = F.log_softmax(self.aux_head(hidden), dim=-1)
             return ctc_loss(log_probs, enc.lens, batch["tokens"], self.blank_id), None
+        senone = self._frame_senones(batch, num_frames, hidden.device)
+        lengths = batch["feat_lens"].to(hidden.device)
+        mode = "centre" if self.aux_targets == "centre" else "majority"
+        targets = subsample_labels(senone, lengths, mode=mode)
+        if targets.shape[1] != hidden.shape[1]:
+            raise RuntimeError(f"subsampled labels have {targets.shape[1]} frames, encoder {hidden.shape[1]}")
+        smoothing = float(self.config["aux_smoothing"]) if self.aux == "smoothed_ce" else 0.0
+        logits = self.aux_head(hidden)
+        if self.aux_targets != "soft":
+            return smoothed_ce(logits, targets, smoothing)
+        dist, valid = window_label_distribution(senone, lengths, self.num_senones)
+        return soft_target_ce(logits, dist, valid, smoothing), frame_accuracy(logits, targets)
+
+    def _frame_senones(self, batch: dict, num_frames: int, device) -> torch.Tensor:
+        """The batch's 10 ms senones as ``(B, num_frames)`` (-100 padded), ids checked against ``num_senones``."""
         if "senone" not in batch:
             raise ValueError(f"aux: {self.aux} needs senone alignments, but the batch has none "
                              f"(cuts {batch.get('cut_ids', [])[:3]}...); train on the exported *_ali cuts")
-        senone = batch["senone"].to(hidden.device)
+        senone = batch["senone"].to(device)
         if senone.shape[1] < num_frames:
             senone = F.pad(senone, (0, num_frames - senone.shape[1]), value=IGNORE_INDEX)
         senone = senone[:, :num_frames]
-        targets = subsample_labels(senone, batch["feat_lens"].to(hidden.device))
-        if targets.shape[1] != hidden.shape[1]:
-            raise RuntimeError(f"subsampled labels have {targets.shape[1]} frames, encoder {hidden.shape[1]}")
-        bad = (targets >= self.num_senones) | ((targets < 0) & (targets != IGNORE_INDEX))
+        # Every frame is checked, not just the centres: majority and soft targets read them all.
+        bad = (senone >= self.num_senones) | ((senone < 0) & (senone != IGNORE_INDEX))
         if bool(bad.any()):
             rows = sorted(set(torch.nonzero(bad)[:, 0].tolist()))
             raise ValueError(f"senone ids outside 0..{self.num_senones - 1} in cuts "
                              f"{[batch['cut_ids'][i] for i in rows] if 'cut_ids' in batch else rows}")
-        smoothing = float(self.config["aux_smoothing"]) if self.aux == "smoothed_ce" else 0.0
-        return smoothed_ce(self.aux_head(hidden), targets, smoothing)
+        return senone
 
 
 # EM-Network's teacher modules live under this prefix; the decoding model holds none of them.

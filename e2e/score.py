@@ -6,7 +6,11 @@ For a run dir ``exp/<c>/e2e/<run>/`` and decoding mode ``greedy`` or ``beam``:
   ``result.wer.md`` / ``result.cer.md`` (sclite-style tables per speaker),
   ``per_utt.txt`` (aligned REF/HYP with counts, worst first), ``decode.json`` (timing);
 - ``results.json``: ``{split: {"wer", "cer", "ci95", "cer_ci95", "words", "corr", "sub", "del", "ins",
-  "sentences", "sentence_errors", "decode": {...}, "rtf", ...}}`` (percentages), the splits scored last;
+  "sentences", "sentence_errors", "decode": {...}, "rtf", ...}, "training": {...}}`` (percentages), the
+  splits scored last; ``"training"`` is a copy of the run's ``training.json`` (seed, cuts,
+  ``alignment_digest``, stopping rule, checkpoint selection; written by the trainer at the end of a
+  run), absent for runs trained before it existed. It is the only non-split key: readers take the
+  splits with :func:`weakalign.e2e.scoring.split_results`;
 - ``RESULTS.md``: the tables, bootstrap intervals, decoding options and environment.
 
 Splits come from ``ws.available_splits()`` (their fbank CutSets give features and
@@ -35,6 +39,7 @@ from .significance import bootstrap_ci
 log = logging.getLogger("weakalign")
 
 MODEL_FILE = "model_avg.pt"
+TRAINING_FILE = "training.json"   # written by the trainer at the end of a run
 
 
 def run_dir_for(ws: Workspace, config: str, seed: int | None = None, run: str | None = None) -> Path:
@@ -181,18 +186,52 @@ def score_run(ws: Workspace, run_dir: str | os.PathLike, *, mode: str = "beam", 
     report.log_summary()
     env = environment(str(dev))
     write_json(decode_root / "results.json", results)
-    write_json(run_dir / "results.json", results)
-    write_results_md(run_dir / "RESULTS.md", run_dir.name, ws.corpus, mode, opts, results, tables, env)
+    training = write_run_results(run_dir, results)
+    write_results_md(run_dir / "RESULTS.md", run_dir.name, ws.corpus, mode, opts, results, tables, env, training)
     return {"run_dir": str(run_dir), "results": results, "skipped": report.summary(),
             "outputs": [run_dir / "results.json", run_dir / "RESULTS.md"]}
 
 
+def read_training(run_dir: Path) -> dict | None:
+    """The run's ``training.json`` (what it trained on and how it stopped), or None if it has none."""
+    path = Path(run_dir) / TRAINING_FILE
+    if not path.exists():
+        return None
+    training = read_json(path)
+    if not isinstance(training, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {type(training).__name__}")
+    return training
+
+
+def write_run_results(run_dir: Path, results: dict) -> dict | None:
+    """Write ``run_dir/results.json``: the splits' ``results`` and, under ``"training"``, the run's
+    ``training.json`` when it has one (returned)."""
+    training = read_training(run_dir)
+    write_json(Path(run_dir) / "results.json", {**results, "training": training} if training is not None else results)
+    return training
+
+
+def training_markdown(training: dict) -> list[str]:
+    """The training record as a short markdown list (RESULTS.md)."""
+    stopping = training.get("stopping") or {}
+    selection = training.get("selection") or {}
+    digest = training.get("alignment_digest")
+    return [f"- cuts: `{training.get('cuts')}`, alignment digest: `{digest[:12] if digest else None}`",
+            f"- seed {training.get('seed')}, {training.get('world_size')} process(es) x {training.get('threads')} "
+            f"thread(s) on {training.get('device')}, {training.get('train_seconds')} s",
+            f"- {training.get('epochs_run')} epochs, {training.get('updates')} updates, stopped early: "
+            f"{training.get('stopped_early')}; stopping: `{stopping}`",
+            f"- model: average of epochs {selection.get('averaged_epochs')} (best {selection.get('keep_best')} "
+            f"by {selection.get('criterion')})"]
+
+
 def write_results_md(path: Path, run: str, corpus: str, mode: str, opts: DecodeOptions, results: dict,
-                     tables: dict, env: dict) -> None:
+                     tables: dict, env: dict, training: dict | None = None) -> None:
     decoding = ("greedy CTC" if mode == "greedy" else
                 f"joint CTC/attention beam search (beam {opts.beam}, ctc_weight {opts.ctc_weight}, "
                 f"length normalisation {'on' if opts.length_normalize else 'off'})")
     lines = [f"# RESULTS: {run} ({corpus})", "", "## Environment", environment_markdown(env), "",
+             *(["## Training", *training_markdown(training), ""] if training else []),
              "## Decoding", f"- model: `{MODEL_FILE}` (averaged checkpoints)", f"- decoder: {decoding}",
              f"- options: `{opts.as_dict()}`", "", "## Summary", "",
              "| set | WER | 95% CI | CER | 95% CI | # Snt | # Wrd | S.Err | RTF |", "|---" * 9 + "|"]

@@ -227,6 +227,19 @@ def write_per_utterance(path: str | os.PathLike, refs: Mapping[str, str], hyps: 
                     f"REF:  {ref}\nHYP:  {hyp}\n\n")
 
 
+# ``results.json`` maps each scored split to its figures; these top-level keys are not splits.
+RESULTS_META_KEYS = ("training",)
+
+
+def split_results(results: Mapping) -> dict:
+    """The per-split entries of a ``results.json`` (without ``"training"`` and other non-split keys).
+
+    >>> sorted(split_results({"dev": {"wer": 1.0}, "test": {"wer": 2.0}, "training": {"seed": 1}}))
+    ['dev', 'test']
+    """
+    return {k: v for k, v in results.items() if k not in RESULTS_META_KEYS}
+
+
 def summary_dict(score: SetScore) -> dict:
     """The figures ``results.json`` holds for one unit (percentages rounded to 2 decimals)."""
     t = score.total

@@ -11,6 +11,11 @@ resampling is plain numpy on two integer vectors, 1000s of replicas in milliseco
   WER difference, centred on the observed difference (the null hypothesis of no
   difference), is at least as far from 0 as the observed one.
 
+- :func:`paired_permutation_test`: sign-flip test on per-unit error differences
+  ``errors_b - errors_a``; a unit is an utterance, or an (utterance, seed pair) when the
+  differences of several seed pairs are pooled. Exact (all ``2^k`` sign patterns of the
+  ``k`` non-zero differences) when ``k <= 16``, else ``permutations`` seeded random flips.
+
 ``kaldialign.bootstrap_wer_ci`` does the same resampling in C++ but gives a
 normal-approximation interval and a one-sided probability of improvement; the
 tests check our interval against it.
@@ -21,6 +26,12 @@ tests check our interval against it.
 True
 >>> paired_bootstrap_test(errors, errors, words)["p_value"]
 1.0
+>>> paired_permutation_test(errors, errors, words)["p_value"]
+1.0
+>>> # b makes one more error than a on each of 5 utterances: only the all-plus and
+>>> # all-minus sign patterns are as extreme as that, p = 2 / 2**5 (exact).
+>>> paired_permutation_test([0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [4, 4, 4, 4, 4])["p_value"]
+0.0625
 """
 
 from __future__ import annotations
@@ -84,3 +95,58 @@ def paired_bootstrap_test(errors_a: Sequence[float], errors_b: Sequence[float], 
     return {"delta": round(float(observed), 3), "ci95": [round(float(lo), 3), round(float(hi), 3)],
             "p_value": float(min(1.0, p)), "p_b_better": float((diff < 0).mean()),
             "replicas": replicas, "seed": seed}
+
+
+EXACT_MAX_NONZERO = 16
+
+
+def paired_permutation_test(errors_a: Sequence[float], errors_b: Sequence[float], words: Sequence[int], *,
+                            permutations: int = 10000, seed: int = 0) -> dict:
+    """Two-sided paired permutation (sign-flip) test of ``WER(b) - WER(a)``.
+
+    ``errors_a[i]``, ``errors_b[i]`` and ``words[i]`` belong to one unit: an utterance scored by
+    both systems, or, to pool several seeds, an utterance scored by seed ``k`` of a and seed
+    ``k`` of b (the arrays are then the seed pairs' per-utterance vectors concatenated, ``words``
+    repeated). Under the null hypothesis the two systems are exchangeable within every unit, so
+    each difference ``d_i = errors_b[i] - errors_a[i]`` is as likely to have either sign. The
+    statistic is ``sum(d)`` (the WER difference times the reference words); the p-value is the
+    share of sign patterns whose ``|sum(s * d)|`` reaches ``|sum(d)|``: exactly over all
+    ``2^k`` patterns of the ``k`` non-zero differences when ``k <= 16``, else over
+    ``permutations`` random patterns (seeded, the observed one counted: ``(hits + 1) / (n + 1)``).
+
+    Returns ``{"delta": WER_b - WER_a (absolute %), "p_value", "units", "nonzero", "exact",
+    "permutations", "seed"}``.
+    """
+    ea, eb = np.asarray(errors_a, dtype=float), np.asarray(errors_b, dtype=float)
+    words = np.asarray(words, dtype=float)
+    if not (ea.shape == eb.shape == words.shape) or ea.ndim != 1:
+        raise ValueError(f"paired test needs the same units: {ea.shape}, {eb.shape}, {words.shape} given")
+    if len(ea) == 0:
+        raise ValueError("cannot test an empty set of utterances")
+    diff = eb - ea
+    d = diff[np.abs(diff) > 1e-12]
+    observed = abs(float(d.sum()))
+    tol = 1e-9 * max(1.0, float(np.abs(d).sum()))
+    exact = len(d) <= EXACT_MAX_NONZERO
+    if len(d) == 0:
+        p, n = 1.0, 1
+    elif exact:
+        # Every sign pattern: bit j of the pattern's index flips difference j.
+        patterns = np.arange(2 ** len(d))[:, None] >> np.arange(len(d))[None, :] & 1
+        sums = np.abs((1 - 2 * patterns) @ d)
+        n = len(sums)
+        p = float((sums >= observed - tol).sum() / n)
+    else:
+        rng = np.random.default_rng(seed)
+        hits, done, chunk = 0, 0, max(1, min(permutations, 2_000_000 // len(d)))
+        while done < permutations:
+            m = min(chunk, permutations - done)
+            signs = 1 - 2 * rng.integers(0, 2, size=(m, len(d)), dtype=np.int8).astype(float)
+            hits += int((np.abs(signs @ d) >= observed - tol).sum())
+            done += m
+        n = permutations
+        p = (hits + 1) / (permutations + 1)
+    total_words = words.sum()
+    delta = 100.0 * float(diff.sum()) / total_words if total_words else float("nan")
+    return {"delta": round(delta, 3), "p_value": float(min(1.0, p)), "units": int(len(diff)),
+            "nonzero": int(len(d)), "exact": bool(exact), "permutations": int(n), "seed": seed}

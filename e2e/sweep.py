@@ -34,6 +34,8 @@ import yaml
 from weakalign.pipeline.io import atomic_open, atomic_path, read_json, write_json
 from weakalign.pipeline.workspace import Workspace
 
+from .scoring import split_results
+
 log = logging.getLogger("weakalign")
 
 ALIASES = {"m": "aux_smoothing", "layer": "aux_layer", "aux_weight": "aux_weight", "w": "aux_weight"}
@@ -88,7 +90,7 @@ def is_finished(run_dir: Path, split: str) -> bool:
     if not path.exists():
         return False
     try:
-        return split in read_json(path)
+        return split in split_results(read_json(path))
     except ValueError:
         return False
 

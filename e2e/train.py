@@ -26,6 +26,7 @@ Python API::
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -44,9 +45,13 @@ from tqdm import tqdm
 from ..pipeline.io import atomic_open, atomic_path
 from ..pipeline.report import SkipReport
 from ..pipeline.workspace import Workspace
-from .data import count_senones, load_cuts, make_loader, training_cuts_source, usable_cuts
+from .data import (alignment_digest, count_senones, load_cuts, make_loader, make_sortagrad_loader,
+                   training_cuts_source, usable_cuts)
+from .init import initialize
 from .model import build_model, strip_teacher
 from .plots import plot_loss_curves
+from .schedule import Scheduler
+from .stopping import StoppingRule
 from .tokenizer import Tokenizer, train_bpe
 
 log = logging.getLogger("weakalign")
@@ -98,22 +103,10 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def warmup_inverse_sqrt(warmup_steps: int):
-    """LR factor: linear warm-up to 1 over ``warmup_steps``, then ``sqrt(warmup / step)`` (Noam's shape)."""
-    warmup = max(int(warmup_steps), 1)
-
-    def factor(step: int) -> float:
-        step = step + 1
-        return min(step / warmup, math.sqrt(warmup / step))
-
-    return factor
-
-
 def make_optimizer(model: torch.nn.Module, config: dict):
     optimizer = torch.optim.Adam(model.parameters(), lr=float(config["lr"]), betas=(0.9, 0.98), eps=1e-9,
                                  weight_decay=float(config.get("weight_decay", 0.0)))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_inverse_sqrt(config["warmup_steps"]))
-    return optimizer, scheduler
+    return optimizer, Scheduler(optimizer, config)
 
 
 def global_cmvn_from_cuts(cuts, max_cuts: int = 2000) -> dict:
@@ -158,14 +151,37 @@ def greedy_ctc(log_probs: torch.Tensor, lens: torch.Tensor, blank: int = 0) -> l
 
 def word_errors(refs: list[str], hyps: list[str]) -> tuple[int, int]:
     """(errors, reference words) by Levenshtein alignment (kaldialign)."""
+    return _edit_errors([r.split() for r in refs], [h.split() for h in hyps])
+
+
+def char_errors(refs: list[str], hyps: list[str]) -> tuple[int, int]:
+    """(errors, reference characters), spaces counted as characters (ESPnet's CER)."""
+    return _edit_errors([list(" ".join(r.split())) for r in refs], [list(" ".join(h.split())) for h in hyps])
+
+
+def _edit_errors(refs: list[list[str]], hyps: list[list[str]]) -> tuple[int, int]:
     import kaldialign
 
-    errors = words = 0
-    for ref, hyp in zip(refs, hyps):
-        r, h = ref.split(), hyp.split()
+    errors = total = 0
+    for r, h in zip(refs, hyps):
         errors += kaldialign.edit_distance(r, h)["total"]
-        words += len(r)
-    return errors, words
+        total += len(r)
+    return errors, total
+
+
+class GreedyErrors:
+    """Greedy-CTC word and character errors summed over dev batches."""
+
+    def __init__(self):
+        self.counts = [0, 0, 0, 0]
+
+    def add(self, refs: list[str], hyps: list[str]) -> None:
+        for i, n in enumerate(word_errors(refs, hyps) + char_errors(refs, hyps)):
+            self.counts[i] += n
+
+    def rates(self) -> dict:
+        we, w, ce, c = self.counts
+        return {"wer": 100.0 * we / max(w, 1), "cer": 100.0 * ce / max(c, 1)}
 
 
 class _Mean:
@@ -197,26 +213,22 @@ class _Mean:
 
 @torch.no_grad()
 def validate(model, loader, tokenizer: Tokenizer) -> dict:
-    """Dev losses per term, ``acc``, ``aux_acc`` and greedy-CTC ``wer`` (percent)."""
+    """Dev losses per term, ``acc``, ``aux_acc`` and greedy-CTC ``wer`` and ``cer`` (percent)."""
     if getattr(model, "emnet", None) is not None:
         from .emnet import validate_emnet
 
         return validate_emnet(model, loader, tokenizer)
     model.eval()
     mean = _Mean()
-    errors = words = 0
+    errors = GreedyErrors()
     for batch in loader:
         _, stats = model(batch)
         mean.add(stats, len(batch["cut_ids"]))
         feats = batch["feats"].to(model.ctc_head.weight.device)
         enc = model.encode(feats, batch["feat_lens"].to(feats.device))
-        hyps = [tokenizer.decode(t) for t in greedy_ctc(model.ctc_log_probs(enc.out), enc.lens)]
-        e, w = word_errors(batch["texts"], hyps)
-        errors, words = errors + e, words + w
+        errors.add(batch["texts"], [tokenizer.decode(t) for t in greedy_ctc(model.ctc_log_probs(enc.out), enc.lens)])
     model.train()
-    result = mean.result()
-    result["wer"] = 100.0 * errors / max(words, 1)
-    return result
+    return {**mean.result(), **errors.rates()}
 
 
 def fill_loss_keys(stats: dict) -> dict:
@@ -325,8 +337,10 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
     train_cuts = usable_cuts(train_cuts, tokenizer, report)
     dev_cuts = usable_cuts(dev_cuts, tokenizer, report)
     report.log_summary()
+    alignment = alignment_digest(list(train_cuts) + list(dev_cuts))
 
     model = build_model(config, tokenizer.vocab_size)
+    initialize(model, str(config.get("init", "pytorch")))
     if Path(ws.fbank_stats).exists():
         model.cmvn.load_stats(ws.fbank_stats)
     else:
@@ -341,7 +355,12 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
         with atomic_open(run_dir / "config.yaml", "w") as f:
             yaml.safe_dump(config, f, sort_keys=False)
 
-    start_epoch, best, metrics = 1, [], []
+    rule = StoppingRule.from_config(config)
+    # The plateau lr schedule watches a smooth criterion: error rates sit at 100% while CTC is on
+    # its blank plateau, which would halve the lr before learning starts.
+    lr_rule = dataclasses.replace(rule, criterion=str(config.get("lr_criterion", "loss_main")))
+    keep_best = int(config["keep_best"])
+    start_epoch, updates, metrics = 1, 0, []
     ckpt_path = latest_checkpoint(run_dir)
     if ckpt_path is not None:
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
@@ -354,7 +373,7 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         set_rng_state(ckpt["rng"])
-        start_epoch, best = ckpt["epoch"] + 1, [tuple(x) for x in ckpt["best"]]
+        start_epoch, updates = ckpt["epoch"] + 1, int(ckpt.get("updates", 0))
         metrics = [row for row in read_metrics(run_dir) if row["epoch"] <= ckpt["epoch"]]
         log.info("resuming %s from %s", run_dir, ckpt_path.name)
 
@@ -368,23 +387,30 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
                                               num_buckets=int(config["num_buckets"]),
                                               world_size=world_size, rank=rank)
     dev_loader, _ = make_loader(dev_cuts, tokenizer, max_duration, shuffle=False, world_size=1, rank=0)
+    sortagrad_epochs = int(config.get("sortagrad_epochs", 0))
+    sorted_loader = (make_sortagrad_loader(train_cuts, tokenizer, max_duration, world_size=world_size, rank=rank)
+                     if sortagrad_epochs > 0 else None)
     grad_clip = float(config["grad_clip"])
-    total_epochs = int(config["epochs"])
+    total_epochs = rule.max_epochs
     run_start = time.time()
 
-    for epoch in range(start_epoch, total_epochs + 1):
+    epoch = start_epoch - 1
+    while not rule.should_stop(metrics):
+        epoch += 1
         t0 = time.time()
         train_sampler.set_epoch(epoch)
         model.train()
         mean = _Mean()
         frames = 0
         with _join(ddp_model, world_size):
-            bar = tqdm(train_loader, desc=f"epoch {epoch}/{total_epochs}", disable=not progress or rank != 0,
+            loader = sorted_loader if epoch <= sortagrad_epochs else train_loader
+            bar = tqdm(loader, desc=f"epoch {epoch}/{total_epochs}", disable=not progress or rank != 0,
                        leave=False)
             for step, batch in enumerate(bar):
                 if max_steps_per_epoch is not None and step >= max_steps_per_epoch:
                     break
                 stats = train_step(ddp_model, batch, optimizer, scheduler, grad_clip)
+                updates += 1
                 mean.add(stats, len(batch["cut_ids"]))
                 frames += int(batch["feat_lens"].sum())
                 bar.set_postfix(loss=f"{stats['loss']:.3f}")
@@ -392,29 +418,34 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
         train_stats = mean.result()
         dev_stats = validate(model, dev_loader, tokenizer)
         row = {"epoch": epoch, "train": fill_loss_keys(train_stats), "dev": fill_loss_keys(dev_stats),
+               "lr": optimizer.param_groups[0]["lr"], "updates": updates,
                "time_s": round(time.time() - t0, 2), "train_frames": frames}
         metrics.append(row)
-        best = sorted(best + [(dev_stats["loss"], epoch)])[: int(config["keep_best"])]
+        scheduler.end_epoch(improved=lr_rule.epochs_since_best(metrics) == 0)
+        best = rule.best_epochs(metrics, keep_best)
         log.info("epoch %d: train loss %.3f, dev loss %.3f, dev acc %s, dev aux_acc %s, dev greedy-CTC WER %.1f%% "
-                 "(%.0f s)", epoch, train_stats.get("loss", float("nan")), dev_stats["loss"],
-                 _fmt(dev_stats.get("acc")), _fmt(dev_stats.get("aux_acc")), dev_stats["wer"], row["time_s"])
+                 "CER %.1f%%, lr %.2e, %d updates (%.0f s)", epoch, train_stats.get("loss", float("nan")),
+                 dev_stats["loss"], _fmt(dev_stats.get("acc")), _fmt(dev_stats.get("aux_acc")), dev_stats["wer"],
+                 dev_stats["cer"], row["lr"], updates, row["time_s"])
         if rank == 0:
             save_checkpoint(checkpoint_dir(run_dir) / f"epoch-{epoch}.pt", epoch=epoch, model=model.state_dict(),
                             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state(),
-                            best=best, config=config, vocab_size=tokenizer.vocab_size)
+                            updates=updates, config=config, vocab_size=tokenizer.vocab_size)
             write_metrics(run_dir, metrics)
-            _prune_checkpoints(run_dir, keep={e for _, e in best} | {epoch})
+            _prune_checkpoints(run_dir, keep=set(best) | {epoch})
         if world_size > 1:
             dist.barrier()
 
-    summary = {"run_dir": str(run_dir), "epochs": total_epochs, "train_seconds": round(time.time() - run_start, 1),
+    best = rule.best_epochs(metrics, keep_best)
+    epochs_run = int(metrics[-1]["epoch"]) if metrics else 0
+    summary = {"run_dir": str(run_dir), "epochs": epochs_run, "train_seconds": round(time.time() - run_start, 1),
                "skipped": report.count, "train_cuts": len(train_cuts), "dev_cuts": len(dev_cuts),
                "rank": rank, "world_size": world_size, "model_sha1": state_dict_sha1(model.state_dict())}
     if rank == 0:
-        averaged = [checkpoint_dir(run_dir) / f"epoch-{e}.pt" for _, e in best]
+        averaged = [checkpoint_dir(run_dir) / f"epoch-{e}.pt" for e in best]
         with atomic_path(run_dir / "model_avg.pt") as tmp:
             torch.save({"config": config, "vocab_size": tokenizer.vocab_size,
-                        "state_dict": strip_teacher(average_state_dicts(averaged)), "averaged_epochs": [e for _, e in best]}, tmp)
+                        "state_dict": strip_teacher(average_state_dicts(averaged)), "averaged_epochs": best}, tmp)
         if metrics:
             plot_loss_curves(metrics, run_dir / "loss_curves.png", title=run_dir.name)
             if config.get("emnet"):
@@ -422,12 +453,37 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
 
                 plot_teacher_student_curves(metrics, run_dir / "emnet_curves.png", title=run_dir.name)
         last = metrics[-1] if metrics else {}
-        summary.update({"averaged_epochs": sorted(e for _, e in best), "final_dev": last.get("dev"),
+        write_training_record(run_dir, config, rule, metrics, best, world_size=world_size, device=dev,
+                              train_seconds=sum(r["time_s"] for r in metrics), alignment=alignment)
+        summary.update({"averaged_epochs": best, "final_dev": last.get("dev"),
                         "outputs": [run_dir / "model_avg.pt", run_dir / "metrics.jsonl"]})
         log.info("%s: averaged epochs %s into model_avg.pt", run_dir.name, summary["averaged_epochs"])
     if world_size > 1:
         dist.barrier()
     return summary
+
+
+TRAINING_RECORD = "training.json"
+
+
+def write_training_record(run_dir: Path, config: dict, rule: StoppingRule, metrics: list[dict], best: list[int], *,
+                          world_size: int, device: torch.device, train_seconds: float, alignment: str | None) -> dict:
+    """``training.json``: what a fair comparison must hold equal (alignment set, stopping and selection
+    rule) and what it must report (seed, threads, updates, epochs)."""
+    last = metrics[-1] if metrics else {}
+    record = {
+        "config_name": config.get("name"), "seed": int(config.get("seed", 1)),
+        "threads": torch.get_num_threads(), "world_size": world_size, "device": str(device),
+        "cuts": config.get("cuts"), "alignment_digest": alignment,
+        "updates": int(last.get("updates", 0)), "epochs_run": int(last.get("epoch", 0)),
+        "stopped_early": bool(metrics) and int(last["epoch"]) < rule.max_epochs,
+        "stopping": rule.identity(),
+        "selection": {"criterion": rule.criterion, "keep_best": int(config["keep_best"]), "averaged_epochs": best},
+        "train_seconds": round(train_seconds, 1),
+    }
+    with atomic_open(run_dir / TRAINING_RECORD, "w") as f:
+        json.dump(record, f, indent=1)
+    return record
 
 
 def _fmt(x) -> str:
@@ -453,7 +509,7 @@ def clear_run(run_dir: Path) -> None:
     """Remove a run's checkpoints and outputs so it starts over (``--force``)."""
     for name in ("checkpoints",):
         shutil.rmtree(run_dir / name, ignore_errors=True)
-    for name in ("metrics.jsonl", "model_avg.pt", "loss_curves.png", "config.yaml", "bpe.model"):
+    for name in ("metrics.jsonl", "model_avg.pt", "loss_curves.png", "config.yaml", "bpe.model", TRAINING_RECORD):
         (run_dir / name).unlink(missing_ok=True)
 
 

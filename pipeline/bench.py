@@ -1,13 +1,15 @@
 """``weakalign bench``: every package's benchmarks, each writing ``exp/bench/<name>.json``.
 
 A benchmark is a function ``fn(ws, nj) -> dict`` listed in ``BENCHMARKS``
-of a module in ``BENCHMARK_MODULES`` as ``(name, fn)``. Figures are measured, with the
-machine recorded beside them, never asserted in tests.
+of a module in ``BENCHMARK_MODULES`` as ``(name, fn)``; one that also takes a
+``results_root`` keyword gets ``--results-root`` (the published runs) when it is given.
+Figures are measured, with the machine recorded beside them, never asserted in tests.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import os
 import platform
@@ -26,6 +28,7 @@ BENCHMARK_MODULES = (
     "weakalign.align.benchmarks",
     "weakalign.e2e.benchmarks",
     "weakalign.e2e.benchmarks_decode",
+    "weakalign.e2e.time_to_accuracy",
 )
 
 
@@ -56,7 +59,8 @@ def all_benchmarks() -> list[tuple[str, object]]:
     return found
 
 
-def run_benchmarks(ws: Workspace, nj: int, only: tuple[str, ...] = ()) -> list[Path]:
+def run_benchmarks(ws: Workspace, nj: int, only: tuple[str, ...] = (),
+                   results_root: str | Path | None = None) -> list[Path]:
     out_dir = Path(ws.exp_root) / "bench"
     written = []
     for name, fn in all_benchmarks():
@@ -64,7 +68,8 @@ def run_benchmarks(ws: Workspace, nj: int, only: tuple[str, ...] = ()) -> list[P
             continue
         log.info("bench %s on %s ...", name, ws.corpus)
         start = time.time()
-        result = fn(ws, nj)
+        takes_results = "results_root" in inspect.signature(fn).parameters
+        result = fn(ws, nj, results_root=results_root) if results_root is not None and takes_results else fn(ws, nj)
         result = {"benchmark": name, "corpus": ws.corpus, "wall_s": round(time.time() - start, 3),
                   "machine": machine_info(), **result}
         path = out_dir / f"{name}.json"

@@ -35,4 +35,5 @@ pytest_plugins = [
     "tests.fixtures_pipeline",
     "tests.fixtures_lang",
     "tests.fixtures_gmm",
+    "tests.fixtures_align",
 ]

@@ -3,31 +3,21 @@
 import kaldi_hmm_gmm as khg  # noqa: F401  -- before kaldifst
 
 import json
-import os
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from lhotse import CutSet
 
-from weakalign.align.export import export_stage
 from weakalign.align.info import alignment_info, run_ids, vanishing_segments
 from weakalign.align.loader import subsampled_length
-from weakalign.pipeline.stage import run_stage
 from weakalign.pipeline.workspace import Workspace
+from tests.fixtures_align import exported_workspace
 
 
 @pytest.fixture(scope="module")
 def info_ws(an4_slice_tri1, tmp_path_factory) -> Workspace:
-    root = tmp_path_factory.mktemp("info")
-    ws = Workspace("an4", data_root=root / "data", exp_root=root / "exp")
-    ws.data.mkdir(parents=True)
-    ws.exp.mkdir(parents=True)
-    for name in ("fbank", "lang"):
-        os.symlink(an4_slice_tri1.data / name, ws.data / name)
-    os.symlink(an4_slice_tri1.exp / "tri1_ali", ws.exp / "tri1_ali")
-    run_stage("export", ws, export_stage, textgrids=False)
-    return ws
+    return exported_workspace(an4_slice_tri1, tmp_path_factory.mktemp("info"))
 
 
 def brute_force_vanished(labels: np.ndarray) -> tuple[int, int]:

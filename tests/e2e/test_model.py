@@ -4,10 +4,10 @@ import pytest
 import torch
 from lhotse import load_manifest
 
-from weakalign.align.loader import subsampled_lengths
+from weakalign.align.loader import subsample_labels, subsampled_lengths
 from weakalign.e2e.config import CONFIGS, load_config
-from weakalign.e2e.data import AsrDataset
-from weakalign.e2e.model import build_model
+from weakalign.e2e.data import AsrDataset, count_senones
+from weakalign.e2e.model import AUX_TARGETS, build_model
 from weakalign.e2e.tokenizer import train_bpe
 from weakalign.e2e.data import cut_text
 
@@ -91,5 +91,61 @@ def test_aux_ce_needs_senones_and_no_time_warp(batch_and_tok):
     with pytest.raises(ValueError, match="senone"):
         model({k: v for k, v in batch.items() if k != "senone"})
     with pytest.raises(ValueError, match="time warp"):
-        build_model(tiny("aux_ls0.5_l3", time_warp=5), tok.vocab_size)
+        build_model(tiny("aux_ls0.5_l3", time_warp=5, specaug=True), tok.vocab_size)
     build_model(tiny("baseline", time_warp=5), tok.vocab_size)   # fine without an alignment loss
+
+
+@pytest.fixture(scope="module")
+def real_senone_batch(an4_slice_exported, batch_and_tok):
+    """8 cuts of the exported slice with their real tri1 senones, and the senone count."""
+    cuts = load_manifest(an4_slice_exported.ali_cuts("train")).subset(first=8)
+    return AsrDataset(batch_and_tok[1])[cuts], count_senones(cuts)
+
+
+def share_of(targets: torch.Tensor, senone: int) -> float:
+    kept = targets[targets != -100]
+    return (kept == senone).float().mean().item()
+
+
+@pytest.mark.parametrize("mode", AUX_TARGETS)
+def test_every_aux_targets_mode_trains_on_real_senones(real_senone_batch, batch_and_tok, mode):
+    batch, num_senones = real_senone_batch
+    vocab = batch_and_tok[1].vocab_size
+    torch.manual_seed(0)
+    model = build_model(tiny("aux_ls0.5_l3", aux_targets=mode, num_senones=num_senones), vocab)
+    loss, stats = model(batch)
+    assert torch.isfinite(loss) and 0.0 < stats["loss_aux"] < float("inf")
+    loss.backward()
+    grad = model.aux_head.weight.grad
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+    # aux_acc is against the mode's hard label (majority for soft). A head that always answers
+    # senone s scores the share of s among those labels; pick the s where centre and majority
+    # labels disagree most, so the two expectations differ.
+    hard = {m: subsample_labels(batch["senone"], batch["feat_lens"], mode=m) for m in ("centre", "majority")}
+    s = max(range(num_senones), key=lambda k: abs(share_of(hard["centre"], k) - share_of(hard["majority"], k)))
+    assert share_of(hard["centre"], s) != share_of(hard["majority"], s)
+    with torch.no_grad():
+        model.aux_head.weight.zero_()
+        model.aux_head.bias.zero_()
+        model.aux_head.bias[s] = 1.0
+    _, stats = model.eval()(batch)
+    expected = share_of(hard["centre" if mode == "centre" else "majority"], s)
+    assert stats["aux_acc"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_soft_and_majority_losses_differ_on_real_senones(real_senone_batch, batch_and_tok):
+    """Same weights and batch (eval mode): the soft histogram target is not the majority one-hot."""
+    batch, num_senones = real_senone_batch
+    losses = {}
+    for mode in AUX_TARGETS:
+        torch.manual_seed(0)
+        model = build_model(tiny("aux_onehot_l3", aux_targets=mode, num_senones=num_senones),
+                            batch_and_tok[1].vocab_size).eval()
+        losses[mode] = model(batch)[1]["loss_aux"]
+    assert len({round(v, 6) for v in losses.values()}) == 3, losses
+
+
+def test_aux_targets_is_checked():
+    with pytest.raises(ValueError, match=r"aux_targets must be one of \('centre', 'majority', 'soft'\)"):
+        build_model({**TINY, "aux_targets": "median"}, 12)

@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from weakalign.e2e.scoring import (read_trn, score_set, score_trn_dir, sclite_table, utterance_errors,
-                                   write_trn)
+from weakalign.e2e.scoring import (read_trn, score_set, score_trn_dir, sclite_table, split_results,
+                                   utterance_errors, write_trn)
 
 
 def counts(ref, hyp, unit="word"):
@@ -113,6 +113,9 @@ def test_score_stage_decodes_every_split_but_train_and_resumes(tiny_runs):
     run_dir = ws.exp / "e2e" / "tiny"
     summary = score_run(ws, run_dir, mode="beam", device="cpu", options={"beam": 3, "maxlenratio": 0.3})
     results = read_json(run_dir / "results.json")
+    # The trainer's record rides along under "training"; every other key is a scored split.
+    assert results["training"] == read_json(run_dir / "training.json")
+    results = split_results(results)
     assert sorted(results) == ["dev", "test"] == sorted(summary["results"])
     for split in ("dev", "test"):
         r = results[split]
@@ -149,11 +152,13 @@ def test_compare_groups_seeds_and_writes_results_section(tiny_runs, tmp_path):
     systems = resolve_systems(e2e, ["tiny", "tiny_seed*"])
     assert [len(s.run_dirs) for s in systems] == [1, 2]
     assert [len(s.run_dirs) for s in resolve_systems(e2e, ["tiny_seed2", "tiny_seed3"], group_seeds=True)] == [2]
+    # Runs of the real trainer on the same cuts with the same stopping rule: comparable.
     rows = compare(systems, "test", replicas=500)
-    assert rows[0]["p_value"] is None and 0.0 < rows[1]["p_value"] <= 1.0
-    assert rows[1]["wer_std"] is not None
+    assert rows[0]["p_value"] is None and 0.0 < rows[1]["p_value"] <= 1.0 and 0.0 < rows[1]["p_perm"] <= 1.0
+    assert rows[1]["wer_std"] is not None and [r["n"] for r in rows] == [1, 2]
     table = format_table(rows)
-    assert table.splitlines()[0].startswith("| system | runs | test WER (%) | 95% CI | rel. vs tiny | p vs tiny |")
+    assert table.splitlines()[0].startswith("| system | n | test WER (%) | 95% CI | rel. vs tiny | p vs tiny | "
+                                            "p_perm vs tiny |")
     with pytest.raises(FileNotFoundError, match="no run matches"):
         resolve_systems(e2e, ["nonexistent"])
     out = tmp_path / "RESULTS.md"

@@ -6,11 +6,14 @@ with a seeded generator (the point is the statistics, not a model).
 
 import random
 
+import math
+
 import kaldialign
+import numpy as np
 import pytest
 
 from weakalign.e2e.scoring import score_set
-from weakalign.e2e.significance import bootstrap_ci, paired_bootstrap_test
+from weakalign.e2e.significance import bootstrap_ci, paired_bootstrap_test, paired_permutation_test
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +107,56 @@ def test_ci_widens_when_the_set_is_subsampled(an4_test_refs):
     sub = sorted(rng.sample(range(len(utts)), 30))
     small = bootstrap_ci([e[i] for i in sub], [w[i] for i in sub], replicas=2000, seed=0)["ci95"]
     assert small[1] - small[0] > 1.4 * (full[1] - full[0])
+
+
+# ---------------------------------------------------------------- paired permutation (sign-flip) test
+
+def test_permutation_identical_systems_give_p_one():
+    rng = np.random.default_rng(0)
+    errors = rng.integers(0, 4, size=300)
+    words = rng.integers(1, 9, size=300)
+    result = paired_permutation_test(errors, errors.copy(), words)
+    assert result["p_value"] == 1.0 and result["delta"] == 0.0 and result["nonzero"] == 0
+
+
+def test_permutation_exact_on_small_known_cases():
+    # Differences (1, 1, 1, -1): sum = 4 - 2j for j minus signs; |sum| >= 2 unless j = 2: 10 of 16 patterns.
+    assert paired_permutation_test([0, 0, 0, 1], [1, 1, 1, 0], [3, 3, 3, 3])["p_value"] == pytest.approx(10 / 16)
+    r = paired_permutation_test([0] * 5, [1] * 5, [4] * 5)
+    assert r["exact"] and r["p_value"] == pytest.approx(2 / 32) and r["delta"] == 25.0
+    # Zero differences do not count as units that can flip.
+    assert paired_permutation_test([0] * 50 + [0] * 5, [0] * 50 + [1] * 5, [4] * 55)["p_value"] == pytest.approx(2 / 32)
+
+
+def test_permutation_random_flips_match_the_binomial_answer():
+    # 12 differences of +1 and 8 of -1 (20 non-zero: random flips). |sum| = |20 - 2j|, j ~ Binomial(20, 1/2).
+    known = 2 * sum(math.comb(20, j) for j in range(9)) / 2 ** 20
+    ea, eb = [1] * 8 + [0] * 12, [0] * 8 + [1] * 12
+    r = paired_permutation_test(ea, eb, [5] * 20, permutations=20000, seed=3)
+    assert not r["exact"] and r["permutations"] == 20000
+    assert r["p_value"] == pytest.approx(known, abs=0.015)
+    assert paired_permutation_test(ea, eb, [5] * 20, permutations=20000, seed=3) == r  # seeded
+
+
+def test_permutation_systematic_difference_and_pooled_seeds(an4_test_refs):
+    utts = sorted(an4_test_refs)
+    base = inject_errors(an4_test_refs, 0.3, seed=1)
+    worse = inject_errors(base, 0.2, seed=2)
+    ea, w = errors_and_words(an4_test_refs, base, utts)
+    eb, _ = errors_and_words(an4_test_refs, worse, utts)
+    r = paired_permutation_test(ea, eb, w, permutations=5000)
+    assert r["p_value"] < 0.01 and r["delta"] > 0
+    assert paired_permutation_test(eb, ea, w, permutations=5000)["p_value"] == pytest.approx(r["p_value"])
+    # Pooled over three seed pairs (units = utterance x seed pair, words repeated per pair): errors
+    # added to 10% of the utterances of every seed's run are significant.
+    pooled_a, pooled_b, pooled_w = [], [], []
+    for seed in (1, 2, 3):
+        a = inject_errors(an4_test_refs, 0.3, seed=10 + seed)
+        b = inject_errors(a, 0.1, seed=20 + seed)
+        pooled_a += errors_and_words(an4_test_refs, a, utts)[0]
+        pooled_b += errors_and_words(an4_test_refs, b, utts)[0]
+        pooled_w += w
+    pooled = paired_permutation_test(pooled_a, pooled_b, pooled_w, permutations=5000)
+    assert pooled["units"] == 3 * len(utts) and pooled["p_value"] < 0.01
+    with pytest.raises(ValueError, match="same units"):
+        paired_permutation_test([0, 1], [0], [1, 1])

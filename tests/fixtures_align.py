@@ -1,0 +1,32 @@
+"""Session fixtures that run real stages (see conftest.py)."""
+
+import os
+
+import pytest
+
+from weakalign.align.export import export_stage
+from weakalign.pipeline.stage import run_stage
+from weakalign.pipeline.workspace import Workspace
+
+
+@pytest.fixture(scope="session")
+def an4_slice_exported(an4_slice_tri1, tmp_path_factory) -> Workspace:
+    """The real ``export`` stage (no TextGrids) on ``an4_slice_tri1``'s ``tri1_ali``: a workspace
+    whose ``ali_cuts("train")`` / ``ali_cuts("dev")`` are the slice's fbank cuts with the real
+    ``senone`` and ``phone`` arrays (``cut.custom["num_senones"]`` = the tri1 pdf count). It
+    links the slice's fbank, lang and ``tri1_ali`` (the slice workspace stays read-only);
+    read-only itself, shared by the session.
+    """
+    return exported_workspace(an4_slice_tri1, tmp_path_factory.mktemp("an4_slice_exported"))
+
+
+def exported_workspace(tri1_ws: Workspace, root) -> Workspace:
+    """A workspace under ``root`` linking ``tri1_ws``'s fbank, lang and ``tri1_ali``, exported by the real stage."""
+    ws = Workspace(tri1_ws.corpus, data_root=root / "data", exp_root=root / "exp")
+    ws.data.mkdir(parents=True)
+    ws.exp.mkdir(parents=True)
+    for name in ("fbank", "lang"):
+        os.symlink(tri1_ws.data / name, ws.data / name)
+    os.symlink(tri1_ws.exp / "tri1_ali", ws.exp / "tri1_ali")
+    run_stage("export", ws, export_stage, textgrids=False)
+    return ws
