@@ -26,8 +26,11 @@ the student's decoder attends to the fused states, and ``L_kd_att`` is
 ``KL(teacher || student)`` of the decoder outputs per token. KD gradients reach teacher
 and student (online self-distillation) unless ``emnet_detach_teacher: true``.
 
-Inference uses the student only: :meth:`EMNetModel.student_state_dict` has exactly the
-keys of a plain ``E2EModel`` of the same config (teacher modules live under ``emnet.``).
+Inference uses the student only: :meth:`EMNetModel.export_state_dict` (also
+``student_state_dict``) has exactly the keys of a plain ``E2EModel`` of the same config
+(teacher modules live under ``emnet.``). The trainer sees only the model interface of
+``E2EModel``: ``validate`` adds the teacher's greedy-CTC errors (``wer_teacher``, ...),
+``plot_extras`` draws ``emnet_curves.png``.
 
 >>> from weakalign.e2e.model import DEFAULT_MODEL_CONFIG
 >>> cfg = dict(DEFAULT_MODEL_CONFIG, conv_channels=4, enc_hidden=8, enc_proj=8, dec_embed=8, dec_hidden=8,
@@ -53,9 +56,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..align.loader import IGNORE_INDEX
+from .checkpoints import average_state_dicts, checkpoint_dir, latest_checkpoint
+from .emnet_plots import plot_teacher_student_curves
 from .encoder import EncoderOutput
 from .losses import attention_loss, ctc_loss, decoder_io
-from .model import TEACHER_PREFIX, E2EModel, strip_teacher
+from .metrics import GreedyErrors, StatsMean, greedy_ctc
+from .model import E2EModel
 
 log = logging.getLogger("weakalign")
 
@@ -72,6 +78,13 @@ EMNET_DEFAULTS = {
     "emnet_dropout": 0.1,
 }
 
+# EM-Network's teacher modules live under this prefix; the decoding model holds none of them.
+TEACHER_PREFIX = "emnet."
+
+
+def strip_teacher(state_dict: dict) -> dict:
+    """``state_dict`` without the EM-Network teacher's entries (keys under ``emnet.``)."""
+    return {k: v for k, v in state_dict.items() if not k.startswith(TEACHER_PREFIX)}
 
 
 def is_emnet_config(config: dict) -> bool:
@@ -247,10 +260,12 @@ class EMNetModel(E2EModel):
         counts["total"] = sum(counts.values())
         return counts
 
-    def student_state_dict(self, state_dict: dict | None = None) -> dict:
+    def export_state_dict(self, state_dict: dict | None = None) -> dict:
         """The student's entries of ``state_dict`` (default: this model's): what decoding loads."""
         sd = self.state_dict() if state_dict is None else state_dict
         return strip_teacher(sd)
+
+    student_state_dict = export_state_dict
 
     # -- capture of the student's intermediate outputs inside E2EModel.forward
 
@@ -332,53 +347,53 @@ class EMNetModel(E2EModel):
         kd_logits = teacher_logits.detach() if self.detach_teacher else teacher_logits
         return loss_att, acc, decoder_kl(kd_logits, student_logits, ys_out)
 
+    # -- the trainer's interface (see E2EModel)
 
-# ---------------------------------------------------------------- validation and trainer hooks
+    @torch.no_grad()
+    def validate(self, loader, tokenizer) -> dict:
+        """Dev losses per term plus greedy-CTC WER/CER of the student (``wer``, ``wer_student``) and teacher."""
+        self.eval()
+        mean = StatsMean()
+        errors = {"student": GreedyErrors(), "teacher": GreedyErrors()}
+        for batch in loader:
+            _, stats = self(batch)
+            mean.add(stats, len(batch["cut_ids"]))
+            student_lp, teacher_lp, lens = self.last_ctc_outputs
+            for who, lp in (("student", student_lp), ("teacher", teacher_lp)):
+                errors[who].add(batch["texts"], [tokenizer.decode(t) for t in greedy_ctc(lp, lens)])
+        self.last_ctc_outputs = None
+        self.train()
+        result = mean.result()
+        for who, counts in errors.items():
+            for key, value in counts.rates().items():
+                result[f"{key}_{who}"] = value
+        result["wer"], result["cer"] = result["wer_student"], result["cer_student"]
+        log.info("EM-Network dev: CTC loss student %.3f / teacher %.3f, KD %.4f; greedy-CTC WER student %.1f%% / "
+                 "teacher %.1f%%", result.get("loss_ctc_student", float("nan")),
+                 result.get("loss_ctc_teacher", float("nan")), result.get("loss_kd", float("nan")),
+                 result["wer_student"], result["wer_teacher"])
+        return result
 
-@torch.no_grad()
-def validate_emnet(model: EMNetModel, loader, tokenizer) -> dict:
-    """Dev losses per term plus greedy-CTC WER of the student (``wer``, ``wer_student``) and teacher."""
-    from .train import GreedyErrors, _Mean, greedy_ctc
+    def plot_extras(self, metrics: list[dict], run_dir: str | Path, title: str = "") -> None:
+        """``emnet_curves.png``: teacher vs student losses and dev WER per epoch."""
+        plot_teacher_student_curves(metrics, Path(run_dir) / "emnet_curves.png", title=title)
 
-    model.eval()
-    mean = _Mean()
-    errors = {"student": GreedyErrors(), "teacher": GreedyErrors()}
-    for batch in loader:
-        _, stats = model(batch)
-        mean.add(stats, len(batch["cut_ids"]))
-        student_lp, teacher_lp, lens = model.last_ctc_outputs
-        for who, lp in (("student", student_lp), ("teacher", teacher_lp)):
-            errors[who].add(batch["texts"], [tokenizer.decode(t) for t in greedy_ctc(lp, lens)])
-    model.last_ctc_outputs = None
-    model.train()
-    result = mean.result()
-    for who, counts in errors.items():
-        for key, value in counts.rates().items():
-            result[f"{key}_{who}"] = value
-    result["wer"], result["cer"] = result["wer_student"], result["cer_student"]
-    log.info("EM-Network dev: CTC loss student %.3f / teacher %.3f, KD %.4f; greedy-CTC WER student %.1f%% / "
-             "teacher %.1f%%", result.get("loss_ctc_student", float("nan")),
-             result.get("loss_ctc_teacher", float("nan")), result.get("loss_kd", float("nan")),
-             result["wer_student"], result["wer_teacher"])
-    return result
 
+# ---------------------------------------------------------------- loading a run
 
 def load_teacher_student(run_dir: str | Path, device="cpu") -> tuple[EMNetModel, dict, list[int]]:
     """The full EM-Network of a run (student + teacher), eval mode: the mean of the checkpoints
     averaged into ``model_avg.pt`` (so its student equals the decoding model), else the latest one.
     """
-    from . import train as trainer
-
-    average_state_dicts = trainer.average_state_dicts
     run_dir = Path(run_dir)
-    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir = checkpoint_dir(run_dir)
     avg_path = run_dir / "model_avg.pt"
     epochs: list[int] = []
     if avg_path.exists():
         epochs = list(torch.load(avg_path, map_location="cpu", weights_only=False).get("averaged_epochs", []))
     paths = [ckpt_dir / f"epoch-{e}.pt" for e in epochs]
     if not paths or not all(p.exists() for p in paths):
-        last = trainer.latest_checkpoint(run_dir)
+        last = latest_checkpoint(run_dir)
         if last is None:
             raise FileNotFoundError(f"{run_dir}: no checkpoints/epoch-N.pt with the teacher's weights")
         paths, epochs = [last], [int(last.stem.split("-")[1])]

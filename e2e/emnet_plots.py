@@ -157,9 +157,9 @@ def emnet_plot(ws, run: str, ref_run: str | None = "ctc_only", utt: str | None =
 
     from .data import AsrDataset, load_cuts, training_cuts_source
     from .emnet import load_teacher_student
+    from .metrics import read_metrics
     from .model import load_for_inference
     from .tokenizer import Tokenizer
-    from .train import read_metrics
 
     run_dir = ws.exp / "e2e" / run
     outputs = {}

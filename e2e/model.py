@@ -42,6 +42,7 @@ from ..align.loader import IGNORE_INDEX, subsample_labels, window_label_distribu
 from .decoder import AttentionDecoder
 from .encoder import BLSTMEncoder, EncoderOutput, GlobalCMVN
 from .losses import attention_loss, ctc_loss, decoder_io, frame_accuracy, smoothed_ce, soft_target_ce
+from .metrics import GreedyErrors, StatsMean, greedy_ctc
 from .specaug import SpecAugment
 
 AUX_KINDS = ("none", "smoothed_ce", "onehot_ce", "ctc")
@@ -60,6 +61,15 @@ DEFAULT_MODEL_CONFIG = {
 
 
 class E2EModel(nn.Module):
+    """The trainer's model interface (ESPnet2 style; see ``docs/E2E_INTERFACE.md``), which a model
+    with extra training terms (e.g. :class:`weakalign.e2e.emnet.EMNetModel`) overrides:
+
+    - ``forward(batch) -> (loss, stats)``: one training/dev step, ``stats`` one float per term;
+    - :meth:`validate`: the dev stats of an epoch (mean ``stats`` plus greedy-CTC ``wer``/``cer``);
+    - :meth:`export_state_dict`: the state dict that ``model_avg.pt`` keeps (what decoding loads);
+    - :meth:`plot_extras`: the run's figures beyond ``loss_curves.png`` (none here).
+    """
+
     def __init__(self, config: dict, vocab_size: int):
         super().__init__()
         c = {**DEFAULT_MODEL_CONFIG, **config}
@@ -188,19 +198,40 @@ class E2EModel(nn.Module):
                              f"{[batch['cut_ids'][i] for i in rows] if 'cut_ids' in batch else rows}")
         return senone
 
+    # -- the trainer's interface beyond forward
 
-# EM-Network's teacher modules live under this prefix; the decoding model holds none of them.
-TEACHER_PREFIX = "emnet."
+    @torch.no_grad()
+    def validate(self, loader, tokenizer) -> dict:
+        """Dev losses per term, ``acc``, ``aux_acc`` and greedy-CTC ``wer`` and ``cer`` (percent).
 
+        Mean of ``forward``'s stats over ``loader`` (each batch weighted by its utterance count),
+        in eval mode; the model is back in training mode afterwards.
+        """
+        self.eval()
+        mean = StatsMean()
+        errors = GreedyErrors()
+        for batch in loader:
+            _, stats = self(batch)
+            mean.add(stats, len(batch["cut_ids"]))
+            feats = batch["feats"].to(self.ctc_head.weight.device)
+            enc = self.encode(feats, batch["feat_lens"].to(feats.device))
+            errors.add(batch["texts"], [tokenizer.decode(t) for t in greedy_ctc(self.ctc_log_probs(enc.out), enc.lens)])
+        self.train()
+        return {**mean.result(), **errors.rates()}
 
-def strip_teacher(state_dict: dict) -> dict:
-    """``state_dict`` without the EM-Network teacher's entries (keys under ``emnet.``)."""
-    return {k: v for k, v in state_dict.items() if not k.startswith(TEACHER_PREFIX)}
+    def export_state_dict(self, state_dict: dict | None = None) -> dict:
+        """The inference view of ``state_dict`` (default: this model's): the entries a model built by
+        ``build_model(config, V, student_only=True)`` loads. A plain model exports everything."""
+        return self.state_dict() if state_dict is None else state_dict
+
+    def plot_extras(self, metrics: list[dict], run_dir: str | Path, title: str = "") -> None:
+        """Figures of this kind of model from the ``metrics.jsonl`` rows, into ``run_dir`` (none here)."""
 
 
 def build_model(config: dict, vocab_size: int, *, student_only: bool = False) -> E2EModel:
     """The model a config describes; ``emnet: true`` adds the EM-Network teacher unless ``student_only``."""
     if config.get("emnet") and not student_only:
+        # On demand: emnet.py subclasses E2EModel (an intended upward import: LAZY_UPWARD in test_imports.py).
         from .emnet import EMNetModel
 
         return EMNetModel(config, vocab_size)

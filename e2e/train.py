@@ -17,6 +17,11 @@ batches (gloo on CPU, nccl on CUDA); rank 0 writes the files, e.g.::
 
     torchrun --nproc_per_node 2 .venv/bin/weakalign train an4 --config aux_ls0.5_l3 --device cuda
 
+The trainer knows models only through their interface (``docs/E2E_INTERFACE.md``):
+``model(batch) -> (loss, stats)`` per step, ``model.validate(loader, tokenizer)`` per epoch,
+``model.export_state_dict(averaged)`` for ``model_avg.pt`` and ``model.plot_extras(...)`` for
+figures beyond ``loss_curves.png``; a model with extra training terms (EM-Network) overrides them.
+
 Python API::
 
     ws = Workspace("an4")
@@ -29,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -45,10 +49,12 @@ from tqdm import tqdm
 from ..pipeline.io import atomic_open, atomic_path
 from ..pipeline.report import SkipReport
 from ..pipeline.workspace import Workspace
+from .checkpoints import average_state_dicts, checkpoint_dir, latest_checkpoint, save_checkpoint
 from .data import (alignment_digest, count_senones, load_cuts, make_loader, make_sortagrad_loader,
                    training_cuts_source, usable_cuts)
 from .init import initialize
-from .model import build_model, strip_teacher
+from .metrics import StatsMean, read_metrics, write_metrics
+from .model import build_model
 from .plots import plot_loss_curves
 from .schedule import Scheduler
 from .stopping import StoppingRule
@@ -139,96 +145,9 @@ def train_step(model, batch: dict, optimizer, scheduler, grad_clip: float) -> di
     return stats
 
 
-def greedy_ctc(log_probs: torch.Tensor, lens: torch.Tensor, blank: int = 0) -> list[list[int]]:
-    """Best path, repeats merged, blanks removed: one token list per utterance."""
-    best = log_probs.argmax(-1).cpu()
-    out = []
-    for seq, n in zip(best, lens.cpu().tolist()):
-        seq = torch.unique_consecutive(seq[:n]).tolist()
-        out.append([t for t in seq if t != blank])
-    return out
-
-
-def word_errors(refs: list[str], hyps: list[str]) -> tuple[int, int]:
-    """(errors, reference words) by Levenshtein alignment (kaldialign)."""
-    return _edit_errors([r.split() for r in refs], [h.split() for h in hyps])
-
-
-def char_errors(refs: list[str], hyps: list[str]) -> tuple[int, int]:
-    """(errors, reference characters), spaces counted as characters (ESPnet's CER)."""
-    return _edit_errors([list(" ".join(r.split())) for r in refs], [list(" ".join(h.split())) for h in hyps])
-
-
-def _edit_errors(refs: list[list[str]], hyps: list[list[str]]) -> tuple[int, int]:
-    import kaldialign
-
-    errors = total = 0
-    for r, h in zip(refs, hyps):
-        errors += kaldialign.edit_distance(r, h)["total"]
-        total += len(r)
-    return errors, total
-
-
-class GreedyErrors:
-    """Greedy-CTC word and character errors summed over dev batches."""
-
-    def __init__(self):
-        self.counts = [0, 0, 0, 0]
-
-    def add(self, refs: list[str], hyps: list[str]) -> None:
-        for i, n in enumerate(word_errors(refs, hyps) + char_errors(refs, hyps)):
-            self.counts[i] += n
-
-    def rates(self) -> dict:
-        we, w, ce, c = self.counts
-        return {"wer": 100.0 * we / max(w, 1), "cer": 100.0 * ce / max(c, 1)}
-
-
-class _Mean:
-    """Running means of stats, each weighted by its batch's utterance count."""
-
-    def __init__(self):
-        self.sums: dict[str, float] = {}
-        self.weights: dict[str, float] = {}
-
-    def add(self, stats: dict, weight: float) -> None:
-        for k, v in stats.items():
-            if v is None:
-                continue
-            self.sums[k] = self.sums.get(k, 0.0) + float(v) * weight
-            self.weights[k] = self.weights.get(k, 0.0) + weight
-
-    def reduce_distributed(self) -> None:
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        keys = sorted(self.sums)
-        t = torch.tensor([[self.sums[k], self.weights[k]] for k in keys], dtype=torch.float64)
-        dist.all_reduce(t)
-        for k, (s, w) in zip(keys, t.tolist()):
-            self.sums[k], self.weights[k] = s, w
-
-    def result(self) -> dict:
-        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
-
-
-@torch.no_grad()
 def validate(model, loader, tokenizer: Tokenizer) -> dict:
-    """Dev losses per term, ``acc``, ``aux_acc`` and greedy-CTC ``wer`` and ``cer`` (percent)."""
-    if getattr(model, "emnet", None) is not None:
-        from .emnet import validate_emnet
-
-        return validate_emnet(model, loader, tokenizer)
-    model.eval()
-    mean = _Mean()
-    errors = GreedyErrors()
-    for batch in loader:
-        _, stats = model(batch)
-        mean.add(stats, len(batch["cut_ids"]))
-        feats = batch["feats"].to(model.ctc_head.weight.device)
-        enc = model.encode(feats, batch["feat_lens"].to(feats.device))
-        errors.add(batch["texts"], [tokenizer.decode(t) for t in greedy_ctc(model.ctc_log_probs(enc.out), enc.lens)])
-    model.train()
-    return {**mean.result(), **errors.rates()}
+    """The model's dev stats (``model.validate``): losses per term, greedy-CTC ``wer`` and ``cer`` (percent), ..."""
+    return model.validate(loader, tokenizer)
 
 
 def fill_loss_keys(stats: dict) -> dict:
@@ -237,33 +156,6 @@ def fill_loss_keys(stats: dict) -> dict:
 
 
 # ---------------------------------------------------------------- checkpoints
-
-def checkpoint_dir(run_dir: Path) -> Path:
-    return run_dir / "checkpoints"
-
-
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    found = sorted(checkpoint_dir(run_dir).glob("epoch-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-    return found[-1] if found else None
-
-
-def save_checkpoint(path: Path, **state) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def average_state_dicts(paths: list[Path]) -> dict:
-    """Element-wise mean of the ``model`` state dicts in ``paths`` (integer buffers from the last)."""
-    avg = None
-    for p in paths:
-        sd = torch.load(p, map_location="cpu", weights_only=False)["model"]
-        if avg is None:
-            avg = {k: v.clone().double() if v.is_floating_point() else v.clone() for k, v in sd.items()}
-        else:
-            for k, v in sd.items():
-                avg[k] = avg[k] + v.double() if v.is_floating_point() else v.clone()
-    return {k: (v / len(paths)).float() if v.is_floating_point() else v for k, v in avg.items()}
-
 
 def state_dict_sha1(state_dict: dict) -> str:
     """Digest of every tensor's bytes: equal on all DDP ranks iff their replicas are identical."""
@@ -274,19 +166,6 @@ def state_dict_sha1(state_dict: dict) -> str:
         h.update(k.encode())
         h.update(state_dict[k].detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    with atomic_open(run_dir / "metrics.jsonl", "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
 
 
 # ---------------------------------------------------------------- the loop
@@ -400,7 +279,7 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
         t0 = time.time()
         train_sampler.set_epoch(epoch)
         model.train()
-        mean = _Mean()
+        mean = StatsMean()
         frames = 0
         with _join(ddp_model, world_size):
             loader = sorted_loader if epoch <= sortagrad_epochs else train_loader
@@ -416,7 +295,7 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
                 bar.set_postfix(loss=f"{stats['loss']:.3f}")
         mean.reduce_distributed()
         train_stats = mean.result()
-        dev_stats = validate(model, dev_loader, tokenizer)
+        dev_stats = model.validate(dev_loader, tokenizer)
         row = {"epoch": epoch, "train": fill_loss_keys(train_stats), "dev": fill_loss_keys(dev_stats),
                "lr": optimizer.param_groups[0]["lr"], "updates": updates,
                "time_s": round(time.time() - t0, 2), "train_frames": frames}
@@ -445,13 +324,11 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
         averaged = [checkpoint_dir(run_dir) / f"epoch-{e}.pt" for e in best]
         with atomic_path(run_dir / "model_avg.pt") as tmp:
             torch.save({"config": config, "vocab_size": tokenizer.vocab_size,
-                        "state_dict": strip_teacher(average_state_dicts(averaged)), "averaged_epochs": best}, tmp)
+                        "state_dict": model.export_state_dict(average_state_dicts(averaged)),
+                        "averaged_epochs": best}, tmp)
         if metrics:
             plot_loss_curves(metrics, run_dir / "loss_curves.png", title=run_dir.name)
-            if config.get("emnet"):
-                from .emnet_plots import plot_teacher_student_curves
-
-                plot_teacher_student_curves(metrics, run_dir / "emnet_curves.png", title=run_dir.name)
+            model.plot_extras(metrics, run_dir, title=run_dir.name)
         last = metrics[-1] if metrics else {}
         write_training_record(run_dir, config, rule, metrics, best, world_size=world_size, device=dev,
                               train_seconds=sum(r["time_s"] for r in metrics), alignment=alignment)
