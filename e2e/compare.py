@@ -405,7 +405,7 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
         cells.append(f"{dec.get('mode', '?')}" + (f" beam {dec.get('beam')} ctc {dec.get('ctc_weight')}"
                                                     if dec.get("mode") == "beam" else ""))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"n: runs (seeds) of a config; WER: mean ± std over them."
+    lines += ["", "n: runs (seeds) of a config; WER: mean ± std over them."
               + (f" {TESTS_NOTE} Both on {last_split}, vs {baseline}." if base is not None else "")]
     if warnings:
         lines += ["", *[f"> **warning**: {w}" for w in warnings]]

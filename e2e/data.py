@@ -174,8 +174,12 @@ def make_loader(cuts: CutSet, tokenizer: Tokenizer, max_duration: float, shuffle
                 num_buckets: int = 10, world_size: int | None = None, rank: int | None = None):
     """``(DataLoader, sampler)``; call ``sampler.set_epoch(e)`` before each epoch."""
     sampler = make_sampler(cuts, max_duration, shuffle, seed, num_buckets, world_size, rank)
-    loader = torch.utils.data.DataLoader(AsrDataset(tokenizer), sampler=sampler, batch_size=None, num_workers=0)
-    return loader, sampler
+    return batch_loader(sampler, tokenizer), sampler
+
+
+def batch_loader(sampler, tokenizer: Tokenizer) -> torch.utils.data.DataLoader:
+    """A loader of the interface's batch dicts over a lhotse cut sampler (the sampler makes the batches)."""
+    return torch.utils.data.DataLoader(AsrDataset(tokenizer), sampler=sampler, batch_size=None, num_workers=0)
 
 
 def make_sortagrad_loader(cuts: CutSet, tokenizer: Tokenizer, max_duration: float,
@@ -186,4 +190,4 @@ def make_sortagrad_loader(cuts: CutSet, tokenizer: Tokenizer, max_duration: floa
 
     sampler = SimpleCutSampler(cuts.sort_by_duration(ascending=True), max_duration=max_duration, shuffle=False,
                                world_size=world_size, rank=rank, drop_last=False)
-    return torch.utils.data.DataLoader(AsrDataset(tokenizer), sampler=sampler, batch_size=None, num_workers=0)
+    return batch_loader(sampler, tokenizer)

@@ -57,10 +57,11 @@ from torch import nn
 
 from ..align.loader import IGNORE_INDEX
 from .checkpoints import average_state_dicts, checkpoint_dir, latest_checkpoint
+from .decode import greedy_ctc
 from .emnet_plots import plot_teacher_student_curves
 from .encoder import EncoderOutput
 from .losses import attention_loss, ctc_loss, decoder_io
-from .metrics import GreedyErrors, StatsMean, greedy_ctc
+from .metrics import GreedyErrors, StatsMean
 from .model import E2EModel
 
 log = logging.getLogger("weakalign")

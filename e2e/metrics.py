@@ -1,5 +1,6 @@
 """Training and validation statistics shared by the trainer and the models: running means of
-stats, greedy-CTC word/character errors, and the run dir's ``metrics.jsonl``.
+stats, word/character errors of greedy-CTC output (:func:`weakalign.e2e.decode.greedy_ctc`), and the
+run dir's ``metrics.jsonl``.
 
 This module sits below :mod:`~weakalign.e2e.train`, :mod:`~weakalign.e2e.model` and
 :mod:`~weakalign.e2e.emnet` (it imports none of them), so a model's ``validate`` and the
@@ -10,8 +11,6 @@ trainer's loop use the same helpers without importing each other.
 >>> mean.add({"loss": 5.0}, weight=2)
 >>> mean.result()
 {'loss': 4.0}
->>> greedy_ctc(torch.log(torch.tensor([[[.1, .9], [.1, .9], [.9, .1], [.1, .9]]])), torch.tensor([4]), blank=0)
-[[1, 1]]
 >>> errors = GreedyErrors()
 >>> errors.add(["ab c", "de f"], ["ab x", "de f"])
 >>> errors.rates()
@@ -27,16 +26,6 @@ import torch
 import torch.distributed as dist
 
 from ..pipeline.io import atomic_open
-
-
-def greedy_ctc(log_probs: torch.Tensor, lens: torch.Tensor, blank: int = 0) -> list[list[int]]:
-    """Best path, repeats merged, blanks removed: one token list per utterance."""
-    best = log_probs.argmax(-1).cpu()
-    out = []
-    for seq, n in zip(best, lens.cpu().tolist()):
-        seq = torch.unique_consecutive(seq[:n]).tolist()
-        out.append([t for t in seq if t != blank])
-    return out
 
 
 def word_errors(refs: list[str], hyps: list[str]) -> tuple[int, int]:
@@ -103,15 +92,30 @@ class StatsMean:
 
 # ---------------------------------------------------------------- metrics.jsonl
 
+METRICS_FILE = "metrics.jsonl"
+
+
 def read_metrics(run_dir: Path) -> list[dict]:
-    """The rows of ``run_dir/metrics.jsonl`` (one per epoch; ``[]`` when there is none)."""
-    path = Path(run_dir) / "metrics.jsonl"
+    """The rows of ``run_dir/metrics.jsonl`` (one per epoch; ``[]`` when there is none).
+
+    The trainer writes the file atomically, so a line that is not JSON means the file was
+    damaged: a ``ValueError`` names the file and the line.
+    """
+    path = Path(run_dir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path} line {n} is not JSON ({e.msg})") from None
+    return rows
 
 
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
-    with atomic_open(Path(run_dir) / "metrics.jsonl", "w") as f:
+    with atomic_open(Path(run_dir) / METRICS_FILE, "w") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")

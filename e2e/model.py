@@ -39,10 +39,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..align.loader import IGNORE_INDEX, subsample_labels, window_label_distribution
+from .decode import greedy_ctc
 from .decoder import AttentionDecoder
 from .encoder import BLSTMEncoder, EncoderOutput, GlobalCMVN
 from .losses import attention_loss, ctc_loss, decoder_io, frame_accuracy, smoothed_ce, soft_target_ce
-from .metrics import GreedyErrors, StatsMean, greedy_ctc
+from .metrics import GreedyErrors, StatsMean
 from .specaug import SpecAugment
 
 AUX_KINDS = ("none", "smoothed_ce", "onehot_ce", "ctc")

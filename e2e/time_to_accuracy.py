@@ -30,18 +30,14 @@ True
 from __future__ import annotations
 
 import fnmatch
-import json
-import logging
 import statistics
 from pathlib import Path
 
 from .compare import run_seed, runs_root, seed_group_name, training_record
-
-log = logging.getLogger("weakalign")
+from .metrics import METRICS_FILE, read_metrics
 
 DEFAULT_TARGETS = (50.0, 30.0, 20.0, 15.0, 12.0, 10.0)
 BASELINE = "baseline"
-METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves_dev.png"
 
 
@@ -152,19 +148,6 @@ def summarize_groups(runs: list[dict], targets=DEFAULT_TARGETS, baseline: str = 
 
 # ---------------------------------------------------------------- I/O
 
-def read_metrics_rows(run_dir: Path) -> list[dict]:
-    """The parsed rows of ``run_dir/metrics.jsonl``; a line that does not parse is skipped with a warning."""
-    rows = []
-    for n, line in enumerate((Path(run_dir) / METRICS_FILE).read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            log.warning("%s line %d is not JSON; skipped", Path(run_dir) / METRICS_FILE, n)
-    return rows
-
-
 def find_run_dirs(roots) -> list[tuple[Path, str]]:
     """``(run_dir, root label)`` of every dir with a metrics.jsonl under the existing ``roots``.
 
@@ -188,7 +171,7 @@ def time_to_accuracy(roots, targets=DEFAULT_TARGETS, baseline: str = BASELINE) -
     runs = []
     for run_dir, root in find_run_dirs(roots):
         record = training_record(run_dir)
-        summary = summarize_run(run_dir.name, read_metrics_rows(run_dir), record, targets,
+        summary = summarize_run(run_dir.name, read_metrics(run_dir), record, targets,
                                 seed=run_seed(run_dir, record))
         runs.append({**summary, "source": root})
     result = {
@@ -304,7 +287,7 @@ def curves(corpus: str, specs: list[str], *, exp_root: str | Path = "exp", resul
 
     root = runs_root(corpus, exp_root=exp_root, results_root=results_root, from_results=from_results)
     systems = resolve_run_groups(root, list(specs))
-    runs = {name: [(d.name, read_metrics_rows(d)) for d in dirs] for name, dirs in systems.items()}
+    runs = {name: [(d.name, read_metrics(d)) for d in dirs] for name, dirs in systems.items()}
     out = Path(out) if out else root / CURVES_FILE
     plot_dev_curves(runs, out, title=f"{corpus}: dev learning curves")
     return out

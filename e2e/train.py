@@ -145,11 +145,6 @@ def train_step(model, batch: dict, optimizer, scheduler, grad_clip: float) -> di
     return stats
 
 
-def validate(model, loader, tokenizer: Tokenizer) -> dict:
-    """The model's dev stats (``model.validate``): losses per term, greedy-CTC ``wer`` and ``cer`` (percent), ..."""
-    return model.validate(loader, tokenizer)
-
-
 def fill_loss_keys(stats: dict) -> dict:
     """Every loss key present (``None`` for a term the config does not have)."""
     return {**{k: None for k in LOSS_KEYS}, **stats}
