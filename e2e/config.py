@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
-CONFIGS = ("baseline", "aux_ls0.5_l3", "aux_onehot_l3", "auxctc_l3", "ctc_only")
+CONFIGS = ("baseline", "aux_ls0.5_l3", "aux_onehot_l3", "aux_senonectc_l3", "auxctc_l3", "ctc_only")
 EMNET_CONFIGS = ("emnet_ctc_only", "emnet_ctc", "emnet_hybrid", "emnet_ctc_aux")
 
 

@@ -7,10 +7,13 @@
   by :func:`weakalign.align.loader.subsample_labels`) against
   ``(1 - m)·one-hot + m·uniform``, m = ``aux_smoothing`` (arXiv 2311.14835);
 - ``aux: onehot_ce``: the same with m = 0 (the paper's loss-weighting baseline);
+- ``aux: senone_ctc``: intermediate CTC over the senone sequence the encoder rate can see: the
+  40 ms labels (as for the CEs) with repeats collapsed, senone ``k`` as class ``k + 1``, blank 0
+  (the paper's auxiliary-CTC contrast on the same triphone information);
 - ``aux: ctc``: intermediate CTC over the BPE units;
 - ``aux: none``.
 
-For the two senone CEs, ``aux_targets`` picks each encoder frame's 40 ms target from its
+For the senone terms, ``aux_targets`` picks each encoder frame's 40 ms target from its
 7-frame receptive window (see :mod:`weakalign.align.loader`): ``centre`` (the centre
 frame's senone), ``majority`` (the window's most frequent senone) or ``soft`` (the
 window's senone histogram, mixed with the uniform by :func:`~weakalign.e2e.losses.soft_target_ce`).
@@ -46,7 +49,8 @@ from .losses import attention_loss, ctc_loss, decoder_io, frame_accuracy, smooth
 from .metrics import GreedyErrors, StatsMean
 from .specaug import SpecAugment
 
-AUX_KINDS = ("none", "smoothed_ce", "onehot_ce", "ctc")
+AUX_KINDS = ("none", "smoothed_ce", "onehot_ce", "senone_ctc", "ctc")
+SENONE_AUX_KINDS = ("smoothed_ce", "onehot_ce", "senone_ctc")   # the terms that read the alignments
 AUX_TARGETS = ("centre", "majority", "soft")
 
 # Model part of conf/defaults.yaml, so the model can be built from a partial dict in tests.
@@ -106,11 +110,11 @@ class E2EModel(nn.Module):
             self.decoder = AttentionDecoder(vocab_size, d, c["dec_embed"], c["dec_hidden"], c["dec_layers"],
                                             c["dec_heads"], c["dec_dropout"])
         self.aux_head = None
-        if self.aux in ("smoothed_ce", "onehot_ce"):
+        if self.aux in SENONE_AUX_KINDS:
             if not c["num_senones"]:
-                raise ValueError("aux CE needs num_senones (taken from the alignment data)")
+                raise ValueError(f"aux: {self.aux} needs num_senones (taken from the alignment data)")
             self.num_senones = int(c["num_senones"])
-            self.aux_head = nn.Linear(d, self.num_senones)
+            self.aux_head = nn.Linear(d, self.num_senones + (self.aux == "senone_ctc"))
         elif self.aux == "ctc":
             self.aux_head = nn.Linear(d, vocab_size)
 
@@ -157,7 +161,7 @@ class E2EModel(nn.Module):
         return loss, stats
 
     def _aux_loss(self, enc: EncoderOutput, batch: dict, num_frames: int):
-        """``(loss, accuracy)`` of the aux term (accuracy ``None`` for aux CTC).
+        """``(loss, accuracy)`` of the aux term (accuracy ``None`` for the aux CTCs).
 
         For the senone CE, ``aux_targets`` picks the 40 ms targets: ``centre`` and ``majority``
         feed :func:`subsample_labels` of that mode to :func:`smoothed_ce`; ``soft`` feeds the
@@ -175,6 +179,9 @@ class E2EModel(nn.Module):
         targets = subsample_labels(senone, lengths, mode=mode)
         if targets.shape[1] != hidden.shape[1]:
             raise RuntimeError(f"subsampled labels have {targets.shape[1]} frames, encoder {hidden.shape[1]}")
+        if self.aux == "senone_ctc":
+            log_probs = F.log_softmax(self.aux_head(hidden), dim=-1)
+            return ctc_loss(log_probs, enc.lens, collapsed_label_sequences(targets, shift=1), blank=0), None
         smoothing = float(self.config["aux_smoothing"]) if self.aux == "smoothed_ce" else 0.0
         logits = self.aux_head(hidden)
         if self.aux_targets != "soft":
@@ -227,6 +234,20 @@ class E2EModel(nn.Module):
 
     def plot_extras(self, metrics: list[dict], run_dir: str | Path, title: str = "") -> None:
         """Figures of this kind of model from the ``metrics.jsonl`` rows, into ``run_dir`` (none here)."""
+
+
+def collapsed_label_sequences(labels: torch.Tensor, shift: int = 0, pad: int = IGNORE_INDEX) -> list[list[int]]:
+    """Each row of ``labels`` (B, T) without its ``pad`` frames and with runs of one label collapsed
+    to one, plus ``shift``: a CTC target that always fits T frames.
+
+    >>> collapsed_label_sequences(torch.tensor([[4, 4, 2, 2, 4, -100], [0, 0, 0, -100, -100, -100]]), shift=1)
+    [[5, 3, 5], [1]]
+    """
+    rows = []
+    for row in labels:
+        kept = row[row != pad]
+        rows.append((torch.unique_consecutive(kept) + shift).tolist())
+    return rows
 
 
 def build_model(config: dict, vocab_size: int, *, student_only: bool = False) -> E2EModel:

@@ -54,7 +54,7 @@ from .data import (alignment_digest, count_senones, load_cuts, make_loader, make
                    training_cuts_source, usable_cuts)
 from .init import initialize
 from .metrics import StatsMean, read_metrics, write_metrics
-from .model import build_model
+from .model import SENONE_AUX_KINDS, build_model
 from .plots import plot_loss_curves
 from .schedule import Scheduler
 from .stopping import StoppingRule
@@ -198,13 +198,13 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
         train_cuts = load_cuts(ws, "train", source) if train_cuts is None else train_cuts
         dev_cuts = load_cuts(ws, "dev", source) if dev_cuts is None else dev_cuts
         config["cuts"] = source
-        if config.get("aux") in ("smoothed_ce", "onehot_ce") and source != "ali":
+        if config.get("aux") in SENONE_AUX_KINDS and source != "ali":
             raise FileNotFoundError(f"config {config.get('name')} needs senone alignments: "
                                     f"{ws.ali_cuts('train')} not found (run the export stage)")
     run_dir.mkdir(parents=True, exist_ok=True)
     tokenizer = prepare_tokenizer(run_dir, train_cuts, config, rank)
     config["vocab_size_actual"] = tokenizer.vocab_size
-    if config.get("aux") in ("smoothed_ce", "onehot_ce") and not config.get("num_senones"):
+    if config.get("aux") in SENONE_AUX_KINDS and not config.get("num_senones"):
         config["num_senones"] = max(count_senones(train_cuts), count_senones(dev_cuts))
 
     report = SkipReport("train")

@@ -149,3 +149,36 @@ def test_soft_and_majority_losses_differ_on_real_senones(real_senone_batch, batc
 def test_aux_targets_is_checked():
     with pytest.raises(ValueError, match=r"aux_targets must be one of \('centre', 'majority', 'soft'\)"):
         build_model({**TINY, "aux_targets": "median"}, 12)
+
+
+def test_senone_ctc_is_ctc_over_the_collapsed_40ms_senones(real_senone_batch, batch_and_tok):
+    """aux: senone_ctc = F.ctc_loss of the layer-3 head against each cut's centre labels with runs
+    collapsed (senone k as class k + 1, blank 0); its gradient stops at layer 3."""
+    batch, num_senones = real_senone_batch
+    torch.manual_seed(0)
+    model = build_model(tiny("aux_senonectc_l3", num_senones=num_senones, specaug=False, enc_dropout=0.0),
+                        batch_and_tok[1].vocab_size)
+    assert model.aux_head.out_features == num_senones + 1
+    enc = model.encode(batch["feats"], batch["feat_lens"])
+    loss, acc = model._aux_loss(enc, batch, batch["feats"].shape[1])
+    assert acc is None
+
+    centre = subsample_labels(batch["senone"], batch["feat_lens"])
+    targets = []
+    for row, n in zip(centre, enc.lens):
+        labels = row[:n].tolist()
+        collapsed = [k + 1 for i, k in enumerate(labels) if i == 0 or labels[i - 1] != k]
+        assert len(collapsed) <= n   # always a feasible CTC target at the encoder rate
+        targets.append(collapsed)
+    assert max(len(t) for t in targets) > 5   # real sequences, not one label each
+    log_probs = torch.log_softmax(model.aux_head(enc.layers[2]), dim=-1)
+    expected = torch.nn.functional.ctc_loss(
+        log_probs.transpose(0, 1), torch.tensor([k for t in targets for k in t]), enc.lens,
+        torch.tensor([len(t) for t in targets]), blank=0, reduction="mean", zero_infinity=True)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert 0.0 < loss.item() < float("inf")
+
+    loss.backward()
+    for k, blstm in enumerate(model.encoder.layers, start=1):
+        g = blstm.fwd.weight_ih_l0.grad
+        assert (g is not None and g.abs().sum().item() > 0) == (k <= 3), f"layer {k}"
