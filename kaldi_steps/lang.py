@@ -618,8 +618,8 @@ def lang_sources(ws: Workspace, options: dict) -> dict:
     becomes the default, makes the next request rebuild lang."""
     lexicon = Path(options["lexicon"]) if options.get("lexicon") else default_lexicon(ws)
     lm = Path(options["lm"]) if options.get("lm") else default_lm(ws, lexicon)
-    return {"lexicon": f"{lexicon} {content_digest([lexicon])}",
-            "lm": f"{lm} {content_digest([lm])}" if lm else "trained on the train transcripts"}
+    return {"lexicon file": f"{lexicon} {content_digest([lexicon])}",
+            "lm file": f"{lm} {content_digest([lm])}" if lm else "none: trained on the train transcripts"}
 
 
 @declares_inputs(lang_sources)

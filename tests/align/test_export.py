@@ -21,17 +21,7 @@ from weakalign.kaldi_steps.lang import Lang
 from weakalign.pipeline.io import read_json
 from weakalign.pipeline.stage import run_stage
 from weakalign.pipeline.workspace import Workspace
-
-
-def linked_workspace(src: Workspace, root, ali_dirs=("tri1_ali",)) -> Workspace:
-    ws = Workspace(src.corpus, data_root=root / "data", exp_root=root / "exp")
-    ws.data.mkdir(parents=True)
-    ws.exp.mkdir(parents=True)
-    for name in ("fbank", "lang"):
-        os.symlink(src.data / name, ws.data / name)
-    for name in ali_dirs:
-        os.symlink(src.exp / name, ws.exp / name)
-    return ws
+from tests.fixtures_align import linked_workspace
 
 
 @pytest.fixture(scope="module")
