@@ -74,10 +74,11 @@ def resolve_ali_dir(ws: Workspace, ali_dir: str | os.PathLike | None = None) -> 
     ``exp/<c>/tri1_ali`` (with a warning). Raises :class:`MissingInput` when there is none."""
     if ali_dir is not None:
         path = Path(ali_dir)
-        for what, present in (("final.mdl", (path / "final.mdl").is_file()), ("ali.*.gz", any(path.glob("ali.*.gz")))):
-            if not present:
-                raise MissingInput(f"alignment dir {path} has no {what}: --ali-dir takes a Kaldi alignment dir "
-                                   "(final.mdl + ali.*.gz [+ phones.txt])")
+        missing = [what for what, found in (("final.mdl", (path / "final.mdl").is_file()),
+                                             ("ali.*.gz", any(path.glob("ali.*.gz")))) if not found]
+        if missing:
+            raise MissingInput(f"alignment dir {path} has no {' and no '.join(missing)}: --ali-dir takes a Kaldi "
+                               "alignment dir (final.mdl + ali.*.gz [+ phones.txt])")
         return path
     for i, name in enumerate(DEFAULT_ALI_DIRS):
         path = ws.exp / name
