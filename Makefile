@@ -5,6 +5,7 @@ NJ ?= 2
 SEED ?=
 FROM ?=
 STOP_AFTER ?=
+ALIGN_CONFIG ?=
 DATA ?= data
 EXP ?= exp
 PYTHON ?= python3
@@ -24,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 align: setup
-	$(WA) align $(CORPUS) $(ROOTS) --nj $(NJ) $(if $(FROM),--from $(FROM)) $(if $(STOP_AFTER),--stop-after $(STOP_AFTER))
+	$(WA) align $(CORPUS) $(ROOTS) --nj $(NJ) $(if $(FROM),--from $(FROM)) $(if $(STOP_AFTER),--stop-after $(STOP_AFTER)) $(if $(ALIGN_CONFIG),--config $(ALIGN_CONFIG))
 
 train: setup
 	$(WA) train $(CORPUS) $(ROOTS) --nj $(NJ) --config $(CONFIG) $(if $(SEED),--seed $(SEED))

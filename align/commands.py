@@ -2,7 +2,7 @@
 
 import click
 
-from ..pipeline.cli_common import corpus_command
+from ..pipeline.cli_common import corpus_command, run_stage_command
 
 
 @click.command("export")
@@ -12,15 +12,18 @@ from ..pipeline.cli_common import corpus_command
                    "[default: exp/<corpus>/hybrid_ali, else exp/<corpus>/tri1_ali].")
 @click.option("--max-frame-diff", default=2, show_default=True, type=int,
               help="Pad/trim alignments at most this many frames off the fbank frame count; skip the rest.")
-@click.option("--no-textgrid", is_flag=True, help="Do not write one Praat TextGrid per utterance.")
-def export(ws, force, nj, ali_dir, max_frame_diff, no_textgrid):
+@click.option("--textgrid/--no-textgrid", "textgrids", default=True, show_default=True,
+              help="Write one Praat TextGrid per utterance.")
+def export(ws, force, nj, **options):
     """Alignments -> data/<corpus>/cuts_{train,dev}_ali.jsonl.gz (senone/phone arrays, word/phone alignment)."""
-    from .export import run_export
+    from .export import export_stage
 
-    summary = run_export(ws, ali_dir, force=force, max_frame_diff=max_frame_diff, textgrids=not no_textgrid)
+    summary = run_stage_command("export", ws, export_stage, force=force, **options)
     for split, counts in summary.get("splits", {}).items():
         click.echo(f"{split}: {counts['exported']}/{counts['cuts']} cuts exported "
                    f"({counts['no_alignment']} without alignment, {counts['frame_mismatch']} frame mismatches)")
+    for split in summary.get("empty_splits", []):
+        click.echo(f"{split}: no alignment in {summary['ali_dir']}: {split} not exported")
 
 
 @click.command("ali-info")

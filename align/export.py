@@ -25,13 +25,19 @@ Output, for ``train`` and ``dev``:
 - ``data/<c>/ali/phones.txt`` (the ``phone`` ids) and ``data/<c>/ali/info.json``
   (source dir, ``num_senones``, the frame policy, counts).
 - For checking by eye: ``data/<c>/ali/ctm/<split>.{word,phone}.ctm`` (times relative to the
-  utterance) and Praat ``data/<c>/ali/textgrid/<split>/<utt>.TextGrid`` (tiers ``word``, ``phone``).
+  utterance) and Praat ``data/<c>/ali/textgrid/<split>/<utt>.TextGrid`` (tiers ``word``, ``phone``;
+  ``textgrids=False`` removes an earlier export's).
 
 Frame policy (see :func:`weakalign.align.convert.reconcile_length`): an alignment shorter or
 longer than the cut's fbank frames by at most ``max_frame_diff`` (2) frames is padded with its
 last label or trimmed, at the end; a larger difference skips the utterance, named. Utterances
 with no alignment in the dir are skipped, named and counted, so the exported CutSet is exactly
-the list of utterances every E2E config trains on.
+the list of utterances every E2E config trains on. A split none of whose utterances is in the
+dir (``exp/<c>/mono`` aligns train only) is reported in ``empty_splits`` and not written.
+
+The stage's identity includes the alignment dir it read and a content hash of its
+``final.mdl`` and ``ali.*.gz`` (:func:`alignment_source`): a new ``hybrid_ali``, or alignments
+rewritten in place, make the next request export again.
 """
 
 from __future__ import annotations
@@ -49,8 +55,9 @@ from lhotse.supervision import AlignmentItem
 from tqdm import tqdm
 
 from ..pipeline.io import atomic_open, atomic_path, write_json
+from ..pipeline.options import content_digest, declares_inputs
 from ..pipeline.report import SkipReport
-from ..pipeline.stage import run_stage
+from ..pipeline.stage import MissingInput
 from ..pipeline.workspace import Workspace
 from .convert import (FRAME_SHIFT, MAX_FRAME_DIFF, AlignmentModel, FrameMismatchError, WordAlignmentError,
                       reconcile_length, reconcile_segments, to_alignment_items, word_segments)
@@ -64,11 +71,14 @@ DEFAULT_ALI_DIRS = ("hybrid_ali", "tri1_ali")
 
 def resolve_ali_dir(ws: Workspace, ali_dir: str | os.PathLike | None = None) -> Path:
     """The alignment dir to export: ``ali_dir`` if given, else ``exp/<c>/hybrid_ali``, else
-    ``exp/<c>/tri1_ali`` (with a warning)."""
+    ``exp/<c>/tri1_ali`` (with a warning). Raises :class:`MissingInput` when there is none."""
     if ali_dir is not None:
         path = Path(ali_dir)
-        if not (path / "final.mdl").exists():
-            raise FileNotFoundError(f"alignment dir {path} has no final.mdl")
+        missing = [what for what, found in (("final.mdl", (path / "final.mdl").is_file()),
+                                             ("ali.*.gz", any(path.glob("ali.*.gz")))) if not found]
+        if missing:
+            raise MissingInput(f"alignment dir {path} has no {' and no '.join(missing)}: --ali-dir takes a Kaldi "
+                               "alignment dir (final.mdl + ali.*.gz [+ phones.txt])")
         return path
     for i, name in enumerate(DEFAULT_ALI_DIRS):
         path = ws.exp / name
@@ -77,8 +87,15 @@ def resolve_ali_dir(ws: Workspace, ali_dir: str | os.PathLike | None = None) -> 
                 log.warning("%s not found; using the alignments of %s instead",
                             ws.exp / DEFAULT_ALI_DIRS[0], path)
             return path
-    raise FileNotFoundError(f"no alignment dir: none of {', '.join(str(ws.exp / n) for n in DEFAULT_ALI_DIRS)} "
-                            "has final.mdl and ali.*.gz (run the tri1 or hybrid stage, or pass --ali-dir)")
+    raise MissingInput(f"no alignment dir: none of {', '.join(str(ws.exp / n) for n in DEFAULT_ALI_DIRS)} "
+                       "has final.mdl and ali.*.gz (run the tri1 or hybrid stage, or pass --ali-dir)")
+
+
+def alignment_source(ws: Workspace, options: dict) -> dict:
+    """The export's input: which alignment dir, and the content of its model and alignments (a
+    re-export follows a new ``hybrid_ali``, or alignments rewritten in place, e.g. by Kaldi)."""
+    src = resolve_ali_dir(ws, options.get("ali_dir"))
+    return {"alignments": f"{src} {content_digest([src / 'final.mdl', *src.glob('ali.*.gz')], gunzip=True)}"}
 
 
 def export_dir(ws: Workspace) -> Path:
@@ -181,12 +198,15 @@ def export_split(ws: Workspace, split: str, model: AlignmentModel, alignments: d
             staging.rename(storage)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    # What an earlier export left for this split must not pass for this one's.
+    tg_dir = out_dir / "textgrid" / split
+    shutil.rmtree(tg_dir, ignore_errors=True)
+    if not exported:
+        return _no_split(ws, split, counts)
     for kind, lines in (("word", word_ctm), ("phone", phone_ctm)):
         with atomic_open(out_dir / "ctm" / f"{split}.{kind}.ctm", "w", encoding="utf-8") as f:
             f.writelines(line + "\n" for line in lines)
     if textgrids:
-        tg_dir = out_dir / "textgrid" / split
-        shutil.rmtree(tg_dir, ignore_errors=True)
         for utt_id, duration, ca in tg_items:
             tiers = {"word": ca.word_items or [], "phone": ca.phone_items}
             write_textgrid(tg_dir / f"{utt_id}.TextGrid", tiers, xmax=duration)
@@ -196,6 +216,17 @@ def export_split(ws: Workspace, split: str, model: AlignmentModel, alignments: d
     log.info("export %s: %d/%d cuts exported (%d without alignment, %d frame mismatches, %d padded, %d trimmed, "
              "%d without word tier)", split, counts["exported"], counts["cuts"], counts["no_alignment"],
              counts["frame_mismatch"], counts["padded"], counts["trimmed"], counts["no_word_tier"])
+    return counts
+
+
+def _no_split(ws: Workspace, split: str, counts: dict) -> dict:
+    """A split none of whose cuts has an alignment (e.g. ``exp/<c>/mono`` aligns train only):
+    said, and nothing of it written (lhotse reads an empty CutSet file back as ``None``)."""
+    ws.ali_cuts(split).unlink(missing_ok=True)
+    for kind in ("word", "phone"):
+        (export_dir(ws) / "ctm" / f"{split}.{kind}.ctm").unlink(missing_ok=True)
+    log.warning("export %s: none of its %d cuts has an alignment in the alignment dir: %s not written",
+                split, counts["cuts"], ws.ali_cuts(split))
     return counts
 
 
@@ -228,7 +259,7 @@ def export_alignments(ws: Workspace, ali_dir: str | os.PathLike | None = None, *
             raise FileNotFoundError(f"export: {ws.fbank_cuts(split)} missing (run the features stage)")
         per_split[split] = export_split(ws, split, model, alignments, report, max_frame_diff=max_frame_diff,
                                         textgrids=textgrids)
-        if validate:
+        if validate and per_split[split]["exported"]:
             from lhotse import validate as lhotse_validate
 
             _quiet_validate(CutSet.from_file(ws.ali_cuts(split)), lhotse_validate)
@@ -239,12 +270,13 @@ def export_alignments(ws: Workspace, ali_dir: str | os.PathLike | None = None, *
     if unused:
         log.info("export: %d alignments belong to no exported split (e.g. test) and were left out", unused)
     report.log_summary()
+    exported = [s for s in splits if per_split[s]["exported"]]
     info = {"ali_dir": str(src), "num_senones": model.num_pdfs, "num_phones": len(base_names) - 1,
             "frame_shift": FRAME_SHIFT, "max_frame_diff": max_frame_diff,
             "frame_policy": "pad with the last label / trim, at the end", "splits": per_split,
-            "alignments_outside_splits": unused}
+            "empty_splits": [s for s in splits if s not in exported], "alignments_outside_splits": unused}
     write_json(out_dir / "info.json", info)
-    outputs = [ws.ali_cuts(s) for s in splits] + [out_dir / "info.json", out_dir / "phones.txt"]
+    outputs = [ws.ali_cuts(s) for s in exported] + [out_dir / "info.json", out_dir / "phones.txt"]
     return {**info, "outputs": [str(p) for p in outputs], **report.summary()}
 
 
@@ -260,35 +292,8 @@ def _quiet_validate(cuts: CutSet, validate_fn) -> None:
         lhotse_log.setLevel(previous)
 
 
-def export_stage(ws: Workspace, ali_dir: str | os.PathLike | None = None, **options) -> dict:
+@declares_inputs(alignment_source)
+def export_stage(ws: Workspace, ali_dir: str | os.PathLike | None = None, *, max_frame_diff: int = MAX_FRAME_DIFF,
+                 textgrids: bool = True) -> dict:
     """The stage function (see :func:`export_alignments`)."""
-    return export_alignments(ws, ali_dir, **options)
-
-
-def export_is_stale(ws: Workspace, ali_dir: str | os.PathLike | None = None) -> bool:
-    """Whether a finished export came from another alignment dir than the one it would use now
-    (e.g. ``hybrid_ali`` appeared after ``tri1_ali`` was exported), or from older alignments."""
-    from ..pipeline.io import read_json
-    from ..pipeline.stage import marker_path
-
-    marker = marker_path(ws, "export")
-    if not marker.exists():
-        return False
-    try:
-        src = resolve_ali_dir(ws, ali_dir)
-    except FileNotFoundError:
-        return False
-    if read_json(marker).get("summary", {}).get("ali_dir") != str(src):
-        return True
-    done = marker.stat().st_mtime
-    return any(p.stat().st_mtime > done for p in [src / "final.mdl", *src.glob("ali.*.gz")])
-
-
-def run_export(ws: Workspace, ali_dir: str | os.PathLike | None = None, force: bool = False, **options) -> dict:
-    """Run the ``export`` stage, redoing it when :func:`export_is_stale`."""
-    if not force and export_is_stale(ws, ali_dir):
-        log.info("export: the alignments changed since the last export (%s); exporting again",
-                 resolve_ali_dir(ws, ali_dir))
-        force = True
-    return run_stage("export", ws, export_stage, force=force,
-                     ali_dir=str(ali_dir) if ali_dir is not None else None, **options)
+    return export_alignments(ws, ali_dir, max_frame_diff=max_frame_diff, textgrids=textgrids)

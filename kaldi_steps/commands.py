@@ -2,8 +2,7 @@
 
 import click
 
-from ..pipeline.cli_common import corpus_command
-from ..pipeline.stage import run_stage
+from ..pipeline.cli_common import corpus_command, run_stage_command
 
 
 @click.command("lang")
@@ -15,11 +14,11 @@ from ..pipeline.stage import run_stage
 @click.option("--lm", type=click.Path(exists=True, dir_okay=False), default=None,
               help="ARPA LM for G.fst (default: AN4's etc/an4.ug.lm, else a 3-gram trained on train text).")
 @click.option("--lm-order", default=3, show_default=True, type=int, help="Order of the LM trained when none is given.")
-def lang(ws, force, nj, lexicon, sil_prob, lm, lm_order):
+def lang(ws, force, nj, **options):
     """Build data/<corpus>/lang (phones, words, L.fst, L_disambig.fst, topo, lm.arpa, G.fst) from a lexicon."""
     from .lang import lang_stage
 
-    run_stage("lang", ws, lang_stage, force=force, lexicon=lexicon, sil_prob=sil_prob, lm=lm, lm_order=lm_order)
+    run_stage_command("lang", ws, lang_stage, force=force, **options)
 
 
 @click.command("mono")
@@ -31,12 +30,11 @@ def lang(ws, force, nj, lexicon, sil_prob, lm, lm_order):
 @click.option("--retry-beam", default=40.0, show_default=True, type=float, help="Beam of the retry after a failed alignment.")
 @click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) for a WER sanity check.")
 @click.option("--decode-beam", default=13.0, show_default=True, type=float, help="Decoding beam of the WER check.")
-def mono(ws, force, nj, num_iters, total_gauss, max_iter_inc, beam, retry_beam, decode, decode_beam):
+def mono(ws, force, nj, **options):
     """Train the monophone GMM-HMM on train (exp/<corpus>/mono), as Kaldi's train_mono.sh."""
     from .train_mono import mono_stage
 
-    run_stage("mono", ws, mono_stage, force=force, nj=nj, num_iters=num_iters, total_gauss=total_gauss,
-              max_iter_inc=max_iter_inc, beam=beam, retry_beam=retry_beam, decode=decode, decode_beam=decode_beam)
+    run_stage_command("mono", ws, mono_stage, force=force, nj=nj, **options)
 
 
 @click.command("tri1")
@@ -52,15 +50,12 @@ def mono(ws, force, nj, num_iters, total_gauss, max_iter_inc, beam, retry_beam, 
 @click.option("--retry-beam", default=40.0, show_default=True, type=float, help="Retry beam.")
 @click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) for a WER sanity check.")
 @click.option("--decode-beam", default=13.0, show_default=True, type=float, help="Decoding beam of the WER check.")
-def tri1(ws, force, nj, num_leaves, total_gauss, num_iters, max_iter_inc, thresh, cluster_thresh, beam,
-         retry_beam, decode, decode_beam):
+def tri1(ws, force, nj, **options):
     """Build the tree and train the triphone Δ+ΔΔ system (exp/<corpus>/tri1), then align train and
     dev with it (exp/<corpus>/tri1_ali), as Kaldi's train_deltas.sh + align_si.sh."""
     from .train_deltas import tri1_stage
 
-    run_stage("tri1", ws, tri1_stage, force=force, nj=nj, num_leaves=num_leaves, total_gauss=total_gauss,
-              num_iters=num_iters, max_iter_inc=max_iter_inc, thresh=thresh, cluster_thresh=cluster_thresh,
-              beam=beam, retry_beam=retry_beam, decode=decode, decode_beam=decode_beam)
+    run_stage_command("tri1", ws, tri1_stage, force=force, nj=nj, **options)
 
 
 def _hybrid_default(name: str):
@@ -132,7 +127,7 @@ def hybrid(ws, force, nj, **options):
     Rerunning an interrupted stage resumes training from the last epoch's checkpoint."""
     from .hybrid import hybrid_stage
 
-    run_stage("hybrid", ws, hybrid_stage, force=force, nj=nj, **options)
+    run_stage_command("hybrid", ws, hybrid_stage, force=force, nj=nj, **options)
 
 
 COMMANDS: list = [lang, mono, tri1, hybrid]

@@ -45,7 +45,9 @@ from pathlib import Path
 from typing import Iterable
 
 from ..pipeline.io import atomic_open, atomic_path, read_json
+from ..pipeline.options import content_digest, declares_inputs
 from ..pipeline.report import SkipReport
+from ..pipeline.stage import MissingInput
 from ..pipeline.workspace import Workspace
 
 log = logging.getLogger("weakalign")
@@ -532,7 +534,7 @@ def default_lexicon(ws: Workspace) -> Path:
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise FileNotFoundError(f"no default lexicon for corpus {ws.corpus} under {src}: give --lexicon")
+    raise MissingInput(f"no default lexicon for corpus {ws.corpus} under {src}: give --lexicon")
 
 
 def count_oovs(ws: Workspace, lang: Lang, report: SkipReport) -> dict[str, dict]:
@@ -610,6 +612,17 @@ def prepare_lm(ws: Workspace, lang: Lang, lexicon: Path, lm: str | os.PathLike |
     return {"lm": how, "lm_added_unigrams": added, "G": fst_size(g)}
 
 
+def lang_sources(ws: Workspace, options: dict) -> dict:
+    """The files ``lang`` is built from, by path and content: the lexicon and the LM (given or
+    the corpus' own). An edited lexicon, or a ``lexicon.txt`` that appears beside the corpus and
+    becomes the default, makes the next request rebuild lang."""
+    lexicon = Path(options["lexicon"]) if options.get("lexicon") else default_lexicon(ws)
+    lm = Path(options["lm"]) if options.get("lm") else default_lm(ws, lexicon)
+    return {"lexicon file": f"{lexicon} {content_digest([lexicon])}",
+            "lm file": f"{lm} {content_digest([lm])}" if lm else "none: trained on the train transcripts"}
+
+
+@declares_inputs(lang_sources)
 def lang_stage(ws: Workspace, lexicon: str | os.PathLike | None = None, sil_prob: float = 0.5,
                position_dependent: bool = True, lm: str | os.PathLike | None = None, lm_order: int = 3) -> dict:
     """Stage ``lang``: build ``ws.lang`` from the lexicon, count the transcripts' OOVs, and

@@ -7,7 +7,8 @@ import kaldi_hmm_gmm  # noqa: F401  -- must be imported before kaldifst (the oth
 import click
 
 from . import recipe
-from .stage import setup_console_logging
+from .align_options import forwarded_parameters, invoke_stage, read_config, requested_on_command_line
+from .stage import log, setup_console_logging
 
 
 @click.group()
@@ -30,7 +31,9 @@ def _add_package_commands():
 _add_package_commands()
 
 
-@cli.command("align", help="Run the alignment stages in order: " + " -> ".join(recipe.ALIGN_STAGES) + ".")
+@cli.command("align", help="Run the alignment stages in order: " + " -> ".join(recipe.ALIGN_STAGES) + ". "
+             "Every stage option is an option here too (--<stage>-<option>, or --<option> when one stage has it), "
+             "or goes in --config; a stage not given an option runs with the one it was last asked for.")
 @click.argument("corpus")
 @click.option("--from", "start", default=None, help="First stage to run.")
 @click.option("--stop-after", default=None, help="Last stage to run.")
@@ -38,12 +41,24 @@ _add_package_commands()
 @click.option("--exp-root", default="exp", show_default=True)
 @click.option("--nj", default=2, show_default=True, type=int)
 @click.option("--force", is_flag=True, help="Redo the selected stages even if done.")
+@click.option("--config", "config", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="YAML of per-stage options ({stage: {option: value}}); the command line wins over it.")
 @click.pass_context
-def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, force):
+def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, force, config, **forwarded):
     try:
         stages = recipe.select_stages(start, stop_after)
     except ValueError as e:
         raise click.UsageError(str(e))
+    chosen = read_config(ctx, config, cli.commands, recipe.ALIGN_STAGES) if config else {}
+    for stage, options in requested_on_command_line(ctx, _FORWARDED, forwarded).items():
+        chosen.setdefault(stage, {}).update(options)
+    unused = [f"{stage}.{name}" for stage, options in chosen.items() if stage not in stages for name in options]
+    if unused:
+        log.warning("[%s] options for stages this run leaves out, not used: %s", corpus, ", ".join(unused))
+    args = [corpus, "--data-root", data_root, "--exp-root", exp_root, "--nj", str(nj)] + (["--force"] if force else [])
     for name in stages:
-        command = cli.commands[name]
-        ctx.invoke(command, corpus=corpus, data_root=data_root, exp_root=exp_root, nj=nj, force=force)
+        invoke_stage(ctx, cli.commands[name], args, chosen.get(name, {}))
+
+
+_FORWARDED = forwarded_parameters(cli.commands, recipe.ALIGN_STAGES)
+align.params.extend(copy for _, _, copy in _FORWARDED)

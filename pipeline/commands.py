@@ -3,8 +3,7 @@
 import click
 
 from .bench import run_benchmarks
-from .cli_common import corpus_command
-from .stage import run_stage
+from .cli_common import corpus_command, run_stage_command
 
 
 @click.command("prepare")
@@ -16,15 +15,15 @@ from .stage import run_stage
 @click.option("--audio-root", default=None, type=click.Path(file_okay=False),
               help="Base of relative wav.scp paths (kaldi recipe) [default: each data dir's parent].")
 @click.option("--max-utts-per-split", default=None,
-              help="Take a small slice: N for every split, or e.g. 'train=60,dev=12,test=12'.")
-@click.option("--utts-per-speaker", default=None, type=int, help="With a slice: at most this many per speaker.")
+              help="Take a small slice: N for every split, or e.g. 'train=60,dev=12,test=12'; 'all' for whole splits.")
+@click.option("--utts-per-speaker", default=None, type=int,
+              help="With a slice: at most this many per speaker (0: no limit).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the dev split and of slices.")
-def prepare(ws, force, nj, src, recipe, audio_root, max_utts_per_split, utts_per_speaker, seed):
+def prepare(ws, force, nj, **options):
     """Corpus -> Lhotse manifests data/<corpus>/manifests/<corpus>_{recordings,supervisions}_<split>.jsonl.gz."""
     from .corpora import prepare as prepare_stage
 
-    run_stage("prepare", ws, prepare_stage, force=force, src=src, recipe=recipe, audio_root=audio_root,
-              max_utts_per_split=max_utts_per_split, utts_per_speaker=utts_per_speaker, seed=seed)
+    run_stage_command("prepare", ws, prepare_stage, force=force, **options)
 
 
 @click.command("features")
@@ -33,7 +32,7 @@ def features(ws, force, nj):
     """MFCC (+ per-speaker CMVN) and 80-dim fbank (+ global stats) for every prepared split."""
     from .features import compute_features
 
-    run_stage("features", ws, compute_features, force=force, nj=nj)
+    run_stage_command("features", ws, compute_features, force=force, nj=nj)
 
 
 @click.command("bench")

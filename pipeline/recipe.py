@@ -1,7 +1,10 @@
-"""The ordered stages of ``weakalign align`` (Kaldi's stage / stop_stage).
+"""The stages of ``weakalign align`` (Kaldi's stage / stop_stage) and what each one reads.
 
-Each entry names a click command of :mod:`weakalign.pipeline.cli`; ``align``
-invokes them in order with the corpus and shared options.
+Each entry of :data:`ALIGN_STAGES` names a click command of :mod:`weakalign.pipeline.cli`;
+``align`` invokes them in this order. :data:`DEPENDS_ON` is the real dependency graph:
+when a stage is redone, exactly the stages that read its outputs, directly or through
+another stage, become stale (:func:`dependents`) -- not every later stage of the order.
+The features, for instance, do not make ``lang`` stale.
 """
 
 ALIGN_STAGES: list[str] = [
@@ -13,6 +16,23 @@ ALIGN_STAGES: list[str] = [
     "hybrid",
     "export",
 ]
+
+#: The stages whose outputs each stage reads (its direct inputs besides the corpus source).
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "prepare": (),
+    # the prepared recordings' audio
+    "features": ("prepare",),
+    # the transcripts (OOV counts, the LM of corpora without one) and prepare's source (default lexicon)
+    "lang": ("prepare",),
+    # MFCC + CMVN, and L / topology / phone sets
+    "mono": ("features", "lang"),
+    # mono's alignments to build the tree, plus the same MFCC and lang
+    "tri1": ("mono", "features", "lang"),
+    # tri1's senone alignments and tree (tri1_ali), fbank, and lang for the decoding graph
+    "hybrid": ("tri1", "features", "lang"),
+    # the alignment source (hybrid_ali, else tri1_ali), the fbank cuts, lang's phones.txt
+    "export": ("hybrid", "tri1", "features", "lang"),
+}
 
 
 def select_stages(start: str | None, stop_after: str | None) -> list[str]:
@@ -31,12 +51,19 @@ def select_stages(start: str | None, stop_after: str | None) -> list[str]:
     return ALIGN_STAGES[i:j]
 
 
-def stages_after(name: str) -> list[str]:
-    """The recipe stages that consume ``name``'s outputs (all later ones); [] for non-recipe stages.
+def dependents(name: str) -> list[str]:
+    """The stages that read ``name``'s outputs, directly or through another stage, in recipe
+    order; [] for a stage outside the recipe (E2E runs record their own inputs).
 
-    >>> stages_after("prepare")[0]
-    'features'
+    >>> dependents("features")
+    ['mono', 'tri1', 'hybrid', 'export']
+    >>> dependents("lang")
+    ['mono', 'tri1', 'hybrid', 'export']
+    >>> dependents("prepare")
+    ['features', 'lang', 'mono', 'tri1', 'hybrid', 'export']
     """
-    if name not in ALIGN_STAGES:
-        return []
-    return ALIGN_STAGES[ALIGN_STAGES.index(name) + 1:]
+    stale = {name}
+    for stage in ALIGN_STAGES:  # the order is topological: a stage comes after all it reads
+        if stale & set(DEPENDS_ON[stage]):
+            stale.add(stage)
+    return [stage for stage in ALIGN_STAGES if stage in stale and stage != name]

@@ -2,22 +2,30 @@
 
 A stage is a function ``fn(ws, **options) -> dict``. :func:`run_stage` runs it
 once: it logs to ``exp/<corpus>/log/<stage>.log`` with the wall time, and writes
-the done-marker ``exp/<corpus>/done/<stage>.json`` *last*. A later call skips the
-stage while the marker exists and every output it lists still exists;
-``force=True`` redoes it. The summary a stage returns may hold ``"outputs"``: the
-paths whose presence means the stage is complete.
+the done-marker ``exp/<corpus>/done/<stage>.json`` *last*. The summary a stage
+returns may hold ``"outputs"``: the paths whose presence means the stage is complete.
+
+Options are part of a stage's identity (:mod:`weakalign.pipeline.options`): a later
+call is skipped ("already done") only while the marker and its outputs exist and the
+request matches the options it ran with; a request that differs redoes the stage
+(one log line names each changed option) and makes the stages that read its outputs
+stale (:func:`weakalign.pipeline.recipe.dependents`). Options not given again are
+the ones last asked for, not the defaults. ``force=True`` redoes it regardless.
 
 >>> import tempfile
 >>> ws = Workspace("toy", data_root=tempfile.mkdtemp(), exp_root=tempfile.mkdtemp())
 >>> calls = []
->>> def hello(ws, name):
+>>> def hello(ws, name="world"):
 ...     calls.append(name)
 ...     return {"greeted": name}
 >>> run_stage("hello", ws, hello, name="x")["greeted"]
 'x'
->>> _ = run_stage("hello", ws, hello, name="x")   # done: skipped
+>>> _ = run_stage("hello", ws, hello, name="x")   # done with the same options: skipped
+>>> _ = run_stage("hello", ws, hello)             # no new options: the recorded name="x" holds
+>>> run_stage("hello", ws, hello, name="y")["greeted"]   # another option: redone
+'y'
 >>> calls
-['x']
+['x', 'y']
 """
 
 from __future__ import annotations
@@ -27,10 +35,13 @@ import logging
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .io import read_json, write_json
+from .options import (RUNTIME_OPTIONS, input_changes, input_fingerprint, option_changes, record_request,
+                      recorded_request, signature_defaults, to_json)
 from .workspace import Workspace
 
 log = logging.getLogger("weakalign")
@@ -67,6 +78,11 @@ class _StageLog:
         self.handler.close()
 
 
+class MissingInput(FileNotFoundError):
+    """An input a stage needs is not there (no lexicon, no alignment dir): the message says
+    which and what to do; stage commands print it as one line."""
+
+
 def marker_path(ws: Workspace, name: str) -> Path:
     return ws.done_dir / f"{name}.json"
 
@@ -80,40 +96,85 @@ def is_done(ws: Workspace, name: str) -> bool:
 
 
 def invalidate(ws: Workspace, name: str) -> None:
+    """Drop the done-marker (the recorded request, ``exp/<c>/options/<name>.json``, stays)."""
     marker_path(ws, name).unlink(missing_ok=True)
 
 
-def _invalidate_downstream(ws: Workspace, name: str) -> None:
-    """A stage that ran anew makes every later stage of the recipe stale."""
-    from .recipe import stages_after
+def _invalidate_dependents(ws: Workspace, name: str) -> None:
+    """A stage being redone makes the stages that read its outputs stale (:func:`recipe.dependents`)."""
+    from .recipe import dependents
 
-    for later in stages_after(name):
-        if marker_path(ws, later).exists():
-            log.info("[%s] %s was redone: %s is now stale and will rerun", ws.corpus, name, later)
-            invalidate(ws, later)
+    stale = [later for later in dependents(name) if marker_path(ws, later).exists()]
+    for later in stale:
+        invalidate(ws, later)
+    if stale:
+        log.info("[%s] %s is being redone: %s now stale and will rerun", ws.corpus, name, ", ".join(stale))
 
 
-def run_stage(name: str, ws: Workspace, fn: Callable[..., dict], /, *, force: bool = False, **options) -> dict:
-    """Run ``fn(ws, **options)`` as stage ``name`` unless it is already complete."""
+@dataclass
+class StageRequest:
+    """One call of a stage: what the stage function gets and what identifies its result."""
+
+    kwargs: dict  # the stage function's options (runtime options apart)
+    runtime: dict  # RUNTIME_OPTIONS and callables: passed on, never compared or recorded
+    requested: dict  # the user's options, now or recorded from an earlier request (JSON)
+    options: dict  # every option the stage runs with, defaults included (JSON)
+    inputs: dict  # the declared inputs' content (:func:`options.declares_inputs`)
+
+    @classmethod
+    def build(cls, name: str, ws: Workspace, fn: Callable, given: dict, defaults: dict | None) -> StageRequest:
+        """``given`` options over the recorded request over ``defaults`` (the CLI's, for options
+        the user did not give)."""
+        runtime = {k: v for k, v in {**(defaults or {}), **given}.items() if k in RUNTIME_OPTIONS or callable(v)}
+        given = {k: v for k, v in given.items() if k not in runtime}
+        defaults = {k: v for k, v in (defaults or {}).items() if k not in runtime}
+        recorded = recorded_request(ws, name, fn)
+        kwargs = {**defaults, **recorded, **given}
+        return cls(kwargs=kwargs, runtime=runtime, requested={**recorded, **to_json(given)},
+                   options=to_json({**signature_defaults(fn), **kwargs}),
+                   inputs=input_fingerprint(fn, ws, kwargs))
+
+    def changes_since(self, marker: dict) -> list[str]:
+        """What differs from the finished run of ``marker``; [] when the request matches it."""
+        return option_changes(marker.get("options"), self.requested) + input_changes(marker.get("inputs"),
+                                                                                     self.inputs)
+
+
+def run_stage(name: str, ws: Workspace, fn: Callable[..., dict], /, *, force: bool = False,
+              defaults: dict | None = None, **options) -> dict:
+    """Run ``fn(ws, **options)`` as stage ``name`` unless a finished run matches the request.
+
+    ``options`` are the caller's choices; ``defaults`` fill in the options neither given now nor
+    recorded from an earlier request (see :mod:`weakalign.pipeline.options`).
+    """
     setup_console_logging()
+    request = StageRequest.build(name, ws, fn, options, defaults)
     marker = marker_path(ws, name)
     if not force and is_done(ws, name):
-        log.info("[%s] %s: already done (%s); --force to redo", ws.corpus, name, marker)
-        return read_json(marker)["summary"]
-    # A marker that outlives its outputs is stale: drop it before redoing the work.
+        changes = request.changes_since(read_json(marker))
+        if not changes:
+            log.info("[%s] %s: already done with these options (%s); --force to redo", ws.corpus, name, marker)
+            return read_json(marker)["summary"]
+        log.info("[%s] %s: the request differs from the finished run, redoing it: %s",
+                 ws.corpus, name, "; ".join(changes))
+    record_request(ws, name, request.requested)
+    # Whatever the old marker said no longer holds, nor do the results built on this stage's outputs.
     invalidate(ws, name)
+    _invalidate_dependents(ws, name)
     with _StageLog(ws.log_dir / f"{name}.log"):
-        log.info("[%s] stage %s: start (options: %s)", ws.corpus, name,
-                 {k: v for k, v in options.items() if not callable(v)})
+        log.info("[%s] stage %s: start (options: %s)", ws.corpus, name, {**request.options, **{
+            k: v for k, v in request.runtime.items() if not callable(v)}})
         start = time.time()
-        summary = fn(ws, **options) or {}
+        summary = fn(ws, **request.kwargs, **request.runtime) or {}
         seconds = time.time() - start
         summary["outputs"] = [str(p) for p in summary.get("outputs", [])]
         log.info("[%s] stage %s: done in %.1f s", ws.corpus, name, seconds)
-    _invalidate_downstream(ws, name)
     write_json(marker, {
         "stage": name,
         "corpus": ws.corpus,
+        "options": request.options,
+        "requested": sorted(request.requested),
+        "inputs": request.inputs,
         "seconds": round(seconds, 3),
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
         "pid": os.getpid(),

@@ -22,11 +22,19 @@ def an4_slice_exported(an4_slice_tri1, tmp_path_factory) -> Workspace:
 
 def exported_workspace(tri1_ws: Workspace, root) -> Workspace:
     """A workspace under ``root`` linking ``tri1_ws``'s fbank, lang and ``tri1_ali``, exported by the real stage."""
-    ws = Workspace(tri1_ws.corpus, data_root=root / "data", exp_root=root / "exp")
+    ws = linked_workspace(tri1_ws, root)
+    run_stage("export", ws, export_stage, textgrids=False)
+    return ws
+
+
+def linked_workspace(src: Workspace, root, ali_dirs=("tri1_ali",)) -> Workspace:
+    """A workspace under ``root`` whose fbank, lang and ``ali_dirs`` are links to ``src``'s: what
+    ``export`` reads, while ``src`` (a session fixture) stays as it is."""
+    ws = Workspace(src.corpus, data_root=root / "data", exp_root=root / "exp")
     ws.data.mkdir(parents=True)
     ws.exp.mkdir(parents=True)
     for name in ("fbank", "lang"):
-        os.symlink(tri1_ws.data / name, ws.data / name)
-    os.symlink(tri1_ws.exp / "tri1_ali", ws.exp / "tri1_ali")
-    run_stage("export", ws, export_stage, textgrids=False)
+        os.symlink(src.data / name, ws.data / name)
+    for name in ali_dirs:
+        os.symlink(src.exp / name, ws.exp / name)
     return ws

@@ -22,8 +22,8 @@ the full run's speaker-disjoint dev) — what the tests use.
 
 >>> parse_split_limits("train=60,dev=12")
 {'train': 60, 'dev': 12}
->>> parse_split_limits("50")
-50
+>>> parse_split_limits("50"), parse_split_limits("all")
+(50, None)
 """
 
 from __future__ import annotations
@@ -64,10 +64,13 @@ def default_source(corpus: str) -> Path:
 
 
 def parse_split_limits(value: str | int | dict | None) -> int | dict[str, int] | None:
-    """``"60"`` → 60 (every split); ``"train=60,dev=12"`` → per split (others unlimited)."""
+    """``"60"`` → 60 (every split); ``"train=60,dev=12"`` → per split (others unlimited);
+    ``"all"`` → None (whole splits: how a command line undoes a recorded slice)."""
     if value is None or isinstance(value, (int, dict)):
         return value
     value = str(value).strip()
+    if value.lower() in ("all", "none"):
+        return None
     if "=" not in value:
         return int(value)
     limits = {}
@@ -160,7 +163,7 @@ def prepare(ws: Workspace, *, src: str | os.PathLike | None = None, recipe: str 
     summary_splits, outputs = {}, []
     for split, utts in splits.items():
         limit = limits.get(split) if isinstance(limits, dict) else limits
-        utts = subset_utterances(utts, limit, utts_per_speaker, seed=seed)
+        utts = subset_utterances(utts, limit, utts_per_speaker or None, seed=seed)  # 0: no limit
         recs, sups = build_manifests(utts, report)
         if len(sups) == 0:
             log.warning("prepare %s: split %s has no usable utterance; not written", ws.corpus, split)

@@ -21,17 +21,7 @@ from weakalign.kaldi_steps.lang import Lang
 from weakalign.pipeline.io import read_json
 from weakalign.pipeline.stage import run_stage
 from weakalign.pipeline.workspace import Workspace
-
-
-def linked_workspace(src: Workspace, root, ali_dirs=("tri1_ali",)) -> Workspace:
-    ws = Workspace(src.corpus, data_root=root / "data", exp_root=root / "exp")
-    ws.data.mkdir(parents=True)
-    ws.exp.mkdir(parents=True)
-    for name in ("fbank", "lang"):
-        os.symlink(src.data / name, ws.data / name)
-    for name in ali_dirs:
-        os.symlink(src.exp / name, ws.exp / name)
-    return ws
+from tests.fixtures_align import linked_workspace
 
 
 @pytest.fixture(scope="module")
@@ -207,14 +197,15 @@ def test_small_frame_differences_are_padded_or_trimmed_at_the_end(damaged, expor
             min(cut.num_frames * 0.01, cut.supervisions[0].end))
 
 
-def test_export_is_redone_when_hybrid_alignments_appear(an4_slice_tri1, tmp_path):
-    from weakalign.align.export import export_is_stale, run_export
-
+def test_export_is_redone_when_hybrid_alignments_appear(an4_slice_tri1, tmp_path, caplog):
     ws = linked_workspace(an4_slice_tri1, tmp_path)
-    assert run_export(ws, textgrids=False)["ali_dir"] == str(ws.exp / "tri1_ali")
-    assert not export_is_stale(ws)
+    assert run_stage("export", ws, export_stage, textgrids=False)["ali_dir"] == str(ws.exp / "tri1_ali")
+    run_stage("export", ws, export_stage, textgrids=False)
+    assert "export: already done" in caplog.text
     os.symlink(an4_slice_tri1.exp / "tri1_ali", ws.exp / "hybrid_ali")  # a hybrid_ali in the same format
-    assert export_is_stale(ws)
-    summary = run_export(ws, textgrids=False)
-    assert summary["ali_dir"] == str(ws.exp / "hybrid_ali") and not export_is_stale(ws)
+    caplog.clear()
+    summary = run_stage("export", ws, export_stage, textgrids=False)
+    assert f"alignments: {ws.exp / 'tri1_ali'} sha256:" in caplog.text
+    assert f"-> {ws.exp / 'hybrid_ali'} sha256:" in caplog.text and "already done" not in caplog.text
+    assert summary["ali_dir"] == str(ws.exp / "hybrid_ali")
     assert sum(1 for _ in CutSet.from_file(ws.ali_cuts("dev"))) == summary["splits"]["dev"]["exported"] > 0

@@ -1,0 +1,132 @@
+"""Stage commands and ``weakalign align`` pass on what the user asked for (issue #19, item 1).
+
+The stage functions are stand-ins that record the options they got, so these tests check
+the commands' side only -- what counts as given, what ``align`` forwards, what a rerun
+reuses -- in milliseconds; the real stages' option changes are tested on real data in
+test_stage_options_real.py and tests/align/test_export.py.
+"""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from weakalign.pipeline.cli import cli
+from weakalign.pipeline.options import options_path
+from weakalign.pipeline.recipe import ALIGN_STAGES
+from weakalign.pipeline.stage import is_done, marker_path, setup_console_logging
+from weakalign.pipeline.workspace import Workspace
+
+setup_console_logging()  # before the first test, so that caplog sees the stage logger (see test_stage_options)
+
+#: Where each stage command imports its stage function from, at call time.
+STAGE_FUNCTIONS = {
+    "prepare": "weakalign.pipeline.corpora.prepare",
+    "features": "weakalign.pipeline.features.compute_features",
+    "lang": "weakalign.kaldi_steps.lang.lang_stage",
+    "mono": "weakalign.kaldi_steps.train_mono.mono_stage",
+    "tri1": "weakalign.kaldi_steps.train_deltas.tri1_stage",
+    "hybrid": "weakalign.kaldi_steps.hybrid.hybrid_stage",
+    "export": "weakalign.align.export.export_stage",
+}
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """``{stage: [options of each call]}`` of stand-ins for every alignment stage."""
+    calls = {name: [] for name in ALIGN_STAGES}
+
+    def stand_in(name):
+        def stage(ws, **options):
+            calls[name].append(options)
+            return {}
+        return stage
+
+    for name, target in STAGE_FUNCTIONS.items():
+        monkeypatch.setattr(target, stand_in(name))
+    return calls
+
+
+@pytest.fixture
+def weakalign(tmp_path):
+    roots = ["--data-root", str(tmp_path / "data"), "--exp-root", str(tmp_path / "exp")]
+
+    def run(command, *args):
+        result = CliRunner().invoke(cli, [command, "an4", *roots, *args], catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result
+
+    run.ws = Workspace("an4", data_root=tmp_path / "data", exp_root=tmp_path / "exp")
+    return run
+
+
+def test_a_stage_command_requests_only_what_was_typed(calls, weakalign, caplog):
+    weakalign("tri1", "--num-leaves", "500")
+    assert calls["tri1"][-1]["num_leaves"] == 500 and calls["tri1"][-1]["thresh"] == 300.0
+    marker = json.loads(marker_path(weakalign.ws, "tri1").read_text())
+    assert marker["requested"] == ["num_leaves"]
+    assert marker["options"]["thresh"] == 300.0                   # click's default, recorded, not requested
+    weakalign("tri1", "--num-leaves", "500", "--thresh", "300")   # a default typed out: the same request
+    weakalign("tri1")
+    assert len(calls["tri1"]) == 1
+    assert caplog.text.count("[an4] tri1: already done with these options") == 2
+    caplog.clear()
+    weakalign("tri1", "--num-leaves", "400")
+    assert len(calls["tri1"]) == 2 and calls["tri1"][-1]["num_leaves"] == 400
+    assert "[an4] tri1: the request differs from the finished run, redoing it: num_leaves: 500 -> 400" in caplog.text
+
+
+def test_an_upstream_redo_then_align_keeps_every_recorded_option(calls, weakalign):
+    weakalign("align", "--lexicon", __file__, "--num-leaves", "77", "--tri1-total-gauss", "999", "--no-textgrid")
+    assert all(len(calls[name]) == 1 for name in ALIGN_STAGES)
+    weakalign("prepare", "--force")                           # everything downstream of prepare goes stale
+    assert [name for name in ALIGN_STAGES if is_done(weakalign.ws, name)] == ["prepare"]
+    weakalign("align")                                         # and reruns with what was asked, not defaults
+    assert calls["lang"][-1]["lexicon"] == __file__
+    assert (calls["tri1"][-1]["num_leaves"], calls["tri1"][-1]["total_gauss"]) == (77, 999)
+    assert calls["mono"][-1]["total_gauss"] == 1000            # mono's own option: untouched by tri1's
+    assert calls["export"][-1]["textgrids"] is False
+    assert len(calls["prepare"]) == 2 and all(len(calls[name]) == 2 for name in ALIGN_STAGES[1:])
+
+
+def test_a_features_redo_leaves_lang_done(calls, weakalign, caplog):
+    weakalign("align", "--stop-after", "tri1")
+    weakalign("features", "--force")
+    assert is_done(weakalign.ws, "lang") and not is_done(weakalign.ws, "mono")
+    caplog.clear()
+    weakalign("align", "--stop-after", "tri1")
+    assert len(calls["lang"]) == 1 and len(calls["mono"]) == 2
+    assert "[an4] lang: already done" in caplog.text
+
+
+def test_align_takes_a_config_file_and_its_command_line_wins(calls, weakalign, tmp_path):
+    config = tmp_path / "align.yaml"
+    config.write_text("tri1:\n  num_leaves: 120\n  total-gauss: 600\n"
+                      "hybrid:\n  epochs: 5\n  speed_perturb: [0.9, 1.1]\n  decode: false\n"
+                      "prepare:\n  max_utts_per_split: train=60,dev=12\n")
+    weakalign("align", "--config", str(config), "--epochs", "3", "--from", "prepare")
+    tri1, hybrid = calls["tri1"][-1], calls["hybrid"][-1]
+    assert (tri1["num_leaves"], tri1["total_gauss"]) == (120, 600)
+    assert (hybrid["epochs"], hybrid["speed_perturb"], hybrid["decode"]) == (3, (0.9, 1.1), False)
+    assert calls["prepare"][-1]["max_utts_per_split"] == "train=60,dev=12"
+    recorded = json.loads(options_path(weakalign.ws, "hybrid").read_text())["options"]
+    assert recorded == {"epochs": 3, "speed_perturb": [0.9, 1.1], "decode": False}
+
+
+@pytest.mark.parametrize("config, message", [
+    ("tri2:\n  num_leaves: 1\n", "unknown stage 'tri2'"),
+    ("tri1:\n  num_leafs: 1\n", "stage tri1 has no option 'num_leafs'"),
+    ("tri1:\n  num_leaves: many\n", "'many' is not a valid integer"),
+])
+def test_a_wrong_config_is_one_usage_error_naming_it(calls, tmp_path, config, message):
+    path = tmp_path / "align.yaml"
+    path.write_text(config)
+    result = CliRunner().invoke(cli, ["align", "an4", "--exp-root", str(tmp_path), "--config", str(path)])
+    assert result.exit_code == 2 and message in result.output
+    assert not any(calls.values())
+
+
+def test_options_for_stages_left_out_are_said_to_be_unused(calls, weakalign, caplog):
+    weakalign("align", "--from", "tri1", "--stop-after", "tri1", "--lexicon", __file__)
+    assert calls["lang"] == [] and len(calls["tri1"]) == 1
+    assert "options for stages this run leaves out, not used: lang.lexicon" in caplog.text
