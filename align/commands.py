@@ -3,6 +3,7 @@
 import click
 
 from ..pipeline.cli_common import corpus_command
+from .formats import TEXTGRID_FORMATS
 
 
 @click.command("export")
@@ -12,15 +13,24 @@ from ..pipeline.cli_common import corpus_command
                    "[default: exp/<corpus>/hybrid_ali, else exp/<corpus>/tri1_ali].")
 @click.option("--max-frame-diff", default=2, show_default=True, type=int,
               help="Pad/trim alignments at most this many frames off the fbank frame count; skip the rest.")
-@click.option("--no-textgrid", is_flag=True, help="Do not write one Praat TextGrid per utterance.")
-def export(ws, force, nj, ali_dir, max_frame_diff, no_textgrid):
-    """Alignments -> data/<corpus>/cuts_{train,dev}_ali.jsonl.gz (senone/phone arrays, word/phone alignment)."""
+@click.option("--no-textgrid", is_flag=True, help="Do not write the Praat TextGrids.")
+@click.option("--textgrid-format", type=click.Choice(TEXTGRID_FORMATS), default="long", show_default=True,
+              help="Praat's long or short text format (MFA's long_textgrid / short_textgrid).")
+@click.option("--relative-to", default=None, type=click.Path(file_okay=False),
+              help="Write the cuts' paths (audio, fbank, senone/phone arrays) relative to this dir "
+                   "[default: absolute]; load with weakalign.align.paths.rebase_cuts(cuts, DIR).")
+def export(ws, force, nj, ali_dir, max_frame_diff, no_textgrid, textgrid_format, relative_to):
+    """Alignments -> data/<corpus>/cuts_<split>_ali.jsonl.gz (senone/phone arrays, word/phone alignment),
+    CTMs and MFA-style TextGrids, for every prepared split with alignments."""
     from .export import run_export
 
-    summary = run_export(ws, ali_dir, force=force, max_frame_diff=max_frame_diff, textgrids=not no_textgrid)
+    summary = run_export(ws, ali_dir, force=force, max_frame_diff=max_frame_diff, textgrids=not no_textgrid,
+                         textgrid_format=textgrid_format, relative_to=relative_to)
     for split, counts in summary.get("splits", {}).items():
         click.echo(f"{split}: {counts['exported']}/{counts['cuts']} cuts exported "
                    f"({counts['no_alignment']} without alignment, {counts['frame_mismatch']} frame mismatches)")
+    for split, n in summary.get("splits_without_alignments", {}).items():
+        click.echo(f"{split}: not exported: none of its {n} utterances has an alignment in {summary['ali_dir']}")
 
 
 @click.command("ali-info")
