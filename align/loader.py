@@ -1,7 +1,11 @@
 """Frame-level alignment targets for E2E trainers: subsampling to the encoder rate and collation.
 
-Needs only lhotse, torch and numpy (no ``kaldi_hmm_gmm``), so any PyTorch
-project can use the exported ``senone``/``phone`` TemporalArrays.
+Needs only lhotse, torch and numpy (the ``weakalign[loader]`` extra: with lilcom and urllib3,
+which lhotse imports; no Kaldi package), so any PyTorch project can use the exported
+``senone``/``phone`` TemporalArrays: :func:`collate_labels` pads them with the loss's ignore
+index -100 (lhotse pads with 0, a real senone; :data:`LABEL_PAD_VALUES` for ``cut.pad``),
+:func:`perturb_speed_with_labels` speed-perturbs a cut with its labels stretched along, and
+:func:`load_global_cmvn` reads the fbank normalisation the E2E model applies.
 
 The E2E encoder subsamples the 10 ms fbank frames ×4 with two Conv2d layers
 (kernel 3, stride 2, no padding). Output frame ``j`` of the second conv sees
@@ -325,6 +329,13 @@ def load_global_cmvn(path) -> tuple[np.ndarray, np.ndarray]:
     """``(mean, std)`` float32 of ``data/<c>/fbank/global_cmvn.json`` (written by the features stage
     from the train fbank); normalise fbank as ``(feats - mean) / std``, as the E2E model does.
     ``std`` is floored at 1e-5 so a constant bin cannot divide by zero.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "global_cmvn.json"
+    >>> _ = path.write_text('{"mean": [10.0, 12.0], "std": [2.0, 0.0], "frames": 100}')
+    >>> mean, std = load_global_cmvn(path)
+    >>> ((np.array([[12.0, 12.0]]) - mean) / std).tolist()
+    [[1.0, 0.0]]
     """
     stats = json.loads(Path(path).read_text())
     mean = np.asarray(stats["mean"], dtype=np.float32)

@@ -36,15 +36,20 @@ def map_storage_paths(cut, fn: Callable[[str], str]):
         sources = [dataclasses.replace(s, source=fn(s.source)) if s.type == "file" else s
                    for s in cut.recording.sources]
         cut = dataclasses.replace(cut, recording=dataclasses.replace(cut.recording, sources=sources))
-    if cut.has_features and cut.features.storage_path:
+    if cut.has_features and _on_disk(cut.features):
         cut = dataclasses.replace(cut, features=dataclasses.replace(cut.features,
                                                                     storage_path=fn(cut.features.storage_path)))
     for name, value in (cut.custom or {}).items():
         array = value.array if isinstance(value, TemporalArray) else value
-        if isinstance(array, Array) and array.storage_path:
+        if isinstance(array, Array) and _on_disk(array):
             moved = dataclasses.replace(array, storage_path=fn(array.storage_path))
             cut = cut.with_custom(name, dataclasses.replace(value, array=moved) if value is not array else moved)
     return cut
+
+
+def _on_disk(manifest) -> bool:
+    """Whether a features/array manifest names a file or directory (lhotse's in-memory ones hold their data)."""
+    return bool(manifest.storage_path) and not manifest.storage_type.startswith("memory")
 
 
 def relative_cut(cut, root: str | os.PathLike):

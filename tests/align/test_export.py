@@ -6,6 +6,7 @@ tri1_ali), since the session's slice workspace is read-only.
 
 import kaldi_hmm_gmm as khg  # noqa: F401  -- before kaldifst
 
+import dataclasses
 import os
 import shutil
 from pathlib import Path
@@ -306,3 +307,32 @@ def test_relative_export_moves_with_its_tree_and_is_rebased(an4_slice_tri1, expo
         assert np.array_equal(cut.load_phone(), ref.load_phone())
         assert np.array_equal(cut.load_features(), ref.load_features())
     assert np.array_equal(cuts[0].load_audio(), reference[cuts[0].id].load_audio())
+
+
+def test_textgrids_follow_mfa_per_recording_with_a_tier_pair_per_speaker():
+    """Segmented recordings (one TextGrid per recording, times in the recording): one speaker gives
+    ``<speaker>/<rec>.TextGrid`` with ``words``/``phones``; two give ``<spk> - words`` ... at the top."""
+    from lhotse import SupervisionSegment
+    from lhotse.supervision import AlignmentItem
+    from lhotse.testing.dummies import dummy_cut
+
+    from weakalign.align.export import CutAlignment, textgrid_files
+
+    def segment(cut_id, recording, start, speaker, word):
+        cut = dummy_cut(cut_id, start=start, duration=1.0, recording_duration=5.0, recording=recording)
+        sup = SupervisionSegment(f"s{cut_id}", cut.recording_id, start=0.0, duration=1.0, speaker=speaker)
+        items = [AlignmentItem(word, 0.25, 0.5)]
+        return dataclasses.replace(cut, supervisions=[sup]), CutAlignment(None, None, items, items, None, 0)
+
+    talk = dummy_cut(0, recording_duration=5.0).recording
+    dialogue = dataclasses.replace(talk, id="dialogue")
+    aligned = [segment(1, talk, 3.0, "ann", "LATER"), segment(2, talk, 1.0, "ann", "EARLY"),
+               segment(3, dialogue, 0.0, "bob", "HI"), segment(4, dialogue, 2.0, "cid", "YO")]
+    files = textgrid_files(aligned)
+    assert set(files) == {os.path.join("ann", f"{talk.id}.TextGrid"), "dialogue.TextGrid"}
+    tiers, xmax = files[os.path.join("ann", f"{talk.id}.TextGrid")]
+    assert xmax == 5.0 and list(tiers) == ["words", "phones"]
+    assert [(w.symbol, w.start) for w in tiers["words"]] == [("EARLY", 1.25), ("LATER", 3.25)]
+    tiers, _ = files["dialogue.TextGrid"]
+    assert list(tiers) == ["bob - words", "bob - phones", "cid - words", "cid - phones"]
+    assert [(w.symbol, w.start) for w in tiers["cid - words"]] == [("YO", 2.25)]

@@ -208,3 +208,26 @@ def test_lhotse_speed_perturbation_of_labelled_cuts_is_refused(train_cuts):
         load_cut_labels(perturb_speed_with_labels(cut, 1.1).perturb_speed(0.9))
     with pytest.raises(ValueError, match="without audio"):
         perturb_speed_with_labels(cut.drop_recording(), 1.1)
+
+
+def test_relative_paths_round_trip_and_leave_memory_and_commands_alone(train_cuts, tmp_path):
+    from lhotse.array import Array
+
+    from weakalign.align.paths import rebase_cut, relative_cut
+
+    cut = train_cuts[0].with_custom("embedding", Array(storage_type="numpy_files",
+                                                        storage_path=str(tmp_path / "emb"), storage_key="e.npy",
+                                                        shape=[4]))
+    cut = cut.attach_tensor("in_memory", np.arange(3), frame_shift=0.01, temporal_dim=0)
+    rel = relative_cut(cut, tmp_path)
+    assert rel.custom["embedding"].storage_path == "emb"
+    assert rel.custom["in_memory"].array.storage_path is None and rel.custom["in_memory"].load().tolist() == [0, 1, 2]
+    assert not os.path.isabs(rel.custom["senone"].array.storage_path)
+    assert not os.path.isabs(rel.features.storage_path) and not os.path.isabs(rel.recording.sources[0].source)
+    back = rebase_cut(rel, tmp_path)
+    for path_of in (lambda c: c.custom["senone"].array.storage_path, lambda c: c.features.storage_path,
+                    lambda c: c.recording.sources[0].source, lambda c: c.custom["embedding"].storage_path):
+        assert os.path.normpath(path_of(back)) == os.path.normpath(path_of(cut))
+    assert np.array_equal(back.load_senone(), cut.load_senone())
+    with pytest.raises(TypeError, match="MonoCut"):
+        relative_cut(cut.pad(duration=cut.duration + 1), tmp_path)
