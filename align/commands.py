@@ -3,6 +3,7 @@
 import click
 
 from ..pipeline.cli_common import corpus_command, run_stage_command
+from .formats import TEXTGRID_FORMATS
 
 
 @click.command("export")
@@ -13,17 +14,23 @@ from ..pipeline.cli_common import corpus_command, run_stage_command
 @click.option("--max-frame-diff", default=2, show_default=True, type=int,
               help="Pad/trim alignments at most this many frames off the fbank frame count; skip the rest.")
 @click.option("--textgrid/--no-textgrid", "textgrids", default=True, show_default=True,
-              help="Write one Praat TextGrid per utterance.")
+              help="Write the Praat TextGrids (--no-textgrid also removes an earlier export's).")
+@click.option("--textgrid-format", type=click.Choice(TEXTGRID_FORMATS), default="long", show_default=True,
+              help="Praat's long or short text format (MFA's long_textgrid / short_textgrid).")
+@click.option("--relative-to", default=None, type=click.Path(file_okay=False),
+              help="Write the cuts' paths (audio, fbank, senone/phone arrays) relative to this dir "
+                   "[default: absolute]; load with weakalign.align.paths.rebase_cuts(cuts, DIR).")
 def export(ws, force, nj, **options):
-    """Alignments -> data/<corpus>/cuts_{train,dev}_ali.jsonl.gz (senone/phone arrays, word/phone alignment)."""
+    """Alignments -> data/<corpus>/cuts_<split>_ali.jsonl.gz (senone/phone arrays, word/phone alignment),
+    CTMs and MFA-style TextGrids, for every prepared split with alignments."""
     from .export import export_stage
 
     summary = run_stage_command("export", ws, export_stage, force=force, **options)
     for split, counts in summary.get("splits", {}).items():
         click.echo(f"{split}: {counts['exported']}/{counts['cuts']} cuts exported "
                    f"({counts['no_alignment']} without alignment, {counts['frame_mismatch']} frame mismatches)")
-    for split in summary.get("empty_splits", []):
-        click.echo(f"{split}: no alignment in {summary['ali_dir']}: {split} not exported")
+    for split, n in summary.get("splits_without_alignments", {}).items():
+        click.echo(f"{split}: not exported: none of its {n} utterances has an alignment in {summary['ali_dir']}")
 
 
 @click.command("ali-info")

@@ -5,7 +5,9 @@ made by real Kaldi: ``final.mdl`` + ``ali.*.gz`` [+ ``num_jobs``] + ``phones.txt
 has no ``phones.txt``, the corpus' ``data/<c>/lang/phones.txt`` is used). Default: ``hybrid_ali``,
 falling back to ``tri1_ali`` with a warning.
 
-Output, for ``train`` and ``dev``:
+Output, for every prepared split that has alignments in the dir (our stages align ``train`` and
+``dev``; a split with none, such as ``test``, is named in the summary's
+``splits_without_alignments`` and not exported):
 
 - ``data/<c>/cuts_<split>_ali.jsonl.gz``: the fbank CutSet (``ws.fbank_cuts(split)``) where each
   cut also carries, in ``cut.custom``:
@@ -21,12 +23,18 @@ Output, for ``train`` and ``dev``:
   (start and duration in seconds relative to the cut, like ``supervision.start``). Silence
   between words is in the phone tier only.
 - The arrays are ``.npy`` files (lhotse's lossless ``NumpyFilesWriter``; lilcom would turn the
-  ids into approximate floats) under ``data/<c>/ali/arrays/<split>/``.
+  ids into approximate floats) under ``data/<c>/ali/arrays/<split>/``. Every path in the cuts
+  (audio, fbank, arrays) is absolute, so they load from any working directory; with
+  ``relative_to=DIR`` they are relative to ``DIR`` instead, for a tree that moves
+  (load with :func:`weakalign.align.paths.rebase_cuts`).
 - ``data/<c>/ali/phones.txt`` (the ``phone`` ids) and ``data/<c>/ali/info.json``
   (source dir, ``num_senones``, the frame policy, counts).
 - For checking by eye: ``data/<c>/ali/ctm/<split>.{word,phone}.ctm`` (times relative to the
-  utterance) and Praat ``data/<c>/ali/textgrid/<split>/<utt>.TextGrid`` (tiers ``word``, ``phone``;
-  ``textgrids=False`` removes an earlier export's).
+  utterance, sorted by utterance id and time) and Praat TextGrids in the Montreal Forced
+  Aligner's layout: ``data/<c>/ali/textgrid/<split>/<speaker>/<recording>.TextGrid``, one per
+  recording with tiers ``words`` and ``phones`` (``<speaker> - words`` ... when a recording has
+  several speakers), times in the recording, long or short text format (``textgrids=False``
+  removes an earlier export's).
 
 Frame policy (see :func:`weakalign.align.convert.reconcile_length`): an alignment shorter or
 longer than the cut's fbank frames by at most ``max_frame_diff`` (2) frames is padded with its
@@ -46,6 +54,7 @@ import dataclasses
 import logging
 import os
 import shutil
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,19 +63,21 @@ from lhotse import CutSet, NumpyFilesWriter
 from lhotse.supervision import AlignmentItem
 from tqdm import tqdm
 
-from ..pipeline.io import atomic_open, atomic_path, write_json
+from ..pipeline.io import atomic_dir, atomic_open, atomic_path, write_json
 from ..pipeline.options import content_digest, declares_inputs
 from ..pipeline.report import SkipReport
 from ..pipeline.stage import MissingInput
 from ..pipeline.workspace import Workspace
 from .convert import (FRAME_SHIFT, MAX_FRAME_DIFF, AlignmentModel, FrameMismatchError, WordAlignmentError,
                       reconcile_length, reconcile_segments, to_alignment_items, word_segments)
-from .formats import format_ctm_lines, write_textgrid
+from .formats import write_ctm, write_textgrid
+from .paths import relative_cut
 
 log = logging.getLogger("weakalign")
 
-EXPORT_SPLITS = ("train", "dev")
 DEFAULT_ALI_DIRS = ("hybrid_ali", "tri1_ali")
+#: The Montreal Forced Aligner's tier names.
+WORD_TIER, PHONE_TIER = "words", "phones"
 
 
 def resolve_ali_dir(ws: Workspace, ali_dir: str | os.PathLike | None = None) -> Path:
@@ -151,81 +162,108 @@ def _with_alignment(cut, ca: CutAlignment, writer, storage_path: str, num_senone
     return cut.with_custom("num_senones", int(num_senones))
 
 
+def textgrid_files(aligned) -> dict[str, tuple[dict[str, list[AlignmentItem]], float]]:
+    """The TextGrids of ``(cut, CutAlignment)`` pairs in MFA's layout: ``{relative path: (tiers, xmax)}``.
+
+    One file per recording, ``<speaker>/<recording id>.TextGrid`` (the speaker folders of a
+    corpus laid out per speaker, as MFA mirrors them), with times in the recording. Tiers are
+    ``words`` and ``phones``; a recording with several speakers gets ``<speaker> - words`` and
+    ``<speaker> - phones`` per speaker (as MFA names them) and sits in no speaker folder.
+    """
+    by_recording = defaultdict(list)
+    for cut, ca in aligned:
+        by_recording[cut.recording_id].append((cut, ca))
+    files = {}
+    for rec_id, group in by_recording.items():
+        group.sort(key=lambda pair: pair[0].start)
+        speakers = list(dict.fromkeys(cut.supervisions[0].speaker for cut, _ in group))
+        tiers: dict[str, list[AlignmentItem]] = {}
+        for cut, ca in group:
+            prefix = "" if len(speakers) == 1 else f"{cut.supervisions[0].speaker} - "
+            tiers.setdefault(prefix + WORD_TIER, []).extend(w.with_offset(cut.start) for w in ca.word_items or [])
+            tiers.setdefault(prefix + PHONE_TIER, []).extend(p.with_offset(cut.start) for p in ca.phone_items)
+        folder = speakers[0] if len(speakers) == 1 and speakers[0] else ""
+        first = group[0][0]
+        xmax = first.recording.duration if first.has_recording else max(cut.end for cut, _ in group)
+        files[os.path.join(folder, f"{rec_id}.TextGrid")] = (tiers, xmax)
+    return files
+
+
+def write_textgrids(tg_dir: Path, aligned, format: str = "long") -> None:
+    """Replace ``tg_dir`` with the :func:`textgrid_files` of ``aligned``."""
+    with atomic_dir(tg_dir) as tmp:
+        for rel_path, (tiers, xmax) in textgrid_files(aligned).items():
+            write_textgrid(tmp / rel_path, tiers, xmax=xmax, format=format)
+
+
 def export_split(ws: Workspace, split: str, model: AlignmentModel, alignments: dict[str, np.ndarray],
-                 report: SkipReport, *, max_frame_diff: int = MAX_FRAME_DIFF, textgrids: bool = True) -> dict:
+                 report: SkipReport, *, max_frame_diff: int = MAX_FRAME_DIFF, textgrids: bool = True,
+                 textgrid_format: str = "long", relative_to: str | os.PathLike | None = None) -> dict:
     """Write ``ws.ali_cuts(split)``, its arrays, CTMs and (optionally) TextGrids; return counts."""
     out_dir = export_dir(ws)
     cuts = CutSet.from_file(ws.fbank_cuts(split))
     storage = out_dir / "arrays" / split
-    staging = storage.with_name(f".tmp{os.getpid()}.{split}")
-    shutil.rmtree(staging, ignore_errors=True)
-    exported, word_ctm, phone_ctm = [], [], []
-    tg_items = []
+    exported, aligned = [], []
     counts = {"cuts": 0, "exported": 0, "no_alignment": 0, "frame_mismatch": 0, "padded": 0, "trimmed": 0,
               "no_word_tier": 0, "frames": 0}
-    try:
-        with NumpyFilesWriter(staging) as writer:
-            for cut in tqdm(cuts, desc=f"export {split}", leave=False):
-                counts["cuts"] += 1
-                ali = alignments.get(cut.id)
-                if ali is None:
-                    counts["no_alignment"] += 1
-                    report.skip(cut.id, f"no alignment: not in the alignment dir ({split})")
-                    continue
-                try:
-                    ca = align_cut(cut, ali, model, max_frame_diff)
-                except FrameMismatchError as e:
-                    counts["frame_mismatch"] += 1
-                    report.skip(cut.id, f"frame mismatch: {e}")
-                    continue
-                except ValueError as e:
-                    report.skip(cut.id, f"bad alignment: {e}")
-                    continue
-                counts["padded"] += ca.frame_diff < 0
-                counts["trimmed"] += ca.frame_diff > 0
-                if ca.word_error:
-                    counts["no_word_tier"] += 1
-                    report.warn(cut.id, f"no word tier: {ca.word_error}")
-                exported.append(_with_alignment(cut, ca, writer, str(storage), model.num_pdfs))
-                counts["exported"] += 1
-                counts["frames"] += cut.num_frames
-                phone_ctm += format_ctm_lines(cut.id, ca.phone_items)
-                word_ctm += format_ctm_lines(cut.id, ca.word_items or [])
-                tg_items.append((cut.id, cut.duration, ca))
-        if storage.exists():
-            shutil.rmtree(storage)
-        if staging.exists():
-            staging.rename(storage)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    # What an earlier export left for this split must not pass for this one's.
-    tg_dir = out_dir / "textgrid" / split
-    shutil.rmtree(tg_dir, ignore_errors=True)
+    with atomic_dir(storage) as staging, NumpyFilesWriter(staging) as writer:
+        for cut in tqdm(cuts, desc=f"export {split}", leave=False):
+            counts["cuts"] += 1
+            ali = alignments.get(cut.id)
+            if ali is None:
+                counts["no_alignment"] += 1
+                report.skip(cut.id, f"no alignment: not in the alignment dir ({split})")
+                continue
+            try:
+                ca = align_cut(cut, ali, model, max_frame_diff)
+            except FrameMismatchError as e:
+                counts["frame_mismatch"] += 1
+                report.skip(cut.id, f"frame mismatch: {e}")
+                continue
+            except ValueError as e:
+                report.skip(cut.id, f"bad alignment: {e}")
+                continue
+            counts["padded"] += ca.frame_diff < 0
+            counts["trimmed"] += ca.frame_diff > 0
+            if ca.word_error:
+                counts["no_word_tier"] += 1
+                report.warn(cut.id, f"no word tier: {ca.word_error}")
+            # Absolute, as the features stage writes its paths: the cuts load from any working dir.
+            out = _with_alignment(cut, ca, writer, os.path.abspath(storage), model.num_pdfs)
+            exported.append(relative_cut(out, relative_to) if relative_to is not None else out)
+            aligned.append((cut, ca))
+            counts["exported"] += 1
+            counts["frames"] += cut.num_frames
+    for kind in ("word", "phone"):
+        write_ctm(out_dir / "ctm" / f"{split}.{kind}.ctm",
+                  [(cut.id, (ca.word_items or []) if kind == "word" else ca.phone_items) for cut, ca in aligned])
     if not exported:
         return _no_split(ws, split, counts)
-    for kind, lines in (("word", word_ctm), ("phone", phone_ctm)):
-        with atomic_open(out_dir / "ctm" / f"{split}.{kind}.ctm", "w", encoding="utf-8") as f:
-            f.writelines(line + "\n" for line in lines)
     if textgrids:
-        for utt_id, duration, ca in tg_items:
-            tiers = {"word": ca.word_items or [], "phone": ca.phone_items}
-            write_textgrid(tg_dir / f"{utt_id}.TextGrid", tiers, xmax=duration)
-    out_cuts = CutSet.from_cuts(exported)
+        write_textgrids(out_dir / "textgrid" / split, aligned, textgrid_format)
+    else:  # what an earlier export left for this split must not pass for this one's
+        shutil.rmtree(out_dir / "textgrid" / split, ignore_errors=True)
     with atomic_path(ws.ali_cuts(split)) as tmp:
-        out_cuts.to_file(tmp)
+        CutSet.from_cuts(exported).to_file(tmp)
     log.info("export %s: %d/%d cuts exported (%d without alignment, %d frame mismatches, %d padded, %d trimmed, "
              "%d without word tier)", split, counts["exported"], counts["cuts"], counts["no_alignment"],
              counts["frame_mismatch"], counts["padded"], counts["trimmed"], counts["no_word_tier"])
     return counts
 
 
-def _no_split(ws: Workspace, split: str, counts: dict) -> dict:
-    """A split none of whose cuts has an alignment (e.g. ``exp/<c>/mono`` aligns train only):
-    said, and nothing of it written (lhotse reads an empty CutSet file back as ``None``)."""
+def drop_split_outputs(ws: Workspace, split: str) -> None:
+    """Remove an earlier export's cuts, CTMs and TextGrids of ``split``: they are not this export's."""
     ws.ali_cuts(split).unlink(missing_ok=True)
     for kind in ("word", "phone"):
         (export_dir(ws) / "ctm" / f"{split}.{kind}.ctm").unlink(missing_ok=True)
-    log.warning("export %s: none of its %d cuts has an alignment in the alignment dir: %s not written",
+    shutil.rmtree(export_dir(ws) / "textgrid" / split, ignore_errors=True)
+
+
+def _no_split(ws: Workspace, split: str, counts: dict) -> dict:
+    """A split none of whose cuts could be exported (every alignment off by too many frames, or
+    bad): said, and nothing of it written (lhotse reads an empty CutSet file back as ``None``)."""
+    drop_split_outputs(ws, split)
+    log.warning("export %s: none of its %d cuts could be exported: %s not written",
                 split, counts["cuts"], ws.ali_cuts(split))
     return counts
 
@@ -235,12 +273,13 @@ def write_phone_table(path: Path, names: list[str]) -> None:
         f.writelines(f"{name} {i}\n" for i, name in enumerate(names))
 
 
-def export_alignments(ws: Workspace, ali_dir: str | os.PathLike | None = None, *,
-                      splits=EXPORT_SPLITS, max_frame_diff: int = MAX_FRAME_DIFF, textgrids: bool = True,
-                      validate: bool = True) -> dict:
-    """Export the alignments of ``ali_dir`` (default: see :func:`resolve_ali_dir`) for ``splits``.
+def export_alignments(ws: Workspace, ali_dir: str | os.PathLike | None = None, *, splits=None,
+                      max_frame_diff: int = MAX_FRAME_DIFF, textgrids: bool = True, textgrid_format: str = "long",
+                      relative_to: str | os.PathLike | None = None, validate: bool = True) -> dict:
+    """Export the alignments of ``ali_dir`` (default: see :func:`resolve_ali_dir`) for ``splits``
+    (default: every prepared split; those without any alignment in the dir are listed, not exported).
 
-    Returns the stage summary (``outputs``, per-split counts, ``skipped``).
+    Returns the stage summary (``outputs``, per-split counts, ``splits_without_alignments``, ``skipped``).
     """
     from ..kaldi_steps.kaldi_io import read_ali_dir
 
@@ -249,34 +288,44 @@ def export_alignments(ws: Workspace, ali_dir: str | os.PathLike | None = None, *
     alignments = read_ali_dir(src)
     log.info("export: %d alignments from %s (%d senones, %d transition-ids)", len(alignments), src,
              model.num_pdfs, model.num_transition_ids)
+    splits = list(splits) if splits is not None else ws.available_splits()
+    if not splits:
+        raise FileNotFoundError(f"export: no prepared split under {ws.data / 'manifests'} (run the prepare stage)")
     report = SkipReport("export")
     out_dir = export_dir(ws)
     base_names = model.base_inventory
     write_phone_table(out_dir / "phones.txt", base_names)
-    per_split = {}
+    per_split, without_alignments, in_splits = {}, {}, set()
     for split in splits:
         if not ws.fbank_cuts(split).exists():
             raise FileNotFoundError(f"export: {ws.fbank_cuts(split)} missing (run the features stage)")
+        ids = set(CutSet.from_file(ws.fbank_cuts(split)).ids)
+        in_splits |= ids
+        if ids.isdisjoint(alignments):
+            without_alignments[split] = len(ids)
+            drop_split_outputs(ws, split)
+            log.info("export: %s: none of its %d utterances has an alignment in %s; not exported",
+                     split, len(ids), src)
+            continue
         per_split[split] = export_split(ws, split, model, alignments, report, max_frame_diff=max_frame_diff,
-                                        textgrids=textgrids)
+                                        textgrids=textgrids, textgrid_format=textgrid_format,
+                                        relative_to=relative_to)
         if validate and per_split[split]["exported"]:
             from lhotse import validate as lhotse_validate
 
             _quiet_validate(CutSet.from_file(ws.ali_cuts(split)), lhotse_validate)
-    in_splits = set()
-    for split in splits:
-        in_splits.update(c.id for c in CutSet.from_file(ws.fbank_cuts(split)))
     unused = len(set(alignments) - in_splits)
     if unused:
-        log.info("export: %d alignments belong to no exported split (e.g. test) and were left out", unused)
+        log.info("export: %d alignments belong to no prepared split and were left out", unused)
     report.log_summary()
-    exported = [s for s in splits if per_split[s]["exported"]]
     info = {"ali_dir": str(src), "num_senones": model.num_pdfs, "num_phones": len(base_names) - 1,
             "frame_shift": FRAME_SHIFT, "max_frame_diff": max_frame_diff,
-            "frame_policy": "pad with the last label / trim, at the end", "splits": per_split,
-            "empty_splits": [s for s in splits if s not in exported], "alignments_outside_splits": unused}
+            "frame_policy": "pad with the last label / trim, at the end",
+            "paths_relative_to": None if relative_to is None else os.path.abspath(relative_to),
+            "splits": per_split, "splits_without_alignments": without_alignments,
+            "alignments_outside_splits": unused}
     write_json(out_dir / "info.json", info)
-    outputs = [ws.ali_cuts(s) for s in exported] + [out_dir / "info.json", out_dir / "phones.txt"]
+    outputs = [ws.ali_cuts(s) for s, counts in per_split.items() if counts["exported"]] + [out_dir / "info.json", out_dir / "phones.txt"]
     return {**info, "outputs": [str(p) for p in outputs], **report.summary()}
 
 
@@ -294,6 +343,8 @@ def _quiet_validate(cuts: CutSet, validate_fn) -> None:
 
 @declares_inputs(alignment_source)
 def export_stage(ws: Workspace, ali_dir: str | os.PathLike | None = None, *, max_frame_diff: int = MAX_FRAME_DIFF,
-                 textgrids: bool = True) -> dict:
+                 textgrids: bool = True, textgrid_format: str = "long",
+                 relative_to: str | os.PathLike | None = None, splits=None) -> dict:
     """The stage function (see :func:`export_alignments`)."""
-    return export_alignments(ws, ali_dir, max_frame_diff=max_frame_diff, textgrids=textgrids)
+    return export_alignments(ws, ali_dir, splits=splits, max_frame_diff=max_frame_diff, textgrids=textgrids,
+                             textgrid_format=textgrid_format, relative_to=relative_to)

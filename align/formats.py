@@ -3,22 +3,24 @@
 Both take Lhotse :class:`~lhotse.supervision.AlignmentItem` lists (``symbol``, ``start``,
 ``duration`` in seconds, relative to the utterance start) and are written atomically.
 
-CTM (as Kaldi's ``lattice-align-words | nbest-to-ctm``), one line per segment::
+CTM (as Kaldi's ``lattice-align-words | nbest-to-ctm``), one line per segment, sorted by
+utterance id and start time as sclite and ``sort -k1,1 -k3,3n`` expect::
 
     <utterance-id> 1 <start> <duration> <symbol>
 
-TextGrid: Praat's long text format with one ``IntervalTier`` per alignment kind (e.g.
-``words`` and ``phones``). Praat wants every tier to cover ``[xmin, xmax]`` without gaps,
-so gaps between segments become intervals with empty text.
+TextGrid: one ``IntervalTier`` per alignment kind (MFA names them ``words`` and ``phones``),
+in Praat's long (``format="long"``, the default, as MFA's ``long_textgrid``) or short text
+format (``"short"``). Praat wants every tier to cover ``[xmin, xmax]`` without gaps, so gaps
+between segments become intervals with empty text. :func:`read_textgrid` reads both formats.
 
 >>> from pathlib import Path; import tempfile
 >>> from lhotse.supervision import AlignmentItem
 >>> d = Path(tempfile.mkdtemp())
 >>> words = [AlignmentItem("YES", 0.3, 0.4)]
->>> write_ctm(d / "w.ctm", [("utt1", words)])
+>>> write_ctm(d / "w.ctm", [("utt2", words), ("utt1", words)])
 >>> (d / "w.ctm").read_text()
-'utt1 1 0.30 0.40 YES\\n'
->>> write_textgrid(d / "utt1.TextGrid", {"words": words}, xmax=1.0)
+'utt1 1 0.30 0.40 YES\\nutt2 1 0.30 0.40 YES\\n'
+>>> write_textgrid(d / "utt1.TextGrid", {"words": words}, xmax=1.0, format="short")
 >>> [(round(a, 2), round(b, 2), t) for a, b, t in read_textgrid(d / "utt1.TextGrid")["words"]]
 [(0.0, 0.3, ''), (0.3, 0.7, 'YES'), (0.7, 1.0, '')]
 """
@@ -44,10 +46,10 @@ def format_ctm_lines(utt_id: str, items: Sequence[AlignmentItem], decimals: int 
 
 def write_ctm(path: str | os.PathLike, utterances: Iterable[tuple[str, Sequence[AlignmentItem]]],
               decimals: int = _CTM_DECIMALS) -> None:
-    """Write ``(utt_id, items)`` pairs as one CTM file."""
+    """Write ``(utt_id, items)`` pairs as one CTM file, sorted by utterance id, then start time."""
     with atomic_open(path, "w", encoding="utf-8") as f:
-        for utt_id, items in utterances:
-            for line in format_ctm_lines(utt_id, items, decimals):
+        for utt_id, items in sorted(utterances, key=lambda pair: pair[0]):
+            for line in format_ctm_lines(utt_id, sorted(items, key=lambda it: it.start), decimals):
                 f.write(line + "\n")
 
 
@@ -94,69 +96,108 @@ def _num(x: float) -> str:
     return "0" if text in ("", "-0") else text
 
 
-def format_textgrid(tiers: dict[str, Sequence[AlignmentItem]], xmax: float, xmin: float = 0.0) -> str:
-    """Praat long-format TextGrid text with one interval tier per entry of ``tiers`` (in order)."""
-    lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "",
-             f"xmin = {_num(xmin)}", f"xmax = {_num(xmax)}", "tiers? <exists>", f"size = {len(tiers)}", "item []:"]
+TEXTGRID_FORMATS = ("long", "short")
+
+
+def _textgrid_lines(tiers: dict[str, Sequence[AlignmentItem]], xmin: float, xmax: float):
+    """``(long-format line, short-format line or None)`` pairs after the two header lines: the short
+    format keeps only the values, without the long format's labels and item headings."""
+    yield f"xmin = {_num(xmin)}", _num(xmin)
+    yield f"xmax = {_num(xmax)}", _num(xmax)
+    yield "tiers? <exists>", "<exists>"
+    yield f"size = {len(tiers)}", str(len(tiers))
+    yield "item []:", None
     for k, (name, items) in enumerate(tiers.items(), 1):
         intervals = _fill_gaps(items, xmin, xmax)
-        lines += [f"    item [{k}]:", '        class = "IntervalTier"', f"        name = {_quote(name)}",
-                  f"        xmin = {_num(xmin)}", f"        xmax = {_num(xmax)}",
-                  f"        intervals: size = {len(intervals)}"]
+        yield f"    item [{k}]:", None
+        yield '        class = "IntervalTier"', '"IntervalTier"'
+        yield f"        name = {_quote(name)}", _quote(name)
+        yield f"        xmin = {_num(xmin)}", _num(xmin)
+        yield f"        xmax = {_num(xmax)}", _num(xmax)
+        yield f"        intervals: size = {len(intervals)}", str(len(intervals))
         for j, (a, b, text) in enumerate(intervals, 1):
-            lines += [f"        intervals [{j}]:", f"            xmin = {_num(a)}", f"            xmax = {_num(b)}",
-                      f"            text = {_quote(text)}"]
-    return "\n".join(lines) + "\n"
+            yield f"        intervals [{j}]:", None
+            yield f"            xmin = {_num(a)}", _num(a)
+            yield f"            xmax = {_num(b)}", _num(b)
+            yield f"            text = {_quote(text)}", _quote(text)
+
+
+def format_textgrid(tiers: dict[str, Sequence[AlignmentItem]], xmax: float, xmin: float = 0.0,
+                    format: str = "long") -> str:
+    """Praat TextGrid text (``format`` long or short) with one interval tier per entry of ``tiers``, in order."""
+    if format not in TEXTGRID_FORMATS:
+        raise ValueError(f"TextGrid format must be one of {TEXTGRID_FORMATS}, got {format!r}")
+    body = [long if format == "long" else short for long, short in _textgrid_lines(tiers, xmin, xmax)
+            if format == "long" or short is not None]
+    return "\n".join(['File type = "ooTextFile"', 'Object class = "TextGrid"', "", *body]) + "\n"
 
 
 def write_textgrid(path: str | os.PathLike, tiers: dict[str, Sequence[AlignmentItem]], xmax: float,
-                   xmin: float = 0.0) -> None:
+                   xmin: float = 0.0, format: str = "long") -> None:
     """Write a TextGrid file (UTF-8) with one interval tier per alignment kind."""
+    text = format_textgrid(tiers, xmax=xmax, xmin=xmin, format=format)
     with atomic_open(path, "w", encoding="utf-8") as f:
-        f.write(format_textgrid(tiers, xmax=xmax, xmin=xmin))
+        f.write(text)
+
+
+def _textgrid_values(text: str) -> list[str]:
+    """The values of a long- or short-format TextGrid in file order: the part after ``=`` of a
+    long-format ``key = value`` line, a short-format line as it is, ``<exists>``; headings such as
+    ``item [1]:`` carry no value. Both formats give the same list."""
+    values = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line:
+            continue
+        if line[0] in '"<-.0123456789':
+            values.append(line)
+        elif "=" in line:
+            values.append(line.partition("=")[2].strip())
+        elif line.endswith("<exists>"):
+            values.append("<exists>")
+    return values
 
 
 def read_textgrid(path: str | os.PathLike) -> dict[str, list[tuple[float, float, str]]]:
-    """Parse a long-format TextGrid into ``tier name -> [(xmin, xmax, text)]`` (interval tiers).
+    """Parse a long- or short-format TextGrid into ``tier name -> [(xmin, xmax, text)]`` (interval tiers).
 
-    A small reader for checking files this module writes (and Praat's own long format);
+    A small reader for checking files this module writes (and Praat's own text formats);
     it raises ``ValueError`` on anything it does not understand.
     """
     with open(path, encoding="utf-8") as f:
-        text = f.read()
-    if 'Object class = "TextGrid"' not in text:
-        raise ValueError(f"{path}: not a long-format TextGrid")
+        values = iter(_textgrid_values(f.read()))
+
+    def take(kind, what):
+        value = next(values, None)
+        if value is None:
+            raise ValueError(f"{path}: ended before {what}")
+        try:
+            return _parse_string(value, path, what) if kind is str else kind(value)
+        except ValueError as e:
+            raise ValueError(f"{path}: {what}: expected {kind.__name__}, got {value!r}") from e
+
+    if (take(str, "the file type"), take(str, "the object class")) != ("ooTextFile", "TextGrid"):
+        raise ValueError(f"{path}: not a TextGrid")
+    take(float, "xmin"), take(float, "xmax")
+    if next(values, None) != "<exists>":
+        return {}
     tiers: dict[str, list[tuple[float, float, str]]] = {}
-    declared: dict[str, int] = {}
-    name: str | None = None
-    in_intervals = False  # the tier's own xmin/xmax come before its "intervals: size" line
-    interval: dict[str, float] = {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        key, _, value = line.partition("=")
-        key = key.strip()
-        if key == "name":
-            name = _parse_string(value, path, lineno)
-            tiers[name] = []
-            in_intervals = False
-        elif key == "intervals: size" and name is not None:
-            declared[name] = int(value)
-            in_intervals = True
-        elif in_intervals and key in ("xmin", "xmax"):
-            interval[key] = float(value)
-        elif in_intervals and key == "text":
-            if set(interval) != {"xmin", "xmax"}:
-                raise ValueError(f"{path}:{lineno}: interval text without xmin/xmax")
-            tiers[name].append((interval["xmin"], interval["xmax"], _parse_string(value, path, lineno)))
-            interval = {}
-    for tier, n in declared.items():
-        if len(tiers[tier]) != n:
-            raise ValueError(f"{path}: tier {tier!r} declares {n} intervals but has {len(tiers[tier])}")
+    for k in range(take(int, "the tier count")):
+        if take(str, f"tier {k + 1}'s class") != "IntervalTier":
+            raise ValueError(f"{path}: tier {k + 1} is not an IntervalTier")
+        name = take(str, f"tier {k + 1}'s name")
+        take(float, f"tier {name!r} xmin"), take(float, f"tier {name!r} xmax")
+        n = take(int, f"tier {name!r} interval count")
+        tiers[name] = []
+        try:
+            for j in range(n):
+                tiers[name].append((take(float, "xmin"), take(float, "xmax"), take(str, "text")))
+        except ValueError as e:
+            raise ValueError(f"{path}: tier {name!r} declares {n} intervals but has {len(tiers[name])}") from e
     return tiers
 
 
-def _parse_string(value: str, path, lineno: int) -> str:
-    value = value.strip()
+def _parse_string(value: str, path, what) -> str:
     if len(value) < 2 or value[0] != '"' or value[-1] != '"':
-        raise ValueError(f"{path}:{lineno}: expected a quoted string, got {value!r}")
+        raise ValueError(f"{path}: {what}: expected a quoted string, got {value!r}")
     return value[1:-1].replace('""', '"')

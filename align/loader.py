@@ -1,7 +1,11 @@
 """Frame-level alignment targets for E2E trainers: subsampling to the encoder rate and collation.
 
-Needs only lhotse, torch and numpy (no ``kaldi_hmm_gmm``), so any PyTorch
-project can use the exported ``senone``/``phone`` TemporalArrays.
+Needs only lhotse, torch and numpy (the ``weakalign[loader]`` extra: with lilcom and urllib3,
+which lhotse imports; no Kaldi package), so any PyTorch project can use the exported
+``senone``/``phone`` TemporalArrays: :func:`collate_labels` pads them with the loss's ignore
+index -100 (lhotse pads with 0, a real senone; :data:`LABEL_PAD_VALUES` for ``cut.pad``),
+:func:`perturb_speed_with_labels` speed-perturbs a cut with its labels stretched along, and
+:func:`load_global_cmvn` reads the fbank normalisation the E2E model applies.
 
 The E2E encoder subsamples the 10 ms fbank frames ×4 with two Conv2d layers
 (kernel 3, stride 2, no padding). Output frame ``j`` of the second conv sees
@@ -32,12 +36,20 @@ array([3, 7])
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
 IGNORE_INDEX = -100
+#: The frame-label arrays the export writes (``cut.load_senone()``, ``cut.load_phone()``).
+LABEL_FIELDS = ("senone", "phone")
+#: ``cut.pad(..., pad_value_dict=LABEL_PAD_VALUES)``: pad label arrays with the ignore index, not 0.
+LABEL_PAD_VALUES = {name: IGNORE_INDEX for name in LABEL_FIELDS}
+#: ``cut.custom`` key: the time factor :func:`perturb_speed_with_labels` stretched the labels by.
+STRETCHED_BY = "labels_time_factor"
 
 # Two convs with kernel 3 and stride 2: output frame j covers input frames
 # [SUBSAMPLING * j, SUBSAMPLING * j + WINDOW - 1].
@@ -212,34 +224,122 @@ def window_label_distribution(labels, lengths=None, num_classes: int | None = No
     return (dist[0], valid[0]) if x.dim() == 1 else (dist, valid)
 
 
+def _integer_labels(a, what: str) -> np.ndarray:
+    """``a`` as int64 if it is 1-D and integral (lilcom-stored arrays come back as float32)."""
+    a = np.asarray(a)
+    if a.ndim != 1:
+        raise ValueError(f"{what} must be 1-D, got shape {a.shape}")
+    if a.size and not np.issubdtype(a.dtype, np.integer):
+        rounded = np.rint(a)
+        if not np.array_equal(rounded, a):
+            raise ValueError(f"{what} holds non-integer labels")
+        a = rounded
+    return a.astype(np.int64)
+
+
 def collate_alignments(alignments: Sequence, pad: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
     """Pad 1-D integer label arrays into a ``(B, T_max)`` LongTensor; also return the lengths."""
     lengths = torch.tensor([len(a) for a in alignments], dtype=torch.long)
     padded = torch.full((len(alignments), int(lengths.max()) if len(alignments) else 0), pad, dtype=torch.long)
     for i, a in enumerate(alignments):
-        a = np.asarray(a)
-        if a.ndim != 1:
-            raise ValueError(f"alignment {i} must be 1-D, got shape {a.shape}")
-        if a.size and not np.issubdtype(a.dtype, np.integer):
-            rounded = np.rint(a)
-            if not np.array_equal(rounded, a):
-                raise ValueError(f"alignment {i} holds non-integer labels")
-            a = rounded
-        padded[i, : len(a)] = torch.as_tensor(a.astype(np.int64))
+        padded[i, : len(a)] = torch.as_tensor(_integer_labels(a, f"alignment {i}"))
     return padded, lengths
 
 
 def load_cut_labels(cut, field: str = "senone") -> np.ndarray:
-    """A cut's custom ``field`` TemporalArray as int64, exactly ``cut.num_frames`` long.
+    """A cut's custom ``field`` TemporalArray as int64 (one label per frame of the cut).
 
-    lilcom-stored arrays come back as float32; the values are checked to be integral.
+    lilcom-stored arrays come back as float32; the values are checked to be integral. A cut
+    whose audio was sped up or slowed down (lhotse ``perturb_speed``/``perturb_tempo``) without
+    :func:`perturb_speed_with_labels` is refused: lhotse would return the unstretched labels
+    cut to the new duration, which no longer match the audio.
     """
-    arr = np.asarray(cut.load_custom(field))
-    if arr.ndim != 1:
-        raise ValueError(f"{cut.id}: {field} must be 1-D, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        rounded = np.rint(arr)
-        if not np.array_equal(rounded, arr):
-            raise ValueError(f"{cut.id}: {field} holds non-integer values")
-        arr = rounded
-    return arr.astype(np.int64)
+    speed, stretched = audio_time_factor(cut), (cut.custom or {}).get(STRETCHED_BY, 1.0)
+    if not np.isclose(speed, stretched):
+        raise ValueError(f"{cut.id}: the audio is time-scaled by {speed:g} but the {field} labels by {stretched:g}; "
+                         "speed-perturb with weakalign.align.loader.perturb_speed_with_labels, "
+                         "which stretches the labels with the audio")
+    return _integer_labels(cut.load_custom(field), f"{cut.id}: {field}")
+
+
+def collate_labels(cuts: Sequence, field: str = "senone", pad: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``field`` labels of ``cuts`` as a ``(B, T_max)`` LongTensor padded with ``pad``, and their lengths.
+
+    lhotse pads custom arrays with 0 (``collate_custom_field``, ``cut.pad``), which is a real
+    senone; here padding is the loss's ignore index. (With lhotse's own functions pass
+    ``collate_custom_field(cuts, "senone", pad_value=IGNORE_INDEX)`` or
+    ``cut.pad(..., pad_value_dict=LABEL_PAD_VALUES)``.)
+    """
+    return collate_alignments([load_cut_labels(c, field) for c in cuts], pad=pad)
+
+
+def stretch_labels(labels: np.ndarray, num_frames: int, factor: float) -> np.ndarray:
+    """Frame labels of an utterance played ``factor`` times faster, ``num_frames`` long.
+
+    Frame ``i`` of the perturbed audio starts at ``i * factor`` frames of the original, so it takes
+    the label there (nearest frame, clipped to the last). Speed perturbation scales time
+    uniformly, so this is the original alignment up to a frame; Kaldi realigns the perturbed copies
+    with the GMM instead, which the tri1 MFCC models here would need a feature pass per copy for.
+
+    >>> stretch_labels(np.array([1, 1, 2, 2, 3, 3]), 7, 6 / 7).tolist()   # slower: longer, same order
+    [1, 1, 2, 2, 2, 3, 3]
+    >>> stretch_labels(np.array([1, 1, 2, 2, 3, 3]), 4, 1.5).tolist()     # faster: frames skipped
+    [1, 2, 2, 3]
+    """
+    idx = np.minimum(np.rint(np.arange(num_frames) * factor).astype(np.int64), len(labels) - 1)
+    return np.asarray(labels)[idx]
+
+
+def audio_time_factor(cut) -> float:
+    """How many times faster the cut's audio plays than its source: the product of the
+    ``Speed``/``Tempo`` factors of its recording's transforms (1.0 for none)."""
+    factor = 1.0
+    recording = getattr(cut, "recording", None)
+    for t in (recording.transforms or []) if recording is not None else []:
+        name, kwargs = (t["name"], t["kwargs"]) if isinstance(t, dict) else (type(t).__name__, vars(t))
+        if name in ("Speed", "Tempo"):
+            factor *= float(kwargs["factor"])
+    return factor
+
+
+def perturb_speed_with_labels(cut, factor: float, fields: Sequence[str] = LABEL_FIELDS):
+    """``cut.perturb_speed(factor)`` with its label arrays (``fields`` it has) stretched to the new
+    frames by :func:`stretch_labels`, as the hybrid stage labels its speed-perturbed copies.
+
+    The result has no features (lhotse cannot speed-perturb them: compute fbank from
+    ``cut.load_audio()``) and holds the labels in memory (it cannot be saved to a manifest).
+    """
+    from lhotse.cut.data import DataCut
+    from lhotse.utils import compute_num_frames
+
+    if not isinstance(cut, DataCut) or not cut.has_recording:
+        raise ValueError(f"{cut.id}: speed perturbation needs a single cut with a recording, "
+                         f"got a {type(cut).__name__}{'' if getattr(cut, 'has_recording', False) else ' without audio'}")
+    labels = {f: (load_cut_labels(cut, f), cut.custom[f].frame_shift) for f in fields if cut.has_custom(f)}
+    # drop_features first: lhotse's perturb_speed detaches the features of the cut it is given.
+    fast = cut.drop_features().perturb_speed(factor)
+    for name, (values, frame_shift) in labels.items():
+        num_frames = compute_num_frames(fast.duration, frame_shift, fast.sampling_rate)
+        fast = fast.attach_tensor(name, stretch_labels(values, num_frames, factor).astype(np.int32),
+                                  frame_shift=frame_shift, temporal_dim=0)
+    return fast.with_custom(STRETCHED_BY, audio_time_factor(fast))
+
+
+def load_global_cmvn(path) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` float32 of ``data/<c>/fbank/global_cmvn.json`` (written by the features stage
+    from the train fbank); normalise fbank as ``(feats - mean) / std``, as the E2E model does.
+    ``std`` is floored at 1e-5 so a constant bin cannot divide by zero.
+
+    >>> import tempfile
+    >>> path = Path(tempfile.mkdtemp()) / "global_cmvn.json"
+    >>> _ = path.write_text('{"mean": [10.0, 12.0], "std": [2.0, 0.0], "frames": 100}')
+    >>> mean, std = load_global_cmvn(path)
+    >>> ((np.array([[12.0, 12.0]]) - mean) / std).tolist()
+    [[1.0, 0.0]]
+    """
+    stats = json.loads(Path(path).read_text())
+    mean = np.asarray(stats["mean"], dtype=np.float32)
+    std = np.maximum(np.asarray(stats["std"], dtype=np.float32), np.float32(1e-5))
+    if mean.shape != std.shape or mean.ndim != 1:
+        raise ValueError(f"{path}: mean and std must be vectors of one length, got {mean.shape} and {std.shape}")
+    return mean, std

@@ -12,14 +12,13 @@ function that brings 10 ms alignment labels to this rate.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ..align.loader import subsampled_length, subsampled_lengths
+from ..align.loader import load_global_cmvn, subsampled_length, subsampled_lengths
 
 
 @dataclass
@@ -39,13 +38,11 @@ class GlobalCMVN(nn.Module):
 
     def load_stats(self, path: str | Path) -> None:
         """Load ``{"mean": [...], "std": [...]}`` (``data/<c>/fbank/global_cmvn.json``)."""
-        stats = json.loads(Path(path).read_text())
-        mean = torch.tensor(stats["mean"], dtype=torch.float32)
-        std = torch.tensor(stats["std"], dtype=torch.float32)
-        if mean.shape != self.mean.shape or std.shape != self.std.shape:
-            raise ValueError(f"{path}: CMVN stats of dim {tuple(mean.shape)}, model expects {tuple(self.mean.shape)}")
-        self.mean.copy_(mean)
-        self.std.copy_(torch.clamp(std, min=1e-5))
+        mean, std = load_global_cmvn(path)
+        if mean.shape != tuple(self.mean.shape):
+            raise ValueError(f"{path}: CMVN stats of dim {mean.shape}, model expects {tuple(self.mean.shape)}")
+        self.mean.copy_(torch.from_numpy(mean))
+        self.std.copy_(torch.from_numpy(std))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

@@ -41,6 +41,7 @@ import torch
 from lhotse import CutSet
 from tqdm import tqdm
 
+from weakalign.align.loader import stretch_labels
 from weakalign.pipeline.features import apply_cmvn, cmvn_stats, mean_std_from_stats, speaker_cmvn_stats
 from weakalign.pipeline.io import atomic_open, atomic_path, read_json, write_json
 from weakalign.pipeline.report import SkipReport
@@ -112,25 +113,6 @@ def pdf_targets(feats: dict, alignments: dict[str, np.ndarray], tid2pdf: np.ndar
     return out
 
 
-
-
-def stretch_labels(labels: np.ndarray, num_frames: int, factor: float) -> np.ndarray:
-    """Frame labels of an utterance played ``factor`` times faster, ``num_frames`` long.
-
-    Frame ``i`` of the perturbed audio starts at ``i * factor`` frames of the original, so it takes
-    the label there (nearest frame, clipped to the last). Speed perturbation scales time
-    uniformly, so this is the original alignment up to a frame; Kaldi realigns the perturbed copies
-    with the GMM instead, which the tri1 MFCC models here would need a feature pass per copy for.
-
-    >>> stretch_labels(np.array([1, 1, 2, 2, 3, 3]), 7, 6 / 7).tolist()   # slower: longer, same order
-    [1, 1, 2, 2, 2, 3, 3]
-    >>> stretch_labels(np.array([1, 1, 2, 2, 3, 3]), 4, 1.5).tolist()     # faster: frames skipped
-    [1, 2, 2, 3]
-    """
-    idx = np.minimum(np.rint(np.arange(num_frames) * factor).astype(np.int64), len(labels) - 1)
-    return np.asarray(labels)[idx]
-
-
 def speed_perturbed_fbank(ws: Workspace, utt_ids, factors, cmn: str) -> dict[str, tuple[np.ndarray, str, float]]:
     """Kaldi's speed perturbation (``perturb_data_dir_speed_3way.sh``) of train utterances' fbank.
 
@@ -165,7 +147,7 @@ def speed_perturbed_fbank(ws: Workspace, utt_ids, factors, cmn: str) -> dict[str
 def speed_perturbed_targets(perturbed: dict[str, tuple[np.ndarray, str, float]],
                             targets: dict[str, tuple[np.ndarray, np.ndarray]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """``copy_id -> (fbank, pdf-ids)`` for the copies of utterances in ``targets``, their labels
-    stretched from the original's with :func:`stretch_labels`."""
+    stretched from the original's with :func:`weakalign.align.loader.stretch_labels`."""
     return {c: (x, stretch_labels(targets[u][1], len(x), f))
             for c, (x, u, f) in perturbed.items() if u in targets}
 

@@ -1,6 +1,7 @@
 """Session fixtures that run real stages (see conftest.py)."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -13,27 +14,28 @@ from weakalign.pipeline.workspace import Workspace
 def an4_slice_exported(an4_slice_tri1, tmp_path_factory) -> Workspace:
     """The real ``export`` stage (no TextGrids) on ``an4_slice_tri1``'s ``tri1_ali``: a workspace
     whose ``ali_cuts("train")`` / ``ali_cuts("dev")`` are the slice's fbank cuts with the real
-    ``senone`` and ``phone`` arrays (``cut.custom["num_senones"]`` = the tri1 pdf count). It
-    links the slice's fbank, lang and ``tri1_ali`` (the slice workspace stays read-only);
-    read-only itself, shared by the session.
+    ``senone`` and ``phone`` arrays (``cut.custom["num_senones"]`` = the tri1 pdf count); the
+    test split has no alignments and no ``ali_cuts``. It links the slice's manifests, fbank, lang
+    and ``tri1_ali`` (the slice workspace stays read-only); read-only itself, shared by the session.
     """
     return exported_workspace(an4_slice_tri1, tmp_path_factory.mktemp("an4_slice_exported"))
 
 
 def exported_workspace(tri1_ws: Workspace, root) -> Workspace:
-    """A workspace under ``root`` linking ``tri1_ws``'s fbank, lang and ``tri1_ali``, exported by the real stage."""
+    """A workspace under ``root`` linking ``tri1_ws``'s manifests, fbank, lang and ``tri1_ali``,
+    exported by the real stage."""
     ws = linked_workspace(tri1_ws, root)
     run_stage("export", ws, export_stage, textgrids=False)
     return ws
 
 
 def linked_workspace(src: Workspace, root, ali_dirs=("tri1_ali",)) -> Workspace:
-    """A workspace under ``root`` whose fbank, lang and ``ali_dirs`` are links to ``src``'s: what
-    ``export`` reads, while ``src`` (a session fixture) stays as it is."""
-    ws = Workspace(src.corpus, data_root=root / "data", exp_root=root / "exp")
+    """A workspace under ``root`` (absolute, or relative to the working dir) whose manifests, fbank
+    and lang are links to ``src``'s, and ``exp/<c>/<d>`` to ``src``'s for each of ``ali_dirs``."""
+    ws = Workspace(src.corpus, data_root=Path(root) / "data", exp_root=Path(root) / "exp")
     ws.data.mkdir(parents=True)
     ws.exp.mkdir(parents=True)
-    for name in ("fbank", "lang"):
+    for name in ("manifests", "fbank", "lang"):
         os.symlink(src.data / name, ws.data / name)
     for name in ali_dirs:
         os.symlink(src.exp / name, ws.exp / name)

@@ -6,8 +6,10 @@ tri1_ali), since the session's slice workspace is read-only.
 
 import kaldi_hmm_gmm as khg  # noqa: F401  -- before kaldifst
 
+import dataclasses
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,18 +126,24 @@ def test_ctm_and_textgrids_agree_with_the_manifest(exported):
     words = read_ctm(exported.data / "ali" / "ctm" / "dev.word.ctm")
     phones = read_ctm(exported.data / "ali" / "ctm" / "dev.phone.ctm")
     assert set(words) == set(phones) == set(cuts.ids)
+    for kind in ("word", "phone"):  # sorted by utterance id, then start time, as sclite wants
+        rows = [line.split() for line in (exported.data / "ali" / "ctm" / f"dev.{kind}.ctm").read_text().splitlines()]
+        assert rows == sorted(rows, key=lambda r: (r[0], float(r[2])))
+    assert list(cuts.ids) != sorted(cuts.ids)  # so the sorting above is the CTM writer's doing
     for cut in cuts:
         sup = cut.supervisions[0]
         assert [(w.symbol, w.start) for w in words[cut.id]] == [(w.symbol, round(w.start, 2))
                                                                    for w in sup.alignment["word"]]
-        tiers = read_textgrid(exported.data / "ali" / "textgrid" / "dev" / f"{cut.id}.TextGrid")
-        assert list(tiers) == ["word", "phone"]
-        assert [t for t in (x[2] for x in tiers["word"]) if t] == sup.text.split()
-        assert [t for _, _, t in tiers["phone"] if t] == [p.symbol for p in sup.alignment["phone"]]
+        # MFA's layout: <speaker>/<recording>.TextGrid, tiers "words" and "phones"
+        tiers = read_textgrid(exported.data / "ali" / "textgrid" / "dev" / sup.speaker / f"{cut.recording_id}.TextGrid")
+        assert list(tiers) == ["words", "phones"]
+        assert [t for t in (x[2] for x in tiers["words"]) if t] == sup.text.split()
+        assert [t for _, _, t in tiers["phones"] if t] == [p.symbol for p in sup.alignment["phone"]]
         for intervals in tiers.values():
-            assert intervals[-1][1] == pytest.approx(cut.duration)
+            assert intervals[-1][1] == pytest.approx(cut.recording.duration)
             assert all(a < b for a, b, _ in intervals)
             assert all(b == pytest.approx(c) for (_, b, _), (c, _, _) in zip(intervals, intervals[1:]))
+    assert sum(1 for _ in (exported.data / "ali" / "textgrid" / "dev").rglob("*.TextGrid")) == len(cuts)
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +217,123 @@ def test_export_is_redone_when_hybrid_alignments_appear(an4_slice_tri1, tmp_path
     assert f"-> {ws.exp / 'hybrid_ali'} sha256:" in caplog.text and "already done" not in caplog.text
     assert summary["ali_dir"] == str(ws.exp / "hybrid_ali")
     assert sum(1 for _ in CutSet.from_file(ws.ali_cuts("dev"))) == summary["splits"]["dev"]["exported"] > 0
+
+
+def test_a_split_without_alignments_is_named_not_exported(exported, damaged):
+    summary = read_json(exported.done_dir / "export.json")["summary"]
+    test_ids = list(CutSet.from_file(exported.fbank_cuts("test")).ids)
+    assert summary["splits_without_alignments"] == {"test": len(test_ids)} and len(test_ids) == 12
+    assert list(summary["splits"]) == ["train", "dev"] and not exported.ali_cuts("test").exists()
+    assert summary["alignments_outside_splits"] == 0
+    _, _, _, result = damaged
+    assert "test: not exported: none of its 12 utterances has an alignment in" in result.output
+
+
+def test_every_split_with_alignments_is_exported_in_short_textgrids(an4_slice_tri1, tmp_path):
+    """A ``test`` split made of dev's utterances (so tri1_ali aligns it) is exported like any other,
+    through the CLI with ``--textgrid-format short``."""
+    ws = Workspace("an4", data_root=tmp_path / "data", exp_root=tmp_path / "exp")
+    src = an4_slice_tri1
+    for kind, of in (("manifests", src.manifest), ("fbank", lambda *kind_split: src.fbank_cuts(kind_split[-1]))):
+        for split in ("train", "dev"):
+            for path in {of("recordings", split), of("supervisions", split)}:
+                test_path = ws.data / kind / path.name.replace(f"_{split}.", "_test.")
+                test_path.parent.mkdir(parents=True, exist_ok=True)
+                os.symlink(path, ws.data / kind / path.name)
+                if split == "dev":
+                    os.symlink(path, test_path)
+    os.symlink(src.lang, ws.lang)
+    ws.exp.mkdir(parents=True)
+    os.symlink(src.exp / "tri1_ali", ws.exp / "tri1_ali")
+    assert ws.available_splits() == ["train", "dev", "test"]
+    from weakalign.pipeline.cli import cli
+
+    result = CliRunner().invoke(cli, ["export", "an4", "--data-root", str(ws.data_root), "--exp-root",
+                                      str(ws.exp_root), "--textgrid-format", "short"])
+    assert result.exit_code == 0, result.output
+    assert "test: 12/12 cuts exported" in result.output
+    test_cuts = CutSet.from_file(ws.ali_cuts("test"))
+    assert sorted(test_cuts.ids) == sorted(CutSet.from_file(src.fbank_cuts("dev")).ids)
+    grids = sorted((ws.data / "ali" / "textgrid" / "test").rglob("*.TextGrid"))
+    assert len(grids) == 12 and (ws.data / "ali" / "ctm" / "test.phone.ctm").exists()
+    text = grids[0].read_text()
+    assert "item [" not in text and text.splitlines()[3:6] == ["0", text.splitlines()[4], "<exists>"]  # short
+    assert list(read_textgrid(grids[0])) == ["words", "phones"]
+
+
+def test_exported_cuts_load_from_any_working_directory(an4_slice_tri1, exported, tmp_path, monkeypatch):
+    """Exported as the CLI does by default (``--data-root data``: a relative workspace), then loaded
+    from another directory: every path in the cuts is absolute."""
+    monkeypatch.chdir(tmp_path)
+    ws = linked_workspace(an4_slice_tri1, Path("project"))
+    run_stage("export", ws, export_stage, splits=["dev"], textgrids=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    cuts = CutSet.from_file(tmp_path / "project" / "data" / "an4" / "cuts_dev_ali.jsonl.gz").to_eager()
+    reference = CutSet.from_file(exported.ali_cuts("dev")).to_eager()
+    assert len(cuts) == len(reference) == 12
+    for cut in cuts:
+        paths = [cut.custom["senone"].array.storage_path, cut.custom["phone"].array.storage_path,
+                 cut.features.storage_path, *(s.source for s in cut.recording.sources)]
+        assert all(os.path.isabs(p) for p in paths), paths
+        assert np.array_equal(cut.load_senone(), reference[cut.id].load_senone())
+        assert np.array_equal(cut.load_phone(), reference[cut.id].load_phone())
+        assert cut.load_features().shape == (cut.num_frames, 80)
+
+
+def test_relative_export_moves_with_its_tree_and_is_rebased(an4_slice_tri1, exported, tmp_path, monkeypatch,
+                                                           caplog):
+    from weakalign.align.paths import rebase_cuts
+
+    ws = linked_workspace(an4_slice_tri1, tmp_path / "project")
+    run_stage("export", ws, export_stage, relative_to=str(ws.data_root), textgrids=False)
+    run_stage("export", ws, export_stage, relative_to=str(ws.data_root), textgrids=False)
+    assert "export: already done" in caplog.text   # the path style is part of the request
+    raw = CutSet.from_file(ws.ali_cuts("dev")).to_eager()
+    cut = raw[0]
+    assert cut.custom["senone"].array.storage_path == os.path.join("an4", "ali", "arrays", "dev")
+    assert not any(os.path.isabs(p) for p in (cut.features.storage_path, cut.recording.sources[0].source))
+    # The whole tree moves (audio and fbank at the same relative place); the cuts follow it.
+    (tmp_path / "project").rename(tmp_path / "moved")
+    monkeypatch.chdir(tmp_path)
+    moved = CutSet.from_file(tmp_path / "moved" / "data" / "an4" / "cuts_dev_ali.jsonl.gz")
+    with pytest.raises(FileNotFoundError):
+        moved[0].load_senone()
+    cuts = rebase_cuts(moved, tmp_path / "moved" / "data").to_eager()
+    reference = CutSet.from_file(exported.ali_cuts("dev")).to_eager()
+    for cut in cuts:
+        ref = reference[cut.id]
+        assert np.array_equal(cut.load_senone(), ref.load_senone())
+        assert np.array_equal(cut.load_phone(), ref.load_phone())
+        assert np.array_equal(cut.load_features(), ref.load_features())
+    assert np.array_equal(cuts[0].load_audio(), reference[cuts[0].id].load_audio())
+
+
+def test_textgrids_follow_mfa_per_recording_with_a_tier_pair_per_speaker():
+    """Segmented recordings (one TextGrid per recording, times in the recording): one speaker gives
+    ``<speaker>/<rec>.TextGrid`` with ``words``/``phones``; two give ``<spk> - words`` ... at the top."""
+    from lhotse import SupervisionSegment
+    from lhotse.supervision import AlignmentItem
+    from lhotse.testing.dummies import dummy_cut
+
+    from weakalign.align.export import CutAlignment, textgrid_files
+
+    def segment(cut_id, recording, start, speaker, word):
+        cut = dummy_cut(cut_id, start=start, duration=1.0, recording_duration=5.0, recording=recording)
+        sup = SupervisionSegment(f"s{cut_id}", cut.recording_id, start=0.0, duration=1.0, speaker=speaker)
+        items = [AlignmentItem(word, 0.25, 0.5)]
+        return dataclasses.replace(cut, supervisions=[sup]), CutAlignment(None, None, items, items, None, 0)
+
+    talk = dummy_cut(0, recording_duration=5.0).recording
+    dialogue = dataclasses.replace(talk, id="dialogue")
+    aligned = [segment(1, talk, 3.0, "ann", "LATER"), segment(2, talk, 1.0, "ann", "EARLY"),
+               segment(3, dialogue, 0.0, "bob", "HI"), segment(4, dialogue, 2.0, "cid", "YO")]
+    files = textgrid_files(aligned)
+    assert set(files) == {os.path.join("ann", f"{talk.id}.TextGrid"), "dialogue.TextGrid"}
+    tiers, xmax = files[os.path.join("ann", f"{talk.id}.TextGrid")]
+    assert xmax == 5.0 and list(tiers) == ["words", "phones"]
+    assert [(w.symbol, w.start) for w in tiers["words"]] == [("EARLY", 1.25), ("LATER", 3.25)]
+    tiers, _ = files["dialogue.TextGrid"]
+    assert list(tiers) == ["bob - words", "bob - phones", "cid - words", "cid - phones"]
+    assert [(w.symbol, w.start) for w in tiers["cid - words"]] == [("YO", 2.25)]

@@ -45,7 +45,7 @@ def redo_lines(caplog):
 def test_no_textgrid_redoes_the_export_without_them_and_only_once(ws, caplog):
     export(ws)
     textgrids = ws.data / "ali" / "textgrid" / "dev"
-    assert len(list(textgrids.glob("*.TextGrid"))) == 12
+    assert len(list(textgrids.rglob("*.TextGrid"))) == 12
     caplog.clear()
     export(ws, "--no-textgrid")
     assert redo_lines(caplog) == ["[an4] export: the request differs from the finished run, redoing it: "
@@ -77,9 +77,9 @@ def test_a_train_only_ali_dir_exports_train_and_reports_the_empty_dev_split(ws, 
     assert redo_lines(caplog)[0].startswith(
         f"[an4] export: the request differs from the finished run, redoing it: ali_dir: None -> '{ws.exp / 'mono'}'")
     done = summary(ws)
-    assert done["ali_dir"] == str(ws.exp / "mono") and done["empty_splits"] == ["dev"]
-    assert done["splits"]["train"]["exported"] == 60 and done["splits"]["dev"]["no_alignment"] == 12
-    assert f"dev: no alignment in {ws.exp / 'mono'}: dev not exported" in result.output
+    assert done["ali_dir"] == str(ws.exp / "mono") and done["splits_without_alignments"]["dev"] == 12
+    assert done["splits"]["train"]["exported"] == 60 and "dev" not in done["splits"]
+    assert f"dev: not exported: none of its 12 utterances has an alignment in {ws.exp / 'mono'}" in result.output
     assert len(CutSet.from_file(ws.ali_cuts("train"))) == 60
     assert not ws.ali_cuts("dev").exists()                  # not tri1's dev cuts of the earlier export
     assert not (ws.data / "ali" / "ctm" / "dev.phone.ctm").exists()
