@@ -46,7 +46,7 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from ..pipeline.io import atomic_open, atomic_path
+from ..pipeline.io import atomic_open, atomic_torch_save
 from ..pipeline.report import SkipReport
 from ..pipeline.workspace import Workspace
 from .checkpoints import average_state_dicts, checkpoint_dir, latest_checkpoint, save_checkpoint
@@ -317,10 +317,9 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
                "rank": rank, "world_size": world_size, "model_sha1": state_dict_sha1(model.state_dict())}
     if rank == 0:
         averaged = [checkpoint_dir(run_dir) / f"epoch-{e}.pt" for e in best]
-        with atomic_path(run_dir / "model_avg.pt") as tmp:
-            torch.save({"config": config, "vocab_size": tokenizer.vocab_size,
-                        "state_dict": model.export_state_dict(average_state_dicts(averaged)),
-                        "averaged_epochs": best}, tmp)
+        atomic_torch_save({"config": config, "vocab_size": tokenizer.vocab_size,
+                           "state_dict": model.export_state_dict(average_state_dicts(averaged)),
+                           "averaged_epochs": best}, run_dir / "model_avg.pt")
         if metrics:
             plot_loss_curves(metrics, run_dir / "loss_curves.png", title=run_dir.name)
             model.plot_extras(metrics, run_dir, title=run_dir.name)
