@@ -59,8 +59,8 @@ class SkipReport:
         """An item kept but changed (e.g. resampled): said, not counted as skipped."""
         log.warning("%s: %s: %s", self.stage, item_id, message)
 
-    def ignore_line(self, where: str, message: str) -> None:
-        """An input line left unused (``where`` is ``file:line``) while its item is kept: said and
+    def ignore(self, where: str, message: str) -> None:
+        """An input entry left unused (``where``: file and line) while its item is kept: said and
         listed, not counted as a skipped item."""
         self.ignored_lines.append((where, message))
         log.warning("%s: ignoring %s: %s", self.stage, where, message)
