@@ -355,3 +355,44 @@ def test_an4_transcription_faults_cost_one_utterance_and_leave_dev_alone(tmp_pat
                 for split in ("train", "dev", "test")} for ws in (clean, faulty)}
     assert ids[faulty]["dev"] == ids[clean]["dev"] and ids[faulty]["test"] == ids[clean]["test"]
     assert ids[faulty]["train"] == [u for u in ids[clean]["train"] if u != victim]
+
+
+def test_audio_that_breaks_after_prepare_is_one_features_skip_under_its_cause(tmp_path, corpora_dir):
+    """Damage ``prepare`` cannot see (the file changed since): one skip of ``features``, keyed by the
+    cause, not one per feature type; the cut is in neither feature set."""
+    utts = an4_utterances(corpora_dir / "an4")[4:7]
+    src = tmp_path / "corpus" / "test"
+    src.mkdir(parents=True)
+    for utt, _, flac, _ in utts:
+        shutil.copy(flac, tmp_path / "corpus" / flac.name)
+    (src / "wav.scp").write_text("".join(f"{u} {tmp_path / 'corpus' / f.name}\n" for u, _, f, _ in utts))
+    (src / "text").write_text("".join(f"{u} {t}\n" for u, _, _, t in utts))
+    ws = Workspace("broken", data_root=tmp_path / "data", exp_root=tmp_path / "exp")
+    run_stage("prepare", ws, prepare, src=src, recipe="kaldi")
+    victim, _, flac, _ = utts[1]
+    damaged = tmp_path / "corpus" / flac.name
+    damaged.write_bytes(damaged.read_bytes()[:3000])
+    s = run_stage("features", ws, compute_features, nj=1)
+    assert s["items"] == [[victim, "unreadable audio: Error : flac decoder lost sync."]]
+    assert s["skipped"] == 1 and s["reasons"] == {"unreadable audio": 1}
+    assert set(cuts(ws)) == set(cuts(ws, "fbank")) == {utts[0][0], utts[2][0]}
+
+
+def test_every_kaldi_table_file_names_its_non_utf8_line(tmp_path):
+    from weakalign.pipeline.corpora.kaldi_dir import read_kaldi_data_dir
+    from weakalign.pipeline.report import SkipReport
+
+    d = tmp_path / "train"
+    d.mkdir()
+    bad = "\xe9".encode("latin-1")
+    (d / "wav.scp").write_bytes(b"r1 a.wav\nr2 b" + bad + b".wav\nr3 c.wav\nr4 d.wav\n")
+    (d / "segments").write_bytes(b"u1 r1 0 -1\nu2 r2 0 -1\nu3 r3 0" + bad + b" -1\nu4 r4 0 -1\n")
+    (d / "text").write_bytes(b"u1 A\nu2 B\nu3 C\nu4 D\n")
+    (d / "utt2spk").write_bytes(b"u1 s1\nu2 s1\nu3 s2\nu4 s" + bad + b"2\n")
+    report = SkipReport("prepare")
+    utts = {u.id: u for u in read_kaldi_data_dir(d, report=report)}
+    assert utts["u1"].problem is None and utts["u1"].speaker == "s1"
+    assert utts["u2"].problem.startswith("not UTF-8: train/wav.scp line 2, byte 0xe9 at column 5 ")
+    assert utts["u3"].problem.startswith("not UTF-8: train/segments line 3, byte 0xe9 at column 8 ")
+    assert utts["u4"].problem.startswith("not UTF-8: train/utt2spk line 4, byte 0xe9 at column 5 ")
+    assert report.count == 0   # skipped later, by build_manifests, after the dev split is drawn
