@@ -118,12 +118,7 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_bytes(an4_slice,
     """``kill -9`` of ``weakalign train`` once its first epoch checkpoint is written, then the same
     command again: it resumes from that checkpoint and ends with checkpoints, averaged model and
     metrics byte-identical (timings apart) to an uninterrupted run's."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
+    from tests.kill import kill_when
     from weakalign.pipeline.cli import cli
 
     def args(exp):
@@ -136,16 +131,9 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_bytes(an4_slice,
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert CliRunner().invoke(cli, args(straight), catch_exceptions=False).exit_code == 0
     run = "an4/e2e/ctc_only_seed7"
-    code = f"from weakalign.pipeline.cli import cli\ncli.main(args={args(killed)!r})\n"
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     first = killed / run / "checkpoints" / "epoch-1.pt"
-    deadline = time.time() + 120
-    while not first.exists():
-        assert proc.poll() is None and time.time() < deadline, "training ended or stalled before epoch 1"
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    kill_when(f"from weakalign.pipeline.cli import cli\ncli.main(args={args(killed)!r})\n", first.exists,
+              "the first checkpoint")
     assert not (killed / run / "model_avg.pt").exists(), "killed too late: the run had finished"
     result = CliRunner().invoke(cli, args(killed), catch_exceptions=False)
     assert result.exit_code == 0, result.output

@@ -182,14 +182,9 @@ def test_mono_killed_mid_run_reruns_to_the_same_bytes(an4_slice_tri1, tmp_path):
     """``kill -9`` of a mono stage (and its job processes) in the middle of its EM iterations, then
     the same request again: no marker was left, the stage is redone, and every model and alignment
     file is byte-identical to the uninterrupted run of the session fixture."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from tests.fixtures_align import linked_workspace
     from tests.fixtures_gmm import MONO_SLICE
+    from tests.kill import kill_when
     from weakalign.kaldi_steps.train_mono import mono_stage
     from weakalign.pipeline.stage import marker_path, run_stage
 
@@ -200,15 +195,8 @@ def test_mono_killed_mid_run_reruns_to_the_same_bytes(an4_slice_tri1, tmp_path):
             "from weakalign.kaldi_steps.train_mono import mono_stage\n"
             f"ws = Workspace('an4', data_root={str(ws.data_root)!r}, exp_root={str(ws.exp_root)!r})\n"
             f"run_stage('mono', ws, mono_stage, nj=2, **{MONO_SLICE!r})\n")
-    proc = subprocess.Popen([sys.executable, "-c", code], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     log = ws.log_dir / "mono.log"
-    deadline = time.time() + 120
-    while not (log.exists() and "mono iter 3" in log.read_text()):
-        assert proc.poll() is None and time.time() < deadline, "mono ended or stalled before iteration 3"
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)   # the stage and its job processes
-    proc.wait()
+    kill_when(code, lambda: log.exists() and "mono iter 3" in log.read_text(), "mono iteration 3")
     assert not marker_path(ws, "mono").exists() and not (ws.exp / "mono" / "final.mdl").exists()
 
     run_stage("mono", ws, mono_stage, nj=2, **MONO_SLICE)
