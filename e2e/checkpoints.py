@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from ..pipeline.io import atomic_path
+from ..pipeline.io import atomic_torch_save
 
 
 def checkpoint_dir(run_dir: Path) -> Path:
@@ -37,8 +37,7 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 
 
 def save_checkpoint(path: Path, **state) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    atomic_torch_save(state, path)
 
 
 def average_state_dicts(paths: list[Path]) -> dict:

@@ -46,7 +46,7 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
-from ..pipeline.io import atomic_open, atomic_path
+from ..pipeline.io import atomic_open, atomic_torch_save
 from ..pipeline.report import SkipReport
 from ..pipeline.workspace import Workspace
 from .checkpoints import average_state_dicts, checkpoint_dir, latest_checkpoint, save_checkpoint
@@ -302,10 +302,13 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
                  dev_stats["loss"], _fmt(dev_stats.get("acc")), _fmt(dev_stats.get("aux_acc")), dev_stats["wer"],
                  dev_stats["cer"], row["lr"], updates, row["time_s"])
         if rank == 0:
+            # Metrics before the checkpoint: a kill in between leaves a row that resuming from the
+            # previous checkpoint drops, never a checkpoint whose epoch has no row (the resumed
+            # run's best epochs, hence its pruning and averaging, would differ).
+            write_metrics(run_dir, metrics)
             save_checkpoint(checkpoint_dir(run_dir) / f"epoch-{epoch}.pt", epoch=epoch, model=model.state_dict(),
                             optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state(),
                             updates=updates, config=config, vocab_size=tokenizer.vocab_size)
-            write_metrics(run_dir, metrics)
             _prune_checkpoints(run_dir, keep=set(best) | {epoch})
         if world_size > 1:
             dist.barrier()
@@ -316,11 +319,12 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
                "skipped": report.count, "train_cuts": len(train_cuts), "dev_cuts": len(dev_cuts),
                "rank": rank, "world_size": world_size, "model_sha1": state_dict_sha1(model.state_dict())}
     if rank == 0:
+        # Again, for a run killed after its last checkpoint but before that epoch's pruning.
+        _prune_checkpoints(run_dir, keep=set(best) | {epochs_run})
         averaged = [checkpoint_dir(run_dir) / f"epoch-{e}.pt" for e in best]
-        with atomic_path(run_dir / "model_avg.pt") as tmp:
-            torch.save({"config": config, "vocab_size": tokenizer.vocab_size,
-                        "state_dict": model.export_state_dict(average_state_dicts(averaged)),
-                        "averaged_epochs": best}, tmp)
+        atomic_torch_save({"config": config, "vocab_size": tokenizer.vocab_size,
+                           "state_dict": model.export_state_dict(average_state_dicts(averaged)),
+                           "averaged_epochs": best}, run_dir / "model_avg.pt")
         if metrics:
             plot_loss_curves(metrics, run_dir / "loss_curves.png", title=run_dir.name)
             model.plot_extras(metrics, run_dir, title=run_dir.name)

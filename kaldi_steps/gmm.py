@@ -384,7 +384,7 @@ class Shard:
                 config, utt, acoustic_scale, fst, decodable, 0, 0, 0, 0.0, 0)
             retried += n_retried
             if not done or len(ali) != len(self.feats[utt]):
-                failed.append((utt, f"alignment failed even with retry beam {retry_beam}"))
+                failed.append((utt, f"alignment failed: not even with retry beam {retry_beam}"))
                 continue
             self.alignments[utt] = np.asarray(ali, dtype=np.int32)
             like += utt_like
@@ -575,23 +575,26 @@ class ProblemLog:
 
     OOV words (mapped to ``<UNK>``; the utterance is kept) are warned about and counted in
     ``oov``; failures of an intermediate alignment (``transient=True``: the utterance just
-    sits out that pass's statistics) are warned about and counted in ``transient``; anything
-    else (no features, graph failure, failed final alignment) is a skip in the stage's
-    :class:`SkipReport`.
+    sits out that pass's statistics) are counted per utterance in ``transient`` and said in
+    one line at the end (:meth:`log_transient`), not once per pass; anything else (no
+    features, graph failure, failed final alignment) is a skip in the stage's
+    :class:`SkipReport`, which counts an utterance once, under its first cause.
     """
 
     def __init__(self, report):
         self.report = report
         self.oov: list[str] = []
-        self.transient: list[str] = []
+        self.transient: dict[str, int] = {}
+        self.passes = 0
         self._seen: set = set()
 
     def add(self, problems, transient: bool = False) -> None:
+        if transient:
+            self.passes += 1
         for utt, reason in problems:
             kind = reason.split(":")[0]
             if transient:
-                self.transient.append(utt)
-                self.report.warn(utt, reason + " (this pass only)")
+                self.transient[utt] = self.transient.get(utt, 0) + 1
                 continue
             if (utt, kind) in self._seen:
                 continue
@@ -605,6 +608,13 @@ class ProblemLog:
     def add_all(self, results) -> None:
         for problems in results:
             self.add(problems)
+
+    def log_transient(self) -> None:
+        """One line for every utterance that failed intermediate alignment passes, with how many."""
+        if self.transient:
+            log.warning("%s: %d utterance(s) failed intermediate alignment passes and sat out those passes' "
+                        "statistics: %s", self.report.stage, len(self.transient),
+                        ", ".join(f"{u} ({n} of {self.passes})" for u, n in sorted(self.transient.items())))
 
 
 #: Acoustic scales tried on dev (1/LM-weight for LM weights 8..25, as Kaldi's score.sh range).
@@ -654,7 +664,9 @@ def decode_wer(ws, model_dir, wer_set: str, nj: int, trans_model, am, *, lm=None
 
 def stage_diagnostics(num_utts: int, final: AlignSummary, final_stats, am, history: list, problems_log,
                       report, **extra) -> dict:
-    """The ``diagnostics.json`` of a GMM stage (before its WER check), plus stage-specific ``extra``."""
+    """The ``diagnostics.json`` of a GMM stage (before its WER check), plus stage-specific ``extra``.
+    Says the intermediate alignment failures in one line (:meth:`ProblemLog.log_transient`)."""
+    problems_log.log_transient()
     return {
         "utterances": num_utts,
         "aligned": final.aligned,
@@ -672,7 +684,7 @@ def stage_diagnostics(num_utts: int, final: AlignSummary, final_stats, am, histo
         "wer_details": None,
         "iterations": history,
         "oov_utterances": len(problems_log.oov),
-        "intermediate_alignment_failures": len(problems_log.transient),
+        "intermediate_alignment_failures": dict(sorted(problems_log.transient.items())),
         "skipped": report.summary(),
     }
 
@@ -691,4 +703,4 @@ def finish_gmm_stage(ws, out_dir, diagnostics: dict, report, outputs: list, *, d
     return {"outputs": [str(p) for p in outputs] + [str(path)],
             **{k: diagnostics[k] for k in ("utterances", "aligned", "failed", "num_pdfs", "num_gauss",
                                            "avg_loglike_per_frame", "wer", "wer_set")},
-            "skipped": report.count}
+            **report.summary()}

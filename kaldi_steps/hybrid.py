@@ -476,7 +476,7 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     summary = {**{k: diag[k] for k in ("frame_acc_train", "frame_acc_heldout", "agreement_with_tri1",
                                        "utterances", "aligned", "retried", "failed", "wer", "wer_set",
                                        "tri1_wer")},
-               "skipped": report.count,
+               **report.summary(),
                "outputs": [str(p) for p in (out_dir / "final.pt", out_dir / "priors.npy",
                                             out_dir / "diagnostics.json", *written)]}
     # Written last: its presence (with the pass stamp) is what marks the pass finished.

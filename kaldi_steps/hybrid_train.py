@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from weakalign.pipeline.io import atomic_path, write_json
+from weakalign.pipeline.io import atomic_torch_save, write_json
 
 from .hybrid_model import HybridBLSTM, HybridConfig, chunk_windows, windows_to_batch
 
@@ -200,8 +200,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 def _save(path: Path, obj: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    atomic_torch_save(obj, path)
 
 
 def _same_run(ckpt: dict, model_cfg: HybridConfig, cfg: TrainConfig, targets_id: str | None = None) -> bool:

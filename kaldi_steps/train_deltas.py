@@ -95,7 +95,11 @@ def train_tri1(ws, *, nj: int = 2, num_leaves: int | None = None, total_gauss: i
         problems_log.add_all(pool.call("get_problems"))
         pool.call("set_alignments", mono_ali)
         missing = sorted(set(u for a in jobs for u in a[3]) - set(mono_ali))
-        problems_log.add([(u, "no monophone alignment") for u in missing])
+        # Not a skip: such an utterance sits out the tree statistics but is aligned from the first
+        # realignment on, and is skipped only if its final alignment fails too.
+        for u in missing:
+            if not report.is_skipped(u):
+                report.warn(u, "no monophone alignment: left out of the tree statistics")
 
         tree, tree_stats, questions = build_tree_from_alignments(
             pool, lang, mono_tm, num_leaves=num_leaves, thresh=thresh, cluster_thresh=cluster_thresh)

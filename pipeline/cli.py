@@ -8,7 +8,9 @@ import click
 
 from . import recipe
 from .align_options import forwarded_parameters, invoke_stage, read_config, requested_on_command_line
+from .report import log_skip_table
 from .stage import log, setup_console_logging
+from .workspace import Workspace
 
 
 @click.group()
@@ -58,6 +60,7 @@ def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, force, config
     args = [corpus, "--data-root", data_root, "--exp-root", exp_root, "--nj", str(nj)] + (["--force"] if force else [])
     for name in stages:
         invoke_stage(ctx, cli.commands[name], args, chosen.get(name, {}))
+    log_skip_table(Workspace(corpus, data_root=data_root, exp_root=exp_root), recipe.ALIGN_STAGES)
 
 
 _FORWARDED = forwarded_parameters(cli.commands, recipe.ALIGN_STAGES)

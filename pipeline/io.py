@@ -17,6 +17,7 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -84,3 +85,33 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 def read_json(path: str | os.PathLike) -> Any:
     with open(path) as f:
         return json.load(f)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` with the result appearing under ``path`` only when complete, and the same
+    bytes for the same ``obj`` whatever the temporary name: given a file *name*, torch's zip writer
+    prefixes every record with that name's stem (here ``.tmp<pid>.epoch-1/data.pkl``); given an
+    open file it uses the fixed prefix ``archive/``."""
+    import torch
+
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def unwritable_reason(directory: str | os.PathLike) -> str | None:
+    """Why nothing can be written under ``directory`` (created if missing), or None if it can.
+
+    Tried for real (create the directory, create and remove a file in it) rather than read
+    from the mode bits: root ignores those, a read-only mount or an immutable directory does not.
+
+    >>> unwritable_reason(tempfile.mkdtemp()) is None
+    True
+    """
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as e:
+        return e.strerror or str(e)
+    return None

@@ -34,6 +34,10 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "export": ("hybrid", "tri1", "features", "lang"),
 }
 
+#: The stages that write under ``data/<c>`` (the others write only under ``exp/<c>``): what
+#: :func:`weakalign.pipeline.stage.check_outputs_writable` checks before they start.
+WRITES_DATA: frozenset[str] = frozenset({"prepare", "features", "lang", "export"})
+
 
 def select_stages(start: str | None, stop_after: str | None) -> list[str]:
     """Stages from ``start`` to ``stop_after`` inclusive.

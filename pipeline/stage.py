@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .io import read_json, write_json
+from .io import read_json, unwritable_reason, write_json
 from .options import (RUNTIME_OPTIONS, input_changes, input_fingerprint, option_changes, record_request,
                       recorded_request, signature_defaults, to_json)
 from .workspace import Workspace
@@ -81,6 +81,25 @@ class _StageLog:
 class MissingInput(FileNotFoundError):
     """An input a stage needs is not there (no lexicon, no alignment dir): the message says
     which and what to do; stage commands print it as one line."""
+
+
+class UnwritableOutput(MissingInput):
+    """A directory the stage writes to cannot be written (read-only ``data/`` or ``exp/``). Raised
+    before the stage starts, and a :class:`MissingInput` so stage commands print it as one line."""
+
+
+def check_outputs_writable(name: str, ws: Workspace) -> None:
+    """Fail before any work with one line naming the first directory ``name`` writes to but cannot
+    (``exp/<c>`` for its log and marker; ``data/<c>`` too for the stages of
+    :data:`recipe.WRITES_DATA`)."""
+    from .recipe import WRITES_DATA
+
+    roots = [("exp", ws.exp)] + ([("data", ws.data)] if name in WRITES_DATA else [])
+    for root, directory in roots:
+        reason = unwritable_reason(directory)
+        if reason:
+            raise UnwritableOutput(f"{name}: cannot write to {directory} ({reason}); make it writable "
+                                   f"or give another --{root}-root")
 
 
 def marker_path(ws: Workspace, name: str) -> Path:
@@ -157,6 +176,7 @@ def run_stage(name: str, ws: Workspace, fn: Callable[..., dict], /, *, force: bo
             return read_json(marker)["summary"]
         log.info("[%s] %s: the request differs from the finished run, redoing it: %s",
                  ws.corpus, name, "; ".join(changes))
+    check_outputs_writable(name, ws)
     record_request(ws, name, request.requested)
     # Whatever the old marker said no longer holds, nor do the results built on this stage's outputs.
     invalidate(ws, name)

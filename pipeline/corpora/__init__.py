@@ -15,7 +15,9 @@ Writes ``data/<c>/manifests/<c>_{recordings,supervisions}_<split>.jsonl.gz``
   the parent of each data dir).
 - ``tedlium2``: the TED-LIUM 2 release layout (``<split>/sph/*.sph`` + ``<split>/stm/*.stm``).
 
-For the Kaldi-style recipes a missing ``dev`` is carved from ``train`` by speaker.
+For the Kaldi-style recipes a missing ``dev`` is carved from ``train`` by speaker,
+before any check drops an utterance, and only from the speakers the corpus lists: a bad
+line or an utterance missing from ``utt2spk`` does not change which speakers make dev.
 ``max_utts_per_split``/``utts_per_speaker`` take a small, deterministic,
 speaker-spread slice of each split (after the dev split is made, so slices keep
 the full run's speaker-disjoint dev) — what the tests use.
@@ -84,7 +86,7 @@ def _carve_dev(splits: dict[str, list[Utterance]], seed: int,
                stratum: Callable[[str], str] | None = None) -> dict[str, list[Utterance]]:
     if "train" not in splits or "dev" in splits:
         return splits
-    if len({u.speaker for u in splits["train"]}) < 2:
+    if len({u.speaker for u in splits["train"] if u.listed_speaker}) < 2:
         log.warning("train has fewer than 2 speakers: no dev split carved")
         return splits
     train, dev = speaker_disjoint_dev(splits["train"], seed=seed, speaker_fraction=DEV_SPEAKER_FRACTION,
@@ -98,7 +100,8 @@ def read_speechocean762(src: Path, report: SkipReport, seed: int = 0, audio_root
     ages: dict[str, int] = {}
     for d in dirs.values():
         if (d / "spk2age").exists():
-            ages.update({spk: int(age) for spk, age in read_table(d / "spk2age") if age.strip().isdigit()})
+            ages.update({spk: int(age) for spk, age in read_table(d / "spk2age", report).values.items()
+                         if age.strip().isdigit()})
     stratum = (lambda spk: "child" if ages.get(spk, 99) <= CHILD_MAX_AGE else "adult") if ages else None
     return _carve_dev(splits, seed, stratum)
 
@@ -160,11 +163,12 @@ def prepare(ws: Workspace, *, src: str | os.PathLike | None = None, recipe: str 
     if not splits:
         raise ValueError(f"recipe {recipe} found no split under {src}")
 
-    summary_splits, outputs = {}, []
+    summary_splits, outputs, unlisted = {}, [], {}
     for split, utts in splits.items():
         limit = limits.get(split) if isinstance(limits, dict) else limits
         utts = subset_utterances(utts, limit, utts_per_speaker or None, seed=seed)  # 0: no limit
         recs, sups = build_manifests(utts, report)
+        unlisted[split] = [u.id for u in utts if not u.listed_speaker and u.id in sups]
         if len(sups) == 0:
             log.warning("prepare %s: split %s has no usable utterance; not written", ws.corpus, split)
             continue
@@ -179,4 +183,6 @@ def prepare(ws: Workspace, *, src: str | os.PathLike | None = None, recipe: str 
         log.info("prepare %s: %s: %d utterances, %d speakers, %.2f h", ws.corpus, split,
                  len(sups), summary_splits[split]["speakers"], hours)
     report.log_summary()
-    return {"recipe": recipe, "src": str(src), "splits": summary_splits, **report.summary(), "outputs": outputs}
+    return {"recipe": recipe, "src": str(src), "splits": summary_splits,
+            "speaker_not_in_utt2spk": {split: ids for split, ids in unlisted.items() if ids},
+            **report.summary(), "outputs": outputs}

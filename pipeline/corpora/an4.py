@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from ..report import SkipReport
-from .common import Utterance, speaker_disjoint_dev
+from .common import Utterance, duplicate_id, read_text_lines, speaker_disjoint_dev, where
 
 DEV_UTTS = 100
 AUDIO_EXTENSIONS = (".flac", ".wav", ".sph", ".raw")
@@ -39,38 +39,53 @@ def _audio_path(wav_dir: Path, fileid: str) -> Path:
     return wav_dir / f"{fileid}.flac"  # reported as missing later
 
 
-def read_part(src: Path, part: str, report: SkipReport) -> list[Utterance]:
-    """Utterances of ``an4_<part>`` in fileids order."""
-    etc = Path(src) / "etc"
+def read_transcriptions(path: Path, report: SkipReport) -> tuple[dict[str, str], dict[str, str]]:
+    """``(texts, problems)`` of a Sphinx transcription file: utterance id -> words, and id -> why
+    its line is unusable (not UTF-8). A line without an id, or repeating one, is ignored (reported);
+    the utterance it stood for is then skipped as having no transcript."""
     texts: dict[str, str] = {}
-    with open(etc / f"an4_{part}.transcription") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            parsed = parse_transcription_line(line)
-            if parsed is None:
-                report.skip(f"an4_{part}.transcription:{n}", f"malformed transcription line: {line.strip()!r}")
-                continue
-            utt_id, text = parsed
-            if utt_id in texts:
-                report.skip(utt_id, "duplicate utterance id (the first one is kept)")
-                continue
-            texts[utt_id] = text
+    problems: dict[str, str] = {}
+    first_line: dict[str, int] = {}
+    for n, line, problem in read_text_lines(path):
+        if not line.strip():
+            continue
+        parsed = parse_transcription_line(line)
+        if parsed is None:
+            report.ignore(where(path, n), f"malformed transcription line (no utterance id): {line.strip()!r}")
+            continue
+        utt_id, text = parsed
+        if utt_id in first_line:
+            report.ignore(where(path, n), duplicate_id(utt_id, first_line[utt_id]))
+            continue
+        first_line[utt_id] = n
+        texts[utt_id] = text
+        if problem:
+            problems[utt_id] = problem
+    return texts, problems
+
+
+def read_part(src: Path, part: str, report: SkipReport) -> list[Utterance]:
+    """Utterances of ``an4_<part>`` in fileids order. One without a usable transcript stays in the
+    list with its ``problem`` (skipped later), so the dev split does not depend on it."""
+    etc = Path(src) / "etc"
+    texts, problems = read_transcriptions(etc / f"an4_{part}.transcription", report)
     utts = []
-    listed = set()
-    with open(etc / f"an4_{part}.fileids") as f:
-        for line in f:
-            fileid = line.strip()
-            if not fileid:
-                continue
-            utt_id = Path(fileid).name
-            listed.add(utt_id)
-            if utt_id not in texts:
-                report.skip(utt_id, "no transcript")
-                continue
-            speaker = Path(fileid).parent.name
-            utts.append(Utterance(utt_id, str(_audio_path(Path(src) / "wav", fileid)), texts[utt_id], speaker))
-    for utt_id in texts.keys() - listed:
+    listed: dict[str, int] = {}
+    fileids = etc / f"an4_{part}.fileids"
+    for n, line, problem in read_text_lines(fileids):
+        fileid = line.strip()
+        if not fileid:
+            continue
+        utt_id = Path(fileid).name
+        if utt_id in listed:
+            report.ignore(where(fileids, n), duplicate_id(utt_id, listed[utt_id]))
+            continue
+        listed[utt_id] = n
+        speaker = Path(fileid).parent.name
+        problem = problem or problems.get(utt_id) or (None if utt_id in texts else "no transcript")
+        utts.append(Utterance(utt_id, str(_audio_path(Path(src) / "wav", fileid)), texts.get(utt_id, ""), speaker,
+                              problem=problem))
+    for utt_id in [u for u in texts if u not in listed]:
         report.skip(utt_id, "transcript without an entry in the fileids list")
     return utts
 

@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from ..report import SkipReport
-from .common import Utterance
+from .common import Utterance, read_text_lines, where
 
 log = logging.getLogger("weakalign")
 
@@ -45,21 +45,20 @@ def read_tedlium_dir(split_dir: Path, report: SkipReport) -> list[Utterance]:
     utts = []
     ignored = 0
     for stm in sorted((split_dir / "stm").glob("*.stm")):
-        with open(stm, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip() or line.startswith(";;"):
-                    continue
-                parsed = parse_stm_line(line)
-                if parsed is None:
-                    report.skip(f"{stm.name}:{n}", f"malformed STM line: {line.strip()!r}")
-                    continue
-                talk, speaker, start, end, text = parsed
-                if text.strip() == IGNORE:
-                    ignored += 1
-                    continue
-                utt_id = f"{talk}-{round(start * 100):07d}-{round(end * 100):07d}"
-                utts.append(Utterance(utt_id, str(split_dir / "sph" / f"{talk}.sph"), text, speaker,
-                                      recording_id=talk, start=start, end=end))
+        for n, line, problem in read_text_lines(stm):
+            if not line.strip() or line.startswith(";;"):
+                continue
+            parsed = parse_stm_line(line)
+            if parsed is None:
+                report.skip(where(stm, n), f"malformed STM line: {line.strip()!r}")
+                continue
+            talk, speaker, start, end, text = parsed
+            if text.strip() == IGNORE:
+                ignored += 1
+                continue
+            utt_id = f"{talk}-{round(start * 100):07d}-{round(end * 100):07d}"
+            utts.append(Utterance(utt_id, str(split_dir / "sph" / f"{talk}.sph"), text, speaker,
+                                  recording_id=talk, start=start, end=end, problem=problem))
     log.info("%s: dropped %d segment(s) marked %s", split_dir, ignored, IGNORE)
     return utts
 

@@ -112,3 +112,44 @@ def test_resume_with_a_changed_config_is_refused(an4_standin_ali, tmp_path):
     train(an4_standin_ali, config, tmp_path / "run", **kw)
     with pytest.raises(ValueError, match="enc_hidden"):
         train(an4_standin_ali, {**config, "enc_hidden": 32}, tmp_path / "run", epochs=2, **kw)
+
+
+def test_training_killed_after_a_checkpoint_resumes_to_the_same_bytes(an4_slice, tmp_path):
+    """``kill -9`` of ``weakalign train`` once its first epoch checkpoint is written, then the same
+    command again: it resumes from that checkpoint and ends with checkpoints, averaged model and
+    metrics byte-identical (timings apart) to an uninterrupted run's."""
+    from tests.kill import kill_when
+    from weakalign.pipeline.cli import cli
+
+    def args(exp):
+        out = ["train", "an4", "--data-root", str(an4_slice.data_root), "--exp-root", str(exp), "--config",
+               "ctc_only", "--seed", "7", "--epochs", "4", "--max-steps-per-epoch", "2", "--nj", "1"]
+        for key, value in TINY.items():
+            out += ["--set", f"{key}={value}"]
+        return out
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert CliRunner().invoke(cli, args(straight), catch_exceptions=False).exit_code == 0
+    run = "an4/e2e/ctc_only_seed7"
+    first = killed / run / "checkpoints" / "epoch-1.pt"
+    kill_when(f"from weakalign.pipeline.cli import cli\ncli.main(args={args(killed)!r})\n", first.exists,
+              "the first checkpoint")
+    assert not (killed / run / "model_avg.pt").exists(), "killed too late: the run had finished"
+    result = CliRunner().invoke(cli, args(killed), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "resuming" in (killed / "an4" / "log" / "train_ctc_only_seed7.log").read_text()
+
+    def outputs(root):
+        files = sorted((root / run / "checkpoints").glob("*.pt")) + [root / run / "model_avg.pt"]
+        return {p.name: p.read_bytes() for p in files}
+
+    a, b = outputs(straight), outputs(killed)
+    assert a.keys() == b.keys() and "epoch-4.pt" in a
+    for name in a:
+        assert a[name] == b[name], name
+
+    def metrics(root):
+        rows = [json.loads(x) for x in (root / run / "metrics.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in row.items() if k != "time_s"} for row in rows]
+
+    assert metrics(straight) == metrics(killed) and len(metrics(killed)) == 4

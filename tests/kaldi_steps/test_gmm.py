@@ -176,3 +176,31 @@ def test_mixing_up_follows_occupancy_and_is_reproducible():
     orig = GmmParams.from_am(am)
     means = pa.means_invvars[pa.offsets[0]:pa.offsets[1]] / pa.inv_vars[pa.offsets[0]:pa.offsets[1]]
     np.testing.assert_allclose(means.mean(0), orig.means_invvars[0] / orig.inv_vars[0], atol=0.05)
+
+
+def test_mono_killed_mid_run_reruns_to_the_same_bytes(an4_slice_tri1, tmp_path):
+    """``kill -9`` of a mono stage (and its job processes) in the middle of its EM iterations, then
+    the same request again: no marker was left, the stage is redone, and every model and alignment
+    file is byte-identical to the uninterrupted run of the session fixture."""
+    from tests.fixtures_align import linked_workspace
+    from tests.fixtures_gmm import MONO_SLICE
+    from tests.kill import kill_when
+    from weakalign.kaldi_steps.train_mono import mono_stage
+    from weakalign.pipeline.stage import marker_path, run_stage
+
+    ws = linked_workspace(an4_slice_tri1, tmp_path, ali_dirs=(), data_dirs=("manifests", "mfcc", "lang"))
+    code = ("import kaldi_hmm_gmm\n"
+            "from weakalign.pipeline.stage import run_stage\n"
+            "from weakalign.pipeline.workspace import Workspace\n"
+            "from weakalign.kaldi_steps.train_mono import mono_stage\n"
+            f"ws = Workspace('an4', data_root={str(ws.data_root)!r}, exp_root={str(ws.exp_root)!r})\n"
+            f"run_stage('mono', ws, mono_stage, nj=2, **{MONO_SLICE!r})\n")
+    log = ws.log_dir / "mono.log"
+    kill_when(code, lambda: log.exists() and "mono iter 3" in log.read_text(), "mono iteration 3")
+    assert not marker_path(ws, "mono").exists() and not (ws.exp / "mono" / "final.mdl").exists()
+
+    run_stage("mono", ws, mono_stage, nj=2, **MONO_SLICE)
+    names = ["final.mdl", "tree", "final.occs", "phones.txt", "num_jobs", "ali.1.gz", "ali.2.gz"]
+    for name in names:
+        assert (ws.exp / "mono" / name).read_bytes() == (an4_slice_tri1.exp / "mono" / name).read_bytes(), name
+    assert sorted(p.name for p in (ws.exp / "mono").iterdir()) == sorted(names + ["diagnostics.json"])

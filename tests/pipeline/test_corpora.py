@@ -1,6 +1,5 @@
 """The ``prepare`` recipes on the real corpora and on small trees built here from real AN4 audio."""
 
-import json
 import os
 from pathlib import Path
 
@@ -168,48 +167,6 @@ def test_tedlium2_layout_drops_ignored_segments_and_gives_features(tmp_path, cor
             feats = cut.load_features()
             assert feats.shape[1] == 80 and abs(feats.shape[0] - cut.duration / 0.01) <= 1
             assert np.isfinite(feats).all()
-
-
-def test_bad_input_is_named_counted_and_logged(tmp_path, corpora_dir):
-    good, other, short = _an4_flacs(corpora_dir, 3)
-    src = tmp_path / "bad" / "test"  # a test split: no dev is carved from it
-    src.mkdir(parents=True)
-    (src.parent / "garbage.wav").write_bytes(b"RIFF0000WAVEnot really audio" * 10)
-    x, _ = sf.read(other, dtype="int16")
-    sf.write(src.parent / "eight_k.wav", x[::2], 8000)
-    (src / "wav.scp").write_text(
-        f"good {good}\n"
-        f"missing {src.parent / 'nope.flac'}\n"
-        f"garbage {src.parent / 'garbage.wav'}\n"
-        f"empty {good}\n"
-        f"good {other}\n"
-        f"eightk {src.parent / 'eight_k.wav'}\n"
-        f"short {short}\n")
-    dur = sf.info(str(short)).duration
-    (src / "segments").write_text(
-        "good good 0 -1\nmissing missing 0 -1\ngarbage garbage 0 -1\nempty empty 0 -1\n"
-        f"eightk eightk 0 -1\nshort_ok short 0 {dur / 2:.2f}\nshort_past short {dur / 2:.2f} {dur + 1:.2f}\n")
-    (src / "text").write_text("good yes\nmissing no\ngarbage no\nempty \neightk eight\n"
-                              "short_ok half\nshort_past past\n")
-    ws = _ws(tmp_path, "bad")
-    summary = run_stage("prepare", ws, prepare, src=src, recipe="kaldi")
-    reasons = dict((item, reason) for item, reason in summary["items"])
-    assert reasons["good"].startswith("duplicate")           # the second "good" in wav.scp
-    assert reasons["missing"].startswith("missing audio")
-    assert reasons["garbage"].startswith("unreadable audio")
-    assert reasons["empty"] == "empty transcript"
-    assert reasons["short_past"].startswith("audio shorter than its segment")
-    assert summary["skipped"] == 5 == len(summary["items"])
-    kept = _sups(ws, "test")
-    assert sorted(s.id for s in kept) == ["eightk", "good", "short_ok"]
-    rec = {r.id: r for r in RecordingSet.from_file(ws.manifest("recordings", "test"))}["eightk"]
-    assert rec.sampling_rate == 16000 and rec.transforms and rec.num_samples == 2 * (len(x) // 2)
-    log = (ws.log_dir / "prepare.log").read_text()
-    for utt in ("missing", "garbage", "empty", "short_past"):
-        assert f"skipping {utt}:" in log
-    assert "eightk: sample rate 8000 Hz: resampled to 16000 Hz" in log
-    assert "skipped 5 item(s)" in log
-    assert json.loads(marker_path(ws, "prepare").read_text())["summary"]["skipped"] == 5
 
 
 def test_interrupted_features_stage_leaves_no_marker_or_half_file_and_resumes(tmp_path, corpora_dir, monkeypatch):

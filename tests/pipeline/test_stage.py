@@ -78,3 +78,88 @@ def test_redoing_a_recipe_stage_makes_later_stages_stale(ws):
     run_stage("prepare", ws, noop, force=True)
     assert not marker_path(ws, "features").exists()
     assert marker_path(ws, "prepare").exists()
+
+
+def test_checkpoints_of_two_identical_saves_are_byte_identical(tmp_path, monkeypatch):
+    # Each save runs under another pid, so under another temporary name (.tmp<pid>.epoch-1.pt).
+    import torch
+
+    from weakalign.e2e.checkpoints import save_checkpoint
+    from weakalign.pipeline import io
+
+    state = {"epoch": 1, "model": {"w": torch.arange(6.0).reshape(2, 3)}, "config": {"lr": 1e-3}}
+    for pid, run in ((1111, "a"), (2222, "b")):
+        monkeypatch.setattr(io.os, "getpid", lambda pid=pid: pid)
+        save_checkpoint(tmp_path / run / "epoch-1.pt", **state)
+    a, b = ((tmp_path / run / "epoch-1.pt").read_bytes() for run in ("a", "b"))
+    assert b".tmp" not in a
+    assert a == b
+    assert torch.load(tmp_path / "a" / "epoch-1.pt", weights_only=False)["model"]["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
+
+
+def _make_unwritable(directory):
+    """Read-only for everyone, root included (chmod binds root only through the immutable flag);
+    returns how to undo it, or skips when this file system allows neither."""
+    import os
+    import subprocess
+
+    directory.mkdir(parents=True, exist_ok=True)
+    directory.chmod(0o555)
+    immutable = os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(directory)],
+                                                     capture_output=True).returncode == 0
+
+    def undo():
+        if immutable:
+            subprocess.run(["chattr", "-i", str(directory)], check=True)
+        directory.chmod(0o755)
+
+    try:
+        (directory / ".probe").touch()
+    except OSError:
+        return undo
+    (directory / ".probe").unlink()
+    undo()
+    pytest.skip("cannot make a directory read-only here")
+
+
+@pytest.mark.parametrize("root", ["data", "exp"])
+def test_unwritable_output_dir_fails_before_the_stage_with_one_line(ws, root):
+    from weakalign.pipeline.stage import UnwritableOutput
+
+    calls = []
+    directory = ws.data if root == "data" else ws.exp
+    undo = _make_unwritable(directory)
+    try:
+        with pytest.raises(UnwritableOutput) as e:
+            run_stage("prepare", ws, lambda ws: calls.append(1) or {})
+    finally:
+        undo()
+    assert calls == []
+    message = str(e.value)
+    assert "\n" not in message and str(directory) in message and f"--{root}-root" in message
+    assert "prepare: cannot write to" in message
+    # A stage that writes nothing under data/<c> is not stopped by a read-only data/<c>.
+    if root == "data":
+        undo = _make_unwritable(ws.data)
+        try:
+            assert run_stage("mono", ws, lambda ws: {"ok": 1})["ok"] == 1
+        finally:
+            undo()
+
+
+def test_unwritable_output_dir_is_one_error_line_from_the_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from weakalign.pipeline.cli import cli
+
+    exp = tmp_path / "exp" / "toy"
+    undo = _make_unwritable(exp)
+    try:
+        r = CliRunner().invoke(cli, ["features", "toy", "--data-root", str(tmp_path / "data"),
+                                     "--exp-root", str(tmp_path / "exp")])
+    finally:
+        undo()
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith(f"Error: features: cannot write to {exp} (")   # denied, or not permitted
+    assert r.output.endswith("); make it writable or give another --exp-root\n")
+    assert len(r.output.splitlines()) == 1
