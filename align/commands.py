@@ -33,6 +33,21 @@ def export(ws, force, nj, **options):
         click.echo(f"{split}: not exported: none of its {n} utterances has an alignment in {summary['ali_dir']}")
 
 
+@click.command("export-kaldi")
+@corpus_command
+@click.option("--kaldi-dir", default=None, type=click.Path(file_okay=False),
+              help="Where the data dirs go, one per prepared split, plus conf/ [default: data/<corpus>/kaldi].")
+def export_kaldi(ws, force, nj, **options):
+    """Kaldi data dirs of every prepared split (text, wav.scp, utt2spk, spk2utt, utt2dur, utt2num_frames
+    [, segments, spk2gender, utt_map]) and conf/{mfcc,fbank}.conf + cmvn_opts: the features' options."""
+    from .kaldi_data import export_kaldi_stage
+
+    summary = run_stage_command("export-kaldi", ws, export_kaldi_stage, force=force, **options)
+    for split, counts in summary.get("splits", {}).items():
+        click.echo(f"{split}: {counts['utterances']} utterances, {counts['speakers']} speakers -> "
+                   f"{summary['kaldi_dir']}/{split} (utterance ids: {summary['utterance_ids']})")
+
+
 @click.command("ali-info")
 @corpus_command
 @click.option("--ali-dir", default=None, type=click.Path(file_okay=False),
@@ -48,4 +63,4 @@ def ali_info(ws, force, nj, ali_dir, split, top_k, utt, no_plot):
     click.echo(format_info(alignment_info(ws, ali_dir, split=split, top_k=top_k, utt=utt, plot=not no_plot)))
 
 
-COMMANDS: list = [export, ali_info]
+COMMANDS: list = [export, export_kaldi, ali_info]

@@ -65,6 +65,7 @@ from tqdm import tqdm
 
 from ..pipeline.io import atomic_dir, atomic_open, atomic_path, write_json
 from ..pipeline.options import content_digest, declares_inputs
+from ..pipeline.prerequisites import missing_output
 from ..pipeline.report import SkipReport
 from ..pipeline.stage import MissingInput
 from ..pipeline.workspace import Workspace
@@ -290,7 +291,7 @@ def export_alignments(ws: Workspace, ali_dir: str | os.PathLike | None = None, *
              model.num_pdfs, model.num_transition_ids)
     splits = list(splits) if splits is not None else ws.available_splits()
     if not splits:
-        raise FileNotFoundError(f"export: no prepared split under {ws.data / 'manifests'} (run the prepare stage)")
+        raise missing_output(ws, "export", ws.data / "manifests")
     report = SkipReport("export")
     out_dir = export_dir(ws)
     base_names = model.base_inventory
@@ -298,7 +299,7 @@ def export_alignments(ws: Workspace, ali_dir: str | os.PathLike | None = None, *
     per_split, without_alignments, in_splits = {}, {}, set()
     for split in splits:
         if not ws.fbank_cuts(split).exists():
-            raise FileNotFoundError(f"export: {ws.fbank_cuts(split)} missing (run the features stage)")
+            raise missing_output(ws, "export", ws.fbank_cuts(split))
         ids = set(CutSet.from_file(ws.fbank_cuts(split)).ids)
         in_splits |= ids
         if ids.isdisjoint(alignments):

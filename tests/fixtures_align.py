@@ -29,13 +29,14 @@ def exported_workspace(tri1_ws: Workspace, root) -> Workspace:
     return ws
 
 
-def linked_workspace(src: Workspace, root, ali_dirs=("tri1_ali",)) -> Workspace:
-    """A workspace under ``root`` (absolute, or relative to the working dir) whose manifests, fbank
-    and lang are links to ``src``'s, and ``exp/<c>/<d>`` to ``src``'s for each of ``ali_dirs``."""
+def linked_workspace(src: Workspace, root, ali_dirs=("tri1_ali",),
+                     data_dirs=("manifests", "fbank", "lang")) -> Workspace:
+    """A workspace under ``root`` (absolute, or relative to the working dir) whose ``data/<c>/<d>``
+    are links to ``src``'s for each of ``data_dirs``, and ``exp/<c>/<d>`` for each of ``ali_dirs``."""
     ws = Workspace(src.corpus, data_root=Path(root) / "data", exp_root=Path(root) / "exp")
     ws.data.mkdir(parents=True)
     ws.exp.mkdir(parents=True)
-    for name in ("manifests", "fbank", "lang"):
+    for name in data_dirs:
         os.symlink(src.data / name, ws.data / name)
     for name in ali_dirs:
         os.symlink(src.exp / name, ws.exp / name)
