@@ -246,7 +246,7 @@ def kaldi_options(opts, top_level: dict[str, str]) -> list[str]:
 
     >>> from weakalign.pipeline.features import knf_mfcc_options
     >>> lines = kaldi_options(knf_mfcc_options(), _MFCC_OPTIONS)
-    >>> [line for line in lines if "snip" in line or "dither" in line or "ceps" in line]
+    >>> [line for line in lines if line.startswith(("--snip", "--dither", "--num-ceps"))]
     ['--dither=0', '--snip-edges=false', '--num-ceps=13']
     """
     groups = [(opts.frame_opts, _FRAME_OPTIONS), (opts.mel_opts, _MEL_OPTIONS), (opts, top_level)]

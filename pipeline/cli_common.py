@@ -75,7 +75,7 @@ def error_line(error: BaseException) -> str:
     """The one console line of an unexpected error: its type, its message on one line, and
     where the traceback is (the stage log :func:`~weakalign.pipeline.stage.run_stage` wrote it to).
 
-    >>> error_line(ValueError("bad\n  value"))
+    >>> error_line(ValueError("bad\\n  value"))
     'ValueError: bad value (--verbose to print the traceback)'
     >>> e = KeyError("x"); e.stage_log = "exp/an4/log/tri1.log"
     >>> error_line(e)
