@@ -3,7 +3,7 @@
 import click
 
 from ..pipeline.cli_common import corpus_command, run_stage_command
-from .formats import TEXTGRID_FORMATS
+from .formats import ALIGNMENT_FILE_FORMATS
 
 
 @click.command("export")
@@ -15,8 +15,9 @@ from .formats import TEXTGRID_FORMATS
               help="Pad/trim alignments at most this many frames off the fbank frame count; skip the rest.")
 @click.option("--textgrid/--no-textgrid", "textgrids", default=True, show_default=True,
               help="Write the Praat TextGrids (--no-textgrid also removes an earlier export's).")
-@click.option("--textgrid-format", type=click.Choice(TEXTGRID_FORMATS), default="long", show_default=True,
-              help="Praat's long or short text format (MFA's long_textgrid / short_textgrid).")
+@click.option("--textgrid-format", type=click.Choice(ALIGNMENT_FILE_FORMATS), default="long", show_default=True,
+              help="Praat's long or short text format (MFA's long_textgrid / short_textgrid), or MFA's json or csv "
+                   "output (<recording>.json / .csv in the same folders).")
 @click.option("--relative-to", default=None, type=click.Path(file_okay=False),
               help="Write the cuts' paths (audio, fbank, senone/phone arrays) relative to this dir "
                    "[default: absolute]; load with weakalign.align.paths.rebase_cuts(cuts, DIR).")

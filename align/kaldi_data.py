@@ -165,13 +165,19 @@ def split_utterances(cuts: CutSet) -> tuple[list[KaldiUtterance], dict[str, str]
     return utts, {rec_id: wav_scp_entry(rec, next(iter(channels[rec_id]))) for rec_id, rec in wav.items()}
 
 
+def is_segment(start: float, end: float, recording_duration: float) -> bool:
+    """Whether ``[start, end]`` is only part of its recording (more than half a frame is left out).
+
+    >>> is_segment(0.0, 3.0, 3.002), is_segment(1.0, 3.0, 3.0)
+    (False, True)
+    """
+    return start > WHOLE_RECORDING_TOLERANCE_S or end < recording_duration - WHOLE_RECORDING_TOLERANCE_S
+
+
 def needs_segments(utts: list[KaldiUtterance], durations: dict[str, float]) -> bool:
-    """Whether some utterance is only part of its recording (``durations``: recording -> seconds)."""
-    per_recording = defaultdict(int)
-    for u in utts:
-        per_recording[u.recording] += 1
-    return any(per_recording[u.recording] > 1 or u.start > WHOLE_RECORDING_TOLERANCE_S
-               or u.end < durations[u.recording] - WHOLE_RECORDING_TOLERANCE_S for u in utts)
+    """Whether some utterance is only part of its recording (``durations``: recording -> seconds);
+    two utterances of one recording (which do not overlap) make at least one of them so."""
+    return any(is_segment(u.start, u.end, durations[u.recording]) for u in utts)
 
 
 def data_dir_files(utts: list[KaldiUtterance], wav: dict[str, str], ids: dict[str, str],
@@ -221,9 +227,10 @@ def write_data_dir(path: Path, files: dict[str, list[str]]) -> None:
 #: kaldi-native-fbank option name -> Kaldi's command-line option, per option group. The knf options
 #: not listed (``mel_opts.norm``, ``is_librosa``, ...) are knf's own and at the values that behave as Kaldi.
 _FRAME_OPTIONS = {"samp_freq": "sample-frequency", "frame_shift_ms": "frame-shift", "frame_length_ms": "frame-length",
-                  "dither": "dither", "preemph_coeff": "preemphasis-coefficient", "remove_dc_offset": "remove-dc-offset",
-                  "window_type": "window-type", "round_to_power_of_two": "round-to-power-of-two",
-                  "blackman_coeff": "blackman-coeff", "snip_edges": "snip-edges"}
+                  "dither": "dither", "preemph_coeff": "preemphasis-coefficient",
+                  "remove_dc_offset": "remove-dc-offset", "window_type": "window-type",
+                  "round_to_power_of_two": "round-to-power-of-two", "blackman_coeff": "blackman-coeff",
+                  "snip_edges": "snip-edges"}
 _MEL_OPTIONS = {"num_bins": "num-mel-bins", "low_freq": "low-freq", "high_freq": "high-freq",
                 "vtln_low": "vtln-low", "vtln_high": "vtln-high"}
 _MFCC_OPTIONS = {"num_ceps": "num-ceps", "use_energy": "use-energy", "energy_floor": "energy-floor",
@@ -250,7 +257,8 @@ def kaldi_options(opts, top_level: dict[str, str]) -> list[str]:
     ['--dither=0', '--snip-edges=false', '--num-ceps=13']
     """
     groups = [(opts.frame_opts, _FRAME_OPTIONS), (opts.mel_opts, _MEL_OPTIONS), (opts, top_level)]
-    return [f"--{kaldi}={_option_value(getattr(group, knf))}" for group, names in groups for knf, kaldi in names.items()]
+    return [f"--{kaldi}={_option_value(getattr(group, knf))}"
+            for group, names in groups for knf, kaldi in names.items()]
 
 
 def feature_conf_files(feature_config: dict) -> dict[str, list[str]]:
