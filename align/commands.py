@@ -3,7 +3,7 @@
 import click
 
 from ..pipeline.cli_common import corpus_command, run_stage_command
-from .formats import TEXTGRID_FORMATS
+from .formats import ALIGNMENT_FILE_FORMATS
 
 
 @click.command("export")
@@ -15,8 +15,9 @@ from .formats import TEXTGRID_FORMATS
               help="Pad/trim alignments at most this many frames off the fbank frame count; skip the rest.")
 @click.option("--textgrid/--no-textgrid", "textgrids", default=True, show_default=True,
               help="Write the Praat TextGrids (--no-textgrid also removes an earlier export's).")
-@click.option("--textgrid-format", type=click.Choice(TEXTGRID_FORMATS), default="long", show_default=True,
-              help="Praat's long or short text format (MFA's long_textgrid / short_textgrid).")
+@click.option("--textgrid-format", type=click.Choice(ALIGNMENT_FILE_FORMATS), default="long", show_default=True,
+              help="Praat's long or short text format (MFA's long_textgrid / short_textgrid), or MFA's json or csv "
+                   "output (<recording>.json / .csv in the same folders).")
 @click.option("--relative-to", default=None, type=click.Path(file_okay=False),
               help="Write the cuts' paths (audio, fbank, senone/phone arrays) relative to this dir "
                    "[default: absolute]; load with weakalign.align.paths.rebase_cuts(cuts, DIR).")
@@ -31,6 +32,21 @@ def export(ws, force, nj, **options):
                    f"({counts['no_alignment']} without alignment, {counts['frame_mismatch']} frame mismatches)")
     for split, n in summary.get("splits_without_alignments", {}).items():
         click.echo(f"{split}: not exported: none of its {n} utterances has an alignment in {summary['ali_dir']}")
+
+
+@click.command("export-kaldi")
+@corpus_command
+@click.option("--kaldi-dir", default=None, type=click.Path(file_okay=False),
+              help="Where the data dirs go, one per prepared split, plus conf/ [default: data/<corpus>/kaldi].")
+def export_kaldi(ws, force, nj, **options):
+    """Kaldi data dirs of every prepared split (text, wav.scp, utt2spk, spk2utt, utt2dur, utt2num_frames
+    [, segments, spk2gender, utt_map]) and conf/{mfcc,fbank}.conf + cmvn_opts: the features' options."""
+    from .kaldi_data import export_kaldi_stage
+
+    summary = run_stage_command("export-kaldi", ws, export_kaldi_stage, force=force, **options)
+    for split, counts in summary.get("splits", {}).items():
+        click.echo(f"{split}: {counts['utterances']} utterances, {counts['speakers']} speakers -> "
+                   f"{summary['kaldi_dir']}/{split} (utterance ids: {summary['utterance_ids']})")
 
 
 @click.command("ali-info")
@@ -48,4 +64,4 @@ def ali_info(ws, force, nj, ali_dir, split, top_k, utt, no_plot):
     click.echo(format_info(alignment_info(ws, ali_dir, split=split, top_k=top_k, utt=utt, plot=not no_plot)))
 
 
-COMMANDS: list = [export, ali_info]
+COMMANDS: list = [export, export_kaldi, ali_info]

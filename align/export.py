@@ -30,10 +30,13 @@ Output, for every prepared split that has alignments in the dir (our stages alig
 - ``data/<c>/ali/phones.txt`` (the ``phone`` ids) and ``data/<c>/ali/info.json``
   (source dir, ``num_senones``, the frame policy, counts).
 - For checking by eye: ``data/<c>/ali/ctm/<split>.{word,phone}.ctm`` (times relative to the
-  utterance, sorted by utterance id and time) and Praat TextGrids in the Montreal Forced
+  utterance, sorted by utterance id and time; for a split whose utterances are parts of longer
+  recordings also ``<split>.{word,phone}.rec.ctm``: keyed by recording, times in the recording,
+  to score against an STM) and Praat TextGrids in the Montreal Forced
   Aligner's layout: ``data/<c>/ali/textgrid/<split>/<speaker>/<recording>.TextGrid``, one per
   recording with tiers ``words`` and ``phones`` (``<speaker> - words`` ... when a recording has
-  several speakers), times in the recording, long or short text format (``textgrids=False``
+  several speakers), times in the recording, long or short text format, or MFA's JSON or CSV
+  instead (``textgrid_format="json"``/``"csv"``: ``<recording>.json``/``.csv``; ``textgrids=False``
   removes an earlier export's).
 
 Frame policy (see :func:`weakalign.align.convert.reconcile_length`): an alignment shorter or
@@ -65,12 +68,14 @@ from tqdm import tqdm
 
 from ..pipeline.io import atomic_dir, atomic_open, atomic_path, write_json
 from ..pipeline.options import content_digest, declares_inputs
+from ..pipeline.prerequisites import missing_output
 from ..pipeline.report import SkipReport
 from ..pipeline.stage import MissingInput
 from ..pipeline.workspace import Workspace
 from .convert import (FRAME_SHIFT, MAX_FRAME_DIFF, AlignmentModel, FrameMismatchError, WordAlignmentError,
                       reconcile_length, reconcile_segments, to_alignment_items, word_segments)
-from .formats import write_ctm, write_textgrid
+from .formats import ALIGNMENT_FILE_SUFFIX, write_alignment_file, write_ctm
+from .kaldi_data import is_segment
 from .paths import relative_cut
 
 log = logging.getLogger("weakalign")
@@ -189,11 +194,39 @@ def textgrid_files(aligned) -> dict[str, tuple[dict[str, list[AlignmentItem]], f
     return files
 
 
+def ctm_items(ca: CutAlignment, kind: str) -> list[AlignmentItem]:
+    """The ``word`` or ``phone`` segments of one utterance (no words: none)."""
+    return (ca.word_items or []) if kind == "word" else ca.phone_items
+
+
+def recording_ctm(aligned, kind: str) -> list[tuple[str, list[AlignmentItem]]]:
+    """``(recording id, items in recording time)`` of ``(cut, CutAlignment)`` pairs, for the
+    recording-level CTM of ``kind``."""
+    by_recording = defaultdict(list)
+    for cut, ca in aligned:
+        by_recording[cut.recording_id].extend(item.with_offset(cut.start) for item in ctm_items(ca, kind))
+    return list(by_recording.items())
+
+
+def write_ctms(ctm_dir: Path, split: str, aligned) -> None:
+    """The utterance-level CTMs of ``aligned``, and the recording-level ones when some utterance
+    is part of a longer recording (else an earlier export's are removed)."""
+    segmented = any(is_segment(cut.start, cut.end, cut.recording.duration) for cut, _ in aligned if cut.has_recording)
+    for kind in ("word", "phone"):
+        write_ctm(ctm_dir / f"{split}.{kind}.ctm", [(cut.id, ctm_items(ca, kind)) for cut, ca in aligned])
+        if segmented:
+            write_ctm(ctm_dir / f"{split}.{kind}.rec.ctm", recording_ctm(aligned, kind))
+        else:
+            (ctm_dir / f"{split}.{kind}.rec.ctm").unlink(missing_ok=True)
+
+
 def write_textgrids(tg_dir: Path, aligned, format: str = "long") -> None:
-    """Replace ``tg_dir`` with the :func:`textgrid_files` of ``aligned``."""
+    """Replace ``tg_dir`` with the :func:`textgrid_files` of ``aligned``, in ``format`` (Praat's long
+    or short TextGrid, or MFA's ``json`` or ``csv``, named ``<recording>.json``/``.csv``)."""
     with atomic_dir(tg_dir) as tmp:
         for rel_path, (tiers, xmax) in textgrid_files(aligned).items():
-            write_textgrid(tmp / rel_path, tiers, xmax=xmax, format=format)
+            path = (tmp / rel_path).with_suffix(ALIGNMENT_FILE_SUFFIX[format])
+            write_alignment_file(path, tiers, xmax=xmax, format=format, speaker=Path(rel_path).parent.name)
 
 
 def export_split(ws: Workspace, split: str, model: AlignmentModel, alignments: dict[str, np.ndarray],
@@ -234,9 +267,7 @@ def export_split(ws: Workspace, split: str, model: AlignmentModel, alignments: d
             aligned.append((cut, ca))
             counts["exported"] += 1
             counts["frames"] += cut.num_frames
-    for kind in ("word", "phone"):
-        write_ctm(out_dir / "ctm" / f"{split}.{kind}.ctm",
-                  [(cut.id, (ca.word_items or []) if kind == "word" else ca.phone_items) for cut, ca in aligned])
+    write_ctms(out_dir / "ctm", split, aligned)
     if not exported:
         return _no_split(ws, split, counts)
     if textgrids:
@@ -255,7 +286,8 @@ def drop_split_outputs(ws: Workspace, split: str) -> None:
     """Remove an earlier export's cuts, CTMs and TextGrids of ``split``: they are not this export's."""
     ws.ali_cuts(split).unlink(missing_ok=True)
     for kind in ("word", "phone"):
-        (export_dir(ws) / "ctm" / f"{split}.{kind}.ctm").unlink(missing_ok=True)
+        for suffix in ("ctm", "rec.ctm"):
+            (export_dir(ws) / "ctm" / f"{split}.{kind}.{suffix}").unlink(missing_ok=True)
     shutil.rmtree(export_dir(ws) / "textgrid" / split, ignore_errors=True)
 
 
@@ -290,7 +322,7 @@ def export_alignments(ws: Workspace, ali_dir: str | os.PathLike | None = None, *
              model.num_pdfs, model.num_transition_ids)
     splits = list(splits) if splits is not None else ws.available_splits()
     if not splits:
-        raise FileNotFoundError(f"export: no prepared split under {ws.data / 'manifests'} (run the prepare stage)")
+        raise missing_output(ws, "export", ws.data / "manifests")
     report = SkipReport("export")
     out_dir = export_dir(ws)
     base_names = model.base_inventory
@@ -298,7 +330,7 @@ def export_alignments(ws: Workspace, ali_dir: str | os.PathLike | None = None, *
     per_split, without_alignments, in_splits = {}, {}, set()
     for split in splits:
         if not ws.fbank_cuts(split).exists():
-            raise FileNotFoundError(f"export: {ws.fbank_cuts(split)} missing (run the features stage)")
+            raise missing_output(ws, "export", ws.fbank_cuts(split))
         ids = set(CutSet.from_file(ws.fbank_cuts(split)).ids)
         in_splits |= ids
         if ids.isdisjoint(alignments):

@@ -12,6 +12,9 @@ TextGrid: one ``IntervalTier`` per alignment kind (MFA names them ``words`` and 
 in Praat's long (``format="long"``, the default, as MFA's ``long_textgrid``) or short text
 format (``"short"``). Praat wants every tier to cover ``[xmin, xmax]`` without gaps, so gaps
 between segments become intervals with empty text. :func:`read_textgrid` reads both formats.
+The same tiers in MFA's other output formats (``mfa align --output_format json|csv``):
+``"json"``, ``{"start", "end", "tiers": {name: {"type": "interval", "entries": [[begin, end,
+label], ...]}}}``, and ``"csv"``, rows ``Begin,End,Label,Type,Speaker`` -- labelled segments only.
 
 >>> from pathlib import Path; import tempfile
 >>> from lhotse.supervision import AlignmentItem
@@ -27,6 +30,9 @@ between segments become intervals with empty text. :func:`read_textgrid` reads b
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 import os
 from typing import Iterable, Sequence
 
@@ -97,6 +103,10 @@ def _num(x: float) -> str:
 
 
 TEXTGRID_FORMATS = ("long", "short")
+#: Every format the alignment files are written in: Praat's two, MFA's JSON and CSV.
+ALIGNMENT_FILE_FORMATS = TEXTGRID_FORMATS + ("json", "csv")
+#: Their file name endings, as MFA names them.
+ALIGNMENT_FILE_SUFFIX = {"long": ".TextGrid", "short": ".TextGrid", "json": ".json", "csv": ".csv"}
 
 
 def _textgrid_lines(tiers: dict[str, Sequence[AlignmentItem]], xmin: float, xmax: float):
@@ -136,6 +146,52 @@ def write_textgrid(path: str | os.PathLike, tiers: dict[str, Sequence[AlignmentI
                    xmin: float = 0.0, format: str = "long") -> None:
     """Write a TextGrid file (UTF-8) with one interval tier per alignment kind."""
     text = format_textgrid(tiers, xmax=xmax, xmin=xmin, format=format)
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _segments(items: Sequence[AlignmentItem]) -> list[tuple[float, float, str]]:
+    ordered = sorted(items, key=lambda x: x.start)
+    return [(round(it.start, 6), round(it.start + it.duration, 6), it.symbol) for it in ordered]
+
+
+def format_mfa_json(tiers: dict[str, Sequence[AlignmentItem]], xmax: float) -> str:
+    """MFA's JSON output of one file: its tiers' labelled segments, ``[begin, end, label]`` each.
+
+    >>> print(format_mfa_json({"words": [AlignmentItem("YES", 0.3, 0.4)]}, xmax=1.0))
+    {"start": 0, "end": 1.0, "tiers": {"words": {"type": "interval", "entries": [[0.3, 0.7, "YES"]]}}}
+    """
+    return json.dumps({"start": 0, "end": round(xmax, 6), "tiers": {
+        name: {"type": "interval", "entries": [list(s) for s in _segments(items)]} for name, items in tiers.items()}},
+        ensure_ascii=False)
+
+
+def format_mfa_csv(tiers: dict[str, Sequence[AlignmentItem]], speaker: str = "") -> str:
+    """MFA's CSV output of one file: ``Begin,End,Label,Type,Speaker`` rows, ``Type`` the tier
+    (``words``/``phones``) and ``Speaker`` from a ``<speaker> - <type>`` tier name, else ``speaker``.
+
+    >>> format_mfa_csv({"s1 - words": [AlignmentItem("YES", 0.3, 0.4)]}).splitlines()
+    ['Begin,End,Label,Type,Speaker', '0.3,0.7,YES,words,s1']
+    """
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["Begin", "End", "Label", "Type", "Speaker"])
+    for name, items in tiers.items():
+        who, _, kind = name.rpartition(" - ")
+        writer.writerows([begin, end, label, kind, who or speaker] for begin, end, label in _segments(items))
+    return out.getvalue()
+
+
+def write_alignment_file(path: str | os.PathLike, tiers: dict[str, Sequence[AlignmentItem]], xmax: float,
+                         format: str = "long", speaker: str = "") -> None:
+    """One file's tiers in ``format`` (:data:`ALIGNMENT_FILE_FORMATS`); ``speaker``: the CSV's speaker
+    column where the tier names do not say it."""
+    if format == "json":
+        text = format_mfa_json(tiers, xmax) + "\n"
+    elif format == "csv":
+        text = format_mfa_csv(tiers, speaker)
+    else:
+        text = format_textgrid(tiers, xmax=xmax, format=format)
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)
 

@@ -29,6 +29,7 @@ from lhotse.dataset import DynamicBucketingSampler
 
 from ..align.loader import collate_alignments, load_cut_labels, subsampled_length
 from ..pipeline.report import SkipReport
+from ..pipeline.stage import MissingInput
 from ..pipeline.workspace import Workspace
 from .tokenizer import Tokenizer
 
@@ -53,7 +54,7 @@ def training_cuts_source(ws: Workspace) -> str:
 def load_cuts(ws: Workspace, split: str, source: str) -> CutSet:
     path = ws.ali_cuts(split) if source == "ali" else ws.fbank_cuts(split)
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `weakalign align {ws.corpus}` "
+        raise MissingInput(f"{path} not found: run `weakalign align {ws.corpus}` "
                                 f"({'export' if source == 'ali' else 'features'} stage) first")
     return load_manifest(path)
 

@@ -8,14 +8,21 @@ import click
 
 from . import recipe
 from .align_options import forwarded_parameters, invoke_stage, read_config, requested_on_command_line
+from .cli_common import ErrorsInOneLine
 from .report import log_skip_table
 from .stage import log, setup_console_logging
 from .workspace import Workspace
 
 
-@click.group()
-def cli():
-    """Triphone alignments from a hybrid Kaldi-style system, as weak supervision for E2E ASR."""
+@click.group(cls=ErrorsInOneLine)
+@click.option("--verbose", is_flag=True,
+              help="Print the full traceback of an error (a stage's is always in exp/<corpus>/log/<stage>.log).")
+@click.pass_context
+def cli(ctx, verbose):
+    """Triphone alignments from a hybrid Kaldi-style system, as weak supervision for E2E ASR.
+
+    A failing command prints one line, the cause and what to do, and exits 1."""
+    ctx.meta["weakalign.verbose"] = verbose
     setup_console_logging()
 
 

@@ -9,10 +9,12 @@ line are the request, click's defaults only fill in what was never asked for.
 from __future__ import annotations
 
 import functools
+import traceback
 
 import click
 from click.core import ParameterSource
 
+from .prerequisites import as_missing_input
 from .stage import MissingInput, run_stage
 from .workspace import Workspace
 
@@ -49,7 +51,8 @@ def chosen_by_user(ctx: click.Context, name: str, value) -> bool:
 def run_stage_command(name: str, ws: Workspace, fn, *, force: bool, **options) -> dict:
     """:func:`run_stage` from inside a stage command: the options the user gave are requested,
     the others pass as defaults (the recorded request wins over them). A missing input ends
-    the command with its one-line message."""
+    the command with its one-line message; a missing file that another stage writes, with one
+    naming that stage (:func:`~weakalign.pipeline.prerequisites.as_missing_input`)."""
     ctx = click.get_current_context()
     chosen = {k: v for k, v in options.items() if chosen_by_user(ctx, k, v)}
     defaults = {k: v for k, v in options.items() if k not in chosen}
@@ -57,3 +60,54 @@ def run_stage_command(name: str, ws: Workspace, fn, *, force: bool, **options) -
         return run_stage(name, ws, fn, force=force, defaults=defaults, **chosen)
     except MissingInput as e:
         raise click.ClickException(str(e)) from e
+    except FileNotFoundError as e:
+        missing = as_missing_input(ws, name, e)
+        if missing is None:
+            raise
+        raise click.ClickException(str(missing)) from e
+
+
+#: The longest error message printed on the console line (the log file has it whole).
+MAX_ERROR_CHARS = 400
+
+
+def error_line(error: BaseException) -> str:
+    """The one console line of an unexpected error: its type, its message on one line, and
+    where the traceback is (the stage log :func:`~weakalign.pipeline.stage.run_stage` wrote it to).
+
+    >>> error_line(ValueError("bad\\n  value"))
+    'ValueError: bad value (--verbose to print the traceback)'
+    >>> e = KeyError("x"); e.stage_log = "exp/an4/log/tri1.log"
+    >>> error_line(e)
+    "KeyError: 'x' (full traceback: exp/an4/log/tri1.log; --verbose to print it)"
+    """
+    message = " ".join(str(error).split())
+    if len(message) > MAX_ERROR_CHARS:
+        message = message[:MAX_ERROR_CHARS] + " ..."
+    log_path = getattr(error, "stage_log", None)
+    where = f"full traceback: {log_path}; --verbose to print it" if log_path else "--verbose to print the traceback"
+    return f"{type(error).__name__}: {message} ({where})" if message else f"{type(error).__name__} ({where})"
+
+
+class ErrorsInOneLine(click.Group):
+    """A command group whose failing commands print one ``Error:`` line and exit 1: the full
+    traceback is printed only with ``--verbose`` (``ctx.meta["weakalign.verbose"]``), and a stage's
+    is always in its log file."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, KeyboardInterrupt):
+            raise
+        except MissingInput as e:  # its message says what is missing and what to run: no type, no log
+            if ctx.meta.get("weakalign.verbose"):
+                click.echo("".join(traceback.format_exception(e)).rstrip(), err=True)
+            raise click.ClickException(str(e)) from e
+        except click.ClickException as e:
+            if ctx.meta.get("weakalign.verbose") and e.__cause__ is not None:
+                click.echo("".join(traceback.format_exception(e.__cause__)).rstrip(), err=True)
+            raise
+        except Exception as e:
+            if ctx.meta.get("weakalign.verbose"):
+                click.echo("".join(traceback.format_exception(e)).rstrip(), err=True)
+            raise click.ClickException(error_line(e)) from e

@@ -1,9 +1,13 @@
 """Click commands of weakalign.pipeline; ``weakalign.pipeline.cli`` adds every one in ``COMMANDS``."""
 
+import functools
+from pathlib import Path
+
 import click
 
 from .bench import run_benchmarks
 from .cli_common import corpus_command, run_stage_command
+from .stage import MissingInput
 
 
 @click.command("prepare")
@@ -23,7 +27,26 @@ def prepare(ws, force, nj, **options):
     """Corpus -> Lhotse manifests data/<corpus>/manifests/<corpus>_{recordings,supervisions}_<split>.jsonl.gz."""
     from .corpora import prepare as prepare_stage
 
-    run_stage_command("prepare", ws, prepare_stage, force=force, **options)
+    run_stage_command("prepare", ws, corpus_checked(prepare_stage), force=force, **options)
+
+
+def corpus_checked(prepare_stage):
+    """``prepare_stage`` that first checks the corpus it will read (``--src``, the recorded one, or
+    the default) is there: its absence is one line saying where it was looked for and how to point
+    elsewhere. The signature (the stage's options) is the wrapped one."""
+    from .corpora import default_source
+
+    @functools.wraps(prepare_stage)
+    def checked(ws, *, src=None, **options):
+        where = Path(src) if src else default_source(ws.corpus)
+        if src and not where.is_dir():
+            raise MissingInput(f"corpus {ws.corpus} not found: --src {src} is not a directory")
+        if not where.is_dir():
+            raise MissingInput(f"corpus {ws.corpus} not found under {where.parent}: set WEAKALIGN_CORPORA "
+                               f"to the folder that holds {ws.corpus}/, or give --src")
+        return prepare_stage(ws, src=src, **options)
+
+    return checked
 
 
 @click.command("features")

@@ -58,6 +58,7 @@ from lhotse.features.base import FeatureExtractor, register_extractor
 from tqdm import tqdm
 
 from .io import atomic_path, write_json
+from .prerequisites import missing_output
 from .report import SkipReport
 from .workspace import Workspace
 
@@ -386,7 +387,7 @@ def compute_features(ws: Workspace, *, nj: int = 2, splits: list[str] | None = N
     torch.set_num_threads(1)
     splits = splits or ws.available_splits()
     if not splits:
-        raise FileNotFoundError(f"no prepared manifests under {ws.data / 'manifests'}: run prepare first")
+        raise missing_output(ws, "features", ws.data / "manifests")
     report = SkipReport("features")
     mfcc, fbank = KnfMfcc(), KnfFbank()
     outputs, counts = [], {}

@@ -17,6 +17,9 @@ ALIGN_STAGES: list[str] = [
     "export",
 ]
 
+#: Stages that ``align`` does not run: extra outputs for other tools, made stale like the others.
+EXTRA_STAGES: list[str] = ["export-kaldi"]
+
 #: The stages whose outputs each stage reads (its direct inputs besides the corpus source).
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "prepare": (),
@@ -32,6 +35,21 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "hybrid": ("tri1", "features", "lang"),
     # the alignment source (hybrid_ali, else tri1_ali), the fbank cuts, lang's phones.txt
     "export": ("hybrid", "tri1", "features", "lang"),
+    # outside ``align``: the MFCC cuts (utterances, durations, frames) and the features' options
+    "export-kaldi": ("prepare", "features"),
+}
+
+#: Where each stage writes (docs/LAYOUT.md): the first component of a path under ``data/<c>/`` or
+#: ``exp/<c>/``, as a glob. A stage that finds one of these missing names the stage to run first.
+WRITES: dict[str, tuple[str, ...]] = {
+    "prepare": ("data/manifests",),
+    "features": ("data/mfcc", "data/fbank"),
+    "lang": ("data/lang",),
+    "mono": ("exp/mono",),
+    "tri1": ("exp/tri1", "exp/tri1_ali"),
+    "hybrid": ("exp/hybrid", "exp/hybrid_ali", "exp/hybrid_pass*", "exp/hybrid_ali_pass*"),
+    "export": ("data/ali", "data/cuts_*_ali.jsonl.gz"),
+    "export-kaldi": ("data/kaldi",),
 }
 
 #: The stages that write under ``data/<c>`` (the others write only under ``exp/<c>``): what
@@ -55,19 +73,35 @@ def select_stages(start: str | None, stop_after: str | None) -> list[str]:
     return ALIGN_STAGES[i:j]
 
 
+def prerequisites(name: str) -> list[str]:
+    """The stages whose outputs ``name`` reads, directly or through another stage, in recipe order.
+
+    >>> prerequisites("tri1")
+    ['prepare', 'features', 'lang', 'mono']
+    """
+    needed, todo = set(), [name]
+    while todo:
+        for stage in DEPENDS_ON.get(todo.pop(), ()):
+            if stage not in needed:
+                needed.add(stage)
+                todo.append(stage)
+    return [stage for stage in DEPENDS_ON if stage in needed]
+
+
 def dependents(name: str) -> list[str]:
     """The stages that read ``name``'s outputs, directly or through another stage, in recipe
-    order; [] for a stage outside the recipe (E2E runs record their own inputs).
+    order (then ``export-kaldi``, which ``align`` does not run); [] for a stage that is not in
+    :data:`DEPENDS_ON` (E2E runs record their own inputs).
 
     >>> dependents("features")
-    ['mono', 'tri1', 'hybrid', 'export']
+    ['mono', 'tri1', 'hybrid', 'export', 'export-kaldi']
     >>> dependents("lang")
     ['mono', 'tri1', 'hybrid', 'export']
     >>> dependents("prepare")
-    ['features', 'lang', 'mono', 'tri1', 'hybrid', 'export']
+    ['features', 'lang', 'mono', 'tri1', 'hybrid', 'export', 'export-kaldi']
     """
     stale = {name}
-    for stage in ALIGN_STAGES:  # the order is topological: a stage comes after all it reads
-        if stale & set(DEPENDS_ON[stage]):
+    for stage, reads in DEPENDS_ON.items():  # the order is topological: a stage comes after all it reads
+        if stale & set(reads):
             stale.add(stage)
-    return [stage for stage in ALIGN_STAGES if stage in stale and stage != name]
+    return [stage for stage in DEPENDS_ON if stage in stale and stage != name]

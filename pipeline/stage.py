@@ -47,15 +47,34 @@ from .workspace import Workspace
 log = logging.getLogger("weakalign")
 
 
+class TqdmHandler(logging.Handler):
+    """Writes log lines to the current ``sys.stderr`` through ``tqdm.write``: a progress bar there
+    is cleared first and drawn again below the line, instead of the line landing after a
+    half-drawn bar and every later redraw leaving a stale copy of the bar above. (The stream is
+    looked up per line, so a redirected ``sys.stderr``, as click's test runner makes, gets them.)"""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from tqdm import tqdm
+
+        try:
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # as StreamHandler: a logging failure must not end the program
+            self.handleError(record)
+
+
 def setup_console_logging(level: int = logging.INFO) -> None:
     if any(getattr(h, "_weakalign_console", False) for h in log.handlers):
         return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = TqdmHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%H:%M:%S"))
     handler._weakalign_console = True  # type: ignore[attr-defined]
     log.addHandler(handler)
     log.setLevel(level)
     log.propagate = False
+
+
+def stage_log_path(ws: Workspace, name: str) -> Path:
+    return ws.log_dir / f"{name}.log"
 
 
 class _StageLog:
@@ -100,6 +119,24 @@ def check_outputs_writable(name: str, ws: Workspace) -> None:
         if reason:
             raise UnwritableOutput(f"{name}: cannot write to {directory} ({reason}); make it writable "
                                    f"or give another --{root}-root")
+
+
+def log_failure(ws: Workspace, name: str, error: BaseException) -> None:
+    """Append ``error`` with its traceback to the stage's log file only (the console shows one
+    line, see :mod:`weakalign.pipeline.cli`), and note the log on the error as ``stage_log``
+    (the innermost stage's, when stages nest)."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "[%s] stage %s: failed: %s: %s",
+                            (ws.corpus, name, type(error).__name__, error), (type(error), error, error.__traceback__))
+    try:
+        with _StageLog(stage_log_path(ws, name)) as stage_log:
+            stage_log.handler.handle(record)  # this handler only: the console is the CLI's to write to
+    except OSError:  # no writable log: the error itself must still reach the caller
+        return
+    if getattr(error, "stage_log", None) is None:
+        try:
+            error.stage_log = str(stage_log.path)  # type: ignore[attr-defined]
+        except AttributeError:  # an exception type that takes no attributes: the log still has it
+            pass
 
 
 def marker_path(ws: Workspace, name: str) -> Path:
@@ -166,6 +203,15 @@ def run_stage(name: str, ws: Workspace, fn: Callable[..., dict], /, *, force: bo
     ``options`` are the caller's choices; ``defaults`` fill in the options neither given now nor
     recorded from an earlier request (see :mod:`weakalign.pipeline.options`).
     """
+    try:
+        return _run_stage(name, ws, fn, force=force, defaults=defaults, options=options)
+    except Exception as e:
+        log_failure(ws, name, e)
+        raise
+
+
+def _run_stage(name: str, ws: Workspace, fn: Callable[..., dict], *, force: bool, defaults: dict | None,
+               options: dict) -> dict:
     setup_console_logging()
     request = StageRequest.build(name, ws, fn, options, defaults)
     marker = marker_path(ws, name)
@@ -181,7 +227,7 @@ def run_stage(name: str, ws: Workspace, fn: Callable[..., dict], /, *, force: bo
     # Whatever the old marker said no longer holds, nor do the results built on this stage's outputs.
     invalidate(ws, name)
     _invalidate_dependents(ws, name)
-    with _StageLog(ws.log_dir / f"{name}.log"):
+    with _StageLog(stage_log_path(ws, name)):
         log.info("[%s] stage %s: start (options: %s)", ws.corpus, name, {**request.options, **{
             k: v for k, v in request.runtime.items() if not callable(v)}})
         start = time.time()

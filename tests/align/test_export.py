@@ -14,9 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from lhotse import CutSet, validate
+from lhotse import AudioSource, CutSet, MonoCut, Recording, validate
+from lhotse.supervision import AlignmentItem
 
-from weakalign.align.export import export_stage, resolve_ali_dir
+from weakalign.align.export import CutAlignment, export_stage, resolve_ali_dir, write_ctms
 from weakalign.align.formats import read_ctm, read_textgrid
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model, read_tree, write_ali_archive
 from weakalign.kaldi_steps.lang import Lang
@@ -337,3 +338,21 @@ def test_textgrids_follow_mfa_per_recording_with_a_tier_pair_per_speaker():
     tiers, _ = files["dialogue.TextGrid"]
     assert list(tiers) == ["bob - words", "bob - phones", "cid - words", "cid - phones"]
     assert [(w.symbol, w.start) for w in tiers["cid - words"]] == [("YO", 2.25)]
+
+
+def test_segments_of_longer_recordings_also_get_recording_level_ctms(tmp_path):
+    """Two utterances of one recording: the ``.rec.ctm`` lists both under the recording id, in
+    recording time and order; whole-recording utterances get none (an earlier one is removed)."""
+    rec = Recording("rec1", [AudioSource("file", [0], "/c/rec1.wav")], 16000, 16000 * 10, 10.0)
+    phones = [AlignmentItem("SIL", 0.0, 0.2), AlignmentItem("AH", 0.2, 0.3)]
+    words = [AlignmentItem("A", 0.2, 0.3)]
+    aligned = [(MonoCut("u2", 6.0, 1.0, 0, recording=rec), CutAlignment(None, None, phones, words, None, 0)),
+               (MonoCut("u1", 1.5, 1.0, 0, recording=rec), CutAlignment(None, None, phones, None, "no words", 0))]
+    write_ctms(tmp_path, "dev", aligned)
+    assert (tmp_path / "dev.phone.rec.ctm").read_text() == ("rec1 1 1.50 0.20 SIL\nrec1 1 1.70 0.30 AH\n"
+                                                            "rec1 1 6.00 0.20 SIL\nrec1 1 6.20 0.30 AH\n")
+    assert (tmp_path / "dev.word.rec.ctm").read_text() == "rec1 1 6.20 0.30 A\n"
+    assert (tmp_path / "dev.word.ctm").read_text() == "u2 1 0.20 0.30 A\n"
+    whole = [(MonoCut("u3", 0.0, 10.0, 0, recording=rec), CutAlignment(None, None, phones, words, None, 0))]
+    write_ctms(tmp_path, "dev", whole)
+    assert not (tmp_path / "dev.phone.rec.ctm").exists() and (tmp_path / "dev.phone.ctm").exists()

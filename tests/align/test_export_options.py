@@ -99,3 +99,29 @@ def test_alignments_rewritten_in_place_are_exported_again(ws, tmp_path, caplog):
     assert redo_lines(caplog)[0].startswith("[an4] export: the request differs from the finished run, redoing it: "
                                             f"alignments: {kaldi_dir} sha256:")
     assert dict(summary(ws)["items"])[dropped].startswith("no alignment")
+
+
+def test_mfa_json_and_csv_replace_the_textgrids_with_the_same_segments(ws):
+    """``--textgrid-format json|csv``: one ``<recording>.json``/``.csv`` per TextGrid, in the same
+    speaker folders, with the TextGrid's labelled intervals."""
+    import csv
+    import json
+
+    from weakalign.align.formats import read_textgrid
+
+    export(ws)
+    grids = ws.data / "ali" / "textgrid" / "dev"
+    expected = {p.relative_to(grids).with_suffix(""): read_textgrid(p) for p in grids.rglob("*.TextGrid")}
+    export(ws, "--textgrid-format", "json")
+    found = {p.relative_to(grids).with_suffix(""): json.loads(p.read_text()) for p in grids.rglob("*.json")}
+    assert set(found) == set(expected) and not list(grids.rglob("*.TextGrid"))
+    for name, data in found.items():
+        for tier, intervals in expected[name].items():
+            labelled = [[round(a, 2), round(b, 2), t] for a, b, t in intervals if t]
+            assert [[round(a, 2), round(b, 2), t] for a, b, t in data["tiers"][tier]["entries"]] == labelled
+    export(ws, "--textgrid-format", "csv")
+    name = next(iter(expected))
+    with open((grids / name).with_suffix(".csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {row["Speaker"] for row in rows} == {name.parent.name}
+    assert [row["Label"] for row in rows if row["Type"] == "words"] == [t for _, _, t in expected[name]["words"] if t]

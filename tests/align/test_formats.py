@@ -96,3 +96,24 @@ def test_read_textgrid_rejects_what_it_cannot_read(tmp_path):
     path.write_text(path.read_text().replace('"IntervalTier"', '"TextTier"'))
     with pytest.raises(ValueError, match="not an IntervalTier"):
         read_textgrid(path)
+
+
+def test_mfa_json_and_csv_hold_the_labelled_segments_of_every_tier(tmp_path):
+    """MFA's ``--output_format json`` / ``csv`` layouts: quotes and commas survive, times are the
+    segments' (no gap intervals), the CSV's speaker comes from the tier name or the argument."""
+    import csv
+    import json
+
+    from weakalign.align.formats import write_alignment_file
+
+    write_alignment_file(tmp_path / "r.json", {"words": WORDS, "phones": PHONES}, xmax=1.4, format="json")
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert (data["start"], data["end"], list(data["tiers"])) == (0, 1.4, ["words", "phones"])
+    assert data["tiers"]["words"] == {"type": "interval", "entries": [[0.31, 0.73, "YES"], [0.9, 1.25, 'SAY "NO"']]}
+    assert len(data["tiers"]["phones"]["entries"]) == len(PHONES)
+    write_alignment_file(tmp_path / "r.csv", {"words": WORDS[1:], "s2 - phones": PHONES[:1]}, xmax=1.4,
+                         format="csv", speaker="s1")
+    with open(tmp_path / "r.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows == [{"Begin": "0.9", "End": "1.25", "Label": 'SAY "NO"', "Type": "words", "Speaker": "s1"},
+                    {"Begin": "0.0", "End": "0.31", "Label": "SIL", "Type": "phones", "Speaker": "s2"}]
