@@ -20,14 +20,20 @@ from weakalign.align.kaldi_data import (KaldiUtterance, data_dir_files, kaldi_ut
                                         write_data_dir)
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir
 from weakalign.pipeline.cli import cli
-from weakalign.pipeline.corpora.kaldi_dir import read_kaldi_data_dir, read_table
+from weakalign.pipeline.corpora.kaldi_dir import read_kaldi_data_dir, read_table as read_kaldi_table
 from weakalign.pipeline.io import read_json
+from weakalign.pipeline.report import SkipReport
 from weakalign.pipeline.stage import marker_path
 
 SPLITS = ("train", "dev", "test")
 
 
 # ---------------------------------------------------------------- validate_data_dir.sh's rules, in Python
+
+
+def read_table(path: Path) -> list[tuple[str, str]]:
+    """``(key, rest of line)`` pairs of a Kaldi table file, in file order, read as ``prepare`` reads them."""
+    return list(read_kaldi_table(path, SkipReport("test")).values.items())
 
 def _lines(path: Path, errors: list[str]) -> list[str]:
     raw = path.read_bytes()
