@@ -147,6 +147,27 @@ def test_ctm_and_textgrids_agree_with_the_manifest(exported):
     assert sum(1 for _ in (exported.data / "ali" / "textgrid" / "dev").rglob("*.TextGrid")) == len(cuts)
 
 
+def assert_praatio_reads_as_we_wrote(path):
+    """praatio (the TextGrid library MFA users script with) opens ``path`` with tiers ``words`` and
+    ``phones`` holding exactly the intervals our reader sees."""
+    from praatio import textgrid as praatio_textgrid
+
+    grid = praatio_textgrid.openTextgrid(str(path), includeEmptyIntervals=True)
+    ours = read_textgrid(path)
+    assert list(grid.tierNames) == ["words", "phones"]
+    for name, intervals in ours.items():
+        theirs = [(e.start, e.end, e.label) for e in grid.getTier(name).entries]
+        assert [t for _, _, t in theirs] == [t for _, _, t in intervals], name
+        assert [x for a, b, _ in theirs for x in (a, b)] == pytest.approx([x for a, b, _ in intervals for x in (a, b)])
+
+
+def test_praatio_opens_the_long_textgrids(exported):
+    grids = sorted((exported.data / "ali" / "textgrid" / "dev").rglob("*.TextGrid"))
+    assert grids
+    for path in grids:
+        assert_praatio_reads_as_we_wrote(path)
+
+
 @pytest.fixture(scope="module")
 def damaged(exported, tmp_path_factory):
     """An alignment dir laid out as real Kaldi may leave it (``final.mdl`` + ``ali.1.gz``, no
@@ -260,6 +281,8 @@ def test_every_split_with_alignments_is_exported_in_short_textgrids(an4_slice_tr
     text = grids[0].read_text()
     assert "item [" not in text and text.splitlines()[3:6] == ["0", text.splitlines()[4], "<exists>"]  # short
     assert list(read_textgrid(grids[0])) == ["words", "phones"]
+    for path in grids:
+        assert_praatio_reads_as_we_wrote(path)
 
 
 def test_exported_cuts_load_from_any_working_directory(an4_slice_tri1, exported, tmp_path, monkeypatch):
