@@ -49,6 +49,25 @@ def corpus_checked(prepare_stage):
     return checked
 
 
+@click.command("add-split")
+@corpus_command
+@click.option("--src", required=True, type=click.Path(file_okay=False),
+              help="Folder holding the new split's Kaldi data dir(s), e.g. speechocean762's test half (test/).")
+@click.option("--recipe", default=None, type=click.Choice(["an4", "speechocean762", "kaldi", "tedlium2"]),
+              help="Layout of --src [default: as prepare guesses it].")
+@click.option("--audio-root", default=None, type=click.Path(file_okay=False),
+              help="Base of relative wav.scp paths [default: as prepare].")
+def add_split(ws, force, nj, **options):
+    """A new evaluation split (manifests + features) beside a finished workspace, nothing else redone;
+    `weakalign score` then decodes it with the trained models."""
+    from .add_split import STAGE, add_split as add_split_stage
+
+    summary = run_stage_command(STAGE, ws, add_split_stage, force=force, nj=nj, **options)
+    for split, counts in summary["splits"].items():
+        click.echo(f"{split}: {counts['utterances']} utterances, {counts['speakers']} speakers, "
+                   f"{counts['hours']} h; `weakalign score {ws.corpus} --config <config>` scores it")
+
+
 @click.command("features")
 @corpus_command
 def features(ws, force, nj):
@@ -69,4 +88,4 @@ def bench(ws, force, nj, only, results_root):
         click.echo(path)
 
 
-COMMANDS: list = [prepare, features, bench]
+COMMANDS: list = [prepare, add_split, features, bench]

@@ -167,22 +167,34 @@ def prepare(ws: Workspace, *, src: str | os.PathLike | None = None, recipe: str 
     for split, utts in splits.items():
         limit = limits.get(split) if isinstance(limits, dict) else limits
         utts = subset_utterances(utts, limit, utts_per_speaker or None, seed=seed)  # 0: no limit
-        recs, sups = build_manifests(utts, report)
-        unlisted[split] = [u.id for u in utts if not u.listed_speaker and u.id in sups]
-        if len(sups) == 0:
-            log.warning("prepare %s: split %s has no usable utterance; not written", ws.corpus, split)
+        written = write_split_manifests(ws, split, utts, report)
+        if written is None:
             continue
-        for kind, manifest in (("recordings", recs), ("supervisions", sups)):
-            path = ws.manifest(kind, split)
-            with atomic_path(path) as tmp:
-                manifest.to_file(tmp)
-            outputs.append(path)
-        hours = sum(s.duration for s in sups) / 3600
-        summary_splits[split] = {"utterances": len(sups), "recordings": len(recs),
-                                 "speakers": len({s.speaker for s in sups}), "hours": round(hours, 4)}
-        log.info("prepare %s: %s: %d utterances, %d speakers, %.2f h", ws.corpus, split,
-                 len(sups), summary_splits[split]["speakers"], hours)
+        summary_splits[split], paths, unlisted[split] = written
+        outputs += paths
     report.log_summary()
     return {"recipe": recipe, "src": str(src), "splits": summary_splits,
             "speaker_not_in_utt2spk": {split: ids for split, ids in unlisted.items() if ids},
             **report.summary(), "outputs": outputs}
+
+
+def write_split_manifests(ws: Workspace, split: str, utts: list, report: SkipReport):
+    """Write ``split``'s recordings and supervisions manifests from ``utts``; returns its counts, the
+    paths written and the utterances whose speaker ``utt2spk`` does not list (``None``: no usable
+    utterance, nothing written)."""
+    recs, sups = build_manifests(utts, report)
+    if len(sups) == 0:
+        log.warning("prepare %s: split %s has no usable utterance; not written", ws.corpus, split)
+        return None
+    paths = []
+    for kind, manifest in (("recordings", recs), ("supervisions", sups)):
+        path = ws.manifest(kind, split)
+        with atomic_path(path) as tmp:
+            manifest.to_file(tmp)
+        paths.append(path)
+    hours = sum(s.duration for s in sups) / 3600
+    counts = {"utterances": len(sups), "recordings": len(recs), "speakers": len({s.speaker for s in sups}),
+              "hours": round(hours, 4)}
+    log.info("prepare %s: %s: %d utterances, %d speakers, %.2f h", ws.corpus, split, len(sups),
+             counts["speakers"], hours)
+    return counts, paths, [u.id for u in utts if not u.listed_speaker and u.id in sups]
