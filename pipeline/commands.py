@@ -10,14 +10,20 @@ from .cli_common import corpus_command, run_stage_command
 from .stage import MissingInput
 
 
+def layout_options(fn):
+    """``--recipe`` and ``--audio-root``: how the folder ``--src`` names is laid out (prepare, add-split)."""
+    fn = click.option("--audio-root", default=None, type=click.Path(file_okay=False),
+                      help="Base of relative wav.scp paths (kaldi recipe) [default: each data dir's parent].")(fn)
+    return click.option("--recipe", default=None, type=click.Choice(["an4", "speechocean762", "kaldi", "tedlium2"]),
+                        help="Corpus layout [default: the corpus name if it is a recipe, else detected from --src]."
+                        )(fn)
+
+
 @click.command("prepare")
 @corpus_command
 @click.option("--src", default=None, type=click.Path(file_okay=False),
               help="Corpus directory [default: $WEAKALIGN_CORPORA/<corpus> or <repo>/../shared/corpora/<corpus>].")
-@click.option("--recipe", default=None, type=click.Choice(["an4", "speechocean762", "kaldi", "tedlium2"]),
-              help="Corpus layout [default: the corpus name if it is a recipe, else detected from --src].")
-@click.option("--audio-root", default=None, type=click.Path(file_okay=False),
-              help="Base of relative wav.scp paths (kaldi recipe) [default: each data dir's parent].")
+@layout_options
 @click.option("--max-utts-per-split", default=None,
               help="Take a small slice: N for every split, or e.g. 'train=60,dev=12,test=12'; 'all' for whole splits.")
 @click.option("--utts-per-speaker", default=None, type=int,
@@ -53,10 +59,7 @@ def corpus_checked(prepare_stage):
 @corpus_command
 @click.option("--src", required=True, type=click.Path(file_okay=False),
               help="Folder holding the new split's Kaldi data dir(s), e.g. speechocean762's test half (test/).")
-@click.option("--recipe", default=None, type=click.Choice(["an4", "speechocean762", "kaldi", "tedlium2"]),
-              help="Layout of --src [default: as prepare guesses it].")
-@click.option("--audio-root", default=None, type=click.Path(file_okay=False),
-              help="Base of relative wav.scp paths [default: as prepare].")
+@layout_options
 def add_split(ws, force, nj, **options):
     """A new evaluation split (manifests + features) beside a finished workspace, nothing else redone;
     `weakalign score` then decodes it with the trained models."""
