@@ -43,11 +43,11 @@ def training(seed=1, digest=DIGEST, cuts="ali", stopping=STOPPING, criterion="de
 
 
 def make_run(root, name: str, share: float, seed: int | None = 1, record: dict | None = None,
-             big_plot: bool = False):
-    """A scored run dir under ``root``: decode_greedy/{dev,test}, results.json, the training record."""
+             big_plot: bool = False, splits=("dev", "test")):
+    """A scored run dir under ``root``: decode_greedy/<split> (dev, test), results.json, the training record."""
     run = root / name
     results = {}
-    for split in ("dev", "test"):
+    for split in splits:
         split_dir = run / "decode_greedy" / split
         refs = references(split)
         write_trn(split_dir / "ref.trn", refs)
@@ -242,3 +242,20 @@ def test_results_table_from_results_groups_seeds_with_p_vs_baseline(e2e_dir, tmp
     refused = CliRunner().invoke(cli, ["results-table", "an4", "--from-results", "--results-root",
                                        str(tmp_path / "results"), "--group", "--out", str(out)])
     assert refused.exit_code != 0 and "different alignment sets" in refused.output
+
+
+def test_a_corpus_without_a_test_set_reports_dev_with_its_p_values(tmp_path):
+    """speechocean762 before its test half is added: dev is the set of the CI and p-value columns."""
+    root = tmp_path / "results" / "speechocean762"
+    for seed in (1, 2, 3):
+        make_run(root, f"baseline_seed{seed}", 0.5, seed, training(seed), splits=("dev",))
+        make_run(root, f"aux_ls0.5_l3_seed{seed}", 0.2, seed, training(seed), splits=("dev",))
+    runs = [f"{config}_seed{seed}" for config in ("baseline", "aux_ls0.5_l3") for seed in (1, 2, 3)]
+    systems = resolve_systems(root, runs, group_seeds=True)
+    assert [(s.name, len(s.run_dirs)) for s in systems] == [("baseline", 3), ("aux_ls0.5_l3", 3)]
+    text = results_section("speechocean762", systems, env={"python": "3"}, replicas=200, permutations=200)
+    header = next(line for line in text.splitlines() if line.startswith("| config |"))
+    assert header == ("| config | n | dev WER (%) | dev 95% CI | dev CER (%) | p vs baseline | p_perm vs baseline | "
+                      "decoding |")
+    aux = next(line for line in text.splitlines() if line.startswith("| aux_ls0.5_l3 |")).split(" | ")
+    assert aux[5] != "—" and aux[6] != "—" and "Both on dev" in text
