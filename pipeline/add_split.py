@@ -20,7 +20,7 @@ import logging
 import os
 from pathlib import Path
 
-from .corpora import RECIPES, guess_recipe, write_split_manifests
+from .corpora import RECIPES, resolve_recipe, write_split_manifests
 from .features import compute_features
 from .report import SkipReport
 from .stage import MissingInput
@@ -42,9 +42,7 @@ def add_split(ws: Workspace, *, src: str | os.PathLike, recipe: str | None = Non
     if "train" not in prepared or not ws.fbank_stats.exists():
         raise MissingInput(f"add-split: {ws.corpus} has no prepared train split with features: run "
                            f"`weakalign prepare {ws.corpus}` and `weakalign features {ws.corpus}` first")
-    recipe = recipe or guess_recipe(ws.corpus, src)
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
+    recipe = resolve_recipe(ws.corpus, src, recipe)
     report = SkipReport("add-split")
     splits = RECIPES[recipe](src, report, audio_root=Path(audio_root) if audio_root else None)
     already = [s for s in splits if s in prepared]

@@ -142,6 +142,14 @@ def guess_recipe(corpus: str, src: Path) -> str:
                      f"the TED-LIUM layout; give --recipe ({', '.join(RECIPES)})")
 
 
+def resolve_recipe(corpus: str, src: Path, recipe: str | None = None) -> str:
+    """``recipe``, or the one :func:`guess_recipe` finds for ``src``; an unknown name is an error."""
+    recipe = recipe or guess_recipe(corpus, src)
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
+    return recipe
+
+
 def prepare(ws: Workspace, *, src: str | os.PathLike | None = None, recipe: str | None = None,
             max_utts_per_split: int | dict[str, int] | str | None = None,
             utts_per_speaker: int | None = None, seed: int = 0,
@@ -153,9 +161,7 @@ def prepare(ws: Workspace, *, src: str | os.PathLike | None = None, recipe: str 
     src = Path(src) if src else default_source(ws.corpus)
     if not src.is_dir():
         raise FileNotFoundError(f"corpus source {src} is not a directory (give --src or set WEAKALIGN_CORPORA)")
-    recipe = recipe or guess_recipe(ws.corpus, src)
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; recipes: {', '.join(RECIPES)}")
+    recipe = resolve_recipe(ws.corpus, src, recipe)
     limits = parse_split_limits(max_utts_per_split)
     report = SkipReport("prepare")
     log.info("prepare %s: recipe %s, source %s", ws.corpus, recipe, src)
