@@ -61,7 +61,7 @@ def tri1(ws, force, nj, **options):
 def _hybrid_default(name: str):
     import inspect
 
-    from .hybrid import hybrid_stage
+    from .hybrid.stage import hybrid_stage
 
     return inspect.signature(hybrid_stage).parameters[name].default
 
@@ -81,7 +81,7 @@ def _speed_factors(value: str | None):
 
 
 def _cmn_modes() -> list[str]:
-    from .hybrid import CMN_MODES
+    from .hybrid.stage import CMN_MODES
 
     return list(CMN_MODES)
 
@@ -125,7 +125,7 @@ def hybrid(ws, force, nj, **options):
     and dev with it (exp/<corpus>/hybrid_ali), as Kaldi's nnet3 BLSTM recipe + steps/nnet3/align.sh.
     With --passes N, passes 2..N each retrain on the previous realignment (exp/<corpus>/hybrid_pass<k>).
     Rerunning an interrupted stage resumes training from the last epoch's checkpoint."""
-    from .hybrid import hybrid_stage
+    from .hybrid.stage import hybrid_stage
 
     run_stage_command("hybrid", ws, hybrid_stage, force=force, nj=nj, **options)
 

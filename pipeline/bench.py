@@ -24,7 +24,7 @@ log = logging.getLogger("weakalign")
 BENCHMARK_MODULES = (
     "weakalign.pipeline.benchmarks",
     "weakalign.kaldi_steps.benchmarks",
-    "weakalign.kaldi_steps.benchmarks_hybrid",
+    "weakalign.kaldi_steps.hybrid.benchmarks",
     "weakalign.align.benchmarks",
     "weakalign.e2e.benchmarks",
     "weakalign.e2e.benchmarks_decode",

@@ -26,7 +26,7 @@ STAGE_FUNCTIONS = {
     "lang": "weakalign.kaldi_steps.lang.lang_stage",
     "mono": "weakalign.kaldi_steps.train_mono.mono_stage",
     "tri1": "weakalign.kaldi_steps.train_deltas.tri1_stage",
-    "hybrid": "weakalign.kaldi_steps.hybrid.hybrid_stage",
+    "hybrid": "weakalign.kaldi_steps.hybrid.stage.hybrid_stage",
     "export": "weakalign.align.export.export_stage",
 }
 

@@ -3,15 +3,15 @@
 Kaldi's nnet3 BLSTM recipe + ``steps/nnet3/align.sh`` in one stage:
 
 1. targets: the tri1 alignments (``exp/<c>/tri1_ali``) mapped transition-id -> pdf-id,
-   reconciled to the fbank frame count (:func:`.hybrid_train.reconcile_frames`);
+   reconciled to the fbank frame count (:func:`.train.reconcile_frames`);
 2. priors from the train pdf counts (:mod:`.priors`) -> ``exp/<c>/hybrid/priors.npy``;
-3. the BLSTM (:mod:`.hybrid_model`) trained with frame CE on chunks, early-stopped on a
-   few % of the train speakers held out (:mod:`.hybrid_train`) -> ``exp/<c>/hybrid/final.pt``;
+3. the BLSTM (:mod:`.model`) trained with frame CE on chunks, early-stopped on a
+   few % of the train speakers held out (:mod:`.train`) -> ``exp/<c>/hybrid/final.pt``;
    with ``speed_perturb`` factors, 0.9x/1.1x copies of the train utterances join the training
    set (:func:`speed_perturbed_fbank`, computed once for all passes) and the default epoch budget shrinks to keep the frames
    seen constant (:func:`default_epochs`);
 4. realignment of every train and dev utterance over its training graph with
-   ``0.1 * (log-posterior - log-prior)`` pseudo-likelihoods (:mod:`.hybrid_align`) ->
+   ``0.1 * (log-posterior - log-prior)`` pseudo-likelihoods (:mod:`.realign`) ->
    ``exp/<c>/hybrid_ali/`` in the GMM stage's Kaldi format (same model, tree and job split
    as ``tri1_ali``);
 5. a decode of the test split (dev when there is none) with the tri1 HCLG, and the report
@@ -47,10 +47,10 @@ from weakalign.pipeline.io import atomic_open, atomic_path, read_json, write_jso
 from weakalign.pipeline.report import SkipReport
 from weakalign.pipeline.workspace import Workspace
 
-from . import hybrid_align as ha
-from .gmm import TrainingGraphs
-from .hybrid_model import HybridConfig
-from .hybrid_train import FrameMismatch, TrainConfig, heldout_split, reconcile_frames, resolve_device, train_hybrid
+from . import realign as ha
+from ..gmm import TrainingGraphs
+from .model import HybridConfig
+from .train import FrameMismatch, TrainConfig, heldout_split, reconcile_frames, resolve_device, train_hybrid
 from .priors import pdf_counts, priors_from_counts, save_priors
 
 log = logging.getLogger("weakalign")
@@ -173,7 +173,7 @@ class HybridInputs:
 
 def _job_split(ali_dir: Path) -> list[list[str]]:
     """The utterance ids of each ``ali.N.gz`` of a GMM alignment dir, so the hybrid dir mirrors it."""
-    from .kaldi_io import iter_ali_archive
+    from ..kaldi_io import iter_ali_archive
 
     nj = int((ali_dir / "num_jobs").read_text().split()[0])
     return [[utt for utt, _ in iter_ali_archive(ali_dir / f"ali.{j}.gz")] for j in range(1, nj + 1)]
@@ -181,7 +181,7 @@ def _job_split(ali_dir: Path) -> list[list[str]]:
 
 def write_hybrid_ali(out_dir: Path, src_ali_dir: Path, alignments: dict[str, np.ndarray]) -> list[Path]:
     """Write ``hybrid_ali`` in the layout of ``src_ali_dir``: same model, tree, files and job split."""
-    from .kaldi_io import write_ali_archive
+    from ..kaldi_io import write_ali_archive
 
     out_dir.mkdir(parents=True, exist_ok=True)
     jobs = _job_split(src_ali_dir)
@@ -213,7 +213,7 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
     acoustic scale, pick the best on dev, decode the test split (dev if none) with it."""
     import kaldifst
 
-    from .graph import compute_wer, decode_set, make_graph
+    from ..graph import compute_wer, decode_set, make_graph
 
     scales = tuple(scales or DECODE_SCALES)
     wer_set = "test" if ws.fbank_cuts("test").exists() else "dev"
@@ -278,7 +278,7 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
         batch_size=batch_size, lr=lr, lr_final=lr_final, patience=patience, heldout_fraction=heldout_fraction,
         cmn=cmn, speed_perturb=speed_perturb, acoustic_scale=acoustic_scale, beam=beam, retry_beam=retry_beam,
         prior_floor=prior_floor, max_mismatch=max_mismatch, seed=seed, decode=decode, device=device, nj=nj)
-    from .kaldi_io import read_ali_dir
+    from ..kaldi_io import read_ali_dir
 
     t0 = time.time()
     inputs = HybridInputs.load(ws, cmn, speed_perturb)
@@ -356,8 +356,8 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
                 prior_floor: float, max_mismatch: int, seed: int, decode: bool) -> dict:
     """One pass: train on ``source`` (the alignments of ``src_ali``, whose model and tree they use)
     into ``out_dir``, realign into ``ali_out``, report; agreement is measured against ``reference``."""
-    from .kaldi_io import read_model, read_tree
-    from .lang import Lang
+    from ..kaldi_io import read_model, read_tree
+    from ..lang import Lang
 
     report = SkipReport("hybrid")
     times = {}

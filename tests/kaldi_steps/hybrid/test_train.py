@@ -6,10 +6,10 @@ import torch
 
 from lhotse import CutSet
 
-from weakalign.kaldi_steps.hybrid import load_fbank, pdf_targets, speed_perturbed_fbank, speed_perturbed_targets
-from weakalign.kaldi_steps.hybrid_align import tid2pdf_array
-from weakalign.kaldi_steps.hybrid_model import HybridBLSTM, HybridConfig, chunk_windows
-from weakalign.kaldi_steps.hybrid_train import (FrameMismatch, TrainConfig, heldout_split, latest_checkpoint,
+from weakalign.kaldi_steps.hybrid.stage import load_fbank, pdf_targets, speed_perturbed_fbank, speed_perturbed_targets
+from weakalign.kaldi_steps.hybrid.realign import tid2pdf_array
+from weakalign.kaldi_steps.hybrid.model import HybridBLSTM, HybridConfig, chunk_windows
+from weakalign.kaldi_steps.hybrid.train import (FrameMismatch, TrainConfig, heldout_split, latest_checkpoint,
                                                 reconcile_frames, scheduled_lr, train_hybrid)
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model
 from weakalign.pipeline.report import SkipReport

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from lhotse import CutSet
 
-from weakalign.kaldi_steps.hybrid import hybrid_stage
-from weakalign.kaldi_steps.hybrid_align import tid2pdf_array
+from weakalign.kaldi_steps.hybrid.stage import hybrid_stage
+from weakalign.kaldi_steps.hybrid.realign import tid2pdf_array
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model
 from weakalign.pipeline.stage import run_stage
 from weakalign.pipeline.workspace import Workspace
@@ -131,7 +131,7 @@ def test_rerun_reuses_a_finished_pass_unless_its_source_changed(two_pass_ws):
     assert pass1_model.stat().st_mtime_ns == before                  # pass 1 reused
     assert rerun["passes"][0] == summary["passes"][0]
     # other source alignments or other options: the finished pass no longer counts
-    from weakalign.kaldi_steps.hybrid import _finished_pass, alignment_digest
+    from weakalign.kaldi_steps.hybrid.stage import _finished_pass, alignment_digest
     stamp = json.loads((ws.exp / "hybrid_pass1" / "diagnostics.json").read_text())["pass_stamp"]
     assert stamp["source_digest"] == alignment_digest(read_ali_dir(ws.exp / "tri1_ali"))
     assert _finished_pass(ws.exp / "hybrid_pass1", {**stamp, "source_digest": "other"}) is None

@@ -1,11 +1,11 @@
-"""Pdf priors of the hybrid model: smoothed, floored, normalised (weakalign.kaldi_steps.priors)."""
+"""Pdf priors of the hybrid model: smoothed, floored, normalised (weakalign.kaldi_steps.hybrid.priors)."""
 
 import numpy as np
 import pytest
 
-from weakalign.kaldi_steps.hybrid_align import tid2pdf_array
+from weakalign.kaldi_steps.hybrid.realign import tid2pdf_array
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model
-from weakalign.kaldi_steps.priors import load_priors, pdf_counts, priors_from_counts, save_priors
+from weakalign.kaldi_steps.hybrid.priors import load_priors, pdf_counts, priors_from_counts, save_priors
 
 
 def test_priors_sum_to_one_and_are_floored_on_hand_counts():

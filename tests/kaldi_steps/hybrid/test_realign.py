@@ -1,4 +1,4 @@
-"""Posterior -> transition-id matrix and DecodableCtc realignment (weakalign.kaldi_steps.hybrid_align)."""
+"""Posterior -> transition-id matrix and DecodableCtc realignment (weakalign.kaldi_steps.hybrid.realign)."""
 
 import kaldi_hmm_gmm as khg
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 from lhotse import CutSet
 
 from weakalign.kaldi_steps.gmm import TrainingGraphs
-from weakalign.kaldi_steps.hybrid_align import (align_utterances, pseudo_log_likelihoods,
+from weakalign.kaldi_steps.hybrid.realign import (align_utterances, pseudo_log_likelihoods,
                                                 tid2pdf_array, transition_id_matrix)
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model, read_tree
 from weakalign.kaldi_steps.lang import Lang

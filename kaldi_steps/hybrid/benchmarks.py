@@ -17,11 +17,11 @@ import torch
 
 from weakalign.pipeline.report import SkipReport
 
-from . import hybrid_align as ha
-from .gmm import TrainingGraphs
-from .hybrid import hybrid_stage, load_fbank, pdf_targets
-from .hybrid_model import HybridConfig
-from .hybrid_train import TrainConfig, _batch_loss, _chunks, build_model, load_model, resolve_device
+from . import realign as ha
+from ..gmm import TrainingGraphs
+from .stage import hybrid_stage, load_fbank, pdf_targets
+from .model import HybridConfig
+from .train import TrainConfig, _batch_loss, _chunks, build_model, load_model, resolve_device
 
 TRAIN_STEPS = 30
 REALIGN_UTTS = 200
@@ -37,7 +37,7 @@ def _peak_rss_mb() -> float:
 
 
 def _load(ws):
-    from .kaldi_io import read_ali_dir, read_model, read_tree
+    from ..kaldi_io import read_ali_dir, read_model, read_tree
 
     ali_dir = ws.exp / "tri1_ali"
     trans_model, _ = read_model(ali_dir / "final.mdl")
@@ -92,7 +92,7 @@ def bench_hybrid_train(ws, nj: int) -> dict:
 
 def bench_hybrid_realign(ws, nj: int) -> dict:
     """Frames/s of the realignment: network forward alone, alignment alone (``nj`` workers), both."""
-    from .lang import Lang
+    from ..lang import Lang
 
     torch.set_num_threads(1)
     d = _defaults()

@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from weakalign.pipeline.io import atomic_torch_save, write_json
 
-from .hybrid_model import HybridBLSTM, HybridConfig, chunk_windows, windows_to_batch
+from .model import HybridBLSTM, HybridConfig, chunk_windows, windows_to_batch
 
 log = logging.getLogger("weakalign")
 
