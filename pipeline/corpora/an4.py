@@ -84,14 +84,23 @@ def read_part(src: Path, part: str, report: SkipReport) -> list[Utterance]:
         speaker = Path(fileid).parent.name
         problem = problem or problems.get(utt_id) or (None if utt_id in texts else "no transcript")
         utts.append(Utterance(utt_id, str(_audio_path(Path(src) / "wav", fileid)), texts.get(utt_id, ""), speaker,
-                              problem=problem))
+                              problem=problem, gender=speaker_gender(speaker)))
     for utt_id in [u for u in texts if u not in listed]:
         report.skip(utt_id, "transcript without an entry in the fileids list")
     return utts
 
 
+def speaker_gender(speaker: str) -> str | None:
+    """AN4 speaker ids start with their gender (``fash``, ``mblb``).
+
+    >>> speaker_gender("fash"), speaker_gender("mdcs2"), speaker_gender("xyz")
+    ('f', 'm', None)
+    """
+    return speaker[:1] if speaker[:1] in ("f", "m") else None
+
+
 def read_an4(src: Path, report: SkipReport, *, seed: int = 0, dev_utts: int = DEV_UTTS) -> dict[str, list[Utterance]]:
     """``{"train", "dev", "test"}`` → utterances; dev balanced over the speakers' gender (the id's first letter)."""
     train, dev = speaker_disjoint_dev(read_part(src, "train", report), seed=seed, target_utts=dev_utts,
-                                      stratum=lambda spk: spk[:1])
+                                      stratum=speaker_gender)
     return {"train": train, "dev": dev, "test": read_part(src, "test", report)}

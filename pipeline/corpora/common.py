@@ -51,6 +51,7 @@ class Utterance:
     read it (``"<cause>: <details>"``), skipped by :func:`build_manifests`.
     ``listed_speaker=False``: the corpus names no speaker for it (no ``utt2spk`` entry), so
     ``speaker`` is its own id and it is never drawn into dev (:func:`speaker_disjoint_dev`).
+    ``gender``: ``"m"``/``"f"`` when the corpus says (the supervision's ``gender``; Kaldi's ``spk2gender``).
     """
 
     id: str
@@ -62,6 +63,7 @@ class Utterance:
     end: float | None = None
     problem: str | None = None
     listed_speaker: bool = True
+    gender: str | None = None
 
     @property
     def rec_id(self) -> str:
@@ -239,7 +241,7 @@ def build_manifests(utts: Iterable[Utterance], report: SkipReport,
         end = min(end, rec.duration)
         supervisions.append(SupervisionSegment(
             id=u.id, recording_id=u.rec_id, start=round(u.start, 4), duration=round(end - u.start, 4),
-            channel=0, text=u.text, speaker=u.speaker, language="English"))
+            channel=0, text=u.text, speaker=u.speaker, gender=u.gender, language="English"))
         used_recordings.add(u.rec_id)
 
     recs = RecordingSet.from_recordings(r for rid, r in recordings.items() if rid in used_recordings)

@@ -73,12 +73,26 @@ def _resolve_audio(entry: str, base: Path) -> str:
     return str(p if p.is_absolute() else base / p)
 
 
+def _read_genders(path: Path, report: SkipReport) -> dict[str, str]:
+    """``spk2gender`` as ``{speaker: "m"|"f"}``; other values are left out with a warning."""
+    if not path.exists():
+        return {}
+    table = read_table(path, report)
+    genders = {spk: value.strip().lower() for spk, value in table.values.items()}
+    odd = sorted(spk for spk, g in genders.items() if g not in ("m", "f"))
+    if odd:
+        log.warning("prepare: %s: %d speaker(s) with a gender other than m/f, left without one: %s",
+                    path, len(odd), " ".join(odd[:MAX_IDS_LISTED]))
+    return {spk: g for spk, g in genders.items() if g in ("m", "f")}
+
+
 class _Speakers:
     """The speaker rule of one data dir (see the module docstring)."""
 
     def __init__(self, data_dir: Path, report: SkipReport):
         path = data_dir / "utt2spk"
         self.table = read_table(path, report) if path.exists() else None
+        self.genders = _read_genders(data_dir / "spk2gender", report)
         self.unlisted: list[str] = []
 
     def assign(self, u: Utterance) -> Utterance:
@@ -88,6 +102,7 @@ class _Speakers:
             u.problem = u.problem or self.table.problems[u.id]
         elif u.id in self.table.values:
             u.speaker = self.table.values[u.id]
+            u.gender = self.genders.get(u.speaker)
         else:
             u.listed_speaker = False
             if not u.problem:

@@ -136,8 +136,9 @@ def test_every_split_is_a_valid_kaldi_data_dir_with_speaker_prefixed_ids(exporte
     for split in SPLITS:
         d = split_dir(exported, split)
         assert validate_data_dir(d) == [], split
-        assert sorted(p.name for p in d.iterdir()) == ["spk2utt", "text", "utt2dur", "utt2num_frames", "utt2spk",
-                                                      "utt_map", "wav.scp"]   # no segments: whole recordings
+        assert sorted(p.name for p in d.iterdir()) == ["spk2gender", "spk2utt", "text", "utt2dur", "utt2num_frames",
+                                                      "utt2spk", "utt_map", "wav.scp"]   # no segments: whole recordings
+        assert all(gender == spk[0] for spk, gender in read_table(d / "spk2gender"))   # AN4: fash is f
     utt_map = read_table(split_dir(exported, "train") / "utt_map")
     assert all(kaldi == f"{utt.split('-')[1]}-{utt}" for kaldi, utt in utt_map)   # AN4: an251-fash-b of fash
     assert read_json(marker_path(exported, "export-kaldi"))["summary"]["utterance_ids"] == "<speaker>-<id> (utt_map)"

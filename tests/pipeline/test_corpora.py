@@ -46,7 +46,8 @@ def test_an4_full_manifests_counts_and_speaker_disjoint_dev(tmp_path, corpora_di
     assert not spk["train"] & spk["dev"]
     # Corpus ids and speakers kept; text upper-case without sentence markers.
     s = {x.id: x for x in sups["test"]}["an406-fcaw-b"]
-    assert s.speaker == "fcaw" and s.text == "RUBOUT G M E F THREE NINE"
+    assert s.speaker == "fcaw" and s.text == "RUBOUT G M E F THREE NINE" and s.gender == "f"
+    assert all(x.gender == x.speaker[0] for ss in sups.values() for x in ss)   # AN4 ids start with m/f
     assert all("<S>" not in x.text and x.text == x.text.upper() for x in sups["train"])
     recs = RecordingSet.from_file(ws.manifest("recordings", "test"))
     assert {r.id: r for r in recs}["an406-fcaw-b"].sampling_rate == 16000
@@ -63,6 +64,9 @@ def test_speechocean762_full_counts_and_stratified_dev(tmp_path, corpora_dir):
     assert 10 <= len(dev_spk) <= 15 and not dev_spk & {s.speaker for s in train}
     ages = dict(line.split() for line in (corpora_dir / "speechocean762/train/spk2age").read_text().splitlines())
     assert {int(ages[s]) <= 15 for s in dev_spk} == {True, False}  # children and adults in dev
+    genders = dict(line.split() for line in (corpora_dir / "speechocean762/train/spk2gender").read_text().splitlines())
+    assert all(s.gender == genders[s.speaker] for s in train + dev)   # spk2gender carried into the supervisions
+    assert {s.gender for s in train} == {"m", "f"}
 
 
 def test_speechocean762_test_half_adds_test_and_leaves_train_untouched(tmp_path, corpora_dir):
@@ -106,6 +110,7 @@ def test_kaldi_data_dir_with_plain_piped_and_segmented_audio(tmp_path, corpora_d
         f"u1 rec1 0 -1\nu2 rec2 0.0 -1\nu3a rec3 0.00 {split_at:.2f}\nu3b rec3 {split_at:.2f} {len(a) / 16000 + len(b) / 16000:.2f}\n")
     (src / "train" / "text").write_text("u1 one\nu2 two words\nu3a three a\nu3b three b\n")
     (src / "train" / "utt2spk").write_text("u1 s1\nu2 s2\nu3a s3\nu3b s3\n")
+    (src / "train" / "spk2gender").write_text("s1 F\ns2 unknown\n")   # s3: not listed
     ws = _ws(tmp_path, "mycorpus")
     summary = run_stage("prepare", ws, prepare, src=src, recipe="kaldi")
     assert summary["skipped"] == 0
@@ -113,6 +118,7 @@ def test_kaldi_data_dir_with_plain_piped_and_segmented_audio(tmp_path, corpora_d
     assert set(sups) == {"u1", "u2", "u3a", "u3b"} and set(summary["splits"]) == {"train", "dev"}
     assert sups["u3b"].recording_id == "rec3" and sups["u3b"].start == pytest.approx(split_at, abs=0.01)
     assert sups["u2"].text == "TWO WORDS"
+    assert [sups[u].gender for u in ("u1", "u2", "u3a")] == ["f", None, None]   # only m/f are genders
     recs = {r.id: r for split in summary["splits"] for r in RecordingSet.from_file(ws.manifest("recordings", split))}
     assert recs["rec2"].sources[0].type == "command"
     run_stage("features", ws, compute_features, nj=1)
