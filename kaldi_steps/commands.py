@@ -130,4 +130,31 @@ def hybrid(ws, force, nj, **options):
     run_stage_command("hybrid", ws, hybrid_stage, force=force, nj=nj, **options)
 
 
-COMMANDS: list = [lang, mono, tri1, hybrid]
+@click.command("kaldi-parity")
+@click.argument("ali_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("kaldi_ali_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--lang", "lang_dir", default=None, type=click.Path(exists=True, file_okay=False),
+              help="Lang dir: phones.txt for a dir without one, and the optional silence [default: SIL].")
+@click.option("--text", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Kaldi text file (keyed by either dir's utterance ids) naming the words of the "
+                   "pronunciation-variant pairs [default: words numbered #1, #2, ...].")
+@click.option("--top", default=10, show_default=True, type=int, help="Phone confusions and pronunciation pairs listed.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write the JSON report here.")
+def kaldi_parity(ali_dir, kaldi_ali_dir, lang_dir, text, top, out):
+    """How closely alignment dir ALI_DIR agrees with KALDI_ALI_DIR (e.g. real Kaldi's tri1_ali) over
+    the utterances both hold: frame agreement, phone sequences, boundary shifts in ms (positive: the
+    Kaldi dir's boundaries are later) and pronunciation variants."""
+    from ..pipeline.io import write_json
+    from .parity import format_parity_table, kaldi_parity as parity_report
+
+    try:
+        report = parity_report(ali_dir, kaldi_ali_dir, lang_dir=lang_dir, text=text, top=top)
+    except (FileNotFoundError, ValueError) as e:
+        raise click.ClickException(str(e))
+    click.echo(format_parity_table(report))
+    if out:
+        write_json(out, report)
+        click.echo(f"(written to {out})")
+
+
+COMMANDS: list = [lang, mono, tri1, hybrid, kaldi_parity]
