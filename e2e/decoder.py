@@ -84,10 +84,25 @@ class AttentionDecoder(nn.Module):
     def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """Logits ``(N, V)`` of the token after ``tokens`` (N,), the last token of each hypothesis,
         and the state with ``tokens`` fed. Equals ``forward`` on the whole prefix (eval mode)."""
-        h, (h_n, c_n) = self.lstm(self.dropout(self.embed(tokens[:, None])), (state.h, state.c))
-        context = self._attend(h[:, 0], state)
+        h, h_n, c_n = self._lstm_step(self.dropout(self.embed(tokens)), state.h, state.c)
         new_state = DecoderState(h=h_n, c=c_n, keys=state.keys, values=state.values, pad_mask=state.pad_mask)
-        return self._logits(h[:, 0], context), new_state
+        return self._logits(h, self._attend(h, state)), new_state
+
+    def _lstm_step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor):
+        """``self.lstm`` over one time step of ``x`` (N, embed), layer by layer with ``torch.lstm_cell``
+        (an ``nn.LSTM`` call costs several times the arithmetic of one step at beam sizes); returns
+        the top layer's output (N, hidden) and the new ``h``, ``c`` (layers, N, hidden)."""
+        lstm, hs, cs = self.lstm, [], []
+        for k in range(lstm.num_layers):
+            if k > 0:
+                x = F.dropout(x, lstm.dropout, self.training)   # nn.LSTM's dropout between layers
+            h_k, c_k = torch.lstm_cell(x, (h[k], c[k]), getattr(lstm, f"weight_ih_l{k}"),
+                                       getattr(lstm, f"weight_hh_l{k}"), getattr(lstm, f"bias_ih_l{k}"),
+                                       getattr(lstm, f"bias_hh_l{k}"))
+            hs.append(h_k)
+            cs.append(c_k)
+            x = h_k
+        return x, torch.stack(hs), torch.stack(cs)
 
     @staticmethod
     def select_state(state: DecoderState, index: torch.Tensor) -> DecoderState:
