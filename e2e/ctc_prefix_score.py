@@ -79,10 +79,12 @@ class CTCPrefixScorer:
             r_n[0] = xs[0]
         # A prefix of L tokens cannot be complete before frame L-1.
         start = max(state.length, 1)
+        # The loop runs per frame and its cost is its op count: frames are views taken once
+        # (unbind), written in place.
+        rn, rb, phi_t, xs_t, xb_t = r_n.unbind(0), r_b.unbind(0), phi.unbind(0), xs.unbind(0), x_blank.unbind(0)
         for t in range(start, T):
-            # In place into preallocated frames: the loop runs per frame, its op count is the cost.
-            torch.logaddexp(r_n[t - 1], phi[t - 1], out=r_n[t]).add_(xs[t])
-            torch.logaddexp(r_n[t - 1], r_b[t - 1], out=r_b[t]).add_(x_blank[t])
+            torch.logaddexp(rn[t - 1], phi_t[t - 1], out=rn[t]).add_(xs_t[t])
+            torch.logaddexp(rn[t - 1], rb[t - 1], out=rb[t]).add_(xb_t[t])
         psi = self._prefix_log_prob(r_n, phi, xs, start)
         r = torch.stack([r_n, r_b], dim=-1)
         # <eos>: the prefix is the whole output, P(g | x) = r^n_T + r^b_T.
