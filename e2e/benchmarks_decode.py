@@ -8,9 +8,11 @@ Decoding runs single-threaded, as ``weakalign score`` does with ``--nj 1``.
 
 The beam search runs twice on every batch, interleaved so that machine load hits both
 alike: incremental (the decoder advances each hypothesis by one token, ``beam10_ctc0.3``)
-and the original full-prefix search (``beam10_ctc0.3_full_prefix``); ``beam_speedup`` is
-the ratio of their times and ``beam_identical_hypotheses`` counts the utterances where both
-found the same best token sequence (all of them, or the incremental search is wrong).
+and the full-prefix search (the decoder re-run over every prefix at every step, as before
+the incremental search; ``beam10_ctc0.3_full_prefix``). Both share the CTC prefix scorer,
+so ``beam_speedup``, the ratio of their times, is the gain of the incremental decoder
+alone. ``beam_identical_hypotheses`` counts the utterances where both found the same best
+token sequence (all of them, or the incremental search is wrong).
 """
 
 from __future__ import annotations
