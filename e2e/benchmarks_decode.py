@@ -5,6 +5,14 @@ dev when there is no test split), with the averaged model of the first trained r
 found among ``RUNS`` (an untrained ``baseline`` model otherwise — its hypotheses run
 to the maximum length, so its beam-search RTF is a worst case; the result says which).
 Decoding runs single-threaded, as ``weakalign score`` does with ``--nj 1``.
+
+The beam search runs twice on every batch, interleaved so that machine load hits both
+alike: incremental (the decoder advances each hypothesis by one token, ``beam10_ctc0.3``)
+and the full-prefix search (the decoder re-run over every prefix at every step, as before
+the incremental search; ``beam10_ctc0.3_full_prefix``). Both share the CTC prefix scorer,
+so ``beam_speedup``, the ratio of their times, is the gain of the incremental decoder
+alone. ``beam_identical_hypotheses`` counts the utterances where both found the same best
+token sequence (all of them, or the incremental search is wrong).
 """
 
 from __future__ import annotations
@@ -56,19 +64,47 @@ def bench_decode(ws: Workspace, nj: int) -> dict:
         frames = sum(f.shape[0] for f in feats)
         out = {"model": which, "split": split, "utterances": len(cuts), "audio_s": round(audio_s, 2),
                "frames": frames, "torch_threads": 1}
-        for name, opts in (("greedy_ctc", DecodeOptions(mode="greedy")),
-                           ("beam10_ctc0.3", DecodeOptions(mode="beam", beam=10, ctc_weight=0.3))):
-            tokens, start = 0, time.perf_counter()
-            with torch.inference_mode():
-                for i in range(0, len(feats), 8):   # batches of 8 utterances
-                    x, n = pad_feats(feats[i:i + 8])
-                    tokens += sum(len(h) for h in decode_batch(model, x, n, opts, sos, eos))
-            seconds = time.perf_counter() - start
-            out[name] = {"seconds": round(seconds, 3), "rtf": round(seconds / audio_s, 4),
-                         "frames_per_s": round(frames / seconds, 1), "tokens_per_utt": round(tokens / len(cuts), 2)}
+        out["greedy_ctc"] = _timed_greedy(model, feats, frames, audio_s, sos, eos)
+        out.update(_timed_beams(model, feats, frames, audio_s, sos, eos))
         return out
     finally:
         torch.set_num_threads(threads)
+
+
+def _batches_of_8(feats):
+    for i in range(0, len(feats), 8):
+        yield pad_feats(feats[i:i + 8])
+
+
+def _figures(seconds: float, tokens: int, frames: int, audio_s: float, utts: int) -> dict:
+    return {"seconds": round(seconds, 3), "rtf": round(seconds / audio_s, 4),
+            "frames_per_s": round(frames / seconds, 1), "tokens_per_utt": round(tokens / utts, 2)}
+
+
+@torch.inference_mode()
+def _timed_greedy(model, feats, frames: int, audio_s: float, sos: int, eos: int) -> dict:
+    tokens, start = 0, time.perf_counter()
+    for x, n in _batches_of_8(feats):
+        tokens += sum(len(h) for h in decode_batch(model, x, n, DecodeOptions(mode="greedy"), sos, eos))
+    return _figures(time.perf_counter() - start, tokens, frames, audio_s, len(feats))
+
+
+@torch.inference_mode()
+def _timed_beams(model, feats, frames: int, audio_s: float, sos: int, eos: int) -> dict:
+    """The incremental and the full-prefix beam search, batch by batch in turn."""
+    opts = DecodeOptions(mode="beam", beam=10, ctc_weight=0.3)
+    seconds = {True: 0.0, False: 0.0}
+    hyps: dict[bool, list] = {True: [], False: []}
+    for x, n in _batches_of_8(feats):
+        for incremental in (False, True):
+            start = time.perf_counter()
+            hyps[incremental] += decode_batch(model, x, n, opts, sos, eos, incremental=incremental)
+            seconds[incremental] += time.perf_counter() - start
+    figures = {incremental: _figures(seconds[incremental], sum(map(len, hyps[incremental])), frames, audio_s,
+                                     len(feats)) for incremental in (True, False)}
+    return {"beam10_ctc0.3": figures[True], "beam10_ctc0.3_full_prefix": figures[False],
+            "beam_speedup": round(seconds[False] / seconds[True], 2),
+            "beam_identical_hypotheses": sum(a == b for a, b in zip(hyps[True], hyps[False]))}
 
 
 BENCHMARKS = [("e2e_decode_rtf", bench_decode)]

@@ -73,24 +73,33 @@ class CTCPrefixScorer:
         same = (cand == state.last[:, None])[None]                     # (1, N, C)
         phi = torch.where(same, r_prev[..., 1][..., None], r_sum[..., None])  # (T, N, C)
 
-        r = torch.full((T, N, C, 2), NEG_INF, dtype=self.x.dtype, device=self.x.device)
+        r_n = torch.full((T, N, C), NEG_INF, dtype=self.x.dtype, device=self.x.device)
+        r_b = torch.full_like(r_n, NEG_INF)
         if state.length == 0:
-            r[0, ..., 0] = xs[0]
+            r_n[0] = xs[0]
         # A prefix of L tokens cannot be complete before frame L-1.
         start = max(state.length, 1)
-        if start > T:
-            psi = torch.full((N, C), NEG_INF, dtype=self.x.dtype, device=self.x.device)
-        else:
-            psi = r[start - 1, ..., 0].clone()
+        # The loop runs per frame and its cost is its op count: frames are views taken once
+        # (unbind), written in place.
+        rn, rb, phi_t, xs_t, xb_t = r_n.unbind(0), r_b.unbind(0), phi.unbind(0), xs.unbind(0), x_blank.unbind(0)
         for t in range(start, T):
-            r[t, ..., 0] = torch.logaddexp(r[t - 1, ..., 0], phi[t - 1]) + xs[t]
-            r[t, ..., 1] = torch.logaddexp(r[t - 1, ..., 0], r[t - 1, ..., 1]) + x_blank[t]
-            psi = torch.logaddexp(psi, phi[t - 1] + xs[t])
+            torch.logaddexp(rn[t - 1], phi_t[t - 1], out=rn[t]).add_(xs_t[t])
+            torch.logaddexp(rn[t - 1], rb[t - 1], out=rb[t]).add_(xb_t[t])
+        psi = self._prefix_log_prob(r_n, phi, xs, start)
+        r = torch.stack([r_n, r_b], dim=-1)
         # <eos>: the prefix is the whole output, P(g | x) = r^n_T + r^b_T.
         is_eos = cand == self.eos
         psi = torch.where(is_eos, r_sum[T - 1][:, None].expand(N, C), psi)
         psi = torch.where(cand == self.blank, torch.full_like(psi, NEG_INF), psi)
         return psi, r
+
+    def _prefix_log_prob(self, r_n: torch.Tensor, phi: torch.Tensor, xs: torch.Tensor, start: int) -> torch.Tensor:
+        """``psi`` (N, C): the prefix is complete at frame ``start-1`` or its last token starts at a later
+        frame ``t`` (``phi[t-1] + xs[t]``); one logsumexp over frames instead of a running sum."""
+        T, N, C = r_n.shape
+        if start > T:
+            return torch.full((N, C), NEG_INF, dtype=self.x.dtype, device=self.x.device)
+        return torch.logsumexp(torch.cat([r_n[start - 1][None], phi[start - 1:T - 1] + xs[start:T]]), dim=0)
 
     def select(self, state: CTCState, r: torch.Tensor, psi: torch.Tensor, hyp_idx: torch.Tensor,
                cand_idx: torch.Tensor, tokens: torch.Tensor) -> CTCState:

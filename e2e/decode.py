@@ -9,6 +9,10 @@
   of an utterance are scored in one decoder call, finished hypotheses are ranked
   by score divided by length (``length_normalize``). A model without decoder
   (``ctc_only``) makes it a CTC prefix beam search (λ = 1, every token scored).
+  The decoder advances each hypothesis by one token per step from its kept state
+  (``incremental``, when the decoder has ``init_state``/``step``/``select_state``);
+  ``incremental=False`` re-runs it over every whole prefix, the original search,
+  kept as the reference the incremental one must equal.
 
 ``decode_cuts`` runs a decoder over a lhotse CutSet (stored fbank features).
 
@@ -122,6 +126,50 @@ def greedy_attention(model, enc_out: torch.Tensor, enc_lens: torch.Tensor, sos: 
     return [o if o is not None else ys[b, 1:].tolist() for b, o in enumerate(outputs)]
 
 
+# ---------------------------------------------------------------- attention scores of a beam
+
+class _PrefixAttention:
+    """Attention log-probabilities of a beam's next tokens, the decoder re-run over each whole prefix."""
+
+    def __init__(self, model, memory: torch.Tensor):
+        self.model, self.memory = model, memory
+
+    def next_log_probs(self, ys: torch.Tensor) -> torch.Tensor:
+        """``(N, V)`` after the prefixes ``ys`` (N, L), ``<sos>`` first."""
+        n, T = ys.shape[0], self.memory.shape[0]
+        return _step_log_probs(self.model, ys, self.memory[None].expand(n, -1, -1),
+                               torch.full((n,), T, dtype=torch.long, device=ys.device))
+
+    def keep(self, hyp_idx: torch.Tensor) -> None:
+        """Nothing to carry: the surviving prefixes are re-read at the next step."""
+
+
+class _IncrementalAttention:
+    """Attention log-probabilities of a beam's next tokens, each hypothesis' decoder state advanced by
+    its newest token only: ``next_log_probs`` feeds ``ys[:, -1]`` to the states of ``ys[:, :-1]``."""
+
+    def __init__(self, decoder, memory: torch.Tensor):
+        self.decoder = decoder
+        self.state = decoder.init_state(memory[None], torch.tensor([memory.shape[0]], device=memory.device))
+        self.stepped = None   # the states with the newest tokens fed, until keep() picks the survivors
+
+    def next_log_probs(self, ys: torch.Tensor) -> torch.Tensor:
+        """``(N, V)`` after the prefixes ``ys`` (N, L), ``<sos>`` first."""
+        logits, self.stepped = self.decoder.step(ys[:, -1], self.state)
+        return torch.log_softmax(logits.float(), dim=-1)
+
+    def keep(self, hyp_idx: torch.Tensor) -> None:
+        """The next step extends hypotheses ``hyp_idx`` of this one (repeats allowed), in that order."""
+        self.state = self.decoder.select_state(self.stepped, hyp_idx)
+
+
+def _attention_scorer(model, memory: torch.Tensor, incremental: bool):
+    """The beam's attention scorer; a decoder without the one-token step API re-reads whole prefixes."""
+    if incremental and hasattr(model.decoder, "step"):
+        return _IncrementalAttention(model.decoder, memory)
+    return _PrefixAttention(model, memory)
+
+
 # ---------------------------------------------------------------- beam search
 
 def _end_detected(ended: list[Hypothesis], step: int, margin: float, m: int = 3) -> bool:
@@ -141,10 +189,11 @@ def _end_detected(ended: list[Hypothesis], step: int, margin: float, m: int = 3)
 
 @torch.inference_mode()
 def beam_search(model, memory: torch.Tensor, ctc_log_probs: torch.Tensor | None, sos: int, eos: int,
-                blank: int = 0, opts: DecodeOptions | None = None) -> list[Hypothesis]:
+                blank: int = 0, opts: DecodeOptions | None = None, incremental: bool = True) -> list[Hypothesis]:
     """Beam search over one utterance's encoder output ``memory`` (T', D); best hypothesis first.
 
     ``ctc_log_probs`` (T', V) is required when ``opts.ctc_weight > 0`` or the model has no decoder.
+    ``incremental=False``: the decoder re-runs over whole prefixes (same hypotheses, slower).
     """
     opts = opts or DecodeOptions()
     has_decoder = getattr(model, "decoder", None) is not None
@@ -161,6 +210,7 @@ def beam_search(model, memory: torch.Tensor, ctc_log_probs: torch.Tensor | None,
 
     scorer = CTCPrefixScorer(ctc_log_probs, blank, eos) if ctc_weight > 0 else None
     ctc_state = scorer.initial_state() if scorer else None
+    attention = _attention_scorer(model, memory, incremental) if has_decoder else None
     ys = torch.full((1, 1), sos, dtype=torch.long, device=device)   # running prefixes, <sos> first
     scores = torch.zeros(1, device=device)
     ended: list[Hypothesis] = []
@@ -168,8 +218,7 @@ def beam_search(model, memory: torch.Tensor, ctc_log_probs: torch.Tensor | None,
     for i in range(maxlen):
         N = ys.shape[0]
         if has_decoder:
-            att = _step_log_probs(model, ys, memory[None].expand(N, -1, -1),
-                                  torch.full((N,), T, dtype=torch.long, device=device))
+            att = attention.next_log_probs(ys)
             V = att.shape[-1]
             att[:, blank] = NEG_INF
         if i == maxlen - 1:
@@ -208,6 +257,8 @@ def beam_search(model, memory: torch.Tensor, ctc_log_probs: torch.Tensor | None,
         scores = top_scores[keep]
         if scorer is not None:
             ctc_state = scorer.select(ctc_state, r, psi, hyp_idx, cand_idx, tokens)
+        if has_decoder:
+            attention.keep(hyp_idx)
         if opts.maxlenratio == 0.0 and _end_detected(ended, i, opts.end_detect_margin):
             break
 
@@ -222,8 +273,8 @@ def beam_search(model, memory: torch.Tensor, ctc_log_probs: torch.Tensor | None,
 
 @torch.inference_mode()
 def decode_batch(model, feats: torch.Tensor, feat_lens: torch.Tensor, opts: DecodeOptions,
-                 sos: int, eos: int, blank: int = 0) -> list[list[int]]:
-    """Token ids of each utterance of a padded batch (B, T, 80)."""
+                 sos: int, eos: int, blank: int = 0, incremental: bool = True) -> list[list[int]]:
+    """Token ids of each utterance of a padded batch (B, T, 80); ``incremental``: see :func:`beam_search`."""
     enc = model.encode(feats, feat_lens)
     ctc_lp = model.ctc_log_probs(enc.out)
     if opts.mode == "greedy":
@@ -233,7 +284,7 @@ def decode_batch(model, feats: torch.Tensor, feat_lens: torch.Tensor, opts: Deco
     out = []
     for b in range(feats.shape[0]):
         n = int(enc.lens[b])
-        hyps = beam_search(model, enc.out[b, :n], ctc_lp[b, :n], sos, eos, blank, opts)
+        hyps = beam_search(model, enc.out[b, :n], ctc_lp[b, :n], sos, eos, blank, opts, incremental)
         out.append(hyps[0].tokens)
     return out
 

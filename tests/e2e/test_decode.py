@@ -179,3 +179,73 @@ def test_real_model_beam1_equals_greedy_attention_on_an4_fbank(an4_slice):
         joint = beam_search(model, enc.out[0, :int(enc.lens[0])], ctc[0, :int(enc.lens[0])], sos, eos,
                             opts=DecodeOptions(beam=5, ctc_weight=0.3))
         assert len(joint) >= 1 and all(0 not in h.tokens and eos not in h.tokens for h in joint)
+
+
+# ---------------------------------------------------------------- incremental decoding
+
+def test_decoder_steps_equal_the_teacher_forced_pass_over_padded_memories():
+    """One token at a time from the kept state, with hypotheses reordered in between, gives the
+    logits of the whole-sequence pass; padded memory frames stay unattended."""
+    from weakalign.e2e.decoder import AttentionDecoder
+
+    torch.manual_seed(5)
+    dec = AttentionDecoder(vocab_size=12, memory_dim=6, embed_dim=8, hidden=8, num_layers=2, heads=2).eval()
+    memory, memory_lens = torch.randn(3, 9, 6), torch.tensor([9, 4, 6])
+    ys = torch.randint(1, 12, (3, 5))
+    with torch.no_grad():
+        full = dec(ys, torch.tensor([5, 5, 5]), memory, memory_lens)
+        order = torch.tensor([2, 0, 1])                      # a beam's reordering, applied after step 2
+        state = dec.init_state(memory, memory_lens)
+        for i in range(5):
+            rows = order if i > 2 else torch.arange(3)
+            logits, state = dec.step(ys[rows, i], state)
+            assert torch.allclose(logits, full[rows, i], atol=1e-5), i
+            if i == 2:
+                state = dec.select_state(state, order)
+
+
+# ---------------------------------------------------------------- incremental search == full-prefix search, trained model
+
+#: A small but real run: 2 decoder layers so that the per-layer LSTM state is exercised too.
+TRAINED = {**TINY, "enc_hidden": 32, "enc_proj": 32, "dec_hidden": 32, "dec_embed": 16, "dec_layers": 2,
+           "vocab_size": 30}
+
+
+@pytest.fixture(scope="module")
+def trained_an4_model(an4_slice, tmp_path_factory):
+    """``(model, tokenizer)`` of a small run of the real trainer on the AN4 slice (a few short epochs:
+    hypotheses of several different tokens, not accuracy)."""
+    from weakalign.e2e.model import load_for_inference
+    from weakalign.e2e.train import train_run
+    from weakalign.pipeline.workspace import Workspace
+
+    ws = Workspace("an4", data_root=an4_slice.data_root, exp_root=tmp_path_factory.mktemp("exp_decode"))
+    train_run(ws, "baseline", epochs=4, overrides=TRAINED, run="small", max_steps_per_epoch=8, device="cpu")
+    model, tok, _ = load_for_inference(ws.exp / "e2e" / "small", "cpu")
+    return model, tok
+
+
+def test_incremental_beam_search_equals_full_prefix_search_on_a_trained_model(trained_an4_model, an4_slice):
+    """The decoder advanced one token per step from kept states finds the same n-best, with the same
+    scores, as the decoder re-run over whole prefixes, on every AN4 test utterance of the slice."""
+    from lhotse import CutSet
+
+    from weakalign.e2e.decode import _load_one, pad_feats
+
+    model, tok = trained_an4_model
+    cuts = sorted(CutSet.from_file(an4_slice.fbank_cuts("test")), key=lambda c: c.id)
+    feats, lens = pad_feats([_load_one(c) for c in cuts])
+    opts = DecodeOptions(beam=10, ctc_weight=0.3)    # the recipe's search
+    best = []
+    with torch.no_grad():
+        enc = model.encode(feats, lens)
+        ctc = model.ctc_log_probs(enc.out)
+        for b in range(len(cuts)):
+            n = int(enc.lens[b])
+            args = (model, enc.out[b, :n], ctc[b, :n], tok.sos_id, tok.eos_id, tok.blank_id, opts)
+            full = beam_search(*args, incremental=False)
+            incremental = beam_search(*args, incremental=True)
+            assert [h.tokens for h in incremental] == [h.tokens for h in full], cuts[b].id
+            assert [h.score for h in incremental] == pytest.approx([h.score for h in full], abs=1e-4), cuts[b].id
+            best.append(tuple(full[0].tokens))
+    assert len(set(best)) > len(cuts) // 2 and len(set().union(*best)) >= 4, f"degenerate test: {best}"
