@@ -33,13 +33,12 @@ CLI: ``weakalign hybrid an4 [--passes N] [--speed-perturb 0.9,1.1|none]``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +167,7 @@ class HybridInputs:
     dev: dict[str, tuple[np.ndarray, str, str]]
     cmvn: dict
     perturbed: dict[str, tuple[np.ndarray, str, float]]
-    evaluation: dict[str, dict[str, tuple[np.ndarray, str, str]]] = dataclasses.field(default_factory=dict)
+    evaluation: dict[str, dict[str, tuple[np.ndarray, str, str]]] = field(default_factory=dict)
 
     @staticmethod
     def load(ws: Workspace, cmn: str, speed_perturb, evaluation_splits=()) -> "HybridInputs":
