@@ -5,8 +5,10 @@ made by real Kaldi: ``final.mdl`` + ``ali.*.gz`` [+ ``num_jobs``] + ``phones.txt
 has no ``phones.txt``, the corpus' ``data/<c>/lang/phones.txt`` is used). Default: ``hybrid_ali``,
 falling back to ``tri1_ali`` with a warning.
 
-Output, for every prepared split that has alignments in the dir (our stages align ``train`` and
-``dev``; a split with none, such as ``test``, is named in the summary's
+Output, for every prepared split that has alignments in the dir (our stages align ``train``,
+``dev`` and ``test``: test is force-aligned with its transcripts after training, for these files
+only; a split with none -- ``dev`` and ``test`` in ``exp/<c>/mono``, a split ``tri1 --align-splits``
+left out or ``add-split`` added after tri1 ran -- is named in the summary's
 ``splits_without_alignments`` and not exported):
 
 - ``data/<c>/cuts_<split>_ali.jsonl.gz``: the fbank CutSet (``ws.fbank_cuts(split)``) where each

@@ -50,12 +50,25 @@ def mono(ws, force, nj, **options):
 @click.option("--retry-beam", default=40.0, show_default=True, type=float, help="Retry beam.")
 @click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) for a WER sanity check.")
 @click.option("--decode-beam", default=13.0, show_default=True, type=float, help="Decoding beam of the WER check.")
+@click.option("--align-splits", default="train,dev,test", show_default=True, callback=lambda ctx, param, v: _splits(v),
+              help="Splits to force-align with the final model into tri1_ali, those the corpus has (train always): "
+                   "what the hybrid realigns and export writes. Only train trains the model.")
 def tri1(ws, force, nj, **options):
-    """Build the tree and train the triphone Δ+ΔΔ system (exp/<corpus>/tri1), then align train and
-    dev with it (exp/<corpus>/tri1_ali), as Kaldi's train_deltas.sh + align_si.sh."""
+    """Build the tree and train the triphone Δ+ΔΔ system (exp/<corpus>/tri1), then force-align train,
+    dev and test with it (exp/<corpus>/tri1_ali), as Kaldi's train_deltas.sh + align_si.sh."""
     from .train_deltas import tri1_stage
 
     run_stage_command("tri1", ws, tri1_stage, force=force, nj=nj, **options)
+
+
+def _splits(value: str | None) -> tuple[str, ...] | None:
+    """``"train,dev,test"`` -> ``("train", "dev", "test")``."""
+    if value is None:
+        return None
+    splits = tuple(s.strip() for s in value.split(",") if s.strip())
+    if not splits:
+        raise click.BadParameter(f"expected comma-separated split names like train,dev,test, got {value!r}")
+    return splits
 
 
 def _hybrid_default(name: str):
@@ -121,8 +134,9 @@ def _cmn_modes() -> list[str]:
 @click.option("--seed", default=_hybrid_default("seed"), show_default=True, type=int)
 @click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) with the tri1 HCLG.")
 def hybrid(ws, force, nj, **options):
-    """Train the hybrid BLSTM on the tri1 senone alignments (exp/<corpus>/hybrid) and realign train
-    and dev with it (exp/<corpus>/hybrid_ali), as Kaldi's nnet3 BLSTM recipe + steps/nnet3/align.sh.
+    """Train the hybrid BLSTM on the tri1 senone alignments of train (exp/<corpus>/hybrid) and realign
+    every split tri1 aligned with it (exp/<corpus>/hybrid_ali: train, dev, test), as Kaldi's nnet3 BLSTM
+    recipe + steps/nnet3/align.sh.
     With --passes N, passes 2..N each retrain on the previous realignment (exp/<corpus>/hybrid_pass<k>).
     Rerunning an interrupted stage resumes training from the last epoch's checkpoint."""
     from .hybrid.stage import hybrid_stage

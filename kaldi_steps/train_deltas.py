@@ -11,10 +11,25 @@ mixing up towards ``total_gauss`` over the first ``max_iter_inc`` iterations.
 
 Outputs: ``exp/<c>/tri1/`` (final.mdl, tree, final.occs, phones.txt, num_jobs, ali.N.gz of
 train with the final model, diagnostics.json) and ``exp/<c>/tri1_ali/``: the final model
-and tree plus the alignments of **train and dev** with the final model (``align_si.sh``):
-``ali.1..J.gz`` are the train jobs, ``ali.J+1..num_jobs.gz`` the dev jobs (whole speakers
-per job), and ``utt2split`` says each utterance's split (``<utt-id> <split>`` lines).
-``read_ali_dir(exp/<c>/tri1_ali)`` returns both.
+and tree plus the alignments of **every split of** ``align_splits`` **the corpus has** (default
+train, dev and test) with the final model (``align_si.sh`` once per data dir): ``ali.1..J.gz``
+are the train jobs, then each further split's jobs in the order of ``align_splits`` (dev, then
+test; whole speakers per job); ``utt2split`` says each utterance's split (``<utt-id> <split>``
+lines) and ``splits.json`` each split's job numbers and counts. ``read_ali_dir(exp/<c>/tri1_ali)``
+returns them all.
+
+The splits other than train are *forced-aligned* with their transcripts, after training: only
+train's alignments build the tree and the model, so the model is the same whether or not dev and
+test are aligned (``tests/kaldi_steps/test_tri1_options.py`` compares the bytes), and the test
+alignments exist only to be exported (CTMs, TextGrids, ``cuts_test_ali``). The E2E models train
+and select checkpoints on train and dev only.
+
+Which splits were aligned is part of the stage's identity (a declared input, see
+:mod:`weakalign.pipeline.options`): a workspace whose tri1 ran before ``add-split`` added the test
+split, or before tri1 aligned test at all, has tri1 redone on the next request, the log naming the
+change (``aligned_splits: train,dev -> train,dev,test``, or ``(not recorded) -> train,dev,test``
+for the older marker); the model comes out the same, and the hybrid that then reruns resumes its
+BLSTM from its checkpoints instead of training again. ``--align-splits train,dev`` keeps test out.
 
 >>> DEFAULT_LEAVES["an4"], DEFAULT_GAUSS["an4"]
 (300, 2000)
@@ -27,6 +42,7 @@ from pathlib import Path
 
 
 from weakalign.pipeline.io import atomic_open, write_json
+from weakalign.pipeline.options import declares_inputs
 from weakalign.pipeline.report import SkipReport
 
 from .gmm import (DECODE_SCALES, GmmParams, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align,
@@ -40,6 +56,8 @@ log = logging.getLogger("weakalign")
 DEFAULT_LEAVES = {"an4": 300, "speechocean762": 1500}
 DEFAULT_GAUSS = {"an4": 2000, "speechocean762": 10000}
 DEFAULT_REALIGN_ITERS = (10, 20, 30)
+#: The splits ``tri1_ali`` holds when the corpus has them: train (the model's own), dev, test.
+DEFAULT_ALIGN_SPLITS = ("train", "dev", "test")
 
 
 def tri1_dir(ws) -> Path:
@@ -48,6 +66,50 @@ def tri1_dir(ws) -> Path:
 
 def tri1_ali_dir(ws) -> Path:
     return ws.exp / "tri1_ali"
+
+
+def splits_to_align(ws, align_splits=DEFAULT_ALIGN_SPLITS) -> list[str]:
+    """The splits ``tri1_ali`` will hold, in job order: train first (it is what the model is
+    trained on, so always aligned), then each split of ``align_splits`` with MFCC features."""
+    wanted = ["train"] + [s for s in align_splits if s != "train"]
+    prepared = set(ws.available_splits())
+    return [s for s in dict.fromkeys(wanted) if s in prepared and ws.mfcc_cuts(s).exists()]
+
+
+def aligned_splits_input(ws, options: dict) -> dict:
+    """tri1's declared input: which splits it aligns, so that a test split the last run did not
+    align (an older default, or a split ``add-split`` added since) makes the next request redo it."""
+    splits = splits_to_align(ws, options.get("align_splits") or DEFAULT_ALIGN_SPLITS)
+    return {"aligned_splits": ",".join(splits)}
+
+
+def write_utt2split(path: Path, utt2split: dict[str, str]) -> None:
+    with atomic_open(path) as f:
+        for utt in sorted(utt2split):
+            f.write(f"{utt} {utt2split[utt]}\n")
+
+
+def read_utt2split(ali_dir: Path) -> dict[str, str]:
+    """``utt -> split`` of an alignment dir (``tri1_ali``, ``hybrid_ali``); {} when it has no ``utt2split``
+    (an alignment dir made by Kaldi)."""
+    path = Path(ali_dir) / "utt2split"
+    if not path.exists():
+        return {}
+    return dict(line.split() for line in path.read_text().splitlines() if line.strip())
+
+
+def align_split(ws, split: str, nj: int, tm, am, ctx_dep, beam: float, retry_beam: float, problems_log):
+    """Forced alignment of one split with the final model, on its transcripts (``align_si.sh``):
+    returns the per-job alignments and the :class:`AlignSummary`, the split's utterance count."""
+    split_jobs = shard_args(ws, split, nj)
+    with JobPool(split_jobs) as pool:
+        problems_log.add_all(pool.call("get_problems"))
+        problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
+        res = pool_align(pool, tm, am, beam, retry_beam)
+        problems_log.add(res.failed)
+        alis = pool.call("get_alignments")
+    log.info("tri1_ali: %s: %d aligned, %d failed", split, res.aligned, len(res.failed))
+    return alis, res, sum(len(a[3]) for a in split_jobs)
 
 
 def build_tree_from_alignments(pool, lang, mono_tm, *, num_leaves: int, thresh: float,
@@ -72,7 +134,7 @@ def train_tri1(ws, *, nj: int = 2, num_leaves: int | None = None, total_gauss: i
                num_iters: int = 35, max_iter_inc: int = 25, realign_iters=DEFAULT_REALIGN_ITERS,
                power: float = 0.25, beam: float = 10.0, retry_beam: float = 40.0, thresh: float = 300.0,
                cluster_thresh: float = -1.0, decode: bool = True, decode_beam: float = 13.0,
-               decode_scales=DECODE_SCALES, align_splits=("train", "dev")) -> dict:
+               decode_scales=DECODE_SCALES, align_splits=DEFAULT_ALIGN_SPLITS) -> dict:
     """Train tri1 from ``exp/<c>/mono`` and write ``exp/<c>/{tri1,tri1_ali}`` (see module docstring)."""
     import kaldi_hmm_gmm as khg
 
@@ -127,31 +189,20 @@ def train_tri1(ws, *, nj: int = 2, num_leaves: int | None = None, total_gauss: i
     write_json(out / "tree_info.json", {**tree.info, "questions": len(questions),
                                         "tree_stats_events": len(tree_stats)})
 
-    # tri1_ali: train (already aligned with the final model) + the other splits.
+    # tri1_ali: train (already aligned with the final model) + the other splits, after training.
     all_alignments = list(train_alignments)
     utt2split = {u: "train" for a in train_alignments for u in a}
     split_summary = {"train": {"jobs": list(range(1, len(train_alignments) + 1)), **final.as_dict()}}
-    for split in align_splits:
-        if split == "train" or split not in ws.available_splits() or not ws.mfcc_cuts(split).exists():
-            continue
-        split_jobs = shard_args(ws, split, nj)
-        with JobPool(split_jobs) as pool:
-            problems_log.add_all(pool.call("get_problems"))
-            problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
-            res = pool_align(pool, tm, am, beam, retry_beam)
-            problems_log.add(res.failed)
-            alis = pool.call("get_alignments")
+    for split in splits_to_align(ws, align_splits)[1:]:
+        alis, res, utterances = align_split(ws, split, nj, tm, am, ctx_dep, beam, retry_beam, problems_log)
         first = len(all_alignments) + 1
         all_alignments.extend(alis)
         utt2split.update({u: split for a in alis for u in a})
         split_summary[split] = {"jobs": list(range(first, len(all_alignments) + 1)),
-                                "utterances": sum(len(a[3]) for a in split_jobs), **res.as_dict()}
-        log.info("tri1_ali: %s: %d aligned, %d failed", split, res.aligned, len(res.failed))
+                                "utterances": utterances, **res.as_dict()}
     ali_out = tri1_ali_dir(ws)
     ali_outputs = write_model_dir(ali_out, tm, am, ctx_dep, occs, ws.lang, all_alignments)
-    with atomic_open(ali_out / "utt2split") as f:
-        for utt in sorted(utt2split):
-            f.write(f"{utt} {utt2split[utt]}\n")
+    write_utt2split(ali_out / "utt2split", utt2split)
     write_json(ali_out / "splits.json", split_summary)
 
     diagnostics = stage_diagnostics(num_utts, final, final_stats, am, history, problems_log, report,
@@ -161,6 +212,7 @@ def train_tri1(ws, *, nj: int = 2, num_leaves: int | None = None, total_gauss: i
                             decode_beam=decode_beam, decode_scales=decode_scales)
 
 
+@declares_inputs(aligned_splits_input)
 def tri1_stage(ws, nj: int = 2, **options) -> dict:
     """Stage function for ``run_stage("tri1", ws, tri1_stage, nj=..., ...)``."""
     return train_tri1(ws, nj=nj, **options)

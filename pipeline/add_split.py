@@ -9,6 +9,13 @@ manifests and computes their features exactly as the ``features`` stage does (MF
 per-speaker CMVN, fbank; the train-only global fbank statistics are left as they are), so
 ``weakalign score`` decodes them with the trained models next.
 
+Alignments: ``add-split`` aligns nothing itself. The splits tri1 aligns are a declared input of
+``tri1`` (:func:`weakalign.kaldi_steps.train_deltas.aligned_splits_input`), so an added split that
+``tri1 --align-splits`` names (``test`` does by default) makes the next ``weakalign align`` redo
+tri1 -- the same model, since only train trains it -- with the new split force-aligned; the hybrid
+then resumes its BLSTM from its checkpoints and realigns, and export writes the split's cuts,
+CTMs and TextGrids. Until then ``score`` works as before and the export simply has no such split.
+
 >>> from weakalign.pipeline.recipe import dependents
 >>> dependents(STAGE)    # nothing is built on an added split but the scores
 []

@@ -14,8 +14,9 @@ from weakalign.pipeline.workspace import Workspace
 def an4_slice_exported(an4_slice_tri1, tmp_path_factory) -> Workspace:
     """The real ``export`` stage (no TextGrids) on ``an4_slice_tri1``'s ``tri1_ali``: a workspace
     whose ``ali_cuts("train")`` / ``ali_cuts("dev")`` are the slice's fbank cuts with the real
-    ``senone`` and ``phone`` arrays (``cut.custom["num_senones"]`` = the tri1 pdf count); the
-    test split has no alignments and no ``ali_cuts``. It links the slice's manifests, fbank, lang
+    ``senone`` and ``phone`` arrays (``cut.custom["num_senones"]`` = the tri1 pdf count), and so
+    is ``ali_cuts("test")`` (tri1 force-aligns test too; one of its 12 utterances fails to align
+    with the slice's tiny model and is not exported). It links the slice's manifests, fbank, lang
     and ``tri1_ali`` (the slice workspace stays read-only); read-only itself, shared by the session.
     """
     return exported_workspace(an4_slice_tri1, tmp_path_factory.mktemp("an4_slice_exported"))

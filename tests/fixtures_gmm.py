@@ -17,8 +17,9 @@ def an4_slice_tri1(an4_slice, an4_lang):
     """The ``an4_slice`` workspace after the real ``lang``, ``mono`` and ``tri1`` stages with small
     settings (``MONO_SLICE``, ``TRI1_SLICE``; 2 jobs; no decoding), as a full run lays them out:
     ``exp/an4/mono`` and ``exp/an4/tri1`` (final.mdl, tree, final.occs, phones.txt, num_jobs,
-    ali.N.gz, diagnostics.json) and ``exp/an4/tri1_ali`` (final.mdl, tree, ali.N.gz of train
-    *and* dev, ``utt2split``). Returns the Workspace; read-only, shared by the session.
+    ali.N.gz, diagnostics.json) and ``exp/an4/tri1_ali`` (final.mdl, tree, ali.N.gz of train,
+    dev *and* test -- jobs 1-2, 3-4, 5-6 --, ``utt2split``, ``splits.json``). Returns the Workspace;
+    read-only, shared by the session.
     """
     ws = an4_slice
     run_stage("mono", ws, mono_stage, nj=2, **MONO_SLICE)

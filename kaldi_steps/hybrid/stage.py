@@ -1,4 +1,4 @@
-"""The ``hybrid`` stage: BLSTM on tri1 senones, then realignment of train and dev with it.
+"""The ``hybrid`` stage: BLSTM on tri1 senones, then realignment of every split tri1 aligned with it.
 
 Kaldi's nnet3 BLSTM recipe + ``steps/nnet3/align.sh`` in one stage:
 
@@ -10,10 +10,15 @@ Kaldi's nnet3 BLSTM recipe + ``steps/nnet3/align.sh`` in one stage:
    with ``speed_perturb`` factors, 0.9x/1.1x copies of the train utterances join the training
    set (:func:`speed_perturbed_fbank`, computed once for all passes) and the default epoch budget shrinks to keep the frames
    seen constant (:func:`default_epochs`);
-4. realignment of every train and dev utterance over its training graph with
+4. realignment of every utterance the source aligned -- train, dev and the evaluation splits
+   (test; those ``tri1_ali/utt2split`` names beyond train and dev) -- over its training graph with
    ``0.1 * (log-posterior - log-prior)`` pseudo-likelihoods (:mod:`.realign`) ->
-   ``exp/<c>/hybrid_ali/`` in the GMM stage's Kaldi format (same model, tree and job split
-   as ``tri1_ali``);
+   ``exp/<c>/hybrid_ali/`` in the GMM stage's Kaldi format (same model, tree, job split and
+   ``utt2split`` as ``tri1_ali``). Only train's alignments are trained on (held-out train
+   speakers select the epoch); frame accuracy is reported per split (``frame_acc_dev``,
+   ``frame_acc_test``), never pooled across them. A checkpoint names the train and dev
+   targets it was trained on (:func:`training_targets_digest`), so a rerun caused by test
+   alignments alone resumes the finished training instead of repeating it;
 5. a decode of the test split (dev when there is none) with the tri1 HCLG, and the report
    ``exp/<c>/hybrid/{diagnostics.json,RESULTS.md}``;
 6. with ``passes`` > 1, steps 1-5 again on the previous pass's realignment instead of tri1's
@@ -33,7 +38,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -155,20 +160,45 @@ def speed_perturbed_targets(perturbed: dict[str, tuple[np.ndarray, str, float]],
 @dataclass
 class HybridInputs:
     """What every pass trains and realigns on, read once per stage: fbank of train and dev
-    (``utt -> (fbank, speaker, text)``), the network's input CMVN, and speed-perturbed train fbank."""
+    (``utt -> (fbank, speaker, text)``), the network's input CMVN, speed-perturbed train fbank, and
+    the fbank of the evaluation splits (``split -> utt -> (fbank, speaker, text)``), realigned only."""
 
     train: dict[str, tuple[np.ndarray, str, str]]
     dev: dict[str, tuple[np.ndarray, str, str]]
     cmvn: dict
     perturbed: dict[str, tuple[np.ndarray, str, float]]
+    evaluation: dict[str, dict[str, tuple[np.ndarray, str, str]]] = field(default_factory=dict)
 
     @staticmethod
-    def load(ws: Workspace, cmn: str, speed_perturb) -> "HybridInputs":
+    def load(ws: Workspace, cmn: str, speed_perturb, evaluation_splits=()) -> "HybridInputs":
         train = load_fbank(ws, "train", cmn)
         dev = load_fbank(ws, "dev", cmn) if ws.fbank_cuts("dev").exists() else {}
         # The stored global CMVN describes raw fbank; after speaker mean subtraction it is recomputed.
         cmvn = read_json(ws.fbank_stats) if cmn == "global" else feature_stats(x for x, _, _ in train.values())
-        return HybridInputs(train, dev, cmvn, speed_perturbed_fbank(ws, train, speed_perturb, cmn))
+        evaluation = {split: load_fbank(ws, split, cmn) for split in evaluation_splits}
+        return HybridInputs(train, dev, cmvn, speed_perturbed_fbank(ws, train, speed_perturb, cmn), evaluation)
+
+
+#: The splits the hybrid trains on (train) and reports on beside it (dev); every other split the
+#: source aligned is an evaluation split: realigned for export, never trained or selected on.
+TRAINING_SPLITS = ("train", "dev")
+
+
+def evaluation_splits(ws: Workspace, ali_dir: Path) -> list[str]:
+    """The splits beyond train and dev that ``ali_dir/utt2split`` names and that have fbank, in
+    the workspace's split order (none for an alignment dir without ``utt2split``)."""
+    from ..train_deltas import read_utt2split
+
+    named = set(read_utt2split(ali_dir).values()) - set(TRAINING_SPLITS)
+    return [s for s in ws.available_splits() if s in named and ws.fbank_cuts(s).exists()]
+
+
+def training_targets_digest(alignments: dict[str, np.ndarray], inputs: HybridInputs) -> str:
+    """:func:`alignment_digest` of the train and dev utterances' alignments only: what names a
+    pass's training targets for checkpoint resumption. Test alignments leave it unchanged, so
+    aligning test as well does not retrain a finished BLSTM (and a checkpoint from before test
+    was aligned, when the source held train and dev only, still resumes)."""
+    return alignment_digest({u: a for u, a in alignments.items() if u in inputs.train or u in inputs.dev})
 
 
 def _job_split(ali_dir: Path) -> list[list[str]]:
@@ -258,7 +288,8 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
                  acoustic_scale: float = 0.1, beam: float = 10.0, retry_beam: float = 40.0,
                  prior_floor: float = 1e-5, max_mismatch: int = 2, seed: int = 0, decode: bool = True,
                  gmm_dir: str = "tri1", src_ali_dir: str = "tri1_ali") -> dict:
-    """Train the hybrid BLSTM on ``exp/<c>/<src_ali_dir>`` and realign train + dev into ``hybrid_ali``.
+    """Train the hybrid BLSTM on the train alignments of ``exp/<c>/<src_ali_dir>`` and realign every
+    split it holds (train, dev, test) into ``hybrid_ali``.
 
     With ``passes`` > 1 (``None``: :data:`DEFAULT_PASSES`), pass k trains a fresh BLSTM on the
     realignment of pass k-1, as Kaldi recipes realign before training a bigger system; pass k < last
@@ -281,10 +312,12 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
     from ..kaldi_io import read_ali_dir
 
     t0 = time.time()
-    inputs = HybridInputs.load(ws, cmn, speed_perturb)
-    log.info("hybrid: fbank of %d train + %d dev utterances and %d speed-perturbed copies in %.1f s",
-             len(inputs.train), len(inputs.dev), len(inputs.perturbed), time.time() - t0)
     source = ws.exp / src_ali_dir
+    inputs = HybridInputs.load(ws, cmn, speed_perturb, evaluation_splits(ws, source))
+    log.info("hybrid: fbank of %d train + %d dev utterances%s and %d speed-perturbed copies in %.1f s",
+             len(inputs.train), len(inputs.dev),
+             "".join(f" + {len(f)} {s}" for s, f in inputs.evaluation.items()), len(inputs.perturbed),
+             time.time() - t0)
     reference = read_ali_dir(source)   # agreement is always reported against the GMM alignments
     alignments = reference
     summaries = []
@@ -395,18 +428,23 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
         train_data.update(copies)
     times["load_s"] = time.time() - t0
     t0 = time.time()
-    model, state = train_hybrid(train_data, {u: targets[u] for u in held_ids},
-                                model_cfg, train_cfg, out_dir, cmvn=inputs.cmvn, targets_id=stamp["source_digest"])
+    model, state = train_hybrid(train_data, {u: targets[u] for u in held_ids}, model_cfg, train_cfg, out_dir,
+                                cmvn=inputs.cmvn, targets_id=training_targets_digest(source, inputs))
     times["train_s"] = time.time() - t0
     torch.set_num_threads(1)
     model.to("cpu")  # realignment and decoding run on CPU: one utterance at a time, next to CPU workers
 
-    # Realignment of every train and dev utterance the source aligned.
+    # Realignment of every utterance the source aligned: train, dev and the evaluation splits.
     t0 = time.time()
     lang = Lang.load(ws.lang)
     compile_graph = TrainingGraphs(lang, trans_model, ctx_dep)
-    items = {**{u: (train_feats[u], "train") for u in targets}, **{u: (dev_feats[u], "dev") for u in dev_targets}}
-    acc = {"train": [0, 0], "heldout": [0, 0], "dev": [0, 0]}
+    split_feats = {"train": train_feats, "dev": dev_feats, **inputs.evaluation}
+    split_targets = {"train": targets, "dev": dev_targets,
+                     **{s: pdf_targets(f, source, tid2pdf, report, max_mismatch) for s, f in inputs.evaluation.items()}}
+    items = {u: (split_feats[split][u], split) for split, split_t in split_targets.items() for u in split_t}
+    # One tally per split (train's split in the trained-on and held-out speakers): no split's frames
+    # count towards another's figure.
+    acc = {part: [0, 0] for part in ("train", "heldout", *split_targets)}
     held_set = set(held_ids)
 
     def tasks():
@@ -414,8 +452,8 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
             def make(utt=utt, x=x, split=split):
                 lp = model.utterance_log_probs(torch.from_numpy(x), chunk_width, left_context,
                                                right_context).numpy()
-                ref = (targets if split == "train" else dev_targets)[utt][1]
-                part = "dev" if split == "dev" else ("heldout" if utt in held_set else "train")
+                ref = split_targets[split][utt][1]
+                part = "heldout" if split == "train" and utt in held_set else split
                 acc[part][0] += int((lp.argmax(-1) == ref).sum())
                 acc[part][1] += len(ref)
                 return ha.pseudo_log_likelihoods(lp, log_priors, acoustic_scale)
@@ -435,13 +473,22 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
         frames += len(res.alignment)
     times["realign_s"] = time.time() - t0
     written = write_hybrid_ali(ali_out, src_ali, new_ali)
+    # Agreement figures stay over train and dev, as before test was realigned; each evaluation split's apart.
+    by_split = {split: {u: new_ali[u] for u in split_t if u in new_ali} for split, split_t in split_targets.items()}
+    trained_side = {u: a for split in TRAINING_SPLITS for u, a in by_split.get(split, {}).items()}
 
     diag = {
         "frame_acc_train": acc["train"][0] / max(acc["train"][1], 1),
         "frame_acc_heldout": acc["heldout"][0] / max(acc["heldout"][1], 1),
         "frame_acc_dev": acc["dev"][0] / max(acc["dev"][1], 1) if acc["dev"][1] else None,
-        "agreement_with_tri1": senone_agreement(new_ali, reference, tid2pdf),
-        "agreement_with_source": senone_agreement(new_ali, source, tid2pdf),
+        **{f"frame_acc_{split}": acc[split][0] / acc[split][1] if acc[split][1] else None
+           for split in inputs.evaluation},
+        "frames_scored": {part: n for part, (_, n) in acc.items()},
+        "realigned_per_split": {split: len(alis) for split, alis in by_split.items()},
+        "agreement_with_tri1": senone_agreement(trained_side, reference, tid2pdf),
+        "agreement_with_source": senone_agreement(trained_side, source, tid2pdf),
+        **{f"agreement_with_tri1_{split}": senone_agreement(by_split[split], reference, tid2pdf)
+           for split in inputs.evaluation},
         "source": src_ali.name,
         "pass": stamp["pass"],
         "speed_perturb": list(speed_perturb),
@@ -513,6 +560,10 @@ def _wer(x) -> str:
     return "n/a" if x is None else f"{x:.2f}%"   # compute_wer gives percent
 
 
+def _evaluation_splits_of(diagnostics: dict) -> list[str]:
+    return [s for s in diagnostics.get("realigned_per_split", {}) if s not in TRAINING_SPLITS]
+
+
 def results_markdown(ws: Workspace, d: dict) -> str:
     lines = [
         f"# Hybrid BLSTM on {ws.corpus}",
@@ -529,7 +580,11 @@ def results_markdown(ws: Workspace, d: dict) -> str:
         f"| frame accuracy vs the target senones, train | {_pct(d['frame_acc_train'])} |",
         f"| frame accuracy, held-out train speakers | {_pct(d['frame_acc_heldout'])} |",
         f"| frame accuracy, dev | {_pct(d.get('frame_acc_dev'))} |",
-        f"| realignment agreement with tri1 (senone, per frame) | {_pct(d['agreement_with_tri1'])} |",
+        *[f"| frame accuracy, {split} (realigned for export only) | {_pct(d[f'frame_acc_{split}'])} |"
+          for split in _evaluation_splits_of(d)],
+        f"| realignment agreement with tri1 (senone, per frame; train and dev) | {_pct(d['agreement_with_tri1'])} |",
+        *[f"| realignment agreement with tri1, {split} | {_pct(d[f'agreement_with_tri1_{split}'])} |"
+          for split in _evaluation_splits_of(d)],
         f"| realignment agreement with the targets | {_pct(d.get('agreement_with_source'))} |",
         f"| utterances realigned | {d['aligned']} / {d['utterances']} ({d['retried']} retried, {d['failed']} failed) |",
         f"| WER on {d['wer_set']} (tri1 HCLG) | {_wer(d['wer'])} |",

@@ -21,6 +21,7 @@ from weakalign.align.export import CutAlignment, export_stage, resolve_ali_dir, 
 from weakalign.align.formats import read_ctm, read_textgrid
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model, read_tree, write_ali_archive
 from weakalign.kaldi_steps.lang import Lang
+from weakalign.kaldi_steps.train_deltas import read_utt2split
 from weakalign.pipeline.io import read_json
 from weakalign.pipeline.stage import run_stage
 from weakalign.pipeline.workspace import Workspace
@@ -168,11 +169,55 @@ def test_praatio_opens_the_long_textgrids(exported):
         assert_praatio_reads_as_we_wrote(path)
 
 
+def test_the_test_split_is_exported_with_cuts_ctms_and_textgrids(exported):
+    """Issue #18: tri1 force-aligns test with its transcripts, so export writes test's cuts, CTMs
+    and MFA TextGrids like train's and dev's (an utterance tri1 could not align is skipped, named)."""
+    alignments = read_ali_dir(exported.exp / "tri1_ali")
+    split_of = read_utt2split(exported.exp / "tri1_ali")
+    fbank = CutSet.from_file(exported.fbank_cuts("test")).to_eager()
+    aligned = [u for u in fbank.ids if u in alignments]
+    assert {u for u, s in split_of.items() if s == "test"} == set(aligned) and len(aligned) >= len(fbank) - 1
+    cuts = CutSet.from_file(exported.ali_cuts("test")).to_eager()
+    assert list(cuts.ids) == aligned
+    for cut in cuts:
+        frames = fbank[cut.id].load_features().shape[0]
+        assert cut.num_frames == frames == len(cut.load_senone()) == len(cut.load_phone()) == len(alignments[cut.id])
+        assert 0 <= cut.load_senone().min() and cut.load_senone().max() < cut.custom["num_senones"]
+    ctm = exported.data / "ali" / "ctm"
+    words, phones = read_ctm(ctm / "test.word.ctm"), read_ctm(ctm / "test.phone.ctm")
+    assert set(words) == set(phones) == set(aligned)
+    for cut in cuts:
+        sup = cut.supervisions[0]
+        assert [w.symbol for w in words[cut.id]] == sup.text.split()
+        grid = exported.data / "ali" / "textgrid" / "test" / sup.speaker / f"{cut.recording_id}.TextGrid"
+        tiers = read_textgrid(grid)
+        assert list(tiers) == ["words", "phones"]
+        assert [t for _, _, t in tiers["words"] if t] == sup.text.split()
+        assert_praatio_reads_as_we_wrote(grid)
+    assert sum(1 for _ in (exported.data / "ali" / "textgrid" / "test").rglob("*.TextGrid")) == len(cuts)
+    summary = read_json(exported.done_dir / "export.json")["summary"]
+    assert summary["splits"]["test"]["exported"] == len(aligned)
+    assert summary["splits"]["test"]["no_alignment"] == len(fbank) - len(aligned)
+
+
+def test_e2e_training_inputs_hold_no_test_utterance(exported):
+    """The E2E trainer reads train and dev (:func:`weakalign.e2e.data.load_cuts`); exporting test
+    beside them must not put a single test utterance into either."""
+    from weakalign.e2e.data import load_cuts, training_cuts_source
+
+    test_ids = set(CutSet.from_file(exported.ali_cuts("test")).ids)
+    assert test_ids and training_cuts_source(exported) == "ali"
+    for split in ("train", "dev"):
+        ids = set(load_cuts(exported, split, "ali").ids)
+        assert ids == set(CutSet.from_file(exported.fbank_cuts(split)).ids) and ids.isdisjoint(test_ids)
+
+
 @pytest.fixture(scope="module")
 def damaged(exported, tmp_path_factory):
     """An alignment dir laid out as real Kaldi may leave it (``final.mdl`` + ``ali.1.gz``, no
-    ``num_jobs``, no ``phones.txt``: the lang's is used), holding tri1_ali's alignments except that
-    one utterance is missing and four are 3, 2, -1, -2 frames off; exported through the CLI."""
+    ``num_jobs``, no ``phones.txt``: the lang's is used), holding tri1_ali's alignments of train and
+    dev only (as a Kaldi recipe that aligned no test), except that one utterance is missing and four
+    are 3, 2, -1, -2 frames off; exported through the CLI."""
     root = tmp_path_factory.mktemp("damaged")
     src = exported.exp / "tri1_ali"
     ali_dir = root / "ali"
@@ -181,12 +226,13 @@ def damaged(exported, tmp_path_factory):
         shutil.copy(src / name, ali_dir / name)
     alis = read_ali_dir(src)
     train = CutSet.from_file(exported.fbank_cuts("train")).ids
+    test = set(CutSet.from_file(exported.fbank_cuts("test")).ids)
     missing, too_long, plus2, minus1, minus2 = list(train)[:5]
     changed = {too_long: np.concatenate([alis[too_long], alis[too_long][-1:].repeat(3)]),
                plus2: np.concatenate([alis[plus2], alis[plus2][-1:].repeat(2)]),
                minus1: alis[minus1][:-1], minus2: alis[minus2][:-2]}
     write_ali_archive(ali_dir / "ali.1.gz",
-                      [(u, changed.get(u, a)) for u, a in alis.items() if u != missing])
+                      [(u, changed.get(u, a)) for u, a in alis.items() if u != missing and u not in test])
     ws = linked_workspace(exported, root / "ws", ali_dirs=())
     from weakalign.pipeline.cli import cli
 
@@ -242,12 +288,13 @@ def test_export_is_redone_when_hybrid_alignments_appear(an4_slice_tri1, tmp_path
 
 
 def test_a_split_without_alignments_is_named_not_exported(exported, damaged):
+    """tri1_ali holds every split, so ours exports them all; a Kaldi dir without test names it."""
     summary = read_json(exported.done_dir / "export.json")["summary"]
-    test_ids = list(CutSet.from_file(exported.fbank_cuts("test")).ids)
-    assert summary["splits_without_alignments"] == {"test": len(test_ids)} and len(test_ids) == 12
-    assert list(summary["splits"]) == ["train", "dev"] and not exported.ali_cuts("test").exists()
+    assert summary["splits_without_alignments"] == {} and list(summary["splits"]) == ["train", "dev", "test"]
     assert summary["alignments_outside_splits"] == 0
-    _, _, _, result = damaged
+    ws, _, _, result = damaged
+    done = read_json(ws.done_dir / "export.json")["summary"]
+    assert done["splits_without_alignments"] == {"test": 12} and not ws.ali_cuts("test").exists()
     assert "test: not exported: none of its 12 utterances has an alignment in" in result.output
 
 

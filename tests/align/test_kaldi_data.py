@@ -162,8 +162,13 @@ def test_the_checks_catch_what_validate_data_dir_refuses(exported, tmp_path):
     assert validate_data_dir(broken) == ["text: utterances differ from utt2spk's"]
 
 
+def tri1_failures(ws, split: str) -> int:
+    """How many of ``split``'s utterances tri1 could not align (``tri1_ali/splits.json``)."""
+    return read_json(ws.exp / "tri1_ali" / "splits.json")[split]["failed"]
+
+
 def test_keys_are_the_alignment_archives_through_utt_map(exported):
-    """Through ``utt_map``, train's and dev's keys are exactly tri1_ali's utterances of that split;
+    """Through ``utt_map``, each split's keys are tri1_ali's utterances of that split (train, dev, test);
     kaldiio and the project's data-dir reader see the same keys, texts and speakers."""
     import kaldiio
 
@@ -177,7 +182,8 @@ def test_keys_are_the_alignment_archives_through_utt_map(exported):
         cuts = CutSet.from_file(exported.mfcc_cuts(split)).to_eager()
         assert {utt_map[k] for k in keys} == set(cuts.ids)             # what the GMM stages read
         aligned = {utt for utt in alignments if utt2split[utt] == split}
-        assert aligned == (set(cuts.ids) if split != "test" else set())  # tri1 aligns train and dev
+        # tri1 force-aligns every split; on the slice's tiny model one test utterance fails to align
+        assert aligned <= set(cuts.ids) and len(cuts) - len(aligned) == tri1_failures(exported, split)
         sups = {c.id: c.supervisions[0] for c in cuts}
         read_back = read_kaldi_data_dir(d)
         assert [u.id for u in read_back] == keys

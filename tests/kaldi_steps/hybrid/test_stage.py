@@ -1,17 +1,24 @@
 """The ``hybrid`` stage end to end on the AN4 slice: a briefly trained BLSTM realigns real utterances."""
 
 import json
+import re
 import shutil
 
 import numpy as np
 import pytest
 from lhotse import CutSet
 
-from weakalign.kaldi_steps.hybrid.stage import hybrid_stage
+from weakalign.kaldi_steps.hybrid import stage as hybrid_stage_module
+from weakalign.kaldi_steps.hybrid.stage import alignment_digest, hybrid_stage
+from weakalign.kaldi_steps.hybrid.train import train_hybrid
+from weakalign.kaldi_steps.train_deltas import read_utt2split
 from weakalign.kaldi_steps.hybrid.realign import tid2pdf_array
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model
+from weakalign.pipeline.io import read_json
 from weakalign.pipeline.stage import run_stage
 from weakalign.pipeline.workspace import Workspace
+
+SPLITS = ("train", "dev", "test")
 
 #: A tiny model, trained briefly: the test is about the plumbing and the realignment, not accuracy.
 TINY = {"cells": 32, "proj": 16, "layers": 2, "epochs": 6, "lr": 5e-3, "batch_size": 16,
@@ -21,17 +28,26 @@ TINY = {"cells": 32, "proj": 16, "layers": 2, "epochs": 6, "lr": 5e-3, "batch_si
 @pytest.fixture(scope="module")
 def hybrid_ws(an4_slice_tri1, tmp_path_factory):
     """The slice's data with a private copy of its tri1 outputs, so the shared session workspace
-    (used by other packages' tests) never sees a ``hybrid_ali``."""
+    (used by other packages' tests) never sees a ``hybrid_ali``. Returns the workspace, the stage
+    summary and the utterance ids :func:`train_hybrid` was given (``train``, ``heldout``)."""
     src = an4_slice_tri1
     ws = Workspace(src.corpus, data_root=src.data_root, exp_root=tmp_path_factory.mktemp("hybrid_exp"))
     for name in ("tri1", "tri1_ali"):
         shutil.copytree(src.exp / name, ws.exp / name)
-    summary = run_stage("hybrid", ws, hybrid_stage, nj=2, device="cpu", **TINY)
-    return ws, summary
+    seen = {}
+
+    def recording_train_hybrid(train_data, heldout_data, *args, **kwargs):
+        seen.update(train=set(train_data), heldout=set(heldout_data))
+        return train_hybrid(train_data, heldout_data, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(hybrid_stage_module, "train_hybrid", recording_train_hybrid)
+        summary = run_stage("hybrid", ws, hybrid_stage, nj=2, device="cpu", **TINY)
+    return ws, summary, seen
 
 
 def test_outputs_are_in_the_gmm_alignment_format(hybrid_ws):
-    ws, summary = hybrid_ws
+    ws, summary, _ = hybrid_ws
     ali_dir, tri1_dir = ws.exp / "hybrid_ali", ws.exp / "tri1_ali"
     for name in ("final.mdl", "tree", "num_jobs", "phones.txt", "utt2split"):
         assert (ali_dir / name).read_bytes() == (tri1_dir / name).read_bytes(), name
@@ -43,8 +59,9 @@ def test_outputs_are_in_the_gmm_alignment_format(hybrid_ws):
         from weakalign.kaldi_steps.kaldi_io import iter_ali_archive
         assert [u for u, _ in iter_ali_archive(ali_dir / f"ali.{j}.gz")] == \
                [u for u, _ in iter_ali_archive(tri1_dir / f"ali.{j}.gz") if u in hybrid]
-    # one transition-id per fbank frame, train and dev
-    frames = {c.id: c.num_frames for split in ("train", "dev") for c in CutSet.from_file(ws.fbank_cuts(split))}
+    # one transition-id per fbank frame, train, dev and test
+    frames = {c.id: c.num_frames for split in SPLITS for c in CutSet.from_file(ws.fbank_cuts(split))}
+    assert {read_utt2split(ali_dir)[u] for u in hybrid} == set(SPLITS)
     trans_model, _ = read_model(ali_dir / "final.mdl")
     for utt, ali in hybrid.items():
         assert len(ali) == frames[utt], utt
@@ -54,10 +71,12 @@ def test_outputs_are_in_the_gmm_alignment_format(hybrid_ws):
 
 
 def test_realignment_agrees_with_tri1_well_above_chance_but_is_not_a_copy(hybrid_ws):
-    ws, summary = hybrid_ws
+    ws, summary, _ = hybrid_ws
     trans_model, _ = read_model(ws.exp / "hybrid_ali" / "final.mdl")
     tid2pdf = tid2pdf_array(trans_model)
     hybrid, tri1 = read_ali_dir(ws.exp / "hybrid_ali"), read_ali_dir(ws.exp / "tri1_ali")
+    split_of = read_utt2split(ws.exp / "tri1_ali")
+    hybrid = {u: a for u, a in hybrid.items() if split_of[u] != "test"}   # the figure is train's and dev's
     same = sum(int((tid2pdf[a] == tid2pdf[tri1[u]]).sum()) for u, a in hybrid.items())
     total = sum(len(a) for a in hybrid.values())
     agreement = same / total
@@ -72,7 +91,7 @@ def test_realignment_agrees_with_tri1_well_above_chance_but_is_not_a_copy(hybrid
 
 
 def test_diagnostics_and_results(hybrid_ws):
-    ws, summary = hybrid_ws
+    ws, summary, _ = hybrid_ws
     diag = json.loads((ws.exp / "hybrid" / "diagnostics.json").read_text())
     for key in ("frame_acc_train", "frame_acc_heldout", "agreement_with_tri1", "utterances", "aligned",
                 "retried", "failed", "wer", "wer_set", "tri1_wer"):
@@ -81,13 +100,38 @@ def test_diagnostics_and_results(hybrid_ws):
     assert diag["failed"] <= 0.01 * diag["utterances"]
     assert 0 < diag["frame_acc_heldout"] < 1 and 0 < diag["frame_acc_train"] < 1
     assert diag["wer_set"] == "test" and 0 <= diag["wer"]
+    # test is realigned and reported on its own: dev's figure counts dev's frames only
+    split_frames = {split: sum(c.num_frames for c in CutSet.from_file(ws.fbank_cuts(split))
+                               if c.id in read_ali_dir(ws.exp / "tri1_ali")) for split in SPLITS}
+    assert {k: diag["frames_scored"][k] for k in ("dev", "test")} == {k: split_frames[k] for k in ("dev", "test")}
+    assert diag["frames_scored"]["train"] + diag["frames_scored"]["heldout"] == split_frames["train"]
+    assert 0 < diag["frame_acc_test"] < 1 and 0 < diag["frame_acc_dev"] < 1
+    assert diag["realigned_per_split"]["test"] >= read_json(ws.exp / "tri1_ali" / "splits.json")["test"]["aligned"] - 1
     assert (ws.exp / "hybrid" / "final.pt").exists()
     text = (ws.exp / "hybrid" / "RESULTS.md").read_text()
-    assert "agreement with tri1" in text and "WER on test" in text
+    assert "agreement with tri1" in text and "WER on test" in text and "frame accuracy, test" in text
+
+
+def test_no_test_utterance_reaches_the_hybrid_training(hybrid_ws):
+    """Issue #18: test is realigned, never trained or selected on; the checkpoints name the train
+    and dev targets only, so a hybrid trained before test was aligned resumes instead of retraining."""
+    ws, _, seen = hybrid_ws
+    test_ids = set(CutSet.from_file(ws.fbank_cuts("test")).ids)
+    train_ids = set(CutSet.from_file(ws.fbank_cuts("train")).ids)
+    # speed-perturbed copies are named sp<factor>-<train utterance>
+    trained_on = {re.sub(r"^sp[0-9.]+-", "", u) for u in seen["train"] | seen["heldout"]}
+    assert seen["train"] and seen["heldout"] and trained_on <= train_ids
+    assert test_ids.isdisjoint(trained_on) and test_ids.isdisjoint(seen["train"] | seen["heldout"])
+    assert test_ids & set(read_ali_dir(ws.exp / "hybrid_ali"))
+    import torch
+
+    ckpt = torch.load(next((ws.exp / "hybrid" / "checkpoints").glob("epoch-*.pt")), weights_only=False)
+    tri1 = read_ali_dir(ws.exp / "tri1_ali")
+    assert ckpt["targets_id"] == alignment_digest({u: a for u, a in tri1.items() if u not in test_ids})
 
 
 def test_rerun_is_skipped_and_resumes(hybrid_ws):
-    ws, summary = hybrid_ws
+    ws, summary, _ = hybrid_ws
     assert run_stage("hybrid", ws, hybrid_stage, nj=2, device="cpu", **TINY) == summary
 
 
