@@ -37,19 +37,38 @@ def mono(ws, force, nj, **options):
     run_stage_command("mono", ws, mono_stage, force=force, nj=nj, **options)
 
 
+def triphone_options(script: str):
+    """The options tri1 and tri2 share (Kaldi's ``train_deltas.sh`` / ``train_lda_mllt.sh`` have them
+    alike): EM schedule, tree thresholds, alignment beams, the WER check."""
+    options = [
+        click.option("--num-iters", default=35, show_default=True, type=int, help=f"EM iterations ({script})."),
+        click.option("--max-iter-inc", default=25, show_default=True, type=int,
+                     help="Last iteration that adds Gaussians."),
+        click.option("--thresh", default=300.0, show_default=True, type=float,
+                     help="Minimum likelihood gain of a tree split."),
+        click.option("--cluster-thresh", default=-1.0, show_default=True, type=float,
+                     help="Leaf-merging threshold; negative: the smallest split made."),
+        click.option("--beam", default=10.0, show_default=True, type=float, help="Alignment beam."),
+        click.option("--retry-beam", default=40.0, show_default=True, type=float, help="Retry beam."),
+        click.option("--decode/--no-decode", default=True, show_default=True,
+                     help="Decode test (or dev) for a WER sanity check."),
+        click.option("--decode-beam", default=13.0, show_default=True, type=float,
+                     help="Decoding beam of the WER check."),
+    ]
+
+    def decorate(fn):
+        for option in reversed(options):  # the first listed ends up first in --help
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
 @click.command("tri1")
 @corpus_command
 @click.option("--num-leaves", default=None, type=int, help="Maximum tree leaves [AN4 300, speechocean762 1500].")
 @click.option("--total-gauss", default=None, type=int, help="Target Gaussians [AN4 2000, speechocean762 10000].")
-@click.option("--num-iters", default=35, show_default=True, type=int, help="EM iterations (train_deltas.sh).")
-@click.option("--max-iter-inc", default=25, show_default=True, type=int, help="Last iteration that adds Gaussians.")
-@click.option("--thresh", default=300.0, show_default=True, type=float, help="Minimum likelihood gain of a tree split.")
-@click.option("--cluster-thresh", default=-1.0, show_default=True, type=float,
-              help="Leaf-merging threshold; negative: the smallest split made.")
-@click.option("--beam", default=10.0, show_default=True, type=float, help="Alignment beam.")
-@click.option("--retry-beam", default=40.0, show_default=True, type=float, help="Retry beam.")
-@click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) for a WER sanity check.")
-@click.option("--decode-beam", default=13.0, show_default=True, type=float, help="Decoding beam of the WER check.")
+@triphone_options("train_deltas.sh")
 @click.option("--align-splits", default="train,dev,test", show_default=True, callback=lambda ctx, param, v: _splits(v),
               help="Splits to force-align with the final model into tri1_ali, those the corpus has (train always): "
                    "what the hybrid realigns and export writes. Only train trains the model.")
@@ -59,6 +78,38 @@ def tri1(ws, force, nj, **options):
     from .train_deltas import tri1_stage
 
     run_stage_command("tri1", ws, tri1_stage, force=force, nj=nj, **options)
+
+
+def _iters(value: str | None) -> tuple[int, ...] | None:
+    """``"2,4,6,12"`` -> ``(2, 4, 6, 12)``; ``""``/``none`` -> ``()`` (MLLT off)."""
+    if value is None:
+        return None
+    if value.strip().lower() in ("", "none", "off"):
+        return ()
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated iteration numbers like 2,4,6,12, got {value!r}") from None
+
+
+@click.command("tri2")
+@corpus_command
+@click.option("--num-leaves", default=None, type=int, help="Maximum tree leaves [AN4 300, speechocean762 2000].")
+@click.option("--total-gauss", default=None, type=int, help="Target Gaussians [AN4 2000, speechocean762 15000].")
+@triphone_options("train_lda_mllt.sh")
+@click.option("--mllt-iters", default="2,4,6,12", show_default=True, callback=lambda ctx, param, v: _iters(v),
+              help="Iterations that estimate MLLT; 'none' for LDA only.")
+@click.option("--lda-dim", default=40, show_default=True, type=int, help="LDA output dimension (est-lda --dim).")
+@click.option("--splice-context", default=3, show_default=True, type=int, help="Frames spliced on either side.")
+@click.option("--align-splits", default="train,dev,test", show_default=True, callback=lambda ctx, param, v: _splits(v),
+              help="Splits to force-align with the final model into tri2_ali, those the corpus has (train always).")
+def tri2(ws, force, nj, **options):
+    """Train the LDA+MLLT triphone system on tri1's alignments (exp/<corpus>/tri2, a new tree), then
+    force-align train, dev and test with it (exp/<corpus>/tri2_ali), as Kaldi's train_lda_mllt.sh.
+    Opt-in: `weakalign align` runs it only with --stop-after tri2 or --from tri2."""
+    from .train_lda_mllt import tri2_stage
+
+    run_stage_command("tri2", ws, tri2_stage, force=force, nj=nj, **options)
 
 
 def _splits(value: str | None) -> tuple[str, ...] | None:
@@ -171,4 +222,4 @@ def kaldi_parity(ali_dir, kaldi_ali_dir, lang_dir, text, top, out):
         click.echo(f"(written to {out})")
 
 
-COMMANDS: list = [lang, mono, tri1, hybrid, kaldi_parity]
+COMMANDS: list = [lang, mono, tri1, tri2, hybrid, kaldi_parity]

@@ -8,7 +8,8 @@ and ``gmm-align-compiled``, on ``kaldi_hmm_gmm`` (khg) and ``kaldifst``:
   Kaldi's rules (khg's ``AccumAmDiagGmm.get_acc`` returns copies, so its accumulators
   cannot be filled from numpy), the transitions with khg's ``mle_update``, and mixes up
   as Kaldi's ``SplitByCount`` but seeded (khg's perturbs from ``std::random_device``);
-* a :class:`Shard` holds one job's utterances: Δ+ΔΔ features (MFCC + per-speaker CMVN),
+* a :class:`Shard` holds one job's utterances: features (MFCC + per-speaker CMVN, then Δ+ΔΔ or
+  spliced and transformed: :mod:`~weakalign.kaldi_steps.feature_transform`),
   training graphs compiled once without transition probabilities, and the current
   alignments; :mod:`weakalign.kaldi_steps.parallel` runs shards in worker processes.
 
@@ -109,6 +110,25 @@ class GmmStats:
         return np.add.reduceat(self.occ, offsets[:-1]) if len(self.occ) else np.zeros(len(offsets) - 1)
 
 
+def pdf_posteriors(params: GmmParams, feats: np.ndarray, pdfs: np.ndarray):
+    """Per pdf of ``pdfs`` (T,), its frames' Gaussian posteriors within that pdf, one vectorised pass
+    per pdf: yields (frame indices, first Gaussian row, end row, posteriors (n x M), frame log-likelihoods)."""
+    order = np.argsort(pdfs, kind="stable")
+    bounds = np.flatnonzero(np.diff(pdfs[order])) + 1
+    for chunk in np.split(order, bounds):
+        if len(chunk) == 0:
+            continue
+        j = int(pdfs[chunk[0]])
+        lo, hi = params.offsets[j], params.offsets[j + 1]
+        x = feats[chunk]
+        ll = params.gconsts[lo:hi] + x @ params.means_invvars[lo:hi].T - 0.5 * ((x * x) @ params.inv_vars[lo:hi].T)
+        top = ll.max(1, keepdims=True)
+        post = np.exp(ll - top)
+        tot = post.sum(1, keepdims=True)
+        post /= tot
+        yield chunk, lo, hi, post, (np.log(tot) + top)[:, 0]
+
+
 def accumulate_gmm_stats(params: GmmParams, feats: np.ndarray, pdfs: np.ndarray) -> GmmStats:
     """As ``gmm-acc-stats-ali`` for frames ``feats`` (T x D) aligned to ``pdfs`` (T,).
 
@@ -116,25 +136,12 @@ def accumulate_gmm_stats(params: GmmParams, feats: np.ndarray, pdfs: np.ndarray)
     """
     feats = np.asarray(feats, dtype=np.float64)
     stats = GmmStats.zeros(len(params.gconsts), feats.shape[1])
-    order = np.argsort(pdfs, kind="stable")
-    sorted_pdfs = pdfs[order]
-    bounds = np.flatnonzero(np.diff(sorted_pdfs)) + 1
-    for chunk in np.split(order, bounds):
-        if len(chunk) == 0:
-            continue
-        j = int(pdfs[chunk[0]])
-        lo, hi = params.offsets[j], params.offsets[j + 1]
+    for chunk, lo, hi, post, frame_ll in pdf_posteriors(params, feats, pdfs):
         x = feats[chunk]
-        x2 = x * x
-        ll = params.gconsts[lo:hi] + x @ params.means_invvars[lo:hi].T - 0.5 * (x2 @ params.inv_vars[lo:hi].T)
-        top = ll.max(1, keepdims=True)
-        post = np.exp(ll - top)
-        tot = post.sum(1, keepdims=True)
-        post /= tot
-        stats.loglike += float((np.log(tot) + top).sum())
+        stats.loglike += float(frame_ll.sum())
         stats.occ[lo:hi] += post.sum(0)
         stats.x[lo:hi] += post.T @ x
-        stats.x2[lo:hi] += post.T @ x2
+        stats.x2[lo:hi] += post.T @ (x * x)
     stats.frames = len(pdfs)
     return stats
 
@@ -298,17 +305,21 @@ class Shard:
     can run them in worker processes. ``problems`` lists (utterance, reason) to report.
     """
 
-    def __init__(self, lang_dir: str, cuts_path: str, cmvn_path: str, utt_ids: list[str]):
+    def __init__(self, lang_dir: str, cuts_path: str, cmvn_path: str, utt_ids: list[str], features=None):
         from lhotse import CutSet
 
-        from weakalign.pipeline.features import add_deltas, load_mfcc, read_cmvn
+        from weakalign.pipeline.features import load_mfcc, read_cmvn
+        from .feature_transform import FeatureSpec
         from .lang import Lang
 
         self.lang_dir = str(lang_dir)
         self.lang = Lang.load(lang_dir)
+        self.feature_spec = features or FeatureSpec()
         wanted = set(utt_ids)
         cmvn = read_cmvn(cmvn_path)
         self.feats: dict[str, np.ndarray] = {}
+        # Spliced frames are kept when a transform is to be estimated (LDA, MLLT) and swapped in.
+        self.base_feats: dict[str, np.ndarray] = {}
         self.word_ids: dict[str, list[int]] = {}
         self.texts: dict[str, list[str]] = {}
         self.problems: list[tuple[str, str]] = []
@@ -317,11 +328,13 @@ class Shard:
                 continue
             text = cut.supervisions[0].text or ""
             try:
-                feats = add_deltas(load_mfcc(cut, cmvn))
+                base = self.feature_spec.base(load_mfcc(cut, cmvn))
             except Exception as e:  # unreadable features / no CMVN for the speaker
                 self.problems.append((cut.id, f"features: {e}"))
                 continue
-            self.feats[cut.id] = np.ascontiguousarray(feats, dtype=np.float32)
+            if self.feature_spec.kind == "splice":
+                self.base_feats[cut.id] = np.ascontiguousarray(base, dtype=np.float32)
+            self.feats[cut.id] = self.feature_spec.transformed(base)
             oovs = [w for w in text.split() if w not in self.lang.words]
             if oovs:
                 self.problems.append((cut.id, f"oov: {' '.join(oovs)} mapped to {self.lang.oov_word}"))
@@ -330,6 +343,15 @@ class Shard:
         self.utt_ids = [u for u in utt_ids if u in self.feats]
         self.graphs: dict = {}
         self.alignments: dict[str, np.ndarray] = {}
+
+    def set_feature_transform(self, transform: np.ndarray) -> int:
+        """Use ``base features @ transform.T`` from now on (``transform-feats`` with a new
+        ``lda.mat`` / LDA+MLLT matrix); only for spliced features. Returns the dimension."""
+        if self.feature_spec.kind != "splice":
+            raise ValueError("a feature transform needs spliced features (FeatureSpec.lda())")
+        transform = np.asarray(transform, dtype=np.float32)
+        self.feats = {u: self.feature_spec.transformed(b, transform) for u, b in self.base_feats.items()}
+        return int(transform.shape[0])
 
     # -- graphs and alignments --------------------------------------------------------------
 
@@ -418,6 +440,32 @@ class Shard:
         items = [(self.alignments[u], self.feats[u]) for u in self.utt_ids if u in self.alignments]
         return accumulate_tree_stats(items, tables, set(ci_phones))
 
+    def lda_stats(self, trans_model, silence_phones: list[int]):
+        """``acc-lda`` statistics of the base (spliced, untransformed) features, pdfs of the current
+        alignments as classes, silence frames weighted 0."""
+        from .lda_mllt import accumulate_lda_stats
+        from .tree import TransitionTables
+
+        items = [(self.alignments[u], self.base_feats[u]) for u in self.utt_ids if u in self.alignments]
+        # The dimension from the data where there is any (the MFCC config sets it), so that a job
+        # without alignments still returns statistics the others' add to.
+        dim = next(iter(self.base_feats.values())).shape[1] if self.base_feats else self.feature_spec.base_dim()
+        return accumulate_lda_stats(items, TransitionTables(trans_model), silence_phones, trans_model.num_pdfs, dim)
+
+    def mllt_stats(self, trans_model, am, silence_phones: list[int]):
+        """``gmm-acc-mllt`` statistics of the current features and alignments, silence weighted 0."""
+        from .lda_mllt import MlltStats, accumulate_mllt_stats, frame_weights
+        from .tree import TransitionTables
+
+        utts = [u for u in self.utt_ids if u in self.alignments]
+        if not utts:
+            return MlltStats.zeros(am.dim)
+        tables = TransitionTables(trans_model)
+        ali = np.concatenate([self.alignments[u] for u in utts])
+        feats = np.concatenate([self.feats[u] for u in utts])
+        return accumulate_mllt_stats(GmmParams.from_am(am), feats, tables.pdf[ali],
+                                     frame_weights(ali, tables.phone, silence_phones))
+
     def convert_alignments(self, old_model, new_model, ctx_dep) -> int:
         from .tree import TransitionTables, convert_alignment
 
@@ -463,15 +511,16 @@ class Shard:
 # training-loop helpers shared by the mono and tri1 stages
 
 
-def shard_args(ws, split: str, nj: int) -> list[tuple]:
-    """Per job ``Shard`` arguments for a split: whole speakers per job (see ``split_by_speaker``)."""
+def shard_args(ws, split: str, nj: int, features=None) -> list[tuple]:
+    """Per job ``Shard`` arguments for a split: whole speakers per job (see ``split_by_speaker``);
+    ``features`` a :class:`~weakalign.kaldi_steps.feature_transform.FeatureSpec` (default Δ+ΔΔ)."""
     from lhotse import CutSet
 
     from .parallel import split_by_speaker
 
     cuts = CutSet.from_file(ws.mfcc_cuts(split))
     utts = {c.id: (c.supervisions[0].speaker or c.id, float(c.duration)) for c in cuts}
-    return [(str(ws.lang), str(ws.mfcc_cuts(split)), str(ws.cmvn(split)), job)
+    return [(str(ws.lang), str(ws.mfcc_cuts(split)), str(ws.cmvn(split)), job, features)
             for job in split_by_speaker(utts, nj)]
 
 
@@ -497,12 +546,16 @@ def pool_align(pool, trans_model, am, beam: float, retry_beam: float) -> AlignSu
 
 def run_em_iterations(pool, tm, am, *, stage: str, num_iters: int, realign_iters: set, beams,
                       num_gauss: int, inc_gauss: int, max_iter_inc: int, power: float,
-                      problems_log, history: list):
+                      problems_log, history: list, before_accumulate=None):
     """Iterations 1..num_iters-1 of Viterbi EM, as train_mono.sh / train_deltas.sh run them.
 
     Realign on ``realign_iters`` with ``beams(it) -> (beam, retry_beam)``, accumulate, update with
     mixing up toward ``num_gauss`` (raised by ``inc_gauss`` up to ``max_iter_inc``). Appends one
     entry per iteration to ``history`` and returns the updated ``am``.
+
+    ``before_accumulate(it, am) -> (am, info)``, when given, runs after the realignment and before
+    the statistics (train_lda_mllt.sh estimates MLLT there and transforms the features and means);
+    a non-empty ``info`` dict goes into that iteration's ``history`` entry.
     """
     from tqdm import tqdm
 
@@ -512,11 +565,14 @@ def run_em_iterations(pool, tm, am, *, stage: str, num_iters: int, realign_iters
         if realigned:
             last_align = pool_align(pool, tm, am, *beams(it))
             problems_log.add(last_align.failed, transient=True)
+        extra = {}
+        if before_accumulate is not None:
+            am, extra = before_accumulate(it, am)
         stats, counts = pool_acc_stats(pool, tm, am)
         am, _ = update_model(tm, am, stats, counts, mixup=num_gauss, power=power)
         avg = stats.loglike / max(stats.frames, 1)
         history.append({"iter": it, "avg_loglike_per_frame": avg, "num_gauss": am.num_gauss,
-                        **({"realigned": last_align.as_dict()} if realigned else {})})
+                        **({"realigned": last_align.as_dict()} if realigned else {}), **(extra or {})})
         log.info("%s iter %d%s: avg loglike/frame %.4f over %d frames, %d Gaussians",
                  stage, it, " (realigned)" if realigned else "", avg, stats.frames, am.num_gauss)
         if it <= max_iter_inc:
@@ -621,12 +677,12 @@ class ProblemLog:
 DECODE_SCALES = (0.04, 0.05, 0.0625, 0.0833, 0.1, 0.125)
 
 
-def _decode_split(ws, split, nj, hclg, words, trans_model, am, scales, beam):
+def _decode_split(ws, split, nj, hclg, words, trans_model, am, scales, beam, features=None):
     from .graph import compute_wer
     from .parallel import JobPool
 
     results = {}
-    with JobPool(shard_args(ws, split, nj)) as pool:
+    with JobPool(shard_args(ws, split, nj, features)) as pool:
         refs = {}
         for r in pool.call("references"):
             refs.update(r)
@@ -640,10 +696,11 @@ def _decode_split(ws, split, nj, hclg, words, trans_model, am, scales, beam):
 
 
 def decode_wer(ws, model_dir, wer_set: str, nj: int, trans_model, am, *, lm=None, beam: float = 13.0,
-               scales=DECODE_SCALES) -> dict:
+               scales=DECODE_SCALES, features=None) -> dict:
     """WER sanity check: build HCLG for ``model_dir`` (``graph.make_graph``), decode ``dev`` at each
     acoustic scale in ``scales``, pick the best scale on dev, and decode ``wer_set`` with it
     (never tuned on test). Returns ``compute_wer``'s dict plus ``acoustic_scale`` and ``dev_wer``.
+    ``features``: the model's :class:`~weakalign.kaldi_steps.feature_transform.FeatureSpec`.
     """
     from pathlib import Path
 
@@ -652,10 +709,10 @@ def decode_wer(ws, model_dir, wer_set: str, nj: int, trans_model, am, *, lm=None
     graph_dir = Path(model_dir) / "graph"
     make_graph(ws.lang, model_dir, graph_dir, **({"lm": lm} if lm else {}))
     hclg, words = graph_dir / "HCLG.fst", graph_dir / "words.txt"
-    dev = _decode_split(ws, "dev", nj, hclg, words, trans_model, am, scales, beam)
+    dev = _decode_split(ws, "dev", nj, hclg, words, trans_model, am, scales, beam, features)
     best = min(scales, key=lambda s: (dev[s]["wer"], s))
     result = dev[best] if wer_set == "dev" else _decode_split(ws, wer_set, nj, hclg, words, trans_model, am,
-                                                               [best], beam)[best]
+                                                               [best], beam, features)[best]
     result = {**result, "acoustic_scale": best, "dev_wer": {str(s): dev[s]["wer"] for s in scales}}
     log.info("%s: WER on %s = %.2f%% at acoustic scale %.4g (best on dev: %.2f%%)", Path(model_dir).name,
              wer_set, result["wer"], best, dev[best]["wer"])
@@ -690,13 +747,14 @@ def stage_diagnostics(num_utts: int, final: AlignSummary, final_stats, am, histo
 
 
 def finish_gmm_stage(ws, out_dir, diagnostics: dict, report, outputs: list, *, decode: bool, wer_set: str,
-                     nj: int, trans_model, am, decode_beam: float, decode_scales) -> dict:
+                     nj: int, trans_model, am, decode_beam: float, decode_scales, features=None) -> dict:
     """Write diagnostics, run the WER check if asked, and return the stage summary."""
     path = Path(out_dir) / "diagnostics.json"
     # Written before decoding too: the model and alignments are usable even if decoding is cut short.
     write_json(path, diagnostics)
     if decode:
-        wer = decode_wer(ws, out_dir, wer_set, nj, trans_model, am, beam=decode_beam, scales=decode_scales)
+        wer = decode_wer(ws, out_dir, wer_set, nj, trans_model, am, beam=decode_beam, scales=decode_scales,
+                         features=features)
         diagnostics.update({"wer": wer["wer"], "wer_set": wer_set, "wer_details": wer})
         write_json(path, diagnostics)
     report.log_summary()

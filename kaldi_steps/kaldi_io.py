@@ -883,23 +883,51 @@ def save_tree(path: str | os.PathLike, tree: ContextDependency, binary: bool = T
 # Kaldi vectors on their own (final.occs), binary or text.
 # ---------------------------------------------------------------------------------------
 
+def _read_single(path: str | os.PathLike, kind: str) -> np.ndarray:
+    """The one Kaldi ``kind`` ("vector", "matrix") a file holds, nothing after it."""
+    r = KaldiReader(_read_bytes(path), str(path))
+    value = getattr(r, f"read_{kind}")()
+    if not r.at_end():
+        raise r._fail(f"trailing data after the {kind}")
+    return value
+
+
+def _single_to_bytes(value: np.ndarray, kind: str, binary: bool) -> bytes:
+    w = KaldiWriter(binary=binary)
+    getattr(w, kind)(value)
+    return w.getvalue()
+
+
 def read_kaldi_vector(path: str | os.PathLike) -> np.ndarray:
     """A file holding one Kaldi vector (binary ``FV``/``DV`` or text ``[ ... ]``), e.g. ``final.occs``."""
-    r = KaldiReader(_read_bytes(path), str(path))
-    vec = r.read_vector()
-    if not r.at_end():
-        raise r._fail("trailing data after the vector")
-    return vec
+    return _read_single(path, "vector")
 
 
 def vector_to_bytes(vec: np.ndarray, binary: bool = True) -> bytes:
-    w = KaldiWriter(binary=binary)
-    w.vector(vec)
-    return w.getvalue()
+    return _single_to_bytes(vec, "vector", binary)
 
 
 def write_kaldi_vector(path: str | os.PathLike, vec: np.ndarray, binary: bool = True) -> None:
     _write_bytes(path, vector_to_bytes(vec, binary))
+
+
+# ---------------------------------------------------------------------------------------
+# Kaldi matrices on their own (lda.mat, final.mat of LDA+MLLT), binary or text.
+# ---------------------------------------------------------------------------------------
+
+def read_kaldi_matrix(path: str | os.PathLike) -> np.ndarray:
+    """A file holding one Kaldi matrix (binary ``FM``/``DM`` or text ``[ ... ]``), e.g. ``lda.mat``."""
+    return _read_single(path, "matrix")
+
+
+def matrix_to_bytes(mat: np.ndarray, binary: bool = True) -> bytes:
+    return _single_to_bytes(mat, "matrix", binary)
+
+
+def write_kaldi_matrix(path: str | os.PathLike, mat: np.ndarray, binary: bool = True) -> None:
+    """Write ``mat`` as Kaldi does (``est-lda``, ``compose-transforms``): float32 (``FM``) unless
+    ``mat`` is float64 (``DM``)."""
+    _write_bytes(path, matrix_to_bytes(mat, binary))
 
 
 # ---------------------------------------------------------------------------------------

@@ -98,23 +98,49 @@ def read_utt2split(ali_dir: Path) -> dict[str, str]:
     return dict(line.split() for line in path.read_text().splitlines() if line.strip())
 
 
-def align_split(ws, split: str, nj: int, tm, am, ctx_dep, beam: float, retry_beam: float, problems_log):
+def align_split(ws, split: str, nj: int, tm, am, ctx_dep, beam: float, retry_beam: float, problems_log,
+                features=None, stage: str = "tri1"):
     """Forced alignment of one split with the final model, on its transcripts (``align_si.sh``):
-    returns the per-job alignments and the :class:`AlignSummary`, the split's utterance count."""
-    split_jobs = shard_args(ws, split, nj)
+    returns the per-job alignments and the :class:`AlignSummary`, the split's utterance count.
+    ``features``: the model's :class:`~weakalign.kaldi_steps.feature_transform.FeatureSpec`."""
+    split_jobs = shard_args(ws, split, nj, features)
     with JobPool(split_jobs) as pool:
         problems_log.add_all(pool.call("get_problems"))
         problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
         res = pool_align(pool, tm, am, beam, retry_beam)
         problems_log.add(res.failed)
         alis = pool.call("get_alignments")
-    log.info("tri1_ali: %s: %d aligned, %d failed", split, res.aligned, len(res.failed))
+    log.info("%s_ali: %s: %d aligned, %d failed", stage, split, res.aligned, len(res.failed))
     return alis, res, sum(len(a[3]) for a in split_jobs)
 
 
+def write_ali_dir(ws, ali_out: Path, model, train_alignments, final, *, nj: int, beam: float, retry_beam: float,
+                  problems_log, align_splits, features=None, stage: str = "tri1"):
+    """The ``<stage>_ali`` dir: train's alignments (made with the final model) then every other split
+    of ``align_splits`` force-aligned after training, ``utt2split`` and ``splits.json`` (see the
+    module docstring). ``model`` = (trans_model, am, ctx_dep, occs). Returns (outputs, split summary)."""
+    tm, am, ctx_dep, occs = model
+    all_alignments = list(train_alignments)
+    utt2split = {u: "train" for a in train_alignments for u in a}
+    split_summary = {"train": {"jobs": list(range(1, len(train_alignments) + 1)), **final.as_dict()}}
+    for split in splits_to_align(ws, align_splits)[1:]:
+        alis, res, utterances = align_split(ws, split, nj, tm, am, ctx_dep, beam, retry_beam, problems_log,
+                                            features=features, stage=stage)
+        first = len(all_alignments) + 1
+        all_alignments.extend(alis)
+        utt2split.update({u: split for a in alis for u in a})
+        split_summary[split] = {"jobs": list(range(first, len(all_alignments) + 1)),
+                                "utterances": utterances, **res.as_dict()}
+    outputs = write_model_dir(ali_out, tm, am, ctx_dep, occs, ws.lang, all_alignments)
+    write_utt2split(ali_out / "utt2split", utt2split)
+    write_json(ali_out / "splits.json", split_summary)
+    return outputs + [ali_out / "utt2split"], split_summary
+
+
 def build_tree_from_alignments(pool, lang, mono_tm, *, num_leaves: int, thresh: float,
-                               cluster_thresh: float):
-    """Tree statistics from the shards' current (monophone) alignments, questions, tree.
+                               cluster_thresh: float, stage: str = "tri1"):
+    """Tree statistics from the shards' current alignments (of the previous model ``mono_tm``) on
+    their current features, questions, tree.
 
     Returns (Tree, TreeStats, questions).
     """
@@ -125,8 +151,8 @@ def build_tree_from_alignments(pool, lang, mono_tm, *, num_leaves: int, thresh: 
     num_pdf_classes = {p: phone2npc[p] for r in lang.roots for p in r[0]}
     tree = build_tree(stats, lang.roots, num_pdf_classes, questions, max_leaves=num_leaves,
                       thresh=thresh, cluster_thresh=cluster_thresh)
-    log.info("tri1: tree statistics: %d events, %.0f frames; %d questions; %d leaves",
-             len(stats), stats.count.sum(), len(questions), tree.num_leaves)
+    log.info("%s: tree statistics: %d events, %.0f frames; %d questions; %d leaves",
+             stage, len(stats), stats.count.sum(), len(questions), tree.num_leaves)
     return tree, stats, questions
 
 
@@ -190,24 +216,13 @@ def train_tri1(ws, *, nj: int = 2, num_leaves: int | None = None, total_gauss: i
                                         "tree_stats_events": len(tree_stats)})
 
     # tri1_ali: train (already aligned with the final model) + the other splits, after training.
-    all_alignments = list(train_alignments)
-    utt2split = {u: "train" for a in train_alignments for u in a}
-    split_summary = {"train": {"jobs": list(range(1, len(train_alignments) + 1)), **final.as_dict()}}
-    for split in splits_to_align(ws, align_splits)[1:]:
-        alis, res, utterances = align_split(ws, split, nj, tm, am, ctx_dep, beam, retry_beam, problems_log)
-        first = len(all_alignments) + 1
-        all_alignments.extend(alis)
-        utt2split.update({u: split for a in alis for u in a})
-        split_summary[split] = {"jobs": list(range(first, len(all_alignments) + 1)),
-                                "utterances": utterances, **res.as_dict()}
-    ali_out = tri1_ali_dir(ws)
-    ali_outputs = write_model_dir(ali_out, tm, am, ctx_dep, occs, ws.lang, all_alignments)
-    write_utt2split(ali_out / "utt2split", utt2split)
-    write_json(ali_out / "splits.json", split_summary)
+    ali_outputs, split_summary = write_ali_dir(ws, tri1_ali_dir(ws), (tm, am, ctx_dep, occs), train_alignments,
+                                               final, nj=nj, beam=beam, retry_beam=retry_beam,
+                                               problems_log=problems_log, align_splits=align_splits)
 
     diagnostics = stage_diagnostics(num_utts, final, final_stats, am, history, problems_log, report,
                                     num_leaves_requested=num_leaves, tree=tree.info, splits=split_summary)
-    return finish_gmm_stage(ws, out, diagnostics, report, outputs + ali_outputs + [ali_out / "utt2split"],
+    return finish_gmm_stage(ws, out, diagnostics, report, outputs + ali_outputs,
                             decode=decode, wer_set=wer_split(ws), nj=nj, trans_model=tm, am=am,
                             decode_beam=decode_beam, decode_scales=decode_scales)
 

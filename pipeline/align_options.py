@@ -35,10 +35,15 @@ def stage_parameters(command: click.Command) -> list[click.Option]:
     return [p for p in command.params if isinstance(p, click.Option) and p.name not in SHARED]
 
 
-def forwarded_parameters(commands: dict, stages: list[str]) -> list[tuple[str, click.Option, click.Option]]:
-    """``(stage, the stage's option, align's copy of it)`` for every option of every stage."""
-    counts = Counter(p.name for stage in stages for p in stage_parameters(commands[stage]))
-    return [(stage, param, forwarded_parameter(stage, param, plain=counts[param.name] == 1))
+def forwarded_parameters(commands: dict, stages: list[str], prefixed_only=()) -> list[tuple[str, click.Option,
+                                                                                          click.Option]]:
+    """``(stage, the stage's option, align's copy of it)`` for every option of every stage. The
+    stages of ``prefixed_only`` (opt-in ones) get ``--<stage>-<option>`` only and leave the plain
+    spelling to the others (``--num-leaves`` stays tri1's beside ``--tri2-num-leaves``)."""
+    counts = Counter(p.name for stage in stages if stage not in prefixed_only
+                     for p in stage_parameters(commands[stage]))
+    return [(stage, param, forwarded_parameter(stage, param,
+                                               plain=stage not in prefixed_only and counts[param.name] == 1))
             for stage in stages for param in stage_parameters(commands[stage])]
 
 

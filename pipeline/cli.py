@@ -40,7 +40,9 @@ def _add_package_commands():
 _add_package_commands()
 
 
-@cli.command("align", help="Run the alignment stages in order: " + " -> ".join(recipe.ALIGN_STAGES) + ". "
+@cli.command("align", help="Run the alignment stages in order: " + " -> ".join(recipe.ALIGN_STAGES) + "; "
+             "the opt-in " + ", ".join(f"{s} (after {a})" for s, a in recipe.OPT_IN_STAGES.items())
+             + " only when --from or --stop-after names it (its options: --<stage>-<option>). "
              "Every stage option is an option here too (--<stage>-<option>, or --<option> when one stage has it), "
              "or goes in --config; a stage not given an option runs with the one it was last asked for.")
 @click.argument("corpus")
@@ -58,7 +60,7 @@ def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, force, config
         stages = recipe.select_stages(start, stop_after)
     except ValueError as e:
         raise click.UsageError(str(e))
-    chosen = read_config(ctx, config, cli.commands, recipe.ALIGN_STAGES) if config else {}
+    chosen = read_config(ctx, config, cli.commands, recipe.stage_order()) if config else {}
     for stage, options in requested_on_command_line(ctx, _FORWARDED, forwarded).items():
         chosen.setdefault(stage, {}).update(options)
     unused = [f"{stage}.{name}" for stage, options in chosen.items() if stage not in stages for name in options]
@@ -67,8 +69,8 @@ def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, force, config
     args = [corpus, "--data-root", data_root, "--exp-root", exp_root, "--nj", str(nj)] + (["--force"] if force else [])
     for name in stages:
         invoke_stage(ctx, cli.commands[name], args, chosen.get(name, {}))
-    log_skip_table(Workspace(corpus, data_root=data_root, exp_root=exp_root), recipe.ALIGN_STAGES)
+    log_skip_table(Workspace(corpus, data_root=data_root, exp_root=exp_root), recipe.stage_order())
 
 
-_FORWARDED = forwarded_parameters(cli.commands, recipe.ALIGN_STAGES)
+_FORWARDED = forwarded_parameters(cli.commands, recipe.stage_order(), prefixed_only=tuple(recipe.OPT_IN_STAGES))
 align.params.extend(copy for _, _, copy in _FORWARDED)

@@ -1,7 +1,8 @@
 """The stages of ``weakalign align`` (Kaldi's stage / stop_stage) and what each one reads.
 
 Each entry of :data:`ALIGN_STAGES` names a click command of :mod:`weakalign.pipeline.cli`;
-``align`` invokes them in this order. :data:`DEPENDS_ON` is the real dependency graph:
+``align`` invokes them in this order, and an opt-in stage of :data:`OPT_IN_STAGES` (``tri2``)
+at its place when ``--from``/``--stop-after`` names it. :data:`DEPENDS_ON` is the real dependency graph:
 when a stage is redone, exactly the stages that read its outputs, directly or through
 another stage, become stale (:func:`dependents`) -- not every later stage of the order.
 The features, for instance, do not make ``lang`` stale.
@@ -17,8 +18,13 @@ ALIGN_STAGES: list[str] = [
     "export",
 ]
 
-#: Stages that ``align`` does not run: extra outputs for other tools, made stale like the others.
-EXTRA_STAGES: list[str] = ["export-kaldi"]
+#: Stages that ``align`` runs only when asked (``--from``/``--stop-after`` names them), in the
+#: order at the place given here (after that stage): nothing downstream reads them yet.
+OPT_IN_STAGES: dict[str, str] = {"tri2": "tri1"}
+
+#: Stages that ``align`` does not run by default: the opt-in ones, and extra outputs for other tools
+#: (``export-kaldi``); made stale like the others.
+EXTRA_STAGES: list[str] = [*OPT_IN_STAGES, "export-kaldi"]
 
 #: The stages whose outputs each stage reads (its direct inputs besides the corpus source).
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
@@ -35,6 +41,8 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "hybrid": ("tri1", "features", "lang"),
     # the alignment source (hybrid_ali, else tri1_ali), the fbank cuts, lang's phones.txt
     "export": ("hybrid", "tri1", "features", "lang"),
+    # opt-in: tri1's alignments (LDA classes, tree context, converted alignments), the MFCC, lang
+    "tri2": ("tri1", "features", "lang"),
     # outside ``align``: the MFCC cuts (utterances, durations, frames) and the features' options
     "export-kaldi": ("prepare", "features"),
 }
@@ -49,6 +57,7 @@ WRITES: dict[str, tuple[str, ...]] = {
     "tri1": ("exp/tri1", "exp/tri1_ali"),
     "hybrid": ("exp/hybrid", "exp/hybrid_ali", "exp/hybrid_pass*", "exp/hybrid_ali_pass*"),
     "export": ("data/ali", "data/cuts_*_ali.jsonl.gz"),
+    "tri2": ("exp/tri2", "exp/tri2_ali"),
     "export-kaldi": ("data/kaldi",),
 }
 
@@ -57,20 +66,41 @@ WRITES: dict[str, tuple[str, ...]] = {
 WRITES_DATA: frozenset[str] = frozenset({"prepare", "features", "lang", "export"})
 
 
+def stage_order(opt_in=tuple(OPT_IN_STAGES)) -> list[str]:
+    """:data:`ALIGN_STAGES` with the opt-in stages of ``opt_in`` at their places.
+
+    >>> stage_order()
+    ['prepare', 'features', 'lang', 'mono', 'tri1', 'tri2', 'hybrid', 'export']
+    >>> stage_order(()) == ALIGN_STAGES
+    True
+    """
+    order = []
+    for stage in ALIGN_STAGES:
+        order.append(stage)
+        order.extend(extra for extra, after in OPT_IN_STAGES.items() if after == stage and extra in opt_in)
+    return order
+
+
 def select_stages(start: str | None, stop_after: str | None) -> list[str]:
-    """Stages from ``start`` to ``stop_after`` inclusive.
+    """Stages from ``start`` to ``stop_after`` inclusive; an opt-in stage (:data:`OPT_IN_STAGES`) is
+    among them only when it is ``start`` or ``stop_after``.
 
     >>> select_stages("features", "features")
     ['features']
+    >>> select_stages("mono", "tri2"), select_stages("tri1", "hybrid")
+    (['mono', 'tri1', 'tri2'], ['tri1', 'hybrid'])
     """
+    known = stage_order()
     for name in (start, stop_after):
-        if name is not None and name not in ALIGN_STAGES:
-            raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(ALIGN_STAGES)}")
-    i = ALIGN_STAGES.index(start) if start else 0
-    j = ALIGN_STAGES.index(stop_after) + 1 if stop_after else len(ALIGN_STAGES)
+        if name is not None and name not in known:
+            raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(known)} "
+                             f"({', '.join(OPT_IN_STAGES)} only when named)")
+    order = stage_order(tuple(s for s in (start, stop_after) if s in OPT_IN_STAGES))
+    i = order.index(start) if start else 0
+    j = order.index(stop_after) + 1 if stop_after else len(order)
     if i >= j:
         raise ValueError(f"FROM={start} comes after STOP_AFTER={stop_after}")
-    return ALIGN_STAGES[i:j]
+    return order[i:j]
 
 
 def prerequisites(name: str) -> list[str]:
@@ -90,15 +120,15 @@ def prerequisites(name: str) -> list[str]:
 
 def dependents(name: str) -> list[str]:
     """The stages that read ``name``'s outputs, directly or through another stage, in recipe
-    order (then ``export-kaldi``, which ``align`` does not run); [] for a stage that is not in
-    :data:`DEPENDS_ON` (E2E runs record their own inputs).
+    order (then the opt-in ``tri2`` and ``export-kaldi``, which ``align`` does not run by default);
+    [] for a stage that is not in :data:`DEPENDS_ON` (E2E runs record their own inputs).
 
     >>> dependents("features")
-    ['mono', 'tri1', 'hybrid', 'export', 'export-kaldi']
+    ['mono', 'tri1', 'hybrid', 'export', 'tri2', 'export-kaldi']
     >>> dependents("lang")
-    ['mono', 'tri1', 'hybrid', 'export']
+    ['mono', 'tri1', 'hybrid', 'export', 'tri2']
     >>> dependents("prepare")
-    ['features', 'lang', 'mono', 'tri1', 'hybrid', 'export', 'export-kaldi']
+    ['features', 'lang', 'mono', 'tri1', 'hybrid', 'export', 'tri2', 'export-kaldi']
     """
     stale = {name}
     for stage, reads in DEPENDS_ON.items():  # the order is topological: a stage comes after all it reads

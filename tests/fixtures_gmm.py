@@ -1,15 +1,21 @@
 """Session fixtures that run real stages (see conftest.py)."""
 
+import os
+
 import pytest
 
 from weakalign.kaldi_steps.train_deltas import tri1_stage
+from weakalign.kaldi_steps.train_lda_mllt import tri2_stage
 from weakalign.kaldi_steps.train_mono import mono_stage
 from weakalign.pipeline.stage import run_stage
+from weakalign.pipeline.workspace import Workspace
 
 #: Small settings for the slice (60 train utterances): a few iterations, few leaves.
 MONO_SLICE = {"num_iters": 8, "total_gauss": 250, "max_iter_inc": 6, "decode": False}
 TRI1_SLICE = {"num_iters": 6, "num_leaves": 120, "total_gauss": 300, "max_iter_inc": 4,
               "realign_iters": (3,), "thresh": 50.0, "decode": False}
+#: tri2 on the slice: as TRI1_SLICE, MLLT on iterations 2 and 4 of 6.
+TRI2_SLICE = {**TRI1_SLICE, "mllt_iters": (2, 4)}
 
 
 @pytest.fixture(scope="session")
@@ -24,4 +30,27 @@ def an4_slice_tri1(an4_slice, an4_lang):
     ws = an4_slice
     run_stage("mono", ws, mono_stage, nj=2, **MONO_SLICE)
     run_stage("tri1", ws, tri1_stage, nj=2, **TRI1_SLICE)
+    return ws
+
+
+def linked_tri1_workspace(src: Workspace, root) -> Workspace:
+    """A workspace under ``root`` whose features, lang, mono and tri1 outputs are links to ``src``'s
+    (read-only), for stages that start from tri1 (``tri2``) without touching the session slice."""
+    ws = Workspace(src.corpus, data_root=root / "data", exp_root=root / "exp")
+    ws.data.mkdir(parents=True)
+    ws.exp.mkdir(parents=True)
+    for name in ("manifests", "mfcc", "lang"):
+        os.symlink(src.data / name, ws.data / name)
+    for name in ("mono", "tri1", "tri1_ali"):
+        os.symlink(src.exp / name, ws.exp / name)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def an4_slice_tri2(an4_slice_tri1, tmp_path_factory):
+    """A workspace linked to ``an4_slice_tri1`` (:func:`linked_tri1_workspace`) after the real ``tri2``
+    stage with ``TRI2_SLICE`` (2 jobs, no decoding): ``exp/an4/tri2`` and ``exp/an4/tri2_ali``.
+    Returns the Workspace; read-only, shared by the session."""
+    ws = linked_tri1_workspace(an4_slice_tri1, tmp_path_factory.mktemp("an4_slice_tri2"))
+    run_stage("tri2", ws, tri2_stage, nj=2, **TRI2_SLICE)
     return ws

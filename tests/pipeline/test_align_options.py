@@ -26,6 +26,7 @@ STAGE_FUNCTIONS = {
     "lang": "weakalign.kaldi_steps.lang.lang_stage",
     "mono": "weakalign.kaldi_steps.train_mono.mono_stage",
     "tri1": "weakalign.kaldi_steps.train_deltas.tri1_stage",
+    "tri2": "weakalign.kaldi_steps.train_lda_mllt.tri2_stage",
     "hybrid": "weakalign.kaldi_steps.hybrid.stage.hybrid_stage",
     "export": "weakalign.align.export.export_stage",
 }
@@ -33,8 +34,8 @@ STAGE_FUNCTIONS = {
 
 @pytest.fixture
 def calls(monkeypatch):
-    """``{stage: [options of each call]}`` of stand-ins for every alignment stage."""
-    calls = {name: [] for name in ALIGN_STAGES}
+    """``{stage: [options of each call]}`` of stand-ins for every alignment stage (opt-in tri2 too)."""
+    calls = {name: [] for name in STAGE_FUNCTIONS}
 
     def stand_in(name):
         def stage(ws, **options):
@@ -114,7 +115,7 @@ def test_align_takes_a_config_file_and_its_command_line_wins(calls, weakalign, t
 
 
 @pytest.mark.parametrize("config, message", [
-    ("tri2:\n  num_leaves: 1\n", "unknown stage 'tri2'"),
+    ("tri3:\n  num_leaves: 1\n", "unknown stage 'tri3'"),
     ("tri1:\n  num_leafs: 1\n", "stage tri1 has no option 'num_leafs'"),
     ("tri1:\n  num_leaves: many\n", "'many' is not a valid integer"),
 ])
@@ -130,3 +131,15 @@ def test_options_for_stages_left_out_are_said_to_be_unused(calls, weakalign, cap
     weakalign("align", "--from", "tri1", "--stop-after", "tri1", "--lexicon", __file__)
     assert calls["lang"] == [] and len(calls["tri1"]) == 1
     assert "options for stages this run leaves out, not used: lang.lexicon" in caplog.text
+
+
+def test_align_runs_the_opt_in_tri2_only_when_named_with_its_own_options(calls, weakalign):
+    weakalign("align", "--stop-after", "tri1")
+    assert calls["tri2"] == [] and len(calls["tri1"]) == 1
+    weakalign("align", "--stop-after", "tri2", "--num-leaves", "77", "--tri2-num-leaves", "450",
+              "--tri2-mllt-iters", "none")
+    assert calls["tri1"][-1]["num_leaves"] == 77          # the plain spelling stays tri1's
+    assert (calls["tri2"][-1]["num_leaves"], calls["tri2"][-1]["mllt_iters"]) == (450, ())
+    assert calls["hybrid"] == []
+    weakalign("align", "--from", "tri2", "--stop-after", "tri2", "--tri2-mllt-iters", "2,4")
+    assert calls["tri2"][-1]["mllt_iters"] == (2, 4) and len(calls["tri1"]) == 2
