@@ -2,7 +2,7 @@
 
 import click
 
-from ..pipeline.cli_common import corpus_command, run_stage_command
+from ..pipeline.cli_common import cluster_option, corpus_command, run_stage_command
 
 
 @click.command("lang")
@@ -23,6 +23,7 @@ def lang(ws, force, nj, **options):
 
 @click.command("mono")
 @corpus_command
+@cluster_option
 @click.option("--num-iters", default=40, show_default=True, type=int, help="EM iterations (train_mono.sh).")
 @click.option("--total-gauss", default=1000, show_default=True, type=int, help="Target number of Gaussians.")
 @click.option("--max-iter-inc", default=30, show_default=True, type=int, help="Last iteration that adds Gaussians.")
@@ -39,6 +40,7 @@ def mono(ws, force, nj, **options):
 
 @click.command("tri1")
 @corpus_command
+@cluster_option
 @click.option("--num-leaves", default=None, type=int, help="Maximum tree leaves [AN4 300, speechocean762 1500].")
 @click.option("--total-gauss", default=None, type=int, help="Target Gaussians [AN4 2000, speechocean762 10000].")
 @click.option("--num-iters", default=35, show_default=True, type=int, help="EM iterations (train_deltas.sh).")

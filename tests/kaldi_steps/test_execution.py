@@ -147,3 +147,39 @@ def test_nj_1_without_a_cluster_runs_in_this_process():
     with Executor(1) as executor:
         assert executor.client is None
 
+
+def test_align_passes_cluster_to_the_gmm_stages_only():
+    from weakalign.pipeline.align_options import cluster_args
+    from weakalign.pipeline.cli import cli
+
+    address = "tcp://127.0.0.1:8786"
+    assert cluster_args(cli.commands["mono"], address) == ["--cluster", address]
+    assert cluster_args(cli.commands["tri1"], address) == ["--cluster", address]
+    assert cluster_args(cli.commands["lang"], address) == []
+    assert cluster_args(cli.commands["mono"], None) == []
+    assert "--cluster" in [o for p in cli.commands["align"].params for o in p.opts]
+
+
+def test_a_finished_stage_asked_again_on_another_cluster_is_not_redone(an4_slice_tri1, tmp_path):
+    """``weakalign mono --cluster ...`` and ``align --cluster ...`` on a workspace whose mono is done
+    with the same options: already done, nothing contacted (no scheduler listens there), marker kept."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from tests.fixtures_align import linked_workspace
+    from weakalign.pipeline.cli import cli
+    from weakalign.pipeline.stage import marker_path
+
+    ws = linked_workspace(an4_slice_tri1, tmp_path, ali_dirs=(), data_dirs=("manifests", "mfcc", "lang"))
+    for kind in ("done", "options"):
+        (ws.exp / kind).mkdir()
+        shutil.copy(an4_slice_tri1.exp / kind / "mono.json", ws.exp / kind / "mono.json")
+    marker = marker_path(ws, "mono").read_bytes()
+    roots = ["--data-root", str(ws.data_root), "--exp-root", str(ws.exp_root)]
+    nowhere = "tcp://127.0.0.1:9"
+    for args in (["mono", "an4", *roots, "--cluster", nowhere],
+                 ["align", "an4", *roots, "--from", "mono", "--stop-after", "mono", "--cluster", nowhere]):
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert marker_path(ws, "mono").read_bytes() == marker
