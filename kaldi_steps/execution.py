@@ -5,9 +5,9 @@ A stage opens an :class:`Executor` for its whole run and asks it for the jobs of
 a :class:`~weakalign.kaldi_steps.gmm.Shard` method on every job and returns the results in job
 order. Where the jobs run:
 
-* no ``cluster`` and ``nj`` > 1: a ``LocalCluster`` of ``nj`` worker *processes* with 1 thread
-  each (kaldi_hmm_gmm's C++ calls hold the GIL, so threads would take turns), started when the
-  stage starts and stopped when it ends;
+* no ``cluster`` and ``nj`` > 1: a ``LocalCluster`` of ``nj`` forked worker *processes* with 1
+  thread each (kaldi_hmm_gmm's C++ calls hold the GIL, so threads would take turns), started
+  when the stage starts and stopped when it ends;
 * ``cluster="tcp://HOST:8786"``: the workers of a running scheduler (``dask scheduler`` and
   ``dask worker --nthreads 1`` in an environment where weakalign is installed);
 * no ``cluster`` and ``nj=1``: in this process, without Dask (nothing pickled, easy to debug).
@@ -178,6 +178,7 @@ class Executor:
         if self.address:
             self.client = _connect(self.address)
         elif self.nj > 1:
+            _import_shard_modules()
             self.local_cluster = _start_local_cluster(self.nj)
             self.client = _connect(self.local_cluster)
         if self.client is not None:
@@ -198,6 +199,17 @@ class Executor:
         self.client = self.local_cluster = None
 
 
+def _import_shard_modules() -> None:
+    """Import what a Shard needs (lhotse, torch, the feature readers) before the workers fork, so
+    that they inherit it instead of each importing it again."""
+    import kaldi_hmm_gmm  # noqa: F401  -- before kaldifst
+    import lhotse  # noqa: F401
+
+    from weakalign.pipeline import features  # noqa: F401
+
+    from . import gmm, lang  # noqa: F401
+
+
 def _start_local_cluster(nj: int):
     import dask
     from distributed import LocalCluster
@@ -207,9 +219,11 @@ def _start_local_cluster(nj: int):
     # them again (10-25 s on a loaded 2-core machine), and a script that runs a stage needs no
     # ``if __name__ == "__main__"`` guard -- as with the forked pool this layer replaced.
     # ":0": free ports, so that two stages (or two checkouts) on one machine never collide.
+    # memory_limit=0: no share of the machine's memory per worker that Dask would pause or kill
+    # a worker past (the old pool had none; a large corpus's shard should not end the stage).
     with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
         return LocalCluster(n_workers=nj, threads_per_worker=1, processes=True, host="127.0.0.1",
-                            dashboard_address=":0", silence_logs=logging.WARNING)
+                            dashboard_address=":0", memory_limit=0, silence_logs=logging.WARNING)
 
 
 def _connect(address_or_cluster):
