@@ -2,6 +2,8 @@
 CORPUS ?= an4
 CONFIG ?= aux_ls0.5_l3
 NJ ?= 2
+# A Dask scheduler's address (tcp://HOST:8786) for the GMM stages' jobs; empty: a local cluster of NJ processes.
+CLUSTER ?=
 SEED ?=
 FROM ?=
 STOP_AFTER ?=
@@ -25,7 +27,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 align: setup
-	$(WA) align $(CORPUS) $(ROOTS) --nj $(NJ) $(if $(FROM),--from $(FROM)) $(if $(STOP_AFTER),--stop-after $(STOP_AFTER)) $(if $(ALIGN_CONFIG),--config $(ALIGN_CONFIG))
+	$(WA) align $(CORPUS) $(ROOTS) --nj $(NJ) $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(FROM),--from $(FROM)) $(if $(STOP_AFTER),--stop-after $(STOP_AFTER)) $(if $(ALIGN_CONFIG),--config $(ALIGN_CONFIG))
 
 train: setup
 	$(WA) train $(CORPUS) $(ROOTS) --nj $(NJ) --config $(CONFIG) $(if $(SEED),--seed $(SEED))

@@ -5,7 +5,8 @@
 stages run), against a bare loop over khg calls on the same graphs and model — graph copy,
 ``add_transition_probs``, ``DecodableAmDiagGmmScaled``, ``align_utterance_wrapper`` — and
 ``overhead_ratio`` = bare frames/s / our frames/s (goal ≤ 1.1). Also the vectorised GMM
-statistics accumulation (frames/s) and the ``nj``-job pool's alignment frames/s.
+statistics accumulation (frames/s) and the alignment frames/s of ``nj`` jobs on a local Dask cluster
+(:mod:`~weakalign.kaldi_steps.execution`; keys ``pool_*``).
 """
 
 from __future__ import annotations
@@ -42,9 +43,9 @@ def bare_align_loop(graphs: dict, feats: dict, tm, am, beam: float = 10.0, retry
 def bench_gmm_align(ws, nj: int) -> dict:
     import numpy as np
 
+    from .execution import Executor
     from .gmm import GmmParams, Shard, accumulate_gmm_stats, shard_args
     from .kaldi_io import read_model, read_tree
-    from .parallel import JobPool
 
     model_dir = _model_dir(ws)
     tm, am = read_model(model_dir / "final.mdl")
@@ -72,7 +73,7 @@ def bench_gmm_align(ws, nj: int) -> dict:
     params = GmmParams.from_am(am)
     acc_s, _ = best_of(lambda: accumulate_gmm_stats(params, feats, pdfs))
 
-    with JobPool(shard_args(ws, "train", nj)) as pool:
+    with Executor(nj) as executor, executor.shards(shard_args(ws, "train", nj)) as pool:
         pool.call("compile_graphs", tm, ctx)
         start = time.perf_counter()
         summary = pool.call("align", tm, am, 10.0, 40.0)

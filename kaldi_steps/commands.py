@@ -2,7 +2,7 @@
 
 import click
 
-from ..pipeline.cli_common import corpus_command, run_stage_command
+from ..pipeline.cli_common import cluster_option, corpus_command, run_stage_command
 
 
 @click.command("lang")
@@ -23,6 +23,7 @@ def lang(ws, force, nj, **options):
 
 @click.command("mono")
 @corpus_command
+@cluster_option
 @click.option("--num-iters", default=40, show_default=True, type=int, help="EM iterations (train_mono.sh).")
 @click.option("--total-gauss", default=1000, show_default=True, type=int, help="Target number of Gaussians.")
 @click.option("--max-iter-inc", default=30, show_default=True, type=int, help="Last iteration that adds Gaussians.")
@@ -66,6 +67,7 @@ def triphone_options(script: str):
 
 @click.command("tri1")
 @corpus_command
+@cluster_option
 @click.option("--num-leaves", default=None, type=int, help="Maximum tree leaves [AN4 300, speechocean762 1500].")
 @click.option("--total-gauss", default=None, type=int, help="Target Gaussians [AN4 2000, speechocean762 10000].")
 @triphone_options("train_deltas.sh")
@@ -94,6 +96,7 @@ def _iters(value: str | None) -> tuple[int, ...] | None:
 
 @click.command("tri2")
 @corpus_command
+@cluster_option
 @click.option("--num-leaves", default=None, type=int, help="Maximum tree leaves [AN4 300, speechocean762 2000].")
 @click.option("--total-gauss", default=None, type=int, help="Target Gaussians [AN4 2000, speechocean762 15000].")
 @triphone_options("train_lda_mllt.sh")

@@ -11,12 +11,15 @@ and ``gmm-align-compiled``, on ``kaldi_hmm_gmm`` (khg) and ``kaldifst``:
 * a :class:`Shard` holds one job's utterances: features (MFCC + per-speaker CMVN, then Δ+ΔΔ or
   spliced and transformed: :mod:`~weakalign.kaldi_steps.feature_transform`),
   training graphs compiled once without transition probabilities, and the current
-  alignments; :mod:`weakalign.kaldi_steps.parallel` runs shards in worker processes.
+  alignments; :func:`shard_args` deals a split's speakers to the jobs and
+  :mod:`weakalign.kaldi_steps.execution` runs the shards (in Dask workers).
 
 >>> import numpy as np
 >>> am = init_mono_model(np.array([1.0, 2.0]), np.array([4.0, 9.0]), num_pdfs=3)
 >>> am.num_pdfs, am.num_gauss
 (3, 3)
+>>> split_by_speaker({"a": ("s1", 3.0), "b": ("s2", 1.0), "c": ("s1", 1.0)}, 2)
+[['a', 'c'], ['b']]
 """
 
 from __future__ import annotations
@@ -301,8 +304,8 @@ class TrainingGraphs:
 class Shard:
     """One job's utterances: features, transcripts, training graphs and current alignments.
 
-    Methods return plain picklable results so a :class:`~weakalign.kaldi_steps.parallel.JobPool`
-    can run them in worker processes. ``problems`` lists (utterance, reason) to report.
+    Methods return plain picklable results so that :mod:`~weakalign.kaldi_steps.execution` can
+    run them in Dask workers. ``problems`` lists (utterance, reason) to report.
     """
 
     def __init__(self, lang_dir: str, cuts_path: str, cmvn_path: str, utt_ids: list[str], features=None):
@@ -511,12 +514,32 @@ class Shard:
 # training-loop helpers shared by the mono and tri1 stages
 
 
+def split_by_speaker(utts: dict[str, tuple[str, float]], nj: int) -> list[list[str]]:
+    """Utterance ids (``utt -> (speaker, duration)``) in ``nj`` jobs, whole speakers per job.
+
+    Speakers are dealt, longest first, to the job with the least audio so far; ids keep
+    their sorted order inside a job.
+    """
+    by_spk: dict[str, list[str]] = {}
+    dur: dict[str, float] = {}
+    for utt in sorted(utts):
+        spk, d = utts[utt]
+        by_spk.setdefault(spk, []).append(utt)
+        dur[spk] = dur.get(spk, 0.0) + d
+    nj = max(1, min(nj, len(by_spk)))
+    jobs: list[list[str]] = [[] for _ in range(nj)]
+    load = [0.0] * nj
+    for spk in sorted(by_spk, key=lambda s: (-dur[s], s)):
+        j = min(range(nj), key=lambda k: (load[k], k))
+        jobs[j].extend(by_spk[spk])
+        load[j] += dur[spk]
+    return [sorted(j) for j in jobs]
+
+
 def shard_args(ws, split: str, nj: int, features=None) -> list[tuple]:
     """Per job ``Shard`` arguments for a split: whole speakers per job (see ``split_by_speaker``);
     ``features`` a :class:`~weakalign.kaldi_steps.feature_transform.FeatureSpec` (default Δ+ΔΔ)."""
     from lhotse import CutSet
-
-    from .parallel import split_by_speaker
 
     cuts = CutSet.from_file(ws.mfcc_cuts(split))
     utts = {c.id: (c.supervisions[0].speaker or c.id, float(c.duration)) for c in cuts}
@@ -677,12 +700,11 @@ class ProblemLog:
 DECODE_SCALES = (0.04, 0.05, 0.0625, 0.0833, 0.1, 0.125)
 
 
-def _decode_split(ws, split, nj, hclg, words, trans_model, am, scales, beam, features=None):
+def _decode_split(ws, split, executor, hclg, words, trans_model, am, scales, beam, features=None):
     from .graph import compute_wer
-    from .parallel import JobPool
 
     results = {}
-    with JobPool(shard_args(ws, split, nj, features)) as pool:
+    with executor.shards(shard_args(ws, split, executor.nj, features)) as pool:
         refs = {}
         for r in pool.call("references"):
             refs.update(r)
@@ -695,12 +717,13 @@ def _decode_split(ws, split, nj, hclg, words, trans_model, am, scales, beam, fea
     return results
 
 
-def decode_wer(ws, model_dir, wer_set: str, nj: int, trans_model, am, *, lm=None, beam: float = 13.0,
+def decode_wer(ws, model_dir, wer_set: str, executor, trans_model, am, *, lm=None, beam: float = 13.0,
                scales=DECODE_SCALES, features=None) -> dict:
     """WER sanity check: build HCLG for ``model_dir`` (``graph.make_graph``), decode ``dev`` at each
     acoustic scale in ``scales``, pick the best scale on dev, and decode ``wer_set`` with it
-    (never tuned on test). Returns ``compute_wer``'s dict plus ``acoustic_scale`` and ``dev_wer``.
+    (never tuned on test), in ``executor.nj`` jobs on ``executor`` (:class:`~.execution.Executor`).
     ``features``: the model's :class:`~weakalign.kaldi_steps.feature_transform.FeatureSpec`.
+    Returns ``compute_wer``'s dict plus ``acoustic_scale`` and ``dev_wer``.
     """
     from pathlib import Path
 
@@ -709,9 +732,9 @@ def decode_wer(ws, model_dir, wer_set: str, nj: int, trans_model, am, *, lm=None
     graph_dir = Path(model_dir) / "graph"
     make_graph(ws.lang, model_dir, graph_dir, **({"lm": lm} if lm else {}))
     hclg, words = graph_dir / "HCLG.fst", graph_dir / "words.txt"
-    dev = _decode_split(ws, "dev", nj, hclg, words, trans_model, am, scales, beam, features)
+    dev = _decode_split(ws, "dev", executor, hclg, words, trans_model, am, scales, beam, features)
     best = min(scales, key=lambda s: (dev[s]["wer"], s))
-    result = dev[best] if wer_set == "dev" else _decode_split(ws, wer_set, nj, hclg, words, trans_model, am,
+    result = dev[best] if wer_set == "dev" else _decode_split(ws, wer_set, executor, hclg, words, trans_model, am,
                                                                [best], beam, features)[best]
     result = {**result, "acoustic_scale": best, "dev_wer": {str(s): dev[s]["wer"] for s in scales}}
     log.info("%s: WER on %s = %.2f%% at acoustic scale %.4g (best on dev: %.2f%%)", Path(model_dir).name,
@@ -747,13 +770,13 @@ def stage_diagnostics(num_utts: int, final: AlignSummary, final_stats, am, histo
 
 
 def finish_gmm_stage(ws, out_dir, diagnostics: dict, report, outputs: list, *, decode: bool, wer_set: str,
-                     nj: int, trans_model, am, decode_beam: float, decode_scales, features=None) -> dict:
+                     executor, trans_model, am, decode_beam: float, decode_scales, features=None) -> dict:
     """Write diagnostics, run the WER check if asked, and return the stage summary."""
     path = Path(out_dir) / "diagnostics.json"
     # Written before decoding too: the model and alignments are usable even if decoding is cut short.
     write_json(path, diagnostics)
     if decode:
-        wer = decode_wer(ws, out_dir, wer_set, nj, trans_model, am, beam=decode_beam, scales=decode_scales,
+        wer = decode_wer(ws, out_dir, wer_set, executor, trans_model, am, beam=decode_beam, scales=decode_scales,
                          features=features)
         diagnostics.update({"wer": wer["wer"], "wer_set": wer_set, "wer_details": wer})
         write_json(path, diagnostics)

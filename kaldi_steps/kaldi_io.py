@@ -1053,7 +1053,9 @@ def write_ali_archive(path: str | os.PathLike, items: Iterable[tuple[str, np.nda
 
     n = 0
     with atomic_open(path, "wb") as raw:
-        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as f:
+        # No name in the gzip header (as ``gzip -c`` from a pipe): it would be the temporary
+        # file's, which names the writing process, and the same alignments would differ in bytes.
+        with gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
             for utt_id, ali in items:
                 if not utt_id or any(c.isspace() for c in utt_id):
                     raise ValueError(f"alignment archive {path}: invalid utterance id {utt_id!r}")

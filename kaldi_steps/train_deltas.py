@@ -47,7 +47,7 @@ from weakalign.pipeline.report import SkipReport
 
 from .gmm import (DECODE_SCALES, GmmParams, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align,
                   run_em_iterations, shard_args, stage_diagnostics, write_model_dir)
-from .parallel import JobPool
+from .execution import Executor
 from .tree import (TreeStats, build_tree, cluster_phone_questions, init_gmm_from_tree_stats,
                    tree_to_context_dependency)
 
@@ -98,13 +98,13 @@ def read_utt2split(ali_dir: Path) -> dict[str, str]:
     return dict(line.split() for line in path.read_text().splitlines() if line.strip())
 
 
-def align_split(ws, split: str, nj: int, tm, am, ctx_dep, beam: float, retry_beam: float, problems_log,
+def align_split(ws, split: str, executor, tm, am, ctx_dep, beam: float, retry_beam: float, problems_log,
                 features=None, stage: str = "tri1"):
     """Forced alignment of one split with the final model, on its transcripts (``align_si.sh``):
     returns the per-job alignments and the :class:`AlignSummary`, the split's utterance count.
     ``features``: the model's :class:`~weakalign.kaldi_steps.feature_transform.FeatureSpec`."""
-    split_jobs = shard_args(ws, split, nj, features)
-    with JobPool(split_jobs) as pool:
+    split_jobs = shard_args(ws, split, executor.nj, features)
+    with executor.shards(split_jobs) as pool:
         problems_log.add_all(pool.call("get_problems"))
         problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
         res = pool_align(pool, tm, am, beam, retry_beam)
@@ -114,7 +114,7 @@ def align_split(ws, split: str, nj: int, tm, am, ctx_dep, beam: float, retry_bea
     return alis, res, sum(len(a[3]) for a in split_jobs)
 
 
-def write_ali_dir(ws, ali_out: Path, model, train_alignments, final, *, nj: int, beam: float, retry_beam: float,
+def write_ali_dir(ws, ali_out: Path, model, train_alignments, final, *, executor, beam: float, retry_beam: float,
                   problems_log, align_splits, features=None, stage: str = "tri1"):
     """The ``<stage>_ali`` dir: train's alignments (made with the final model) then every other split
     of ``align_splits`` force-aligned after training, ``utt2split`` and ``splits.json`` (see the
@@ -124,7 +124,7 @@ def write_ali_dir(ws, ali_out: Path, model, train_alignments, final, *, nj: int,
     utt2split = {u: "train" for a in train_alignments for u in a}
     split_summary = {"train": {"jobs": list(range(1, len(train_alignments) + 1)), **final.as_dict()}}
     for split in splits_to_align(ws, align_splits)[1:]:
-        alis, res, utterances = align_split(ws, split, nj, tm, am, ctx_dep, beam, retry_beam, problems_log,
+        alis, res, utterances = align_split(ws, split, executor, tm, am, ctx_dep, beam, retry_beam, problems_log,
                                             features=features, stage=stage)
         first = len(all_alignments) + 1
         all_alignments.extend(alis)
@@ -156,7 +156,7 @@ def build_tree_from_alignments(pool, lang, mono_tm, *, num_leaves: int, thresh: 
     return tree, stats, questions
 
 
-def train_tri1(ws, *, nj: int = 2, num_leaves: int | None = None, total_gauss: int | None = None,
+def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int | None = None,
                num_iters: int = 35, max_iter_inc: int = 25, realign_iters=DEFAULT_REALIGN_ITERS,
                power: float = 0.25, beam: float = 10.0, retry_beam: float = 40.0, thresh: float = 300.0,
                cluster_thresh: float = -1.0, decode: bool = True, decode_beam: float = 13.0,
@@ -177,9 +177,9 @@ def train_tri1(ws, *, nj: int = 2, num_leaves: int | None = None, total_gauss: i
     mono_ali = read_ali_dir(mono_dir(ws))
     realign_iters = set(int(i) for i in realign_iters)
     history = []
-    jobs = shard_args(ws, "train", nj)
+    jobs = shard_args(ws, "train", executor.nj)
     num_utts = sum(len(a[3]) for a in jobs)
-    with JobPool(jobs) as pool:
+    with executor.shards(jobs) as pool:
         problems_log.add_all(pool.call("get_problems"))
         pool.call("set_alignments", mono_ali)
         missing = sorted(set(u for a in jobs for u in a[3]) - set(mono_ali))
@@ -217,17 +217,19 @@ def train_tri1(ws, *, nj: int = 2, num_leaves: int | None = None, total_gauss: i
 
     # tri1_ali: train (already aligned with the final model) + the other splits, after training.
     ali_outputs, split_summary = write_ali_dir(ws, tri1_ali_dir(ws), (tm, am, ctx_dep, occs), train_alignments,
-                                               final, nj=nj, beam=beam, retry_beam=retry_beam,
+                                               final, executor=executor, beam=beam, retry_beam=retry_beam,
                                                problems_log=problems_log, align_splits=align_splits)
 
     diagnostics = stage_diagnostics(num_utts, final, final_stats, am, history, problems_log, report,
                                     num_leaves_requested=num_leaves, tree=tree.info, splits=split_summary)
     return finish_gmm_stage(ws, out, diagnostics, report, outputs + ali_outputs,
-                            decode=decode, wer_set=wer_split(ws), nj=nj, trans_model=tm, am=am,
+                            decode=decode, wer_set=wer_split(ws), executor=executor, trans_model=tm, am=am,
                             decode_beam=decode_beam, decode_scales=decode_scales)
 
 
 @declares_inputs(aligned_splits_input)
-def tri1_stage(ws, nj: int = 2, **options) -> dict:
-    """Stage function for ``run_stage("tri1", ws, tri1_stage, nj=..., ...)``."""
-    return train_tri1(ws, nj=nj, **options)
+def tri1_stage(ws, nj: int = 2, cluster: str | None = None, **options) -> dict:
+    """Stage function for ``run_stage("tri1", ws, tri1_stage, nj=..., ...)``: ``nj`` jobs on ``cluster``
+    (as :func:`~.train_mono.mono_stage`)."""
+    with Executor(nj, cluster) as executor:
+        return train_tri1(ws, executor, **options)

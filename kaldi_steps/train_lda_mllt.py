@@ -43,7 +43,7 @@ from .gmm import (DECODE_SCALES, GmmParams, ProblemLog, finish_gmm_stage, pool_a
                   run_em_iterations, shard_args, stage_diagnostics, write_model_dir)
 from .lda_mllt import (DEFAULT_LDA_DIM, DEFAULT_MLLT_ITERS, LdaStats, MlltStats, estimate_lda, estimate_mllt,
                        transform_means)
-from .parallel import JobPool
+from .execution import Executor
 from .train_deltas import (DEFAULT_ALIGN_SPLITS, DEFAULT_REALIGN_ITERS, aligned_splits_input,
                            build_tree_from_alignments, tri1_ali_dir, write_ali_dir)
 from .tree import init_gmm_from_tree_stats, tree_to_context_dependency
@@ -114,7 +114,7 @@ def write_transforms(out: Path, lda: np.ndarray, final: np.ndarray, context: int
     return [out / "lda.mat", out / "final.mat", out / "splice_opts"]
 
 
-def train_lda_mllt(ws, *, nj: int = 2, num_leaves: int | None = None, total_gauss: int | None = None,
+def train_lda_mllt(ws, executor, *, num_leaves: int | None = None, total_gauss: int | None = None,
                    num_iters: int = 35, max_iter_inc: int = 25, realign_iters=DEFAULT_REALIGN_ITERS,
                    mllt_iters=DEFAULT_MLLT_ITERS, lda_dim: int = DEFAULT_LDA_DIM,
                    splice_context: int = DEFAULT_SPLICE_CONTEXT, power: float = 0.25, beam: float = 10.0,
@@ -139,9 +139,9 @@ def train_lda_mllt(ws, *, nj: int = 2, num_leaves: int | None = None, total_gaus
     realign_iters = set(int(i) for i in realign_iters)
     mllt_iters = set(int(i) for i in mllt_iters)
     history, mllt_history = [], []
-    jobs = shard_args(ws, "train", nj, FeatureSpec.lda(context=splice_context))
+    jobs = shard_args(ws, "train", executor.nj, FeatureSpec.lda(context=splice_context))
     num_utts = sum(len(a[3]) for a in jobs)
-    with JobPool(jobs) as pool:
+    with executor.shards(jobs) as pool:
         problems_log.add_all(pool.call("get_problems"))
         pool.call("set_alignments", prev_ali)
         for u in sorted(set(u for a in jobs for u in a[3]) - set(prev_ali)):
@@ -186,7 +186,7 @@ def train_lda_mllt(ws, *, nj: int = 2, num_leaves: int | None = None, total_gaus
     write_json(out / "tree_info.json", {**tree.info, "questions": len(questions),
                                         "tree_stats_events": len(tree_stats)})
     ali_outputs, split_summary = write_ali_dir(ws, ali_out, (tm, am, ctx_dep, occs), train_alignments, final,
-                                               nj=nj, beam=beam, retry_beam=retry_beam, problems_log=problems_log,
+                                               executor=executor, beam=beam, retry_beam=retry_beam, problems_log=problems_log,
                                                align_splits=align_splits, features=features, stage="tri2")
     ali_outputs += write_transforms(ali_out, lda.matrix, transform.matrix, splice_context)
 
@@ -194,11 +194,13 @@ def train_lda_mllt(ws, *, nj: int = 2, num_leaves: int | None = None, total_gaus
                                     num_leaves_requested=num_leaves, tree=tree.info, splits=split_summary,
                                     lda=lda_info, mllt=mllt_history)
     return finish_gmm_stage(ws, out, diagnostics, report, outputs + ali_outputs, decode=decode,
-                            wer_set=wer_split(ws), nj=nj, trans_model=tm, am=am, decode_beam=decode_beam,
+                            wer_set=wer_split(ws), executor=executor, trans_model=tm, am=am, decode_beam=decode_beam,
                             decode_scales=decode_scales, features=features)
 
 
 @declares_inputs(aligned_splits_input)
-def tri2_stage(ws, nj: int = 2, **options) -> dict:
-    """Stage function for ``run_stage("tri2", ws, tri2_stage, nj=..., ...)``."""
-    return train_lda_mllt(ws, nj=nj, **options)
+def tri2_stage(ws, nj: int = 2, cluster: str | None = None, **options) -> dict:
+    """Stage function for ``run_stage("tri2", ws, tri2_stage, nj=..., ...)``: ``nj`` jobs on ``cluster``
+    (as :func:`~.train_mono.mono_stage`)."""
+    with Executor(nj, cluster) as executor:
+        return train_lda_mllt(ws, executor, **options)

@@ -31,7 +31,7 @@ from weakalign.pipeline.report import SkipReport
 from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, init_mono_model, pool_acc_stats, pool_align,
                   pool_equal_align, run_em_iterations, shard_args, stage_diagnostics, update_model,
                   write_model_dir)
-from .parallel import JobPool
+from .execution import Executor
 
 log = logging.getLogger("weakalign")
 
@@ -55,12 +55,13 @@ def monophone_context_dependency(lang):
     return khg.monophone_context_dependency_shared(lang.sets, list(topo.get_phone_to_num_pdf_classes()))
 
 
-def train_mono(ws, *, nj: int = 2, num_iters: int = 40, total_gauss: int = 1000, max_iter_inc: int = 30,
+def train_mono(ws, executor, *, num_iters: int = 40, total_gauss: int = 1000, max_iter_inc: int = 30,
                realign_iters=DEFAULT_REALIGN_ITERS, power: float = 0.25, beam: float = 10.0,
                initial_beam: float = 6.0, retry_beam: float = 40.0, decode: bool = True, decode_beam: float = 13.0,
                decode_scales=DECODE_SCALES,
                out_dir=None) -> dict:
-    """Train the monophone system on ``train`` and write ``exp/<c>/mono`` (see module docstring)."""
+    """Train the monophone system on ``train`` and write ``exp/<c>/mono`` (see module docstring), in
+    ``executor.nj`` jobs on ``executor`` (:class:`~.execution.Executor`)."""
     import kaldi_hmm_gmm as khg
 
     from .lang import Lang
@@ -73,9 +74,9 @@ def train_mono(ws, *, nj: int = 2, num_iters: int = 40, total_gauss: int = 1000,
     tm = khg.TransitionModel(ctx_dep, lang.topo())
     realign_iters = set(int(i) for i in realign_iters)
     history = []
-    jobs = shard_args(ws, "train", nj)
+    jobs = shard_args(ws, "train", executor.nj)
     num_utts = sum(len(a[3]) for a in jobs)
-    with JobPool(jobs) as pool:
+    with executor.shards(jobs) as pool:
         problems_log.add_all(pool.call("get_problems"))
         problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
 
@@ -111,8 +112,8 @@ def train_mono(ws, *, nj: int = 2, num_iters: int = 40, total_gauss: int = 1000,
     occs = final_stats.pdf_occs(_offsets(am))
     outputs = write_model_dir(out, tm, am, ctx_dep, occs, ws.lang, alignments)
     diagnostics = stage_diagnostics(num_utts, final, final_stats, am, history, problems_log, report)
-    return finish_gmm_stage(ws, out, diagnostics, report, outputs, decode=decode, wer_set=wer_split(ws), nj=nj,
-                            trans_model=tm, am=am, decode_beam=decode_beam, decode_scales=decode_scales)
+    return finish_gmm_stage(ws, out, diagnostics, report, outputs, decode=decode, wer_set=wer_split(ws),
+                            executor=executor, trans_model=tm, am=am, decode_beam=decode_beam, decode_scales=decode_scales)
 
 
 def _offsets(am):
@@ -121,6 +122,8 @@ def _offsets(am):
     return GmmParams.from_am(am).offsets
 
 
-def mono_stage(ws, nj: int = 2, **options) -> dict:
-    """Stage function for ``run_stage("mono", ws, mono_stage, nj=..., ...)``."""
-    return train_mono(ws, nj=nj, **options)
+def mono_stage(ws, nj: int = 2, cluster: str | None = None, **options) -> dict:
+    """Stage function for ``run_stage("mono", ws, mono_stage, nj=..., ...)``: ``nj`` jobs on ``cluster``
+    (a Dask scheduler's address; None: a local cluster of ``nj`` processes, see :mod:`.execution`)."""
+    with Executor(nj, cluster) as executor:
+        return train_mono(ws, executor, **options)

@@ -26,13 +26,19 @@ from collections import Counter
 import click
 from click.core import ParameterSource
 
-#: The options of ``corpus_command`` that ``align`` sets for every stage itself.
-SHARED = frozenset({"corpus", "data_root", "exp_root", "force", "nj"})
+#: The options that ``align`` sets for every stage itself (``cluster``: for the stages that have it).
+SHARED = frozenset({"corpus", "data_root", "exp_root", "force", "nj", "cluster"})
 
 
 def stage_parameters(command: click.Command) -> list[click.Option]:
     """The options particular to one stage command."""
     return [p for p in command.params if isinstance(p, click.Option) and p.name not in SHARED]
+
+
+def cluster_args(command: click.Command, cluster: str | None) -> list[str]:
+    """``["--cluster", cluster]`` for a stage command whose jobs can run on a cluster, else []."""
+    takes_it = any(p.name == "cluster" for p in command.params)
+    return ["--cluster", cluster] if cluster and takes_it else []
 
 
 def forwarded_parameters(commands: dict, stages: list[str], prefixed_only=()) -> list[tuple[str, click.Option,

@@ -7,8 +7,8 @@ import kaldi_hmm_gmm  # noqa: F401  -- must be imported before kaldifst (the oth
 import click
 
 from . import recipe
-from .align_options import forwarded_parameters, invoke_stage, read_config, requested_on_command_line
-from .cli_common import ErrorsInOneLine
+from .align_options import cluster_args, forwarded_parameters, invoke_stage, read_config, requested_on_command_line
+from .cli_common import ErrorsInOneLine, cluster_option
 from .report import log_skip_table
 from .stage import log, setup_console_logging
 from .workspace import Workspace
@@ -51,11 +51,12 @@ _add_package_commands()
 @click.option("--data-root", default="data", show_default=True)
 @click.option("--exp-root", default="exp", show_default=True)
 @click.option("--nj", default=2, show_default=True, type=int)
+@cluster_option
 @click.option("--force", is_flag=True, help="Redo the selected stages even if done.")
 @click.option("--config", "config", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML of per-stage options ({stage: {option: value}}); the command line wins over it.")
 @click.pass_context
-def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, force, config, **forwarded):
+def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, cluster, force, config, **forwarded):
     try:
         stages = recipe.select_stages(start, stop_after)
     except ValueError as e:
@@ -68,7 +69,8 @@ def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, force, config
         log.warning("[%s] options for stages this run leaves out, not used: %s", corpus, ", ".join(unused))
     args = [corpus, "--data-root", data_root, "--exp-root", exp_root, "--nj", str(nj)] + (["--force"] if force else [])
     for name in stages:
-        invoke_stage(ctx, cli.commands[name], args, chosen.get(name, {}))
+        command = cli.commands[name]
+        invoke_stage(ctx, command, args + cluster_args(command, cluster), chosen.get(name, {}))
     log_skip_table(Workspace(corpus, data_root=data_root, exp_root=exp_root), recipe.stage_order())
 
 

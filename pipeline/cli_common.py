@@ -38,6 +38,15 @@ def corpus_command(fn):
     return wrapper
 
 
+def cluster_option(fn):
+    """``--cluster``: where a stage's jobs run (:mod:`weakalign.kaldi_steps.execution`). A runtime
+    option like ``--nj``: never part of the stage's identity, so changing it redoes nothing."""
+    return click.option("--cluster", default=None, metavar="tcp://HOST:8786",
+                        help="Run the jobs on the Dask scheduler at this address [default: a local cluster of "
+                             "--nj worker processes, started and stopped by the stage]. Not part of the stage's "
+                             "identity: the results are the same bytes wherever the jobs run.")(fn)
+
+
 def chosen_by_user(ctx: click.Context, name: str, value) -> bool:
     """Whether the option ``name`` was given (command line, ``align``'s options or config), not
     click's default. A context without sources (``ctx.invoke``) counts values unlike the default."""

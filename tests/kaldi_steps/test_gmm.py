@@ -7,10 +7,9 @@ import pytest
 from lhotse import CutSet
 
 from weakalign.kaldi_steps.gmm import (GmmParams, Shard, accumulate_gmm_stats, gmm_from_arrays,
-                                       update_model)
+                                       split_by_speaker, update_model)
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model, read_tree
 from weakalign.kaldi_steps.lang import Lang
-from weakalign.kaldi_steps.parallel import split_by_speaker
 from weakalign.pipeline.io import read_json
 
 
@@ -149,11 +148,13 @@ def test_bad_utterances_are_named_and_training_goes_on(an4_slice_tri1, tmp_path)
 def test_decoding_with_the_trained_tri1_model_recognises_words(an4_slice_tri1):
     """HCLG from graph.make_graph + GMM decodables: the slice model (60 training utterances)
     gets most test words right; a broken model/graph/decodable pairing gives ~100% WER."""
+    from weakalign.kaldi_steps.execution import Executor
     from weakalign.kaldi_steps.gmm import decode_wer
 
     ws = an4_slice_tri1
     tm, am = read_model(ws.exp / "tri1" / "final.mdl")
-    result = decode_wer(ws, ws.exp / "tri1", "test", 1, tm, am, scales=(0.0833,))
+    with Executor(nj=1) as in_process:
+        result = decode_wer(ws, ws.exp / "tri1", "test", in_process, tm, am, scales=(0.0833,))
     assert result["acoustic_scale"] == 0.0833 and set(result["dev_wer"]) == {"0.0833"}
     assert result["words"] > 30
     assert result["wer"] < 80.0, result

@@ -1,0 +1,247 @@
+"""Where the sharded GMM jobs run (Kaldi's ``JOB=1:nj``): one execution layer on dask.distributed.
+
+A stage opens an :class:`Executor` for its whole run and asks it for the jobs of each split
+(``executor.shards(shard_args(ws, split, nj))``); ``jobs.call("align", tm, am, ...)`` runs
+a :class:`~weakalign.kaldi_steps.gmm.Shard` method on every job and returns the results in job
+order. Where the jobs run:
+
+* no ``cluster`` and ``nj`` > 1: a ``LocalCluster`` of ``nj`` forked worker *processes* with 1
+  thread each (kaldi_hmm_gmm's C++ calls hold the GIL, so threads would take turns), started
+  when the stage starts and stopped when it ends;
+* ``cluster="tcp://HOST:8786"``: the workers of a running scheduler (``dask scheduler`` and
+  ``dask worker --nthreads 1`` in an environment where weakalign is installed);
+* no ``cluster`` and ``nj=1``: in this process, without Dask (nothing pickled, easy to debug).
+
+Shard state: one Dask *actor* per job, pinned to one worker (jobs are dealt to the workers in
+address order), holds the job's ``Shard`` as a worker of the old hand-made pool did: features and
+training graphs are loaded once and stay in the worker; models travel by pickle; only results
+come back. Results are gathered in job order, so sums over jobs do not depend on which worker
+answers first: for a given ``nj`` the models and alignments are the same bytes whatever runs
+them. That is why ``cluster`` is a runtime option (:data:`weakalign.pipeline.options.RUNTIME_OPTIONS`):
+it is never compared with a finished run, so changing it does not redo a stage.
+
+Faults: a job's state lives in its worker process only. If that worker dies (killed, out of
+memory, its machine gone), the call fails with :class:`JobFailed` naming the job, its worker and
+the method; the stage then writes no done-marker, so running it again redoes it from the start,
+with the stages before it kept. (``--cluster slurm|pbs|sge`` through dask-jobqueue and
+``conf/cluster.yaml`` is a later step of issue #15.)
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger("weakalign")
+
+
+class JobFailed(RuntimeError):
+    """A job's method raised, or the worker holding the job was lost."""
+
+
+class WorkerLost(RuntimeError):
+    """The worker holding a job's actor is gone (said inside a :class:`JobFailed`)."""
+
+
+class ShardActor:
+    """A :class:`~weakalign.kaldi_steps.gmm.Shard` living in a Dask worker (the actor's state)."""
+
+    def __init__(self, *shard_args):
+        import kaldi_hmm_gmm  # noqa: F401  -- before anything imports kaldifst
+
+        from .gmm import Shard
+
+        self.shard = Shard(*shard_args)
+
+    def run(self, method: str, args: tuple, kwargs: dict) -> Any:
+        return getattr(self.shard, method)(*args, **kwargs)
+
+
+class InProcessJobs:
+    """The jobs as plain ``Shard`` objects in this process (``nj=1`` without a cluster)."""
+
+    def __init__(self, shard_args: list[tuple]):
+        from .gmm import Shard
+
+        self.shards = [Shard(*args) for args in shard_args]
+
+    def call(self, method: str, *args, **kwargs) -> list[Any]:
+        return [getattr(shard, method)(*args, **kwargs) for shard in self.shards]
+
+    def close(self) -> None:
+        self.shards = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class ActorJobs:
+    """One :class:`ShardActor` per job, each pinned to a worker of ``client``'s cluster."""
+
+    def __init__(self, client, shard_args: list[tuple]):
+        self.client = client
+        workers = sorted(client.scheduler_info()["workers"])
+        if not workers:
+            raise JobFailed(f"the Dask cluster at {client.scheduler.address} has no workers")
+        self.workers = [workers[j % len(workers)] for j in range(len(shard_args))]
+        self.futures = [client.submit(ShardActor, *args, actor=True, workers=[worker],
+                                      allow_other_workers=False, key=f"shard-job{j + 1}-{_token()}")
+                        for j, (args, worker) in enumerate(zip(shard_args, self.workers))]
+        self.actors: list = []
+        try:
+            # The actor handles bind to the current client when they arrive: this one, not a global default.
+            with client.as_current():
+                self.actors = self._gather("load its shard", self.futures)
+        except BaseException:
+            self.close()
+            raise
+
+    def call(self, method: str, *args, **kwargs) -> list[Any]:
+        # Every job starts before any result is awaited, as the old pool sent to every worker first.
+        pending = [actor.run(method, args, kwargs) if self._alive(j) else None
+                   for j, actor in enumerate(self.actors)]
+        return self._gather(method, pending)
+
+    def _alive(self, job: int) -> bool:
+        """Whether the worker holding the job's actor is still there (Dask marks its key lost then)."""
+        return self.futures[job].status == "finished"
+
+    def _gather(self, what: str, pending: list) -> list[Any]:
+        """The results in job order; every failed job is named (all of them, not just the first)."""
+        results, errors = [], []
+        for j, future in enumerate(pending):
+            try:
+                results.append(self._wait(j, future))
+            except Exception as e:
+                errors.append(f"job {j + 1} (worker {self.workers[j]}): {what} failed: {self._describe(j, e)}")
+                results.append(None)
+        if errors:
+            raise JobFailed("\n".join(errors))
+        return results
+
+    def _wait(self, job: int, future) -> Any:
+        """The job's result; checks every second that its worker lives, so a lost worker is an
+        error, never a wait for a key Dask may want to recompute on a worker that is gone."""
+        if future is None:
+            raise WorkerLost(f"not started: its actor's key is {self.futures[job].status}")
+        while True:
+            try:
+                return future.result(timeout=1)
+            except TimeoutError:
+                if self.actors and not self._alive(job):
+                    raise WorkerLost(f"its actor's key is {self.futures[job].status}") from None
+
+    def _describe(self, job: int, error: Exception) -> str:
+        """A job's error on one line; a lost worker said in words."""
+        text = f"{type(error).__name__}: {error}"
+        # OSError: Dask's "Unable to contact Actor's worker", before the scheduler has noticed the loss.
+        if isinstance(error, (WorkerLost, OSError)) or (self.actors and not self._alive(job)):
+            return (f"its worker was lost ({text}); the job's state went with it: run the stage again "
+                    "to redo it")
+        return text
+
+    def close(self) -> None:
+        # Releasing the futures makes the workers drop the actors (and the shards they hold).
+        if self.futures:
+            self.client.cancel(self.futures)
+        self.futures, self.actors = [], []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _token() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:8]
+
+
+class Executor:
+    """Where a stage's jobs run, for the stage's duration (see the module docstring).
+
+    ``with Executor(nj, cluster) as executor: with executor.shards(args) as jobs: jobs.call(...)``.
+    """
+
+    def __init__(self, nj: int, cluster: str | None = None):
+        self.nj = nj
+        self.address = cluster or None
+        self.client = None
+        self.local_cluster = None
+
+    def __enter__(self):
+        if self.address:
+            self.client = _connect(self.address)
+        elif self.nj > 1:
+            _import_shard_modules()
+            self.local_cluster = _start_local_cluster(self.nj)
+            self.client = _connect(self.local_cluster)
+        if self.client is not None:
+            log_where_jobs_run(self.client, embedded=self.local_cluster is not None)
+        return self
+
+    def shards(self, shard_args: list[tuple]):
+        """The jobs of one split, as ``call``-able shards: a context manager that releases them."""
+        if self.client is None:
+            return InProcessJobs(shard_args)
+        return ActorJobs(self.client, shard_args)
+
+    def __exit__(self, *exc):
+        if self.client is not None:
+            self.client.close()
+        if self.local_cluster is not None:
+            self.local_cluster.close()
+        self.client = self.local_cluster = None
+
+
+def _import_shard_modules() -> None:
+    """Import what a Shard needs (lhotse, torch, the feature readers) before the workers fork, so
+    that they inherit it instead of each importing it again."""
+    import kaldi_hmm_gmm  # noqa: F401  -- before kaldifst
+    import lhotse  # noqa: F401
+
+    from weakalign.pipeline import features  # noqa: F401
+
+    from . import gmm, lang  # noqa: F401
+
+
+def _start_local_cluster(nj: int):
+    import dask
+    from distributed import LocalCluster
+
+    # Forked, not spawned (Dask's default): a worker inherits the modules this process has
+    # imported (torch, lhotse, kaldi_hmm_gmm) and starts in about a second instead of importing
+    # them again (10-25 s on a loaded 2-core machine), and a script that runs a stage needs no
+    # ``if __name__ == "__main__"`` guard -- as with the forked pool this layer replaced.
+    # ":0": free ports, so that two stages (or two checkouts) on one machine never collide.
+    # memory_limit=0: no share of the machine's memory per worker that Dask would pause or kill
+    # a worker past (the old pool had none; a large corpus's shard should not end the stage).
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+        return LocalCluster(n_workers=nj, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            dashboard_address=":0", memory_limit=0, silence_logs=logging.WARNING)
+
+
+def _connect(address_or_cluster):
+    from distributed import Client
+
+    return Client(address_or_cluster, set_as_default=False)
+
+
+def log_where_jobs_run(client, *, embedded: bool) -> None:
+    """One line: which cluster, how many workers, and where its dashboard is."""
+    workers = client.scheduler_info()["workers"]
+    what = "a local Dask cluster" if embedded else f"the Dask cluster at {client.scheduler.address}"
+    log.info("GMM jobs run on %s of %d worker(s); dashboard: %s", what, len(workers), dashboard(client))
+
+
+def dashboard(client) -> str:
+    """The dashboard's address; without bokeh it only says to install it (``pip install '.[cluster]'``)."""
+    import importlib.util
+
+    link = client.dashboard_link
+    return link if importlib.util.find_spec("bokeh") else f"{link} (its plots need bokeh: pip install '.[cluster]')"

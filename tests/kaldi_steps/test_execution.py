@@ -1,0 +1,185 @@
+"""The execution layer of the GMM stages on dask.distributed (weakalign.kaldi_steps.execution).
+
+The session fixture ``an4_slice_tri1`` trains mono with 2 jobs on the embedded local cluster;
+here the same stage runs on an external scheduler with 2 workers, started as a user would
+(``dask scheduler``, ``dask worker``) on 127.0.0.1, and must give the same bytes.
+"""
+
+import kaldi_hmm_gmm  # noqa: F401  -- before kaldifst
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.fixtures_gmm import MONO_SLICE
+
+#: What mono writes that must not depend on where its jobs ran.
+MONO_OUTPUTS = ["final.mdl", "tree", "final.occs", "phones.txt", "num_jobs", "ali.1.gz", "ali.2.gz"]
+
+
+@pytest.fixture(scope="module")
+def external_scheduler(tmp_path_factory):
+    """The address of a Dask scheduler with 2 single-thread worker processes (under nannies, which
+    restart a killed one), all on 127.0.0.1; stopped after the module's tests."""
+    from distributed import Client
+
+    folder = tmp_path_factory.mktemp("dask")
+    dask = str(Path(sys.executable).parent / "dask")
+    scheduler_file = folder / "scheduler.json"
+    with open(folder / "dask.log", "wb") as log:
+        scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                                      "--scheduler-file", str(scheduler_file)], stdout=log, stderr=log)
+        workers = subprocess.Popen([dask, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
+                                    "--nworkers", "2", "--nthreads", "1", "--no-dashboard"], stdout=log, stderr=log)
+    try:
+        with Client(scheduler_file=str(_wait_for(scheduler_file)), set_as_default=False) as client:
+            client.wait_for_workers(2, timeout=180)
+            yield client.scheduler.address
+    finally:
+        for proc in (workers, scheduler):
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_for(path: Path, timeout: float = 60) -> Path:
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert time.time() < deadline, f"no {path} within {timeout} s"
+        time.sleep(0.1)
+    return path
+
+
+def _mono_workspace(an4_slice_tri1, root):
+    from tests.fixtures_align import linked_workspace
+
+    return linked_workspace(an4_slice_tri1, root, ali_dirs=(), data_dirs=("manifests", "mfcc", "lang"))
+
+
+def _assert_same_mono(ws, reference):
+    for name in MONO_OUTPUTS:
+        assert (ws.exp / "mono" / name).read_bytes() == (reference.exp / "mono" / name).read_bytes(), name
+
+
+def test_mono_on_an_external_scheduler_is_the_local_clusters_bytes_and_cluster_redoes_nothing(
+        an4_slice_tri1, external_scheduler, tmp_path):
+    """mono with 2 jobs on the external scheduler writes the same model and alignment bytes as on
+    the embedded local cluster (the session fixture); the request without ``cluster`` then finds
+    the stage done: ``cluster`` is not part of its identity, nor recorded."""
+    from weakalign.kaldi_steps.train_mono import mono_stage
+    from weakalign.pipeline.io import read_json
+    from weakalign.pipeline.options import options_path
+    from weakalign.pipeline.stage import marker_path, run_stage
+
+    ws = _mono_workspace(an4_slice_tri1, tmp_path)
+    run_stage("mono", ws, mono_stage, nj=2, cluster=external_scheduler, **MONO_SLICE)
+    _assert_same_mono(ws, an4_slice_tri1)
+    assert "on the Dask cluster at " + external_scheduler in (ws.log_dir / "mono.log").read_text()
+
+    marker = marker_path(ws, "mono").read_bytes()
+    assert "cluster" not in read_json(marker_path(ws, "mono"))["options"]
+    assert "cluster" not in read_json(options_path(ws, "mono"))["options"]
+    run_stage("mono", ws, mono_stage, nj=2, **MONO_SLICE)
+    assert marker_path(ws, "mono").read_bytes() == marker
+
+
+def test_a_failing_job_is_named_with_its_worker(an4_slice_tri1, external_scheduler):
+    from weakalign.kaldi_steps.execution import Executor, JobFailed
+    from weakalign.kaldi_steps.gmm import shard_args
+
+    with Executor(2, external_scheduler) as executor, executor.shards(shard_args(an4_slice_tri1, "dev", 2)) as jobs:
+        assert [len(refs) for refs in jobs.call("references")] == [6, 6]
+        with pytest.raises(JobFailed, match=r"(?s)job 1 \(worker tcp://127\.0\.0\.1:\d+\): no_such_method failed: "
+                                            r"AttributeError.*\njob 2 \(worker tcp://"):
+            jobs.call("no_such_method")
+
+
+def test_a_worker_killed_during_mono_names_its_job_and_a_rerun_redoes_the_stage(
+        an4_slice_tri1, external_scheduler, tmp_path):
+    """SIGKILL of the worker holding job 2 at mono's 3rd iteration: the stage fails with an error
+    naming job 2, its worker and the loss, writes no marker; run again (the nanny has restarted
+    the worker), it is redone to the bytes of the uninterrupted run."""
+    from distributed import Client
+
+    from weakalign.kaldi_steps.execution import JobFailed
+    from weakalign.kaldi_steps.train_mono import mono_stage
+    from weakalign.pipeline.stage import marker_path, run_stage
+
+    ws = _mono_workspace(an4_slice_tri1, tmp_path)
+    with Client(external_scheduler, set_as_default=False) as client:
+        pids = client.run(os.getpid)
+        victim = sorted(pids)[1]  # jobs are dealt to the workers in address order: job 2's
+        log = ws.log_dir / "mono.log"
+        killer = threading.Thread(target=_kill_when_logged, args=(log, "mono iter 3", pids[victim]), daemon=True)
+        killer.start()
+        with pytest.raises(JobFailed, match=rf"job 2 \(worker {victim}\): \w+ failed: its worker was lost"):
+            run_stage("mono", ws, mono_stage, nj=2, cluster=external_scheduler, **MONO_SLICE)
+        killer.join()
+        assert not marker_path(ws, "mono").exists()
+        assert "job 1" not in log.read_text().split("JobFailed")[-1].split("\n\n")[0]
+
+        client.wait_for_workers(2, timeout=180)
+    run_stage("mono", ws, mono_stage, nj=2, cluster=external_scheduler, **MONO_SLICE)
+    _assert_same_mono(ws, an4_slice_tri1)
+
+
+def _kill_when_logged(log: Path, line: str, pid: int, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while not (log.exists() and line in log.read_text()):
+        if time.time() > deadline:
+            return
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+
+
+def test_nj_1_without_a_cluster_runs_in_this_process():
+    from weakalign.kaldi_steps.execution import Executor
+
+    with Executor(1) as executor:
+        assert executor.client is None
+
+
+def test_align_passes_cluster_to_the_gmm_stages_only():
+    from weakalign.pipeline.align_options import cluster_args
+    from weakalign.pipeline.cli import cli
+
+    address = "tcp://127.0.0.1:8786"
+    assert cluster_args(cli.commands["mono"], address) == ["--cluster", address]
+    assert cluster_args(cli.commands["tri1"], address) == ["--cluster", address]
+    assert cluster_args(cli.commands["lang"], address) == []
+    assert cluster_args(cli.commands["mono"], None) == []
+    assert "--cluster" in [o for p in cli.commands["align"].params for o in p.opts]
+
+
+def test_a_finished_stage_asked_again_on_another_cluster_is_not_redone(an4_slice_tri1, tmp_path):
+    """``weakalign mono --cluster ...`` and ``align --cluster ...`` on a workspace whose mono is done
+    with the same options: already done, nothing contacted (no scheduler listens there), marker kept."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from tests.fixtures_align import linked_workspace
+    from weakalign.pipeline.cli import cli
+    from weakalign.pipeline.stage import marker_path
+
+    ws = linked_workspace(an4_slice_tri1, tmp_path, ali_dirs=(), data_dirs=("manifests", "mfcc", "lang"))
+    for kind in ("done", "options"):
+        (ws.exp / kind).mkdir()
+        shutil.copy(an4_slice_tri1.exp / kind / "mono.json", ws.exp / kind / "mono.json")
+    marker = marker_path(ws, "mono").read_bytes()
+    roots = ["--data-root", str(ws.data_root), "--exp-root", str(ws.exp_root)]
+    nowhere = "tcp://127.0.0.1:9"
+    for args in (["mono", "an4", *roots, "--cluster", nowhere],
+                 ["align", "an4", *roots, "--from", "mono", "--stop-after", "mono", "--cluster", nowhere]):
+        result = CliRunner().invoke(cli, args, catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        assert marker_path(ws, "mono").read_bytes() == marker
