@@ -29,9 +29,16 @@ RUNS = ("baseline", "aux_ls0.5_l3", "ctc_only")
 NUM_UTTS = 30
 
 
-def _model(ws: Workspace):
+def _trained_run_dirs(ws: Workspace):
+    """Run dirs of :data:`RUNS` with a model, each config's unseeded run first, then its seeds."""
     for run in RUNS:
-        run_dir = ws.exp / "e2e" / run
+        yield from (ws.exp / "e2e" / run, *sorted((ws.exp / "e2e").glob(f"{run}_seed*")))
+
+
+def _model(ws: Workspace):
+    # An untrained model emits long token loops that flatter the beam search's speed: a trained one first.
+    for run_dir in _trained_run_dirs(ws):
+        run = run_dir.name
         if (run_dir / "model_avg.pt").exists():
             from .model import load_for_inference
 
