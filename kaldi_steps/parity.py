@@ -99,14 +99,13 @@ def match_utterance_ids(ids_a, ids_b) -> tuple[dict[str, str], str]:
 
 
 def read_kaldi_text(path: str | os.PathLike) -> dict[str, list[str]]:
-    """A Kaldi ``text`` file: ``utt WORD WORD ...`` per line."""
-    out = {}
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            fields = line.split()
-            if fields:
-                out[fields[0]] = fields[1:]
-    return out
+    """A Kaldi ``text`` file: ``utt WORD WORD ...`` per line, read as ``prepare`` reads a corpus'
+    (:func:`weakalign.pipeline.corpora.kaldi_dir.read_table`: a repeated id's later lines are ignored)."""
+    from weakalign.pipeline.corpora.kaldi_dir import read_table
+    from weakalign.pipeline.report import SkipReport
+
+    table = read_table(Path(path), SkipReport("kaldi-parity"))
+    return {utt: words.split() for utt, words in table.values.items()}
 
 
 def transcripts_for(pairs: dict[str, str], text: dict[str, list[str]]) -> dict[str, list[str]]:
