@@ -14,7 +14,13 @@ teacher a head of its own):
 
 Training objective (config keys ``emnet_*``, see :data:`EMNET_DEFAULTS`)::
 
-    L = L_student + L_ctc_teacher [+ L_att_teacher] + emnet_alpha · (L_kd_ctc [+ L_kd_att])
+    L = L_student + w_ctc · L_ctc_teacher [+ w_att · L_att_teacher] + emnet_alpha · (L_kd_ctc [+ L_kd_att])
+
+with ``(w_ctc, w_att)`` the student's own ``(ctc_weight, 1 - ctc_weight)`` by default
+(``emnet_teacher_weights: unit`` gives 1.0 each, the paper's sum for a CTC-only model).
+``emnet_oracle: false`` is the **matched control**: no oracle, fusion or KD, the teacher
+terms are the student's own CTC (and attention) losses again with the same weights, so
+the same CTC weight reaches the encoder and the oracle is the only difference.
 
 ``L_student`` is the trainer's usual loss (CTC + attention + any aux term, computed by
 ``E2EModel.forward`` itself). For CTC the oracle sees the *unmasked* target (CTC's
@@ -77,7 +83,16 @@ EMNET_DEFAULTS = {
     "emnet_heads": 4,               # attention heads of the oracle layer and the fusion module
     "emnet_ffn": 512,               # feed-forward size of the oracle's Transformer layer
     "emnet_dropout": 0.1,
+    # Teacher terms' weights: "student" = the student's own (ctc_weight on CTC, 1 - ctc_weight on
+    # attention), so oracle and no-oracle runs put the same CTC weight on the shared encoder;
+    # "unit" = 1.0 each, the paper's L_ctc(student) + L_ctc(teacher) for a CTC-only student.
+    "emnet_teacher_weights": "student",
+    # False: the matched control. No oracle, no fusion, no KD: the teacher terms are the student's own
+    # losses again with the teacher weights, so the only difference from EM-Network is the oracle.
+    "emnet_oracle": True,
 }
+
+TEACHER_WEIGHT_MODES = ("student", "unit")
 
 # EM-Network's teacher modules live under this prefix; the decoding model holds none of them.
 TEACHER_PREFIX = "emnet."
@@ -222,6 +237,20 @@ def decoder_kl(teacher_logits: torch.Tensor, student_logits: torch.Tensor, ys_ou
 
 # ---------------------------------------------------------------- the model
 
+def teacher_loss_weights(config: dict, ctc_weight: float) -> tuple[float, float]:
+    """``(w_ctc, w_att)`` of the teacher's CTC and attention terms (``emnet_teacher_weights``).
+
+    >>> teacher_loss_weights({"emnet_teacher_weights": "student"}, 0.3)
+    (0.3, 0.7)
+    >>> teacher_loss_weights({"emnet_teacher_weights": "unit"}, 0.3)
+    (1.0, 1.0)
+    """
+    mode = config.get("emnet_teacher_weights", "student")
+    if mode not in TEACHER_WEIGHT_MODES:
+        raise ValueError(f"emnet_teacher_weights must be one of {TEACHER_WEIGHT_MODES}, got {mode!r}")
+    return (float(ctc_weight), 1.0 - float(ctc_weight)) if mode == "student" else (1.0, 1.0)
+
+
 class EMNetModel(E2EModel):
     """Student (``E2EModel``, unchanged) + teacher modules under ``emnet.``; ``forward`` adds the EM-Network terms.
 
@@ -238,11 +267,14 @@ class EMNetModel(E2EModel):
         self.aed = bool(c["emnet_aed"])
         self.mask_prob = float(c["emnet_mask_prob"])
         self.detach_teacher = bool(c["emnet_detach_teacher"])
+        self.oracle_on = bool(c["emnet_oracle"])
+        self.teacher_ctc_weight, self.teacher_att_weight = teacher_loss_weights(c, self.ctc_weight)
         if self.aed and self.decoder is None:
             raise ValueError("emnet_aed needs the attention decoder (ctc_weight < 1)")
         if not 0.0 <= self.mask_prob <= 1.0:
             raise ValueError(f"emnet_mask_prob must be in [0, 1], got {self.mask_prob}")
-        self.emnet = EMNetTeacher(vocab_size, self.encoder.output_dim, c)
+        # The control builds no teacher modules: unused parameters would also stall DDP's reducer.
+        self.emnet = EMNetTeacher(vocab_size, self.encoder.output_dim, c) if self.oracle_on else None
         self._capture: dict | None = None
         if self.decoder is not None:
             self.decoder.register_forward_hook(self._keep_decoder_logits)
@@ -257,7 +289,8 @@ class EMNetModel(E2EModel):
 
     def teacher_parameter_counts(self) -> dict:
         n = lambda m: 0 if m is None else sum(p.numel() for p in m.parameters())  # noqa: E731
-        counts = {"oracle": n(self.emnet.oracle), "fusion": n(self.emnet.fusion), "head": n(self.emnet.ctc_head)}
+        parts = (None, None, None) if self.emnet is None else (self.emnet.oracle, self.emnet.fusion, self.emnet.ctc_head)
+        counts = {"oracle": n(parts[0]), "fusion": n(parts[1]), "head": n(parts[2])}
         counts["total"] = sum(counts.values())
         return counts
 
@@ -310,18 +343,20 @@ class EMNetModel(E2EModel):
         tokens = batch["tokens"]
         stats["loss_student"] = stats["loss"]
         stats["loss_ctc_student"] = stats["loss_ctc"]
+        if not self.oracle_on:
+            return self._matched_control(loss_student, stats, enc, student_lp, tokens, captured.get("dec"))
 
         teacher_lp = self.teacher_ctc_log_probs(enc, tokens)
         loss_ctc_teacher = ctc_loss(teacher_lp, enc.lens, tokens, self.blank_id)
         kd_teacher_lp = teacher_lp.detach() if self.detach_teacher else teacher_lp
         loss_kd = loss_kd_ctc = ctc_posterior_l2(kd_teacher_lp, student_lp, enc.lens)
-        loss_teacher = loss_ctc_teacher
+        loss_teacher = self.teacher_ctc_weight * loss_ctc_teacher
         stats["loss_ctc_teacher"] = loss_ctc_teacher.item()
         stats["loss_kd_ctc"] = loss_kd_ctc.item()
 
         if self.aed:
             loss_att_teacher, acc_teacher, loss_kd_att = self._attention_branch(enc, tokens, captured["dec"])
-            loss_teacher = loss_teacher + loss_att_teacher
+            loss_teacher = loss_teacher + self.teacher_att_weight * loss_att_teacher
             loss_kd = loss_kd + loss_kd_att
             stats["loss_att_student"] = stats["loss_att"]
             stats["loss_att_teacher"] = loss_att_teacher.item()
@@ -333,6 +368,24 @@ class EMNetModel(E2EModel):
         stats["loss"] = loss.item()
         if not self.training:
             self.last_ctc_outputs = (student_lp.detach(), teacher_lp.detach(), enc.lens.detach())
+        return loss, stats
+
+    def _matched_control(self, loss_student, stats: dict, enc: EncoderOutput, student_lp: torch.Tensor,
+                         tokens: list[list[int]], student_logits: torch.Tensor | None):
+        """The control's loss: the student's CTC (and attention) terms once more, with the teacher weights."""
+        loss_ctc = ctc_loss(student_lp, enc.lens, tokens, self.blank_id)
+        loss = loss_student + self.teacher_ctc_weight * loss_ctc
+        stats["loss_ctc_teacher"] = loss_ctc.item()
+        if self.aed:
+            _, ys_out, _ = decoder_io(tokens, self.sos_id, self.eos_id, enc.out.device)
+            loss_att, _ = attention_loss(student_logits, ys_out, float(self.config["lsm_weight"]))
+            loss = loss + self.teacher_att_weight * loss_att
+            stats["loss_att_student"] = stats["loss_att"]
+            stats["loss_att_teacher"] = loss_att.item()
+        stats["loss_kd"] = stats["loss_kd_ctc"] = 0.0
+        stats["loss"] = loss.item()
+        if not self.training:
+            self.last_ctc_outputs = (student_lp.detach(), student_lp.detach(), enc.lens.detach())
         return loss, stats
 
     def _attention_branch(self, enc: EncoderOutput, tokens: list[list[int]], student_logits: torch.Tensor):

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 from click.testing import CliRunner
-from lhotse import CutSet, load_manifest
+from lhotse import load_manifest
 
 from weakalign.e2e.config import load_config
 from weakalign.e2e.data import AsrDataset, cut_text, make_loader
@@ -100,8 +100,40 @@ def test_student_terms_are_the_plain_models(an4_slice, an4_tok, name):
             assert stats[key] == pytest.approx(plain_stats[key], rel=1e-6), key
     assert stats["loss_student"] == pytest.approx(plain_loss.item(), rel=1e-6)
     kd = stats["loss_kd_ctc"] + stats.get("loss_kd_att", 0.0)
-    teacher = stats["loss_ctc_teacher"] + stats.get("loss_att_teacher", 0.0)
+    w = config["ctc_weight"]  # the teacher's terms carry the student's weights by default
+    teacher = w * stats["loss_ctc_teacher"] + (1 - w) * stats.get("loss_att_teacher", 0.0)
     assert loss.item() == pytest.approx(plain_loss.item() + teacher + config["emnet_alpha"] * kd, rel=1e-5)
+
+
+@pytest.mark.parametrize("name", ["emnet_ctc", "emnet_hybrid"])
+def test_matched_control_repeats_the_students_terms_without_an_oracle(an4_slice, an4_tok, name):
+    """emnet_oracle: false = the same loss weights on the student's own outputs: no teacher modules,
+    no KD; with the default teacher weights the hybrid control is exactly twice the student's loss."""
+    model, config = _model(name, an4_tok, an4_slice, emnet_oracle=False)
+    assert model.emnet is None and model.teacher_parameter_counts()["total"] == 0
+    assert sorted(model.state_dict()) == sorted(E2EModel(config, an4_tok.vocab_size).state_dict())
+    model.eval()
+    with torch.no_grad():
+        loss, stats = model(_dev_batch(an4_slice, an4_tok))
+    w = config["ctc_weight"]
+    assert stats["loss_ctc_teacher"] == pytest.approx(stats["loss_ctc_student"], rel=1e-6)
+    assert stats["loss_kd"] == 0.0
+    expected = stats["loss_student"] + w * stats["loss_ctc"] + (1 - w) * stats.get("loss_att_teacher", 0.0)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    if config["emnet_aed"]:
+        assert loss.item() == pytest.approx(2 * stats["loss_student"], rel=1e-6)
+
+
+def test_unit_teacher_weights_and_a_bad_mode(an4_slice, an4_tok):
+    model, config = _model("emnet_hybrid", an4_tok, an4_slice, emnet_teacher_weights="unit")
+    model.eval()
+    with torch.no_grad():
+        loss, stats = model(_dev_batch(an4_slice, an4_tok))
+    teacher = stats["loss_ctc_teacher"] + stats["loss_att_teacher"]
+    assert loss.item() == pytest.approx(stats["loss_student"] + teacher + config["emnet_alpha"] * stats["loss_kd"],
+                                        rel=1e-5)
+    with pytest.raises(ValueError, match="emnet_teacher_weights"):
+        _model("emnet_hybrid", an4_tok, an4_slice, emnet_teacher_weights="paper")
 
 
 def test_teacher_parameters_and_own_head(an4_slice, an4_tok):
