@@ -126,8 +126,11 @@ class ActorJobs:
 
     def _gather(self, what: str, pending: list) -> list[Any]:
         """The results in job order; every failed job is named (all of them, not just the first)."""
+        from tqdm import tqdm
+
         results, errors = [], []
-        for j, future in enumerate(pending):
+        # A live bar of the jobs done (on a terminal only: tqdm's disable=None), gone when all are.
+        for j, future in enumerate(tqdm(pending, desc=f"{what} (jobs)", unit="job", leave=False, disable=None)):
             try:
                 results.append(self._wait(j, future))
             except Exception as e:
@@ -145,7 +148,9 @@ class ActorJobs:
         while True:
             try:
                 return future.result(timeout=1)
-            except TimeoutError:
+            except (TimeoutError, UnboundLocalError):
+                # UnboundLocalError: distributed's sync() (2026.8) when its 1 s wait ends as the
+                # awaited call is cancelled -- a timeout that lost a race, seen on a loaded machine.
                 if self.actors and not self._alive(job):
                     raise WorkerLost(f"its actor's key is {self.futures[job].status}") from None
 
@@ -318,7 +323,7 @@ def log_where_jobs_run(client, *, embedded: bool) -> None:
     """One line: which cluster, how many workers, and where its dashboard is."""
     workers = client.scheduler_info()["workers"]
     what = "a local Dask cluster" if embedded else f"the Dask cluster at {client.scheduler.address}"
-    log.info("GMM jobs run on %s of %d worker(s); dashboard: %s", what, len(workers), dashboard(client))
+    log.info("jobs run on %s of %d worker(s); dashboard: %s", what, len(workers), dashboard(client))
 
 
 def dashboard(client) -> str:
