@@ -1,9 +1,11 @@
-"""Where the sharded GMM jobs run (Kaldi's ``JOB=1:nj``): one execution layer on dask.distributed.
+"""Where the sharded jobs run (Kaldi's ``JOB=1:nj``): one execution layer on dask.distributed.
 
-A stage opens an :class:`Executor` for its whole run and asks it for the jobs of each split
+A GMM stage opens an :class:`Executor` for its whole run and asks it for the jobs of each split
 (``executor.shards(shard_args(ws, split, nj))``); ``jobs.call("align", tm, am, ...)`` runs
 a :class:`~weakalign.kaldi_steps.gmm.Shard` method on every job and returns the results in job
-order. Where the jobs run:
+order. The other sharded work uses the executor's Dask ``client`` directly: the features stage
+gives it to Lhotse's ``compute_and_store_features(executor=...)``, the hybrid realignment
+submits its blocks of utterances to it (:mod:`.hybrid.realign`). Where the jobs run:
 
 * no ``cluster`` and ``nj`` > 1: a ``LocalCluster`` of ``nj`` forked worker *processes* with 1
   thread each (kaldi_hmm_gmm's C++ calls hold the GIL, so threads would take turns), started

@@ -91,3 +91,21 @@ def test_the_job_script_asks_the_queue_for_the_config_and_runs_single_thread_wor
     assert lines.index("module load gcc") < lines.index(worker)
     assert worker.startswith(f"{sys.executable} -m distributed.cli.dask_worker tcp://")
     assert "--nthreads 1" in worker and "--nworkers 4" in worker
+
+
+def test_a_stage_asked_for_slurm_without_its_config_stops_before_any_job(tmp_path):
+    """``Executor(nj, "slurm:PATH")`` reads the config first: a missing one is the error, and no
+    scheduler is left behind."""
+    from weakalign.kaldi_steps.execution import Executor
+
+    executor = Executor(2, f"slurm:{tmp_path / 'cluster.yaml'}")
+    with pytest.raises(ClusterConfigError, match=r"no cluster config at .*cluster\.yaml"):
+        executor.__enter__()
+    assert executor.client is None and executor.own_cluster is None
+
+
+def test_align_passes_cluster_to_features_too():
+    from weakalign.pipeline.align_options import cluster_args
+    from weakalign.pipeline.cli import cli
+
+    assert cluster_args(cli.commands["features"], "slurm") == ["--cluster", "slurm"]
