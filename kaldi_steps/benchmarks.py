@@ -7,6 +7,13 @@ stages run), against a bare loop over khg calls on the same graphs and model —
 ``overhead_ratio`` = bare frames/s / our frames/s (goal ≤ 1.1). Also the vectorised GMM
 statistics accumulation (frames/s) and the alignment frames/s of ``nj`` jobs on a local Dask cluster
 (:mod:`~weakalign.kaldi_steps.execution`; keys ``pool_*``).
+
+``gmm_align_dask``: the cost of the execution layer itself (issue #15). The same 2 shards of
+train (``MAX_UTTS`` utterances in all, graphs compiled first) aligned by a plain loop over
+``Shard`` objects in this process, by the same shards as Dask actors on a local cluster of 1
+worker (``dask_overhead_ratio`` = Dask time / loop time, goal ≤ 1.05), and on 2 workers
+(``scaling_1_to_2_workers`` = 1-worker time / 2-worker time; 2 at best). Best of 3 each; the
+alignments must be the same in the three.
 """
 
 from __future__ import annotations
@@ -95,4 +102,54 @@ def bench_gmm_align(ws, nj: int) -> dict:
     }
 
 
-BENCHMARKS = [("gmm_align", bench_gmm_align)]
+def _time_align(jobs, tm, am, repeats: int = 3) -> tuple[float, list]:
+    """Best-of-``repeats`` wall time of one ``align`` call over every job, and its results."""
+    best, results = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = jobs.call("align", tm, am, 10.0, 40.0)
+        best = min(best, time.perf_counter() - start)
+    return best, results
+
+
+def bench_gmm_align_dask(ws, nj: int) -> dict:
+    from .execution import ActorJobs, InProcessJobs, _connect, _import_shard_modules, _start_local_cluster
+    from .gmm import shard_args
+    from .kaldi_io import read_model, read_tree
+
+    model_dir = _model_dir(ws)
+    tm, am = read_model(model_dir / "final.mdl")
+    ctx = read_tree(model_dir / "tree")
+    shards = [(*args[:3], args[3][:MAX_UTTS // 2], *args[4:]) for args in shard_args(ws, "train", 2)]
+
+    def timed(jobs) -> tuple[float, list]:
+        """The best align time, and the alignments of every job as one flat (utt, array) list."""
+        jobs.call("compile_graphs", tm, ctx)
+        seconds, _ = _time_align(jobs, tm, am)
+        return seconds, [(utt, ali.tobytes()) for job in jobs.call("get_alignments") for utt, ali in job.items()]
+
+    with InProcessJobs(shards) as jobs:
+        loop_s, reference = timed(jobs)
+    frames = sum(len(ali) for _, ali in reference) // 4  # int32
+    _import_shard_modules()
+    dask_s = {}
+    for workers in (1, 2):
+        with _start_local_cluster(workers) as cluster, _connect(cluster) as client, ActorJobs(client, shards) as jobs:
+            dask_s[workers], results = timed(jobs)
+        if results != reference:
+            raise AssertionError(f"the alignments on {workers} Dask worker(s) differ from the loop's")
+    return {
+        "model": str(model_dir),
+        "shards": len(shards),
+        "utterances": sum(len(args[3]) for args in shards),
+        "frames": frames,
+        "loop_align_s": round(loop_s, 4),
+        "dask_1_worker_align_s": round(dask_s[1], 4),
+        "dask_2_workers_align_s": round(dask_s[2], 4),
+        "dask_overhead_ratio": round(dask_s[1] / loop_s, 3),
+        "scaling_1_to_2_workers": round(dask_s[1] / dask_s[2], 3),
+        "same_alignments": True,
+    }
+
+
+BENCHMARKS = [("gmm_align", bench_gmm_align), ("gmm_align_dask", bench_gmm_align_dask)]

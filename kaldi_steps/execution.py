@@ -1,16 +1,27 @@
-"""Where the sharded GMM jobs run (Kaldi's ``JOB=1:nj``): one execution layer on dask.distributed.
+"""Where the sharded jobs run (Kaldi's ``JOB=1:nj``): one execution layer on dask.distributed.
 
-A stage opens an :class:`Executor` for its whole run and asks it for the jobs of each split
+A GMM stage opens an :class:`Executor` for its whole run and asks it for the jobs of each split
 (``executor.shards(shard_args(ws, split, nj))``); ``jobs.call("align", tm, am, ...)`` runs
 a :class:`~weakalign.kaldi_steps.gmm.Shard` method on every job and returns the results in job
-order. Where the jobs run:
+order. The other sharded work uses the executor's Dask ``client`` directly: the features stage
+gives it to Lhotse's ``compute_and_store_features(executor=...)``, the hybrid realignment
+submits its blocks of utterances to it (:mod:`.hybrid.realign`). Where the jobs run:
 
 * no ``cluster`` and ``nj`` > 1: a ``LocalCluster`` of ``nj`` forked worker *processes* with 1
   thread each (kaldi_hmm_gmm's C++ calls hold the GIL, so threads would take turns), started
   when the stage starts and stopped when it ends;
 * ``cluster="tcp://HOST:8786"``: the workers of a running scheduler (``dask scheduler`` and
   ``dask worker --nthreads 1`` in an environment where weakalign is installed);
+* ``cluster="slurm"`` (or ``pbs``, ``sge``; ``slurm:PATH`` for another config than
+  ``conf/cluster.yaml``): workers in batch jobs that dask-jobqueue submits to the queue
+  (:mod:`.jobqueue`), stopped when the stage ends;
 * no ``cluster`` and ``nj=1``: in this process, without Dask (nothing pickled, easy to debug).
+
+On a cluster the stage did not start itself (an address or a queue), the workers read the data
+and exp roots by the paths this process gives them: before any job starts, every worker reads a
+probe file this process wrote under each root and writes one back
+(:func:`check_shared_filesystem`); a worker that cannot stops the stage with
+:class:`NotSharedFilesystem` naming it and the path.
 
 Shard state: one Dask *actor* per job, pinned to one worker (jobs are dealt to the workers in
 address order), holds the job's ``Shard`` as a worker of the old hand-made pool did: features and
@@ -23,13 +34,15 @@ it is never compared with a finished run, so changing it does not redo a stage.
 Faults: a job's state lives in its worker process only. If that worker dies (killed, out of
 memory, its machine gone), the call fails with :class:`JobFailed` naming the job, its worker and
 the method; the stage then writes no done-marker, so running it again redoes it from the start,
-with the stages before it kept. (``--cluster slurm|pbs|sge`` through dask-jobqueue and
-``conf/cluster.yaml`` is a later step of issue #15.)
+with the stages before it kept.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("weakalign")
@@ -37,6 +50,10 @@ log = logging.getLogger("weakalign")
 
 class JobFailed(RuntimeError):
     """A job's method raised, or the worker holding the job was lost."""
+
+
+class NotSharedFilesystem(RuntimeError):
+    """A Dask worker does not see the files this process wrote under the data or exp root."""
 
 
 class WorkerLost(RuntimeError):
@@ -111,8 +128,11 @@ class ActorJobs:
 
     def _gather(self, what: str, pending: list) -> list[Any]:
         """The results in job order; every failed job is named (all of them, not just the first)."""
+        from tqdm import tqdm
+
         results, errors = [], []
-        for j, future in enumerate(pending):
+        # A live bar of the jobs done (on a terminal only: tqdm's disable=None), gone when all are.
+        for j, future in enumerate(tqdm(pending, desc=f"{what} (jobs)", unit="job", leave=False, disable=None)):
             try:
                 results.append(self._wait(j, future))
             except Exception as e:
@@ -130,7 +150,9 @@ class ActorJobs:
         while True:
             try:
                 return future.result(timeout=1)
-            except TimeoutError:
+            except (TimeoutError, UnboundLocalError):
+                # UnboundLocalError: distributed's sync() (2026.8) when its 1 s wait ends as the
+                # awaited call is cancelled -- a timeout that lost a race, seen on a loaded machine.
                 if self.actors and not self._alive(job):
                     raise WorkerLost(f"its actor's key is {self.futures[job].status}") from None
 
@@ -165,24 +187,39 @@ def _token() -> str:
 class Executor:
     """Where a stage's jobs run, for the stage's duration (see the module docstring).
 
-    ``with Executor(nj, cluster) as executor: with executor.shards(args) as jobs: jobs.call(...)``.
+    ``with Executor(nj, cluster, shared=(ws.data, ws.exp)) as executor:
+    with executor.shards(args) as jobs: jobs.call(...)``. ``shared``: the folders the workers read
+    and write, checked to be the same files for them as for this process on a cluster the stage
+    did not start itself.
     """
 
-    def __init__(self, nj: int, cluster: str | None = None):
+    def __init__(self, nj: int, cluster: str | None = None, shared: tuple = ()):
         self.nj = nj
         self.address = cluster or None
+        self.shared = tuple(shared)
         self.client = None
-        self.local_cluster = None
+        self.own_cluster = None  # a LocalCluster or a dask-jobqueue cluster this executor started
 
     def __enter__(self):
-        if self.address:
-            self.client = _connect(self.address)
-        elif self.nj > 1:
-            _import_shard_modules()
-            self.local_cluster = _start_local_cluster(self.nj)
-            self.client = _connect(self.local_cluster)
-        if self.client is not None:
-            log_where_jobs_run(self.client, embedded=self.local_cluster is not None)
+        from .jobqueue import parse_cluster_spec, start_jobqueue_cluster
+
+        queue = parse_cluster_spec(self.address)
+        try:
+            if queue is not None:
+                self.own_cluster, self.client = start_jobqueue_cluster(queue, self.nj)
+            elif self.address:
+                self.client = _connect(self.address)
+            elif self.nj > 1:
+                _import_shard_modules()
+                self.own_cluster = _start_local_cluster(self.nj)
+                self.client = _connect(self.own_cluster)
+            if self.client is not None:
+                log_where_jobs_run(self.client, embedded=self.address is None)
+                if self.address is not None:
+                    check_shared_filesystem(self.client, self.shared)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def shards(self, shard_args: list[tuple]):
@@ -194,9 +231,61 @@ class Executor:
     def __exit__(self, *exc):
         if self.client is not None:
             self.client.close()
-        if self.local_cluster is not None:
-            self.local_cluster.close()
-        self.client = self.local_cluster = None
+        if self.own_cluster is not None:
+            self.own_cluster.close()
+        self.client = self.own_cluster = None
+
+
+def check_shared_filesystem(client, folders) -> None:
+    """Every worker of ``client`` reads a probe file written here under each folder and writes an
+    answer next to it that this process reads back; else :class:`NotSharedFilesystem` naming each
+    worker and path it failed on. The folders are given as this process names them (a relative
+    path is resolved in each worker's own working directory, as the jobs' paths would be)."""
+    token = _token()
+    probes = []
+    for folder in folders:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        probe = Path(folder) / f".weakalign-probe-{token}"
+        probe.write_text(token)
+        probes.append(probe)
+    try:
+        answers = client.run(_answer_probes, [str(p) for p in probes], token)
+        problems = [f"worker {worker}: {problem}" for worker, worker_problems in sorted(answers.items())
+                    for problem in worker_problems]
+        problems += [f"worker {worker}: the answer it wrote, {answer}, is not here"
+                     for worker in sorted(answers) if not answers[worker]
+                     for answer in _answer_paths(probes, worker)
+                     if not (answer.exists() and answer.read_text() == worker)]
+    finally:
+        for probe in probes:
+            for path in probe.parent.glob(probe.name + "*"):
+                path.unlink(missing_ok=True)
+    if problems:
+        raise NotSharedFilesystem(
+            "the Dask workers do not see this machine's files: the data and exp roots must be on a filesystem "
+            "shared by this machine and every worker, named by the same (absolute) paths on both:\n  "
+            + "\n  ".join(problems))
+
+
+def _answer_paths(probes: list[Path], worker: str) -> list[Path]:
+    safe = "".join(c if c.isalnum() else "_" for c in worker)
+    return [probe.with_name(f"{probe.name}.{safe}") for probe in probes]
+
+
+def _answer_probes(probes: list[str], token: str, dask_worker=None) -> list[str]:
+    """In a worker: read each probe and write the answer file; the problems, in words."""
+    worker = dask_worker.address
+    problems = []
+    for probe, answer in zip(probes, _answer_paths([Path(p) for p in probes], worker)):
+        where = f"{probe} (from {os.getcwd()} on {socket.gethostname()})"
+        try:
+            if Path(probe).read_text() != token:
+                problems.append(f"{where} holds another run's probe")
+                continue
+            answer.write_text(worker)
+        except OSError as e:
+            problems.append(f"cannot read or write {where}: {e.strerror or e}")
+    return problems
 
 
 def _import_shard_modules() -> None:
@@ -236,7 +325,7 @@ def log_where_jobs_run(client, *, embedded: bool) -> None:
     """One line: which cluster, how many workers, and where its dashboard is."""
     workers = client.scheduler_info()["workers"]
     what = "a local Dask cluster" if embedded else f"the Dask cluster at {client.scheduler.address}"
-    log.info("GMM jobs run on %s of %d worker(s); dashboard: %s", what, len(workers), dashboard(client))
+    log.info("jobs run on %s of %d worker(s); dashboard: %s", what, len(workers), dashboard(client))
 
 
 def dashboard(client) -> str:

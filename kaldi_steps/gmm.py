@@ -290,9 +290,14 @@ class TrainingGraphs:
     def __init__(self, lang, trans_model, ctx_dep):
         import kaldi_hmm_gmm as khg
 
+        self.args = (lang, trans_model, ctx_dep)
         opts = khg.TrainingGraphCompilerOptions(transition_scale=0.0, self_loop_scale=0.0)
         self.compiler = khg.TrainingGraphCompiler(trans_model, ctx_dep, lang.lexicon_fst_disambig(),
                                                   list(lang.disambig_phone_ids), opts)
+
+    def __reduce__(self):
+        # The C++ compiler does not pickle: a Dask worker builds its own from what built this one.
+        return TrainingGraphs, self.args
 
     def __call__(self, word_ids: list[int]):
         graph = self.compiler.compile_graph_from_text(list(word_ids))

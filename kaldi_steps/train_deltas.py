@@ -231,5 +231,5 @@ def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int 
 def tri1_stage(ws, nj: int = 2, cluster: str | None = None, **options) -> dict:
     """Stage function for ``run_stage("tri1", ws, tri1_stage, nj=..., ...)``: ``nj`` jobs on ``cluster``
     (as :func:`~.train_mono.mono_stage`)."""
-    with Executor(nj, cluster) as executor:
+    with Executor(nj, cluster, shared=(ws.data, ws.exp)) as executor:
         return train_tri1(ws, executor, **options)

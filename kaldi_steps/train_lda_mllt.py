@@ -202,5 +202,5 @@ def train_lda_mllt(ws, executor, *, num_leaves: int | None = None, total_gauss: 
 def tri2_stage(ws, nj: int = 2, cluster: str | None = None, **options) -> dict:
     """Stage function for ``run_stage("tri2", ws, tri2_stage, nj=..., ...)``: ``nj`` jobs on ``cluster``
     (as :func:`~.train_mono.mono_stage`)."""
-    with Executor(nj, cluster) as executor:
+    with Executor(nj, cluster, shared=(ws.data, ws.exp)) as executor:
         return train_lda_mllt(ws, executor, **options)

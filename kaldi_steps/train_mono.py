@@ -125,5 +125,5 @@ def _offsets(am):
 def mono_stage(ws, nj: int = 2, cluster: str | None = None, **options) -> dict:
     """Stage function for ``run_stage("mono", ws, mono_stage, nj=..., ...)``: ``nj`` jobs on ``cluster``
     (a Dask scheduler's address; None: a local cluster of ``nj`` processes, see :mod:`.execution`)."""
-    with Executor(nj, cluster) as executor:
+    with Executor(nj, cluster, shared=(ws.data, ws.exp)) as executor:
         return train_mono(ws, executor, **options)

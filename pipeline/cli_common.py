@@ -41,10 +41,11 @@ def corpus_command(fn):
 def cluster_option(fn):
     """``--cluster``: where a stage's jobs run (:mod:`weakalign.kaldi_steps.execution`). A runtime
     option like ``--nj``: never part of the stage's identity, so changing it redoes nothing."""
-    return click.option("--cluster", default=None, metavar="tcp://HOST:8786",
-                        help="Run the jobs on the Dask scheduler at this address [default: a local cluster of "
-                             "--nj worker processes, started and stopped by the stage]. Not part of the stage's "
-                             "identity: the results are the same bytes wherever the jobs run.")(fn)
+    return click.option("--cluster", default=None, metavar="tcp://HOST:8786|slurm|pbs|sge[:CONFIG]",
+                        help="Run the jobs on the Dask scheduler at this address, or on workers in batch jobs "
+                             "of a Slurm/PBS/SGE queue as conf/cluster.yaml (or CONFIG) says [default: a local "
+                             "cluster of --nj worker processes, started and stopped by the stage]. Not part of "
+                             "the stage's identity: the results are the same bytes wherever the jobs run.")(fn)
 
 
 def chosen_by_user(ctx: click.Context, name: str, value) -> bool:

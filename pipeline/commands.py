@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from .bench import run_benchmarks
-from .cli_common import corpus_command, run_stage_command
+from .cli_common import cluster_option, corpus_command, run_stage_command
 from .stage import MissingInput
 
 
@@ -73,11 +73,12 @@ def add_split(ws, force, nj, **options):
 
 @click.command("features")
 @corpus_command
-def features(ws, force, nj):
+@cluster_option
+def features(ws, force, nj, cluster):
     """MFCC (+ per-speaker CMVN) and 80-dim fbank (+ global stats) for every prepared split."""
     from .features import compute_features
 
-    run_stage_command("features", ws, compute_features, force=force, nj=nj)
+    run_stage_command("features", ws, compute_features, force=force, nj=nj, cluster=cluster)
 
 
 @click.command("bench")

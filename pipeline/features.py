@@ -364,15 +364,16 @@ def drop_digital_silence(cuts: CutSet, report: SkipReport) -> CutSet:
 
 
 @contextlib.contextmanager
-def _pool(nj: int):
-    if nj <= 1:
-        yield None
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+def _feature_jobs(ws: Workspace, nj: int, cluster: str | None):
+    """The executor Lhotse's ``compute_and_store_features`` submits its ``nj`` chunks to: the Dask
+    client of the execution layer (:class:`~weakalign.kaldi_steps.execution.Executor`: a local
+    cluster of ``nj`` processes, or ``cluster``), None for ``nj=1`` in this process. Lhotse
+    documents a ``dask.distributed.Client`` as its executor; the chunks and their archive names
+    (``feats-<chunk>``) are the same whatever runs them."""
+    from ..kaldi_steps.execution import Executor
 
-    with ProcessPoolExecutor(nj, mp_context=multiprocessing.get_context("spawn")) as executor:
-        yield executor
+    with Executor(nj, cluster, shared=(ws.data,)) as executor:
+        yield executor.client
 
 
 def _write_cuts(cuts: CutSet, path: Path) -> None:
@@ -380,8 +381,10 @@ def _write_cuts(cuts: CutSet, path: Path) -> None:
         cuts.to_file(tmp)
 
 
-def compute_features(ws: Workspace, *, nj: int = 2, splits: list[str] | None = None) -> dict:
-    """Stage ``features``: MFCC + per-speaker CMVN and fbank + global stats for every prepared split."""
+def compute_features(ws: Workspace, *, nj: int = 2, splits: list[str] | None = None,
+                     cluster: str | None = None) -> dict:
+    """Stage ``features``: MFCC + per-speaker CMVN and fbank + global stats for every prepared split,
+    in ``nj`` chunks on ``cluster`` (see :func:`_feature_jobs`)."""
     import torch
 
     torch.set_num_threads(1)
@@ -392,8 +395,9 @@ def compute_features(ws: Workspace, *, nj: int = 2, splits: list[str] | None = N
     mfcc, fbank = KnfMfcc(), KnfFbank()
     outputs, counts = [], {}
     cut_sets = {split: supervision_cuts(ws, split) for split in splits}
-    # One pool for every split and feature type: worker start-up (torch + lhotse imports) is paid once.
-    with sphere_readable(cut_sets.values()), _pool(nj) as executor:
+    # One cluster for every split and feature type: its start-up is paid once. Started inside
+    # sphere_readable, so that forked local workers read SPHERE as this process does.
+    with sphere_readable(cut_sets.values()), _feature_jobs(ws, nj, cluster) as executor:
         for split, cuts in cut_sets.items():
             log.info("features %s/%s: %d cuts, %.2f h", ws.corpus, split, len(cuts),
                      sum(c.duration for c in cuts) / 3600)

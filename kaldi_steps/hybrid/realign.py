@@ -9,8 +9,9 @@ transition model's transition-id -> pdf map (:func:`transition_id_matrix`).
 
 Alignment runs over the training graphs (transition/self-loop scales 0 at
 compilation, then ``add_transition_probs`` 1.0 / 0.1 with the model, as the GMM
-stage does), beam 10 and retry beam 40, in ``nj`` worker processes; the network's
-forward pass runs in the main process, one block of utterances ahead of the workers.
+stage does), beam 10 and retry beam 40, in ``nj`` worker processes of a local Dask cluster
+(:class:`~weakalign.kaldi_steps.execution.Executor`); the network's forward pass runs in the
+main process, one block of utterances ahead of the workers.
 
 >>> import numpy as np
 >>> tid2pdf = np.array([0, 0, 0, 1, 1, 2])      # index 0 unused: transition-ids are 1-based
@@ -21,7 +22,6 @@ forward pass runs in the main process, one block of utterances ahead of the work
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -65,6 +65,16 @@ class AlignResult:
 # --- worker side -----------------------------------------------------------------------------
 
 _WORKER: dict = {}
+
+
+def _align_chunk(state: tuple, token: str, chunk: list) -> list[AlignResult]:
+    """In a Dask worker: the chunk's results, the worker set up from ``state`` (the arguments of
+    :func:`_init_worker`, scattered once) the first time it sees this run's ``token`` -- also a
+    worker that the nanny restarted, so a retried chunk finds what it needs."""
+    if _WORKER.get("token") != token:
+        _init_worker(*state)
+        _WORKER["token"] = token
+    return [_align_one(task) for task in chunk]
 
 
 def _init_worker(compile_graph: Callable, trans_model, beam: float, retry_beam: float,
@@ -120,8 +130,31 @@ def align_utterances(tasks: Iterable[tuple[str, list[int], Callable[[], np.ndarr
         for utt_id, word_ids, make in tasks:
             yield _align_one((utt_id, word_ids, make()))
         return
-    ctx = mp.get_context("fork")
-    with ctx.Pool(nj, initializer=_init_worker, initargs=init_args) as pool:
+    yield from _align_on_dask(tasks, init_args, nj, block)
+
+
+def _align_on_dask(tasks, init_args: tuple, nj: int, block: int) -> Iterator[AlignResult]:
+    """``nj`` local Dask workers align each block of tasks, split into ``nj`` chunks, while this
+    process computes the next block's scores; results gathered in input order."""
+    import uuid
+
+    from ..execution import Executor
+
+    with Executor(nj) as executor:
+        client = executor.client
+        # One copy of the graph compiler and model on every worker (a list: scatter it whole).
+        [state] = client.scatter([init_args], broadcast=True, hash=False)
+        token = uuid.uuid4().hex
+
+        def submit(batch: list):
+            chunks = [batch[i::nj] for i in range(nj) if batch[i::nj]]
+            return [client.submit(_align_chunk, state, token, chunk, pure=False) for chunk in chunks]
+
+        def results(futures) -> list[AlignResult]:
+            # The chunks interleave the block (task i in chunk i % nj): put them back in order.
+            done = client.gather(futures)
+            return [done[i % len(done)][i // len(done)] for i in range(sum(map(len, done)))]
+
         pending = None
         batch: list = []
         for utt_id, word_ids, make in tasks:
@@ -129,12 +162,12 @@ def align_utterances(tasks: Iterable[tuple[str, list[int], Callable[[], np.ndarr
             if len(batch) >= block:
                 # Overlap: the workers align this block while we compute the next one.
                 if pending is not None:
-                    yield from pending.get()
-                pending, batch = pool.map_async(_align_one, batch), []
+                    yield from results(pending)
+                pending, batch = submit(batch), []
         if pending is not None:
-            yield from pending.get()
+            yield from results(pending)
         if batch:
-            yield from pool.map(_align_one, batch)
+            yield from results(submit(batch))
 
 
 def decode_hybrid(hclg, items: Iterable[tuple[str, np.ndarray]], trans_model, words, decode_set: Callable,

@@ -8,6 +8,7 @@ here the same stage runs on an external scheduler with 2 workers, started as a u
 import kaldi_hmm_gmm  # noqa: F401  -- before kaldifst
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,3 +184,55 @@ def test_a_finished_stage_asked_again_on_another_cluster_is_not_redone(an4_slice
         result = CliRunner().invoke(cli, args, catch_exceptions=False)
         assert result.exit_code == 0, result.output
         assert marker_path(ws, "mono").read_bytes() == marker
+
+
+def test_workers_that_share_the_roots_pass_the_shared_filesystem_check(external_scheduler, tmp_path):
+    """Every worker reads the probe written here and writes an answer this process reads; no
+    probe or answer is left behind."""
+    from distributed import Client
+
+    from weakalign.kaldi_steps.execution import check_shared_filesystem
+
+    roots = [tmp_path / "data" / "an4", tmp_path / "exp" / "an4"]
+    with Client(external_scheduler, set_as_default=False) as client:
+        check_shared_filesystem(client, roots)
+    assert all(root.is_dir() and not list(root.iterdir()) for root in roots)
+
+
+def test_workers_that_do_not_see_the_roots_stop_the_stage_before_its_jobs(external_scheduler, tmp_path, monkeypatch):
+    """The external workers run in another directory than this process (moved to ``tmp_path``):
+    a relative exp root names other files for them, as a root on a disk of this machine only
+    would. The executor refuses the cluster, naming each worker and the path it missed."""
+    from weakalign.kaldi_steps.execution import Executor, NotSharedFilesystem
+
+    workers_cwd = os.getcwd()  # where the fixture started them
+    monkeypatch.chdir(tmp_path)
+    relative = Path(f"exp-{tmp_path.name}") / "an4"
+    with pytest.raises(NotSharedFilesystem, match=(
+            r"(?s)do not see this machine's files: the data and exp roots must be on a filesystem shared .*"
+            rf"worker tcp://127\.0\.0\.1:\d+: cannot read or write {relative}/\.weakalign-probe-\w+ "
+            rf"\(from {re.escape(workers_cwd)} on .*\n  worker tcp://127\.0\.0\.1:\d+: cannot read")):
+        with Executor(2, external_scheduler, shared=(relative,)):
+            pass
+    assert not list((tmp_path / relative).iterdir())
+
+
+def test_features_on_an_external_scheduler_are_the_in_process_arrays(an4_slice, external_scheduler, tmp_path):
+    """The features stage's 2 chunks of dev run on the external workers (Lhotse's executor is the
+    Dask client): the same cuts in the same order, and each cut's MFCC and fbank equal to the
+    session fixture's (computed with nj=1 in this process)."""
+    import numpy as np
+    from lhotse import CutSet
+
+    from tests.fixtures_align import linked_workspace
+    from weakalign.pipeline.features import compute_features
+
+    ws = linked_workspace(an4_slice, tmp_path, ali_dirs=(), data_dirs=("manifests",))
+    compute_features(ws, nj=2, splits=["dev"], cluster=external_scheduler)
+    for cuts_of in (lambda w: w.mfcc_cuts("dev"), lambda w: w.fbank_cuts("dev")):
+        ours, reference = CutSet.from_file(cuts_of(ws)), CutSet.from_file(cuts_of(an4_slice))
+        assert list(ours.ids) == list(reference.ids)
+        assert {c.features.storage_path.rsplit("/", 1)[-1] for c in ours} == {"feats-0.lca", "feats-1.lca"}
+        for a, b in zip(ours, reference):
+            np.testing.assert_array_equal(a.load_features(), b.load_features(), err_msg=a.id)
+    assert ws.cmvn("dev").read_bytes() == an4_slice.cmvn("dev").read_bytes()
