@@ -114,8 +114,9 @@ class TrainConfig:
     grad_clip: float = 5.0
     seed: int = 0
     device: str = "cpu"
-    #: Intra-op threads of the training (None: ``OMP_NUM_THREADS``, else every core this process may
-    #: use). Where the work runs, like ``device``: not part of what a run produces.
+    #: Intra-op threads of the training (None: ``OMP_NUM_THREADS``, else 1: on a loaded 2-core machine
+    #: 2 threads ran 4x slower than 1, see RESULTS.md). Where the work runs, like ``device``: not part
+    #: of what a run produces.
     threads: int | None = None
 
     def to_dict(self) -> dict:
@@ -178,11 +179,9 @@ def _batch_loss(model: HybridBLSTM, data, batch_chunks, device, packed: bool = F
 
 
 def default_threads() -> int:
-    """``OMP_NUM_THREADS`` when set, else the cores this process may run on."""
+    """``OMP_NUM_THREADS`` when set, else 1 (as the stage ran before ``threads`` existed)."""
     env = os.environ.get("OMP_NUM_THREADS")
-    if env:
-        return max(1, int(env))
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, int(env)) if env else 1
 
 
 class ChunkTable:
