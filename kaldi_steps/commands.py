@@ -156,6 +156,8 @@ def _cmn_modes() -> list[str]:
 @click.command("hybrid")
 @corpus_command
 @click.option("--device", default="auto", show_default=True, help="Training device: auto, cpu, cuda, cuda:N.")
+@click.option("--threads", default=None, type=int,
+              help="Training threads [OMP_NUM_THREADS, else 1]; 2 may help on an idle 2-core machine.")
 @click.option("--epochs", default=None, type=int, help="Maximum epochs [AN4 8, speechocean762 5].")
 @click.option("--passes", default=None, type=int,
               help="Training passes, each on the previous pass's realignment [AN4 2, speechocean762 1].")

@@ -41,7 +41,7 @@ log = logging.getLogger("weakalign")
 #: Options that change how a stage runs (parallel jobs, the Dask cluster that runs them, the device),
 #: not its result. ``cluster`` above all: for a given ``nj`` the GMM stages give the same bytes on any
 #: cluster (:mod:`weakalign.kaldi_steps.execution`), so moving a workspace to another one redoes nothing.
-RUNTIME_OPTIONS = frozenset({"nj", "cluster", "device"})
+RUNTIME_OPTIONS = frozenset({"nj", "cluster", "device", "threads"})
 
 _UNRECORDED = "(not recorded)"
 

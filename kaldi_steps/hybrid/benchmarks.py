@@ -46,9 +46,47 @@ def _load(ws):
     return trans_model, read_tree(ali_dir / "tree"), feats, targets
 
 
+def flops_per_input_frame(cfg: HybridConfig) -> int:
+    """Training FLOPs of one input frame (forward + backward = 3x forward): per layer and direction
+    ``2 (4H·I + 4H·P + H·P)`` (input and recurrent gates, projection), then the output layer.
+
+    >>> flops_per_input_frame(HybridConfig(num_pdfs=259))
+    13570560
+    """
+    proj = cfg.proj if cfg.proj < cfg.cells else 0
+    out = proj or cfg.cells
+    fwd, inp = 0, cfg.feat_dim
+    for _ in range(cfg.layers):
+        fwd += 2 * 2 * (4 * cfg.cells * inp + 4 * cfg.cells * out + cfg.cells * proj)
+        inp = 2 * out
+    fwd += 2 * inp * cfg.num_pdfs
+    return 3 * fwd
+
+
+def _time_steps(step_fn, batches) -> tuple[float, int, int]:
+    """Seconds of ``step_fn`` over ``batches`` after two warm-up steps; supervised and computed frames."""
+    sup = computed = 0
+    start = None
+    for i, batch in enumerate(batches):
+        if i == 2:
+            start, sup, computed = time.perf_counter(), 0, 0
+        s, c = step_fn(batch)
+        sup, computed = sup + s, computed + c
+    return time.perf_counter() - start, sup, computed
+
+
 def bench_hybrid_train(ws, nj: int) -> dict:
-    """Frames/s of ``TRAIN_STEPS`` optimiser steps of the default-size BLSTM on real chunks."""
-    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))   # as the stage: see hybrid.py
+    """Supervised frames/s of ``TRAIN_STEPS`` optimiser steps of the default-size BLSTM on real chunks:
+    the trainer (:class:`.train.ChunkTable`, unpacked BLSTM, the stage's threads) beside the trainer
+    before issue #17 (chunks assembled in Python, packed ``nn.LSTM``), alternating step blocks so a
+    shared machine slows both alike; the FLOPs per supervised frame, and the share of this process's
+    fp32 matmul throughput (:func:`weakalign.e2e.benchmarks.matmul_gflops`, same threads) reached."""
+    from weakalign.e2e.benchmarks import matmul_gflops
+
+    from .train import ChunkTable, default_threads
+
+    threads = default_threads()
+    torch.set_num_threads(threads)
     d = _defaults()
     trans_model, _, _, targets = _load(ws)
     device = resolve_device("auto")
@@ -59,30 +97,59 @@ def bench_hybrid_train(ws, nj: int) -> dict:
     torch.manual_seed(0)
     model = build_model(model_cfg, None, device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    chunks = _chunks(targets, cfg)
+    rss_before = _peak_rss_mb()
+    table = ChunkTable(targets, cfg)
+    chunks = table.chunks
     # Repeated if the corpus has fewer chunks than the benchmark needs.
     order = np.resize(np.random.default_rng(0).permutation(len(chunks)), (TRAIN_STEPS + 2) * cfg.batch_size)
-    rss_before = _peak_rss_mb()
-    sup_frames = in_frames = 0
-    start = None
-    for step in range(TRAIN_STEPS + 2):
-        if step == 2:       # the first steps warm up allocators
-            start, sup_frames, in_frames = time.time(), 0, 0
-        batch = [chunks[i] for i in order[step * cfg.batch_size:(step + 1) * cfg.batch_size]]
-        loss, frames, _ = _batch_loss(model, targets, batch, device)
+    batches = [order[s * cfg.batch_size:(s + 1) * cfg.batch_size] for s in range(TRAIN_STEPS + 2)]
+
+    def step(loss, frames):
         optimizer.zero_grad()
         (loss / frames).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-        sup_frames += frames
-        in_frames += sum(w1 - w0 for _, w0, w1, _, _ in batch)
+
+    def new_step(ids):
+        loss, frames, _ = table.loss(model, ids, device)
+        step(loss, frames)
+        return frames, len(ids) * int(table.lens[torch.as_tensor(ids)].max())
+
+    def old_step(ids):
+        batch = [chunks[i] for i in ids]
+        loss, frames, _ = _batch_loss(model, targets, batch, device, packed=True)
+        step(loss, frames)
+        return frames, sum(w1 - w0 for _, w0, w1, _, _ in batch)
+
+    # Alternate blocks of 10 steps (old, new, old, new, ...) so both see the same machine load.
+    runs = {"new": [0.0, 0, 0], "old": [0.0, 0, 0]}
+    block = 10
+    for b in range(0, TRAIN_STEPS, block):
+        for name, fn in (("old", old_step), ("new", new_step)):
+            secs, sup, comp = _time_steps(fn, batches[b:b + block + 2])
+            runs[name] = [runs[name][0] + secs, runs[name][1] + sup, runs[name][2] + comp]
     if device.type == "cuda":
         torch.cuda.synchronize()
-    seconds = time.time() - start
+    peak = matmul_gflops()
+    fpf = flops_per_input_frame(model_cfg)
+    out = {}
+    for name, (secs, sup, comp) in runs.items():
+        gflops = fpf * comp / secs / 1e9
+        out[name] = {"seconds": round(secs, 2), "train_frames_per_s": round(sup / secs, 1),
+                     "computed_frames_per_s": round(comp / secs, 1),
+                     "flops_per_supervised_frame": round(fpf * comp / sup),
+                     "achieved_gflops": round(gflops, 2), "share_of_matmul_peak": round(gflops / peak, 3)}
     result = {"device": str(device), "threads": torch.get_num_threads(), "model": model_cfg.to_dict(),
               "batch_size": cfg.batch_size, "chunk": [cfg.left_context, cfg.chunk_width, cfg.right_context],
-              "steps": TRAIN_STEPS, "seconds": round(seconds, 2),
-              "train_frames_per_s": round(sup_frames / seconds, 1),
-              "input_frames_per_s": round(in_frames / seconds, 1),
+              "steps": TRAIN_STEPS, "matmul_gflops": round(peak, 1),
+              "flops_per_input_frame": fpf,
+              "train_frames_per_s": out["new"]["train_frames_per_s"],
+              "flops_per_supervised_frame": out["new"]["flops_per_supervised_frame"],
+              "share_of_matmul_peak": out["new"]["share_of_matmul_peak"],
+              "speedup_vs_old": round(out["new"]["train_frames_per_s"] / out["old"]["train_frames_per_s"], 2),
+              "trainer": out["new"], "old_trainer": out["old"],
+              "note": "old_trainer: the trainer before issue #17 (Python chunk assembly, packed nn.LSTM) at the "
+                      "same threads, in alternating 10-step blocks with the new one",
               "peak_rss_mb": round(_peak_rss_mb(), 1), "peak_rss_before_training_mb": round(rss_before, 1),
               "params": sum(p.numel() for p in model.parameters())}
     if device.type == "cuda":

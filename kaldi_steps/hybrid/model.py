@@ -22,11 +22,15 @@ torch.Size([50, 7])
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+# Said once per process by ATen for every projected LSTM on CPU; nothing the caller can act on.
+warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
 
 
 @dataclass
@@ -80,7 +84,46 @@ class HybridBLSTM(nn.Module):
         self.feat_std.copy_(torch.as_tensor(std, dtype=torch.float32).clamp_min(1e-5))
 
     def forward(self, feats: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
-        """``feats (B, T, D)`` raw fbank, ``lens (B,)`` -> logits ``(B, T, num_pdfs)`` (padding: zeros)."""
+        """``feats (B, T, D)`` raw fbank, ``lens (B,)`` -> logits ``(B, T, num_pdfs)``.
+
+        Logits at padded positions (``t >= lens[b]``) are meaningless; every valid position is
+        what :meth:`forward_packed` gives (the same weights and recursion, to float rounding).
+        Each layer runs its two directions as unidirectional LSTMs over *unpacked* zero-padded
+        time-major tensors, the reverse one over each sequence reversed within its own length
+        (so its padding stays at the end, after every valid step): on CPU this lets ATen
+        precompute the input projection of all time steps in one GEMM and keep the batch size
+        constant over time, about twice as fast as the packed path, which steps the input
+        projection frame by frame over a shrinking batch (issue #17).
+        """
+        x = ((feats - self.feat_mean) / self.feat_std).transpose(0, 1)   # (T, B, D)
+        T, B = x.shape[0], x.shape[1]
+        lens = lens.to(x.device)
+        ragged = bool((lens != T).any())
+        if ragged:
+            t = torch.arange(T, device=x.device).unsqueeze(1)
+            rev = torch.where(t < lens, lens - 1 - t, t)            # (T, B): a permutation per column
+
+        def reverse(y):
+            return y.gather(0, rev.unsqueeze(-1).expand_as(y)) if ragged else y.flip(0)
+
+        lstm, weights = self.blstm, self.blstm._flat_weights
+        per_dir = len(weights) // (2 * lstm.num_layers)
+        out_size = lstm.proj_size or lstm.hidden_size
+        h0 = x.new_zeros(1, B, out_size)
+        c0 = x.new_zeros(1, B, lstm.hidden_size)
+        for layer in range(lstm.num_layers):
+            if layer > 0 and lstm.dropout > 0:
+                x = nn.functional.dropout(x, lstm.dropout, self.training)
+            base = 2 * layer * per_dir
+            fwd, _, _ = torch._VF.lstm(x, (h0, c0), weights[base:base + per_dir], lstm.bias, 1, 0.0,
+                                       self.training, False, False)
+            bwd, _, _ = torch._VF.lstm(reverse(x), (h0, c0), weights[base + per_dir:base + 2 * per_dir],
+                                       lstm.bias, 1, 0.0, self.training, False, False)
+            x = torch.cat([fwd, reverse(bwd)], dim=-1)
+        return self.output(self.dropout(x.transpose(0, 1)))
+
+    def forward_packed(self, feats: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
+        """The reference path of :meth:`forward`: ``nn.LSTM`` over a packed batch (padding: zeros)."""
         x = (feats - self.feat_mean) / self.feat_std
         packed = pack_padded_sequence(x, lens.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.blstm(packed)

@@ -287,7 +287,7 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
                  speed_perturb: tuple[float, ...] | None = None,
                  acoustic_scale: float = 0.1, beam: float = 10.0, retry_beam: float = 40.0,
                  prior_floor: float = 1e-5, max_mismatch: int = 2, seed: int = 0, decode: bool = True,
-                 gmm_dir: str = "tri1", src_ali_dir: str = "tri1_ali") -> dict:
+                 gmm_dir: str = "tri1", src_ali_dir: str = "tri1_ali", threads: int | None = None) -> dict:
     """Train the hybrid BLSTM on the train alignments of ``exp/<c>/<src_ali_dir>`` and realign every
     split it holds (train, dev, test) into ``hybrid_ali``.
 
@@ -308,7 +308,8 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
         dropout=dropout, chunk_width=chunk_width, left_context=left_context, right_context=right_context,
         batch_size=batch_size, lr=lr, lr_final=lr_final, patience=patience, heldout_fraction=heldout_fraction,
         cmn=cmn, speed_perturb=speed_perturb, acoustic_scale=acoustic_scale, beam=beam, retry_beam=retry_beam,
-        prior_floor=prior_floor, max_mismatch=max_mismatch, seed=seed, decode=decode, device=device, nj=nj)
+        prior_floor=prior_floor, max_mismatch=max_mismatch, seed=seed, decode=decode, device=device, nj=nj,
+        threads=threads)
     from ..kaldi_io import read_ali_dir
 
     t0 = time.time()
@@ -326,9 +327,9 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
         out_dir = ws.exp / (HYBRID_DIR if last else f"{HYBRID_DIR}_pass{k}")
         ali_out = ws.exp / (HYBRID_ALI_DIR if last else f"{HYBRID_ALI_DIR}_pass{k}")
         log.info("hybrid: pass %d of %d: %s -> %s", k, passes, source.name, ali_out.name)
-        # nj and device change where the work runs, not what a pass produces
+        # nj, device and threads change where the work runs, not what a pass produces
         stamp = {"pass": k, "source": source.name, "source_digest": alignment_digest(alignments),
-                 "options": {o: v for o, v in options.items() if o not in ("nj", "device")}}
+                 "options": {o: v for o, v in options.items() if o not in ("nj", "device", "threads")}}
         summary = None if last else _finished_pass(out_dir, stamp)
         if summary is None:
             summary = hybrid_pass(ws, inputs, source, alignments, reference, out_dir, ali_out, ws.exp / gmm_dir,
@@ -386,7 +387,7 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
                 chunk_width: int, left_context: int, right_context: int, batch_size: int, lr: float,
                 lr_final: float | None, patience: int, heldout_fraction: float, cmn: str,
                 speed_perturb: list[float], acoustic_scale: float, beam: float, retry_beam: float,
-                prior_floor: float, max_mismatch: int, seed: int, decode: bool) -> dict:
+                prior_floor: float, max_mismatch: int, seed: int, decode: bool, threads: int | None = None) -> dict:
     """One pass: train on ``source`` (the alignments of ``src_ali``, whose model and tree they use)
     into ``out_dir``, realign into ``ali_out``, report; agreement is measured against ``reference``."""
     from ..kaldi_io import read_model, read_tree
@@ -417,7 +418,7 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     train_ids, held_ids = heldout_split(utt2spk, heldout_fraction, seed)
     train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_final=lr_final, patience=patience,
                             chunk_width=chunk_width, left_context=left_context, right_context=right_context,
-                            seed=seed, device=str(resolve_device(device)))
+                            seed=seed, device=str(resolve_device(device)), threads=threads)
     model_cfg = HybridConfig(num_pdfs=num_pdfs, feat_dim=next(iter(targets.values()))[0].shape[1],
                              cells=cells, proj=proj, layers=layers, dropout=dropout, input_cmn=cmn)
     train_data = {u: targets[u] for u in train_ids}

@@ -114,6 +114,10 @@ class TrainConfig:
     grad_clip: float = 5.0
     seed: int = 0
     device: str = "cpu"
+    #: Intra-op threads of the training (None: ``OMP_NUM_THREADS``, else 1: on a loaded 2-core machine
+    #: 2 threads ran 4x slower than 1, see RESULTS.md). Where the work runs, like ``device``: not part
+    #: of what a run produces.
+    threads: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -151,8 +155,11 @@ def _chunks(data: dict[str, tuple[np.ndarray, np.ndarray]], cfg: TrainConfig) ->
             for w in chunk_windows(len(data[utt][0]), cfg.chunk_width, cfg.left_context, cfg.right_context)]
 
 
-def _batch_loss(model: HybridBLSTM, data, batch_chunks, device) -> tuple[torch.Tensor, int, int]:
-    """Summed CE over the chunks' own frames, number of those frames, number correct."""
+def _batch_loss(model: HybridBLSTM, data, batch_chunks, device, packed: bool = False) -> tuple[torch.Tensor, int, int]:
+    """Summed CE over the chunks' own frames, number of those frames, number correct.
+
+    The reference path of :meth:`ChunkTable.loss` (the trainer before issue #17): a minibatch assembled
+    in Python chunk by chunk; with ``packed`` the network runs as it then did, over a packed batch."""
     feats, targets, lens = [], [], []
     for utt, w0, w1, c0, c1 in batch_chunks:
         x, y = data[utt]
@@ -163,12 +170,72 @@ def _batch_loss(model: HybridBLSTM, data, batch_chunks, device) -> tuple[torch.T
         lens.append(w1 - w0)
     x = torch.nn.utils.rnn.pad_sequence(feats, batch_first=True).to(device)
     y = torch.nn.utils.rnn.pad_sequence(targets, batch_first=True, padding_value=IGNORE).to(device)
-    logits = model(x, torch.tensor(lens))
+    logits = (model.forward_packed if packed else model)(x, torch.tensor(lens))
     loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
                                              ignore_index=IGNORE, reduction="sum")
     mask = y != IGNORE
-    correct = int((logits.argmax(-1)[mask] == y[mask]).sum())
+    correct = int((logits.detach().argmax(-1)[mask] == y[mask]).sum())
     return loss, int(mask.sum()), correct
+
+
+def default_threads() -> int:
+    """``OMP_NUM_THREADS`` when set, else 1 (as the stage ran before ``threads`` existed)."""
+    env = os.environ.get("OMP_NUM_THREADS")
+    return max(1, int(env)) if env else 1
+
+
+class ChunkTable:
+    """Every training chunk as precomputed index rows, so a minibatch is two tensor gathers.
+
+    The features of all utterances are concatenated once into one ``(F + 1, D)`` tensor (the last row
+    zeros: padding); chunk ``i`` is row ``index[i]`` of frame indices into it (its window, padded with
+    ``F``) and row ``targets[i]`` of pdf-ids (:data:`IGNORE` on context and padding). A batch is
+    ``feats[index[ids, :T]]``: the same tensors :func:`_batch_loss` assembles chunk by chunk in
+    Python (the reference path, kept for tests and the benchmark's before/after).
+    """
+
+    def __init__(self, data: dict[str, tuple[np.ndarray, np.ndarray]], cfg: TrainConfig):
+        self.chunks = _chunks(data, cfg)
+        utts = sorted(data)
+        offsets, start = {}, 0
+        for u in utts:
+            offsets[u] = start
+            start += len(data[u][0])
+        width = max((w1 - w0 for _, w0, w1, _, _ in self.chunks), default=1)
+        self.feats = torch.from_numpy(np.concatenate([data[u][0] for u in utts] +
+                                                     [np.zeros((1, next(iter(data.values()))[0].shape[1]),
+                                                               np.float32)]).astype(np.float32, copy=False))
+        n = len(self.chunks)
+        index = np.full((n, width), start, dtype=np.int64)
+        targets = np.full((n, width), IGNORE, dtype=np.int64)
+        lens = np.zeros(n, dtype=np.int64)
+        for i, (utt, w0, w1, c0, c1) in enumerate(self.chunks):
+            index[i, :w1 - w0] = np.arange(offsets[utt] + w0, offsets[utt] + w1)
+            targets[i, c0 - w0:c1 - w0] = data[utt][1][c0:c1]
+            lens[i] = w1 - w0
+        self.index, self.targets, self.lens = (torch.from_numpy(index), torch.from_numpy(targets),
+                                               torch.from_numpy(lens))
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def batch(self, ids) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(feats (B, T, D), targets (B, T), lens (B,))`` of chunks ``ids``, ``T`` their longest window."""
+        ids = torch.as_tensor(ids, dtype=torch.long)
+        lens = self.lens[ids]
+        width = int(lens.max())
+        return self.feats[self.index[ids, :width]], self.targets[ids, :width], lens
+
+    def loss(self, model: HybridBLSTM, ids, device) -> tuple[torch.Tensor, int, int]:
+        """As :func:`_batch_loss` of the same chunks: summed CE over their own frames, frames, correct."""
+        x, y, lens = self.batch(ids)
+        x, y = x.to(device), y.to(device)
+        logits = model(x, lens)
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1),
+                                                 ignore_index=IGNORE, reduction="sum")
+        mask = y != IGNORE
+        correct = int((logits.detach().argmax(-1)[mask] == y[mask]).sum())
+        return loss, int(mask.sum()), correct
 
 
 @torch.no_grad()
@@ -206,7 +273,7 @@ def _save(path: Path, obj: dict) -> None:
 def _same_run(ckpt: dict, model_cfg: HybridConfig, cfg: TrainConfig, targets_id: str | None = None) -> bool:
     """A checkpoint can be resumed when only the device changed, or the epoch budget of a constant-lr run
     (with ``lr_final`` the budget shapes the whole schedule), and it was trained on the same targets."""
-    ignore = ("device",) if cfg.lr_final is not None else ("epochs", "device")
+    ignore = ("device", "threads") if cfg.lr_final is not None else ("epochs", "device", "threads")
     old = {k: v for k, v in ckpt["train_config"].items() if k not in ignore}
     new = {k: v for k, v in cfg.to_dict().items() if k not in ignore}
     return (ckpt["model_config"] == model_cfg.to_dict() and old == new
@@ -261,10 +328,22 @@ def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
         state = TrainState(**ckpt["state"])
         log.info("hybrid: resuming from %s (epoch %d done)", resume, state.epoch)
 
-    chunks = _chunks(train_data, cfg)
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(cfg.threads or default_threads())
+    try:
+        return _train_loop(train_data, heldout_data, model_cfg, cfg, out_dir, model, optimizer, state,
+                           best_path, device, targets_id, on_step)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train_loop(train_data, heldout_data, model_cfg, cfg, out_dir, model, optimizer, state, best_path, device,
+                targets_id, on_step):
+    table = ChunkTable(train_data, cfg)
+    chunks = table.chunks
     num_frames = sum(len(y) for _, y in train_data.values())
-    log.info("hybrid: %d train utterances (%d frames, %d chunks), %d held-out utterances",
-             len(train_data), num_frames, len(chunks), len(heldout_data))
+    log.info("hybrid: %d train utterances (%d frames, %d chunks), %d held-out utterances, %d threads",
+             len(train_data), num_frames, len(chunks), len(heldout_data), torch.get_num_threads())
     while state.epoch < cfg.epochs and not state.stopped_early:
         epoch = state.epoch + 1
         lr = scheduled_lr(cfg, epoch, state.lr_scale)
@@ -277,8 +356,7 @@ def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
         tot_loss, tot_frames, tot_correct = 0.0, 0, 0
         steps = range(0, len(order), cfg.batch_size)
         for step, start in enumerate(tqdm(steps, desc=f"hybrid epoch {epoch}", leave=False)):
-            batch = [chunks[i] for i in order[start:start + cfg.batch_size]]
-            loss, frames, correct = _batch_loss(model, train_data, batch, device)
+            loss, frames, correct = table.loss(model, order[start:start + cfg.batch_size], device)
             optimizer.zero_grad()
             (loss / frames).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)

@@ -174,3 +174,68 @@ def test_speed_perturbed_copies_of_real_audio(an4_slice, slice_targets):
         by_spk.setdefault(cuts[utt.split("-", 1)[1]], []).append(x)
     for xs in by_spk.values():
         assert np.abs(np.concatenate(xs).mean(0)).max() < 1e-3
+
+
+def test_unpacked_forward_equals_the_packed_reference_on_ragged_batches():
+    """The trainer's BLSTM path (per-direction LSTMs over unpacked tensors, issue #17) gives the packed
+    ``nn.LSTM``'s logits at every valid position, and the same loss and gradients."""
+    torch.manual_seed(0)
+    model = HybridBLSTM(HybridConfig(num_pdfs=30, cells=16, proj=8, layers=3, dropout=0.0))
+    x = torch.randn(5, 20, 80)
+    lens = torch.tensor([20, 7, 13, 20, 1])
+    valid = torch.arange(20) < lens[:, None]
+    model.eval()
+    assert torch.allclose(model(x, lens)[valid], model.forward_packed(x, lens)[valid], atol=1e-5)
+    full = torch.full((5,), 20)
+    assert torch.allclose(model(x, full), model.forward_packed(x, full), atol=1e-5)
+    y = torch.randint(0, 30, (5, 20)).masked_fill(~valid, -100)
+    model.train()
+    grads = []
+    for forward in (model.forward, model.forward_packed):
+        model.zero_grad()
+        loss = torch.nn.functional.cross_entropy(forward(x, lens).reshape(-1, 30), y.reshape(-1), ignore_index=-100)
+        loss.backward()
+        grads.append((float(loss), [p.grad.clone() for p in model.parameters()]))
+    assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-5)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_chunk_table_batches_equal_the_python_chunk_path(slice_targets):
+    """Precomputed chunk tensors give the minibatch the old per-chunk Python assembly gave: the same
+    windows, per-frame targets (context and padding ignored), and so the same loss, frames and accuracy."""
+    from weakalign.kaldi_steps.hybrid.train import IGNORE, ChunkTable, _batch_loss
+
+    targets, num_pdfs = slice_targets
+    data = {u: targets[u] for u in sorted(targets)[:12]}
+    cfg = TrainConfig(chunk_width=40, left_context=20, right_context=20)
+    table = ChunkTable(data, cfg)
+    assert len(table) == len(table.chunks) > 12
+    ids = list(range(0, len(table), 3))[:16]
+    x, y, lens = table.batch(ids)
+    for row, i in enumerate(ids):
+        utt, w0, w1, c0, c1 = table.chunks[i]
+        assert int(lens[row]) == w1 - w0
+        assert torch.equal(x[row, :w1 - w0], torch.from_numpy(data[utt][0][w0:w1]))
+        want = np.full(x.shape[1], IGNORE)
+        want[c0 - w0:c1 - w0] = data[utt][1][c0:c1]
+        assert y[row].tolist() == want.tolist()
+    torch.manual_seed(0)
+    model = HybridBLSTM(HybridConfig(num_pdfs=num_pdfs, cells=16, proj=8, layers=2)).eval()
+    new = table.loss(model, ids, "cpu")
+    old = _batch_loss(model, data, [table.chunks[i] for i in ids], "cpu", packed=True)
+    assert float(new[0]) == pytest.approx(float(old[0]), rel=1e-5)
+    assert new[1:] == old[1:]
+
+
+def test_threads_do_not_stop_a_resume(slice_targets, tmp_path):
+    """``threads`` says where training runs, not what it produces: a checkpoint resumes across it."""
+    from weakalign.kaldi_steps.hybrid.train import _same_run
+
+    model_cfg = HybridConfig(num_pdfs=10, cells=16, proj=8, layers=1)
+    a = TrainConfig(epochs=2, lr_final=1e-4, threads=1)
+    ckpt = {"model_config": model_cfg.to_dict(), "train_config": {**a.to_dict(), "threads": 2}, "targets_id": None}
+    assert _same_run(ckpt, model_cfg, a)
+    old = {k: v for k, v in a.to_dict().items() if k != "threads"}   # a checkpoint from before the option
+    assert _same_run({**ckpt, "train_config": old}, model_cfg, a)
+    assert not _same_run(ckpt, model_cfg, TrainConfig(epochs=2, lr_final=1e-4, chunk_width=80))
