@@ -25,7 +25,7 @@ weight**:
 [(9, 0.0), (9, 0.5), (10, 0.0), (10, 0.5)]
 >>> pick_point({(9, 0.0): {"wer": 5.0}, (9, 0.5): {"wer": 4.0}, (10, 0.0): {"wer": 4.0}})
 (9, 0.5)
->>> c = [Candidate((1, 2), graph=10.0, acoustic=500.0), Candidate((1,), graph=12.0, acoustic=505.0)]
+>>> c = [Candidate((1, 2), graph=10.0, acoustic=500.0), Candidate((1,), graph=10.5, acoustic=500.0)]
 >>> rescore({"u": c}, ScoringGrid(lm_weights=(10,), penalties=(0.0, 1.0)))
 {(10, 0.0): {'u': [1, 2]}, (10, 1.0): {'u': [1]}}
 """
