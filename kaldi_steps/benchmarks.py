@@ -14,6 +14,12 @@ train (``MAX_UTTS`` utterances in all, graphs compiled first) aligned by a plain
 worker (``dask_overhead_ratio`` = Dask time / loop time, goal ≤ 1.05), and on 2 workers
 (``scaling_1_to_2_workers`` = 1-worker time / 2-worker time; 2 at best). Best of 3 each; the
 alignments must be the same in the three.
+
+``wer_check``: the cost of the GMM stages' HCLG WER check with the trained model, side by side
+in one process (``nj`` jobs): one plain decode of dev and of the WER set at acoustic scale 0.1
+(the least a check can do), the old search (``scoring="scales"``: six dev decodes + one), and
+Kaldi's ``score.sh`` grid (``scoring="kaldi-grid"``, :mod:`~weakalign.kaldi_steps.grid_score`);
+``*_vs_single_decode`` are the ratios (issue #17's goal: <= 1.3), with both checks' WERs.
 """
 
 from __future__ import annotations
@@ -152,4 +158,38 @@ def bench_gmm_align_dask(ws, nj: int) -> dict:
     }
 
 
-BENCHMARKS = [("gmm_align", bench_gmm_align), ("gmm_align_dask", bench_gmm_align_dask)]
+def bench_wer_check(ws, nj: int) -> dict:
+    from .execution import Executor
+    from .gmm import decode_wer, shard_args
+    from .graph import compute_wer, make_graph
+    from .kaldi_io import read_model
+    from .train_mono import wer_split
+
+    model_dir = _model_dir(ws)
+    tm, am = read_model(model_dir / "final.mdl")
+    hclg, words, wer_set = model_dir / "graph" / "HCLG.fst", model_dir / "graph" / "words.txt", wer_split(ws)
+    out = {"model": str(model_dir), "wer_set": wer_set, "nj": nj}
+    with Executor(nj) as executor:
+        make_graph(ws.lang, model_dir, model_dir / "graph")
+        start = time.perf_counter()
+        for split in ("dev", wer_set):
+            with executor.shards(shard_args(ws, split, executor.nj)) as pool:
+                refs, hyps = {}, {}
+                for r in pool.call("references"):
+                    refs.update(r)
+                for h in pool.call("decode", str(hclg), tm, am, str(words), 0.1):
+                    hyps.update(h)
+            out[f"single_decode_{split}_wer"] = compute_wer(refs, hyps)["wer"]
+        out["single_decode_s"] = round(time.perf_counter() - start, 2)
+        for scoring in ("scales", "kaldi-grid"):
+            start = time.perf_counter()
+            result = decode_wer(ws, model_dir, wer_set, executor, tm, am, scoring=scoring)
+            out[f"{scoring}_check_s"] = round(time.perf_counter() - start, 2)
+            out[f"{scoring}_vs_single_decode"] = round(out[f"{scoring}_check_s"] / out["single_decode_s"], 2)
+            out[f"{scoring}_wer"] = result["wer"]
+            out[f"{scoring}_point"] = {k: result[k] for k in ("acoustic_scale", "lm_weight", "penalty") if k in result}
+    return out
+
+
+BENCHMARKS = [("gmm_align", bench_gmm_align), ("gmm_align_dask", bench_gmm_align_dask),
+              ("wer_check", bench_wer_check)]

@@ -511,6 +511,43 @@ class Shard:
                       for u in self.utt_ids)
         return decode_set(hclg, decodables, words_path, acoustic_scale=acoustic_scale, progress=False, **decode_opts)
 
+    def _loglike_decoder(self, hclg_path: str, trans_model, penalty: float, beam: float):
+        """A :class:`~.grid_score.LoglikeDecoder` over ``hclg_path`` (with ``penalty`` per word),
+        cached for the shard's next call with the same graph."""
+        from .grid_score import LoglikeDecoder, penalised_graph
+        import kaldifst
+
+        key = (str(hclg_path), penalty, beam)
+        cached = getattr(self, "_grid_decoder", None)
+        if cached is None or cached[0] != key:
+            graph = penalised_graph(kaldifst.StdVectorFst.read(str(hclg_path)), penalty)
+            self._grid_decoder = cached = (key, LoglikeDecoder(graph, trans_model, beam=beam))
+        return cached[1]
+
+    def _pdf_loglikes(self, am):
+        from .grid_score import gmm_pdf_loglikes
+
+        params = GmmParams.from_am(am)
+        return ((u, gmm_pdf_loglikes(params, self.feats[u])) for u in self.utt_ids)
+
+    def grid_candidates(self, hclg_path: str, trans_model, am, lm_weights, beam: float = 13.0) -> dict:
+        """This shard's best paths at each LM weight (:func:`.grid_score.decode_candidates`)."""
+        from .grid_score import decode_candidates
+
+        return decode_candidates(self._loglike_decoder(hclg_path, trans_model, 0.0, beam), self._pdf_loglikes(am),
+                                 lm_weights)
+
+    def decode_at(self, hclg_path: str, trans_model, am, words_path: str, lm_weight: float, penalty: float,
+                  beam: float = 13.0) -> dict[str, list[str]]:
+        """This shard's hypotheses at one grid point, decoded exactly (:func:`.grid_score.decode_point`)."""
+        from .graph import _word_table
+        from .grid_score import decode_point
+
+        table = _word_table(words_path)
+        hyps = decode_point(self._loglike_decoder(hclg_path, trans_model, penalty, beam), self._pdf_loglikes(am),
+                            lm_weight)
+        return {u: [table.get(w, f"<{w}>") for w in ws] for u, ws in hyps.items()}
+
     def references(self) -> dict[str, list[str]]:
         return {u: self.texts[u] for u in self.utt_ids}
 
@@ -722,28 +759,78 @@ def _decode_split(ws, split, executor, hclg, words, trans_model, am, scales, bea
     return results
 
 
+def _scales_wer(ws, split_executor, wer_set, trans_model, am, hclg, words, beam, scales, features) -> dict:
+    """The old check: one decode of dev per acoustic scale, the best scale applied to ``wer_set``."""
+    dev = _decode_split(ws, "dev", split_executor, hclg, words, trans_model, am, scales, beam, features)
+    best = min(scales, key=lambda s: (dev[s]["wer"], s))
+    result = dev[best] if wer_set == "dev" else _decode_split(ws, wer_set, split_executor, hclg, words, trans_model,
+                                                               am, [best], beam, features)[best]
+    return {**result, "scoring": "scales", "acoustic_scale": best,
+            "dev_wer": {str(s): dev[s]["wer"] for s in scales}}
+
+
+def _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, features) -> dict:
+    """Kaldi's ``score.sh`` way (:mod:`.grid_score`): one decode of dev per LM weight, the paths
+    rescored over ``grid``, the point picked on dev, ``wer_set`` decoded once at that point."""
+    from .graph import _word_table, compute_wer
+    from .grid_score import pick_point, rescore
+
+    table = _word_table(words)
+    with executor.shards(shard_args(ws, "dev", executor.nj, features)) as pool:
+        refs, candidates = {}, {}
+        for r in pool.call("references"):
+            refs.update(r)
+        for c in pool.call("grid_candidates", str(hclg), trans_model, am, list(grid.lm_weights), beam=beam):
+            candidates.update(c)
+    dev = {pt: compute_wer(refs, {u: [table.get(w, f"<{w}>") for w in ids] for u, ids in hyps.items()})
+           for pt, hyps in rescore(candidates, grid).items()}
+    w, p = pick_point(dev)
+    log.info("grid scoring on dev: best LM weight %s, penalty %s: WER %.2f%% (%d paths per utterance on average)",
+             w, p, dev[(w, p)]["wer"], sum(map(len, candidates.values())) / max(len(candidates), 1))
+    if wer_set == "dev":
+        result = dev[(w, p)]
+    else:
+        with executor.shards(shard_args(ws, wer_set, executor.nj, features)) as pool:
+            refs, hyps = {}, {}
+            for r in pool.call("references"):
+                refs.update(r)
+            for h in pool.call("decode_at", str(hclg), trans_model, am, str(words), w, p, beam=beam):
+                hyps.update(h)
+        result = compute_wer(refs, hyps)
+    return {**result, "scoring": "kaldi-grid", "grid": grid.as_dict(), "lm_weight": w, "penalty": p,
+            "acoustic_scale": round(1.0 / w, 6),
+            "dev_wer": {f"{pw}_{pp}": r["wer"] for (pw, pp), r in dev.items()}}
+
+
 def decode_wer(ws, model_dir, wer_set: str, executor, trans_model, am, *, lm=None, beam: float = 13.0,
-               scales=DECODE_SCALES, features=None) -> dict:
-    """WER sanity check: build HCLG for ``model_dir`` (``graph.make_graph``), decode ``dev`` at each
-    acoustic scale in ``scales``, pick the best scale on dev, and decode ``wer_set`` with it
-    (never tuned on test), in ``executor.nj`` jobs on ``executor`` (:class:`~.execution.Executor`).
-    ``features``: the model's :class:`~weakalign.kaldi_steps.feature_transform.FeatureSpec`.
-    Returns ``compute_wer``'s dict plus ``acoustic_scale`` and ``dev_wer``.
+               scales=DECODE_SCALES, features=None, scoring: str = "kaldi-grid", grid=None) -> dict:
+    """WER sanity check: build HCLG for ``model_dir`` (``graph.make_graph``), choose the scoring
+    point on ``dev`` only and report ``wer_set`` at it, in ``executor.nj`` jobs on ``executor``
+    (:class:`~.execution.Executor`). ``features``: the model's
+    :class:`~weakalign.kaldi_steps.feature_transform.FeatureSpec`.
+
+    ``scoring="kaldi-grid"`` (default): Kaldi's ``local/score.sh`` LM weight x insertion penalty
+    ``grid`` (:class:`~.grid_score.ScoringGrid`, default 7..17 x 0/0.5/1), :func:`_grid_wer`.
+    ``scoring="scales"``: the old search, one decode per acoustic scale in ``scales``, no penalty.
+    Returns ``compute_wer``'s dict plus the scoring method, the chosen point and ``dev_wer``.
     """
     from pathlib import Path
 
     from .graph import make_graph
+    from .grid_score import ScoringGrid
 
     graph_dir = Path(model_dir) / "graph"
     make_graph(ws.lang, model_dir, graph_dir, **({"lm": lm} if lm else {}))
     hclg, words = graph_dir / "HCLG.fst", graph_dir / "words.txt"
-    dev = _decode_split(ws, "dev", executor, hclg, words, trans_model, am, scales, beam, features)
-    best = min(scales, key=lambda s: (dev[s]["wer"], s))
-    result = dev[best] if wer_set == "dev" else _decode_split(ws, wer_set, executor, hclg, words, trans_model, am,
-                                                               [best], beam, features)[best]
-    result = {**result, "acoustic_scale": best, "dev_wer": {str(s): dev[s]["wer"] for s in scales}}
-    log.info("%s: WER on %s = %.2f%% at acoustic scale %.4g (best on dev: %.2f%%)", Path(model_dir).name,
-             wer_set, result["wer"], best, dev[best]["wer"])
+    if scoring == "kaldi-grid":
+        result = _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid or ScoringGrid(), features)
+        point = f"LM weight {result['lm_weight']}, penalty {result['penalty']}"
+    elif scoring == "scales":
+        result = _scales_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, scales, features)
+        point = f"acoustic scale {result['acoustic_scale']:.4g}"
+    else:
+        raise ValueError(f"unknown WER scoring {scoring!r}: use 'kaldi-grid' or 'scales'")
+    log.info("%s: WER on %s = %.2f%% at %s (chosen on dev)", Path(model_dir).name, wer_set, result["wer"], point)
     return result
 
 
@@ -775,14 +862,15 @@ def stage_diagnostics(num_utts: int, final: AlignSummary, final_stats, am, histo
 
 
 def finish_gmm_stage(ws, out_dir, diagnostics: dict, report, outputs: list, *, decode: bool, wer_set: str,
-                     executor, trans_model, am, decode_beam: float, decode_scales, features=None) -> dict:
+                     executor, trans_model, am, decode_beam: float, decode_scales, features=None,
+                     decode_scoring: str = "kaldi-grid") -> dict:
     """Write diagnostics, run the WER check if asked, and return the stage summary."""
     path = Path(out_dir) / "diagnostics.json"
     # Written before decoding too: the model and alignments are usable even if decoding is cut short.
     write_json(path, diagnostics)
     if decode:
         wer = decode_wer(ws, out_dir, wer_set, executor, trans_model, am, beam=decode_beam, scales=decode_scales,
-                         features=features)
+                         features=features, scoring=decode_scoring)
         diagnostics.update({"wer": wer["wer"], "wer_set": wer_set, "wer_details": wer})
         write_json(path, diagnostics)
     report.log_summary()

@@ -160,7 +160,8 @@ def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int 
                num_iters: int = 35, max_iter_inc: int = 25, realign_iters=DEFAULT_REALIGN_ITERS,
                power: float = 0.25, beam: float = 10.0, retry_beam: float = 40.0, thresh: float = 300.0,
                cluster_thresh: float = -1.0, decode: bool = True, decode_beam: float = 13.0,
-               decode_scales=DECODE_SCALES, align_splits=DEFAULT_ALIGN_SPLITS) -> dict:
+               decode_scales=DECODE_SCALES, decode_scoring: str = "kaldi-grid",
+               align_splits=DEFAULT_ALIGN_SPLITS) -> dict:
     """Train tri1 from ``exp/<c>/mono`` and write ``exp/<c>/{tri1,tri1_ali}`` (see module docstring)."""
     import kaldi_hmm_gmm as khg
 
@@ -224,7 +225,8 @@ def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int 
                                     num_leaves_requested=num_leaves, tree=tree.info, splits=split_summary)
     return finish_gmm_stage(ws, out, diagnostics, report, outputs + ali_outputs,
                             decode=decode, wer_set=wer_split(ws), executor=executor, trans_model=tm, am=am,
-                            decode_beam=decode_beam, decode_scales=decode_scales)
+                            decode_beam=decode_beam, decode_scales=decode_scales,
+                            decode_scoring=decode_scoring)
 
 
 @declares_inputs(aligned_splits_input)

@@ -120,6 +120,7 @@ def train_lda_mllt(ws, executor, *, num_leaves: int | None = None, total_gauss: 
                    splice_context: int = DEFAULT_SPLICE_CONTEXT, power: float = 0.25, beam: float = 10.0,
                    retry_beam: float = 40.0, thresh: float = 300.0, cluster_thresh: float = -1.0,
                    decode: bool = True, decode_beam: float = 13.0, decode_scales=DECODE_SCALES,
+                   decode_scoring: str = "kaldi-grid",
                    align_splits=DEFAULT_ALIGN_SPLITS) -> dict:
     """Train tri2 from ``exp/<c>/tri1_ali`` and write ``exp/<c>/{tri2,tri2_ali}`` (see module docstring)."""
     import kaldi_hmm_gmm as khg
@@ -195,7 +196,7 @@ def train_lda_mllt(ws, executor, *, num_leaves: int | None = None, total_gauss: 
                                     lda=lda_info, mllt=mllt_history)
     return finish_gmm_stage(ws, out, diagnostics, report, outputs + ali_outputs, decode=decode,
                             wer_set=wer_split(ws), executor=executor, trans_model=tm, am=am, decode_beam=decode_beam,
-                            decode_scales=decode_scales, features=features)
+                            decode_scales=decode_scales, features=features, decode_scoring=decode_scoring)
 
 
 @declares_inputs(aligned_splits_input)

@@ -58,7 +58,7 @@ def monophone_context_dependency(lang):
 def train_mono(ws, executor, *, num_iters: int = 40, total_gauss: int = 1000, max_iter_inc: int = 30,
                realign_iters=DEFAULT_REALIGN_ITERS, power: float = 0.25, beam: float = 10.0,
                initial_beam: float = 6.0, retry_beam: float = 40.0, decode: bool = True, decode_beam: float = 13.0,
-               decode_scales=DECODE_SCALES,
+               decode_scales=DECODE_SCALES, decode_scoring: str = "kaldi-grid",
                out_dir=None) -> dict:
     """Train the monophone system on ``train`` and write ``exp/<c>/mono`` (see module docstring), in
     ``executor.nj`` jobs on ``executor`` (:class:`~.execution.Executor`)."""
@@ -113,7 +113,8 @@ def train_mono(ws, executor, *, num_iters: int = 40, total_gauss: int = 1000, ma
     outputs = write_model_dir(out, tm, am, ctx_dep, occs, ws.lang, alignments)
     diagnostics = stage_diagnostics(num_utts, final, final_stats, am, history, problems_log, report)
     return finish_gmm_stage(ws, out, diagnostics, report, outputs, decode=decode, wer_set=wer_split(ws),
-                            executor=executor, trans_model=tm, am=am, decode_beam=decode_beam, decode_scales=decode_scales)
+                            executor=executor, trans_model=tm, am=am, decode_beam=decode_beam,
+                            decode_scales=decode_scales, decode_scoring=decode_scoring)
 
 
 def _offsets(am):

@@ -154,10 +154,32 @@ def test_decoding_with_the_trained_tri1_model_recognises_words(an4_slice_tri1):
     ws = an4_slice_tri1
     tm, am = read_model(ws.exp / "tri1" / "final.mdl")
     with Executor(nj=1) as in_process:
-        result = decode_wer(ws, ws.exp / "tri1", "test", in_process, tm, am, scales=(0.0833,))
+        result = decode_wer(ws, ws.exp / "tri1", "test", in_process, tm, am, scales=(0.0833,), scoring="scales")
     assert result["acoustic_scale"] == 0.0833 and set(result["dev_wer"]) == {"0.0833"}
     assert result["words"] > 30
     assert result["wer"] < 80.0, result
+
+
+def test_grid_scoring_picks_its_point_on_dev_only(an4_slice_tri1):
+    """Kaldi's score.sh way: the (LM weight, penalty) with the lowest dev WER (ties: smaller
+    weight, then penalty) is the point the test set is scored at; scoring test instead of dev
+    leaves the choice unchanged (test plays no part in it)."""
+    from weakalign.kaldi_steps.execution import Executor
+    from weakalign.kaldi_steps.gmm import decode_wer
+    from weakalign.kaldi_steps.grid_score import ScoringGrid, pick_point
+
+    ws = an4_slice_tri1
+    tm, am = read_model(ws.exp / "tri1" / "final.mdl")
+    grid = ScoringGrid(lm_weights=(9, 12), penalties=(0.0, 1.0))
+    with Executor(nj=1) as in_process:
+        on_test = decode_wer(ws, ws.exp / "tri1", "test", in_process, tm, am, grid=grid)
+        on_dev = decode_wer(ws, ws.exp / "tri1", "dev", in_process, tm, am, grid=grid)
+    assert on_test["scoring"] == "kaldi-grid" and on_test["grid"] == {"lm_weights": [9, 12], "penalties": [0.0, 1.0]}
+    dev = {tuple(float(x) for x in k.split("_")): {"wer": v} for k, v in on_test["dev_wer"].items()}
+    assert len(dev) == 4 and pick_point(dev) == (on_test["lm_weight"], on_test["penalty"])
+    assert (on_dev["lm_weight"], on_dev["penalty"]) == (on_test["lm_weight"], on_test["penalty"])
+    assert on_dev["wer"] == on_test["dev_wer"][f"{on_dev['lm_weight']}_{on_dev['penalty']}"]
+    assert on_test["words"] > 30 and on_test["wer"] < 80.0, on_test
 
 
 def test_mixing_up_follows_occupancy_and_is_reproducible():

@@ -1,0 +1,180 @@
+"""Scoring as Kaldi's ``local/score.sh``: the LM weight and word insertion penalty picked on dev
+over Kaldi's grid, the test set scored at the dev-chosen point.
+
+Kaldi decodes once to lattices and, per LM weight ``w`` and penalty ``p``, takes the lattice's
+best path under ``graph_cost + acoustic_cost / w + p * #words`` (``lattice-scale
+--inv-acoustic-scale=w | lattice-add-penalty --word-ins-penalty=p | lattice-best-path``).
+kaldi-hmm-gmm's lattice decoder returns only its best path (the lattice is not exposed to
+Python), so here the lattice is replaced by an **n-best list built from one decode per LM
+weight**:
+
+1. the pdf log-likelihoods of each utterance are computed once (:func:`gmm_pdf_loglikes`, or
+   a hybrid's scaled posteriors), and for each ``w`` the lattice decoder (Kaldi's beams) decodes
+   them at acoustic scale ``1/w`` through ``khg.DecodableCtc``: its best path is *exactly*
+   Kaldi's ``(w, 0.0)`` path (up to pruning);
+2. each distinct path is kept with its graph cost, acoustic cost and word count
+   (:class:`Candidate`); at ``(w, p)`` the cheapest candidate under Kaldi's rescoring cost is
+   the hypothesis (:func:`rescore`). For ``p = 0`` this is the decode at ``w`` itself; for
+   ``p > 0`` it is the best of up to ``len(lm_weights)`` paths, where Kaldi's lattice holds more;
+3. the point is chosen on dev only (:func:`pick_point`); the test set is decoded once, exactly
+   at that point: acoustic scale ``1/w`` over HCLG with ``p`` added to every word arc
+   (:func:`penalised_graph`), which has the same best path as Kaldi's rescoring cost.
+
+>>> grid = ScoringGrid(lm_weights=(9, 10), penalties=(0.0, 0.5))
+>>> grid.points
+[(9, 0.0), (9, 0.5), (10, 0.0), (10, 0.5)]
+>>> pick_point({(9, 0.0): {"wer": 5.0}, (9, 0.5): {"wer": 4.0}, (10, 0.0): {"wer": 4.0}})
+(9, 0.5)
+>>> c = [Candidate((1, 2), graph=10.0, acoustic=500.0), Candidate((1,), graph=10.5, acoustic=500.0)]
+>>> rescore({"u": c}, ScoringGrid(lm_weights=(10,), penalties=(0.0, 1.0)))
+{(10, 0.0): {'u': [1, 2]}, (10, 1.0): {'u': [1]}}
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping
+
+import numpy as np
+
+log = logging.getLogger("weakalign")
+
+#: Kaldi's ``local/score.sh`` defaults (``min_lmwt=7 max_lmwt=17``, ``word_ins_penalty=0.0,0.5,1.0``).
+KALDI_LM_WEIGHTS = tuple(range(7, 18))
+KALDI_PENALTIES = (0.0, 0.5, 1.0)
+
+
+@dataclass(frozen=True)
+class ScoringGrid:
+    """The ``(LM weight, word insertion penalty)`` points tried on dev."""
+
+    lm_weights: tuple = KALDI_LM_WEIGHTS
+    penalties: tuple = KALDI_PENALTIES
+    points: list = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not self.lm_weights or not self.penalties or min(self.lm_weights) <= 0:
+            raise ValueError(f"scoring grid needs positive LM weights and some penalties, got "
+                             f"{self.lm_weights} x {self.penalties}")
+        object.__setattr__(self, "points", [(w, p) for w in self.lm_weights for p in self.penalties])
+
+    def as_dict(self) -> dict:
+        return {"lm_weights": list(self.lm_weights), "penalties": list(self.penalties)}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One decoded path: its word ids, graph cost and (unscaled) acoustic cost ``-log p(x|path)``."""
+
+    words: tuple
+    graph: float
+    acoustic: float
+
+    def cost(self, lm_weight: float, penalty: float) -> float:
+        """Kaldi's rescoring cost at ``(lm_weight, penalty)`` (``lattice-scale`` + ``lattice-add-penalty``)."""
+        return self.graph + self.acoustic / lm_weight + penalty * len(self.words)
+
+
+def pick_point(wers: Mapping[tuple, Mapping]) -> tuple:
+    """The grid point with the lowest WER; ties go to the smaller LM weight, then the smaller
+    penalty (as the fixture's ``pick_lmwt.py``). Only ever called with dev WERs."""
+    return min(wers, key=lambda wp: (wers[wp]["wer"], wp[0], wp[1]))
+
+
+def rescore(candidates: Mapping[str, list[Candidate]], grid: ScoringGrid) -> dict[tuple, dict[str, list[int]]]:
+    """``(w, p) -> utt -> word ids``: each utterance's cheapest candidate at each grid point
+    (first one on ties; an utterance without candidates gets an empty hypothesis)."""
+    out = {}
+    for w, p in grid.points:
+        out[(w, p)] = {u: list(min(c, key=lambda x: x.cost(w, p)).words) if c else []
+                       for u, c in candidates.items()}
+    return out
+
+
+def gmm_pdf_loglikes(params, feats: np.ndarray) -> np.ndarray:
+    """``(frames, num_pdfs)`` GMM log-likelihoods (log-sum-exp over each pdf's Gaussians) from
+    :class:`~weakalign.kaldi_steps.gmm.GmmParams`, as ``DecodableAmDiagGmm`` computes them."""
+    x = np.asarray(feats, dtype=np.float64)
+    ll = params.gconsts + x @ params.means_invvars.T - 0.5 * ((x * x) @ params.inv_vars.T)
+    top = np.maximum.reduceat(ll, params.offsets[:-1], axis=1)
+    sizes = np.diff(params.offsets)
+    summed = np.add.reduceat(np.exp(ll - np.repeat(top, sizes, axis=1)), params.offsets[:-1], axis=1)
+    return np.log(summed) + top
+
+
+def penalised_graph(hclg, penalty: float):
+    """A copy of ``hclg`` with ``penalty`` added to the cost of every arc that outputs a word:
+    decoding it at acoustic scale ``1/w`` minimises Kaldi's rescoring cost at ``(w, penalty)``."""
+    import kaldifst
+
+    if penalty == 0:
+        return hclg
+    out = kaldifst.StdVectorFst()
+    for _ in range(hclg.num_states):
+        out.add_state()
+    out.start = hclg.start
+    for s in range(hclg.num_states):
+        out.set_final(s, hclg.final(s))
+        for arc in kaldifst.ArcIterator(hclg, s):
+            cost = arc.weight.value + (penalty if arc.olabel else 0.0)
+            out.add_arc(s, kaldifst.StdArc(arc.ilabel, arc.olabel, cost, arc.nextstate))
+    return out
+
+
+class LoglikeDecoder:
+    """kaldi-hmm-gmm's lattice decoder over one HCLG, fed precomputed ``(frames, num_pdfs)``
+    log-likelihoods at a chosen acoustic scale (Kaldi's ``decode.sh`` beams by default)."""
+
+    def __init__(self, hclg, trans_model, *, beam: float = 13.0, lattice_beam: float = 6.0,
+                 max_active: int = 7000):
+        import kaldi_hmm_gmm as khg
+
+        config = khg.LatticeFasterDecoderConfig()
+        config.beam, config.lattice_beam, config.max_active = beam, lattice_beam, max_active
+        self.hclg = hclg  # the decoder keeps a reference: keep the FST alive
+        self.decoder = khg.LatticeFasterDecoder(hclg, config)
+        self.trans_model = trans_model
+        self.tid_to_pdf = np.asarray(trans_model.transition_id_to_pdf_array())
+
+    def best_path(self, utt_id: str, loglikes: np.ndarray, acoustic_scale: float) -> Candidate | None:
+        """The best path at ``acoustic_scale`` as a :class:`Candidate`, or None (with a warning)
+        when no path survived the beam. A path that reached no final state is kept, with a warning."""
+        import kaldi_hmm_gmm as khg
+
+        by_tid = (acoustic_scale * loglikes[:, self.tid_to_pdf[1:]]).astype(np.float32)
+        ok, alignment, words, like = khg.decode_utterance_lattice_faster(
+            self.decoder, khg.DecodableCtc(by_tid), self.trans_model, utt_id, True)
+        if not alignment:
+            log.warning("decode: %s: no path survived the beam; empty hypothesis", utt_id)
+            return None
+        if not ok:
+            log.warning("decode: %s: no final state reached; using the best partial path", utt_id)
+        acoustic = -float(loglikes[np.arange(len(alignment)), self.tid_to_pdf[np.asarray(alignment)]].sum())
+        # like = -(graph cost + acoustic_scale * acoustic cost) of the best path.
+        return Candidate(tuple(words), -like - acoustic_scale * acoustic, acoustic)
+
+
+def decode_candidates(decoder: LoglikeDecoder, loglikes: Iterable[tuple[str, np.ndarray]],
+                      lm_weights: Iterable[float]) -> dict[str, list[Candidate]]:
+    """``utt -> distinct best paths`` of one decode per LM weight (acoustic scale ``1/w``)."""
+    out: dict[str, list[Candidate]] = {}
+    for utt_id, ll in loglikes:
+        found = []
+        for w in lm_weights:
+            c = decoder.best_path(utt_id, ll, 1.0 / w)
+            if c is not None and all(c.words != f.words or c.acoustic != f.acoustic for f in found):
+                found.append(c)
+        out[utt_id] = found
+    return out
+
+
+def decode_point(decoder: LoglikeDecoder, loglikes: Iterable[tuple[str, np.ndarray]],
+                 lm_weight: float) -> dict[str, list[int]]:
+    """``utt -> word ids`` of one decode at acoustic scale ``1/lm_weight`` (over the decoder's
+    graph, penalised or not)."""
+    out = {}
+    for utt_id, ll in loglikes:
+        c = decoder.best_path(utt_id, ll, 1.0 / lm_weight)
+        out[utt_id] = list(c.words) if c is not None else []
+    return out

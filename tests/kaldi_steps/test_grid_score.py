@@ -1,0 +1,113 @@
+"""Kaldi's ``score.sh`` grid scoring (``kaldi_steps/grid_score.py``) on real Kaldi's AN4 mono model
+(``shared/fixtures/kaldi_an4_reference``): its HCLG built by the project from Kaldi's lang, a few
+dev utterances with Kaldi's own features, checked against the project's plain decode and
+against Kaldi's own best paths per LM weight."""
+
+import kaldi_hmm_gmm as khg  # noqa: F401  -- keep first
+
+import numpy as np
+import pytest
+
+from weakalign.kaldi_steps.graph import _word_table, compute_wer, decode_set
+from weakalign.kaldi_steps.grid_score import (Candidate, LoglikeDecoder, ScoringGrid, decode_candidates,
+                                              gmm_pdf_loglikes, penalised_graph, pick_point, rescore)
+
+NUM_UTTS = 8
+GRID = ScoringGrid(lm_weights=(8, 10, 13, 16), penalties=(0.0, 0.5, 1.0))
+
+
+@pytest.fixture(scope="module")
+def kaldi_mono(kaldi_an4_dir, tmp_path_factory):
+    """Kaldi's mono model, the project's HCLG for it, and the first dev utterances' features
+    (CMVN + deltas as Kaldi's decode.sh) and GMM log-likelihoods."""
+    import kaldifst
+    import kaldiio
+
+    from weakalign.kaldi_steps.gmm import GmmParams
+    from weakalign.kaldi_steps.graph import make_graph
+    from weakalign.kaldi_steps.kaldi_io import read_model
+    from weakalign.pipeline.features import add_deltas, apply_cmvn
+
+    d = kaldi_an4_dir
+    tm, am = read_model(d / "mono" / "final.mdl")
+    hclg_path = make_graph(d / "lang", d / "mono", tmp_path_factory.mktemp("graph"), lm=d / "lang" / "lm.arpa")
+    feats_dir = d / "feats" / "dev"
+    utt2spk = dict(line.split() for line in (feats_dir / "utt2spk").read_text().splitlines())
+    with kaldiio.ReadHelper(f"ark:{feats_dir / 'feats.ark'}") as reader:
+        raw = dict(item for item, _ in zip(reader, range(NUM_UTTS)))
+    with kaldiio.ReadHelper(f"ark:{feats_dir / 'cmvn.ark'}") as reader:
+        cmvn = dict(reader)
+    feats = {u: add_deltas(apply_cmvn(x, cmvn[utt2spk[u]])).astype(np.float32) for u, x in raw.items()}
+    params = GmmParams.from_am(am)
+    loglikes = {u: gmm_pdf_loglikes(params, x) for u, x in feats.items()}
+    return dict(tm=tm, am=am, hclg=kaldifst.StdVectorFst.read(str(hclg_path)), feats=feats, loglikes=loglikes,
+                words=_word_table(d / "lang" / "words.txt"), decode_dir=d / "decode" / "mono" / "dev")
+
+
+@pytest.fixture(scope="module")
+def rescored(kaldi_mono):
+    candidates = decode_candidates(LoglikeDecoder(kaldi_mono["hclg"], kaldi_mono["tm"]),
+                                   kaldi_mono["loglikes"].items(), GRID.lm_weights)
+    return candidates, rescore(candidates, GRID)
+
+
+def _kaldi_hyps(decode_dir, lm_weight, penalty):
+    path = decode_dir / "scoring_kaldi" / f"penalty_{penalty:.1f}" / f"{lm_weight}.txt"
+    return {line.split()[0]: line.split()[1:] for line in path.read_text().splitlines()}
+
+
+@pytest.mark.timeout(120)
+def test_lm_weight_10_without_penalty_is_the_plain_decode_at_acoustic_scale_0_1(kaldi_mono, rescored):
+    """(w=10, p=0) is the project's plain decode (GMM decodable scaled by 0.1, lattice decoder)."""
+    km = kaldi_mono
+    plain = decode_set(km["hclg"], ((u, khg.DecodableAmDiagGmmScaled(km["am"], km["tm"], x, 0.1))
+                                    for u, x in km["feats"].items()), km["words"], trans_model=km["tm"],
+                       progress=False)
+    _, hyps = rescored
+    assert {u: [km["words"][w] for w in ws] for u, ws in hyps[(10, 0.0)].items()} == plain
+
+
+@pytest.mark.timeout(120)
+def test_rescored_best_paths_match_kaldis_lattice_rescoring(kaldi_mono, rescored):
+    """Kaldi's own best paths (lattice-scale + lattice-add-penalty + lattice-best-path) on its own
+    model: at most one of the slice's utterances differs at any grid point."""
+    km = kaldi_mono
+    _, hyps = rescored
+    for (w, p), by_utt in hyps.items():
+        kaldi = _kaldi_hyps(km["decode_dir"], w, p)
+        differ = [u for u, ids in by_utt.items() if [km["words"][i] for i in ids] != kaldi[u]]
+        assert len(differ) <= 1, ((w, p), differ)
+
+
+@pytest.mark.timeout(120)
+def test_a_larger_penalty_never_adds_words_and_the_exact_penalised_decode_is_no_worse(kaldi_mono, rescored):
+    """Raising the insertion penalty can only shorten the chosen hypothesis (fewer insertions);
+    the exact decode at (w, p) over HCLG with p per word arc finds a path at least as cheap as
+    the n-best choice."""
+    km = kaldi_mono
+    candidates, hyps = rescored
+    for w in GRID.lm_weights:
+        lengths = [sum(len(h) for h in hyps[(w, p)].values()) for p in GRID.penalties]
+        assert lengths == sorted(lengths, reverse=True), (w, lengths)
+    refs = {line.split()[0]: line.split()[1:]
+            for line in (km["decode_dir"] / "scoring_kaldi" / "test_filt.txt").read_text().splitlines()}
+    ins = [compute_wer({u: refs[u] for u in hyps[(10, p)]},
+                       {u: [km["words"][i] for i in ids] for u, ids in hyps[(10, p)].items()})["ins"]
+           for p in GRID.penalties]
+    assert ins == sorted(ins, reverse=True) and ins[-1] < ins[0], ins
+    w, p = 13, 1.0
+    exact = LoglikeDecoder(penalised_graph(km["hclg"], p), km["tm"])
+    for u, ll in km["loglikes"].items():
+        found = exact.best_path(u, ll, 1.0 / w)
+        chosen = min(candidates[u], key=lambda c: c.cost(w, p))
+        # found.graph already holds p per word: it is the graph cost of the penalised HCLG.
+        assert found.graph + found.acoustic / w <= chosen.cost(w, p) + 1e-2, u
+
+
+def test_the_point_is_picked_by_lowest_wer_then_smaller_weight_then_smaller_penalty():
+    dev = {(9, 1.0): {"wer": 11.0}, (10, 0.0): {"wer": 10.0}, (10, 0.5): {"wer": 10.0}, (12, 0.0): {"wer": 10.0}}
+    assert pick_point(dev) == (10, 0.0)
+    c = [Candidate((1, 2, 3), graph=5.0, acoustic=100.0), Candidate((1, 2), graph=5.5, acoustic=103.0)]
+    assert rescore({"u": c}, ScoringGrid((10,), (0.0, 1.0))) == {(10, 0.0): {"u": [1, 2, 3]}, (10, 1.0): {"u": [1, 2]}}
+    with pytest.raises(ValueError, match="positive LM weights"):
+        ScoringGrid((0, 10), (0.0,))
