@@ -25,7 +25,6 @@ and ``gmm-align-compiled``, on ``kaldi_hmm_gmm`` (khg) and ``kaldifst``:
 from __future__ import annotations
 
 import logging
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,22 +151,37 @@ def accumulate_gmm_stats(params: GmmParams, feats: np.ndarray, pdfs: np.ndarray)
 def mle_update_gmm(gmm, occ: np.ndarray, x: np.ndarray, x2: np.ndarray, *,
                    min_gaussian_occupancy: float = 10.0, min_gaussian_weight: float = 1e-5,
                    min_variance: float = 0.001):
-    """Maximum-likelihood re-estimate of one ``DiagGmm`` from its statistics (Kaldi's
-    ``MleDiagGmmUpdate`` semantics): Gaussians with too little occupancy or weight are removed
-    (never all), variances floored at ``min_variance``; no statistics: the GMM is unchanged.
+    """Maximum-likelihood re-estimate of one ``DiagGmm`` from its statistics, as Kaldi's
+    ``MleDiagGmmUpdate``: a Gaussian is re-estimated when its occupancy is *above*
+    ``min_gaussian_occupancy`` and its weight above ``min_gaussian_weight`` (variances floored at
+    ``min_variance``); the others are removed in index order, except that the last one left is kept
+    with its old mean and variance (weight at least ``min_gaussian_weight``); weights renormalised.
+    No statistics at all: the GMM is unchanged (one Gaussian) or reduced to its last Gaussian.
 
     Returns (new DiagGmm, number of Gaussians removed).
     """
-    total = occ.sum()
-    if total <= 0:
+    num = len(occ)
+    total = float(occ.sum())
+    prob = occ / total if total != 0.0 else np.full(num, 1.0 / num)
+    old_iv = np.asarray(gmm.inv_vars, dtype=np.float64)
+    means = np.asarray(gmm.means_invvars, dtype=np.float64) / old_iv
+    variances = 1.0 / old_iv
+    weights = np.asarray(gmm.weights, dtype=np.float64).copy()
+    removed = []
+    for g in range(num):
+        if occ[g] > min_gaussian_occupancy and prob[g] > min_gaussian_weight:
+            weights[g] = prob[g]
+            means[g] = x[g] / occ[g]
+            variances[g] = np.maximum(x2[g] / occ[g] - means[g] * means[g], min_variance)
+        elif len(removed) < num - 1:
+            removed.append(g)
+        else:
+            weights[g] = max(prob[g], min_gaussian_weight)
+    if total == 0.0 and num == 1:
         return gmm, 0
-    keep = (occ >= min_gaussian_occupancy) & (occ / total >= min_gaussian_weight)
-    if not keep.any():
-        keep[np.argmax(occ)] = True
-    occ, x, x2 = occ[keep], x[keep], x2[keep]
-    mean = x / occ[:, None]
-    var = np.maximum(x2 / occ[:, None] - mean * mean, min_variance)
-    return gmm_from_arrays(occ / occ.sum(), mean, var), int((~keep).sum())
+    keep = np.setdiff1d(np.arange(num), removed)
+    w = weights[keep]
+    return gmm_from_arrays(w / w.sum() if removed else w, means[keep], variances[keep]), len(removed)
 
 
 def gmm_from_arrays(weights: np.ndarray, means: np.ndarray, variances: np.ndarray):
@@ -203,33 +217,50 @@ def split_targets(occs: np.ndarray, target: int, power: float, min_count: float)
     return num
 
 
-def split_gmm(gmm, target: int, perturb: float, rng: np.random.Generator):
-    """Kaldi's ``DiagGmm::Split``: halve the heaviest component into two whose means move
-    apart by ±perturb standard deviations along a random direction, until ``target``."""
-    w = np.asarray(gmm.weights, dtype=np.float64).copy()
-    iv = np.asarray(gmm.inv_vars, dtype=np.float64).copy()
-    mean = np.asarray(gmm.means_invvars, dtype=np.float64) / iv
-    if target <= len(w):
+def split_gmm(gmm, target: int, perturb: float, rng):
+    """Kaldi's ``DiagGmm::Split``: until ``target``, halve the heaviest component (the first on ties)
+    into two whose ``means_invvars`` move apart by ``± perturb * RandGauss() * sqrt(inv_var)`` (mean
+    shifts of ``perturb`` standard deviations), in float32 as Kaldi's model holds them; ``rng`` a
+    :class:`~.kaldi_random.GlibcRandom` (Kaldi's draws)."""
+    weights = np.asarray(gmm.weights, dtype=np.float32).copy()
+    if target <= len(weights):
         return gmm
-    w, mean, iv = list(w), list(mean), list(iv)
-    while len(w) < target:
-        k = int(np.argmax(w))
-        w[k] /= 2.0
-        shift = perturb * rng.standard_normal(len(mean[k])) / np.sqrt(iv[k])
-        w.append(w[k])
-        iv.append(iv[k].copy())
-        mean.append(mean[k] + shift)
-        mean[k] = mean[k] - shift
-    return gmm_from_arrays(np.array(w), np.array(mean), 1.0 / np.array(iv))
+    inv_vars = np.asarray(gmm.inv_vars, dtype=np.float32)
+    means_invvars = np.asarray(gmm.means_invvars, dtype=np.float32)
+    num, dim = len(weights), inv_vars.shape[1]
+    weights = np.concatenate([weights, np.zeros(target - num, dtype=np.float32)])
+    inv_vars = np.concatenate([inv_vars, np.zeros((target - num, dim), dtype=np.float32)])
+    means_invvars = np.concatenate([means_invvars, np.zeros((target - num, dim), dtype=np.float32)])
+    factor = np.float32(perturb)
+    while num < target:
+        k = int(np.argmax(weights[:num]))
+        weights[k] /= np.float32(2.0)
+        weights[num] = weights[k]
+        draws = np.array([rng.rand_gauss() for _ in range(dim)], dtype=np.float32)
+        shift = factor * (draws * np.sqrt(inv_vars[k], dtype=np.float32))
+        inv_vars[num] = inv_vars[k]
+        means_invvars[num] = means_invvars[k] + shift
+        means_invvars[k] = means_invvars[k] - shift
+        num += 1
+    import kaldi_hmm_gmm as khg
+
+    out = khg.DiagGmm(target, dim)
+    out.set_weights(weights)
+    out.set_invvars_and_means(inv_vars, means_invvars / inv_vars)  # khg sets means_invvars = means * inv_vars
+    out.compute_gconsts()
+    return out
 
 
 def split_by_count(am, occs: np.ndarray, target: int, *, perturb: float = 0.01, power: float = 0.25,
-                   min_count: float = 20.0, seed: int = 0):
-    """Mixing-up as Kaldi's ``AmDiagGmm::SplitByCount`` (``gmm-est --mix-up``), but seeded:
-    khg's own ``split_by_count`` perturbs with ``std::random_device``, so two runs differ."""
+                   min_count: float = 20.0):
+    """Mixing-up as Kaldi's ``AmDiagGmm::SplitByCount`` (``gmm-est --mix-up``, ``gmm-mixup``), with
+    Kaldi's own random draws (:class:`~.kaldi_random.GlibcRandom` from seed 1, as in a fresh Kaldi
+    process): khg's own ``split_by_count`` perturbs with ``std::random_device``, so two runs differ."""
     import kaldi_hmm_gmm as khg
 
-    rng = np.random.default_rng(seed)
+    from .kaldi_random import GlibcRandom
+
+    rng = GlibcRandom(1)
     targets = split_targets(occs, target, power, min_count)
     out = khg.AmDiagGmm()
     for j in range(am.num_pdfs):
@@ -260,9 +291,10 @@ def update_model(trans_model, am, stats: GmmStats, trans_counts: np.ndarray, *, 
         removed += n_removed
         new_am.add_pdf(gmm)
     occs = stats.pdf_occs(offsets)
-    if mixup > new_am.num_gauss:
-        new_am = split_by_count(new_am, occs, int(mixup), perturb=perturb, power=power, min_count=min_count,
-                                seed=int(mixup))
+    if mixup > 0:
+        # As gmm-est: whenever --mix-up is given, even when the model already has that many Gaussians
+        # (the targets are dealt from one per pdf, so pdfs below their share still split).
+        new_am = split_by_count(new_am, occs, int(mixup), perturb=perturb, power=power, min_count=min_count)
     return new_am, {"trans_objf_impr_per_frame": t_impr / max(t_count, 1.0), "gauss_removed": removed,
                     "num_gauss": new_am.num_gauss, "occs": occs}
 
@@ -282,9 +314,11 @@ def transition_counts(alignments, num_transition_ids: int) -> np.ndarray:
 class TrainingGraphs:
     """``compile(word_ids)`` -> an utterance's training graph, as ``compile-train-graphs``.
 
-    Compiled with transition and self-loop scales 0 (the aligner adds the model's
-    transition probabilities, 1.0 / 0.1, afterwards). Used by the GMM shards and by the
-    hybrid realignment alike.
+    Compiled from ``L.fst``, as ``train_mono.sh``/``align_si.sh`` call ``compile-train-graphs``
+    (not ``L_disambig.fst``: its extra disambiguation arcs change the graph's shape, and with it
+    which paths the random equal alignment takes), with transition and self-loop scales 0 (the
+    aligner adds the model's transition probabilities, 1.0 / 0.1, afterwards). Used by the GMM
+    shards and by the hybrid realignment alike.
     """
 
     def __init__(self, lang, trans_model, ctx_dep):
@@ -292,7 +326,7 @@ class TrainingGraphs:
 
         self.args = (lang, trans_model, ctx_dep)
         opts = khg.TrainingGraphCompilerOptions(transition_scale=0.0, self_loop_scale=0.0)
-        self.compiler = khg.TrainingGraphCompiler(trans_model, ctx_dep, lang.lexicon_fst_disambig(),
+        self.compiler = khg.TrainingGraphCompiler(trans_model, ctx_dep, lang.lexicon_fst(),
                                                   list(lang.disambig_phone_ids), opts)
 
     def __reduce__(self):
@@ -306,6 +340,46 @@ class TrainingGraphs:
         return graph
 
 
+def kaldi_string_hash(text: str) -> int:
+    """Kaldi's ``StringHasher`` of ``text`` as the ``int32`` seed ``align-equal-compiled`` passes to
+    ``EqualAlign`` (``ans = ans * 7853 + byte`` in a 64-bit ``size_t``, then truncated).
+
+    >>> kaldi_string_hash("a"), kaldi_string_hash("ab")
+    (97, 761839)
+    """
+    ans = 0
+    for byte in text.encode("utf-8"):
+        signed = byte - 256 if byte >= 128 else byte  # a C++ char is signed here
+        ans = (ans * 7853 + signed) % 2**64
+    ans %= 2**32
+    return ans - 2**32 if ans >= 2**31 else ans
+
+
+def _utterance_sources(cuts_path, cmvn_path, wanted: set[str]):
+    """``(utt_id, kaldi_id, text, load_mfcc)`` of the ``wanted`` utterances: from the pipeline's MFCC
+    cuts and CMVN archive, or, when ``cuts_path`` is a :class:`~.kaldi_features.KaldiSource`, from
+    a Kaldi data dir's own ``feats.scp``/``cmvn.scp`` (to train on real Kaldi's features).
+    ``kaldi_id`` is the id the utterance has in a Kaldi data dir of the split (``export-kaldi``'s:
+    speaker-prefixed where the corpus' ids do not sort by speaker), which seeds the equal alignment."""
+    from .kaldi_features import KaldiSource
+
+    if isinstance(cuts_path, KaldiSource):
+        for utt, _, text, load in cuts_path.utterances(wanted):
+            yield utt, utt, text, load
+        return
+    from lhotse import CutSet
+
+    from weakalign.align.kaldi_data import kaldi_utterance_ids
+    from weakalign.pipeline.features import load_mfcc, read_cmvn
+
+    cmvn = read_cmvn(cmvn_path)
+    cuts = CutSet.from_file(cuts_path)
+    kaldi_ids = kaldi_utterance_ids({c.id: c.supervisions[0].speaker or c.id for c in cuts})
+    for cut in cuts:
+        if cut.id in wanted:
+            yield cut.id, kaldi_ids[cut.id], cut.supervisions[0].text or "", (lambda cut=cut: load_mfcc(cut, cmvn))
+
+
 class Shard:
     """One job's utterances: features, transcripts, training graphs and current alignments.
 
@@ -313,41 +387,35 @@ class Shard:
     run them in Dask workers. ``problems`` lists (utterance, reason) to report.
     """
 
-    def __init__(self, lang_dir: str, cuts_path: str, cmvn_path: str, utt_ids: list[str], features=None):
-        from lhotse import CutSet
-
-        from weakalign.pipeline.features import load_mfcc, read_cmvn
+    def __init__(self, lang_dir: str, cuts_path, cmvn_path: str | None, utt_ids: list[str], features=None):
         from .feature_transform import FeatureSpec
         from .lang import Lang
 
         self.lang_dir = str(lang_dir)
         self.lang = Lang.load(lang_dir)
         self.feature_spec = features or FeatureSpec()
-        wanted = set(utt_ids)
-        cmvn = read_cmvn(cmvn_path)
         self.feats: dict[str, np.ndarray] = {}
         # Spliced frames are kept when a transform is to be estimated (LDA, MLLT) and swapped in.
         self.base_feats: dict[str, np.ndarray] = {}
         self.word_ids: dict[str, list[int]] = {}
         self.texts: dict[str, list[str]] = {}
         self.problems: list[tuple[str, str]] = []
-        for cut in CutSet.from_file(cuts_path):
-            if cut.id not in wanted:
-                continue
-            text = cut.supervisions[0].text or ""
+        self.kaldi_ids: dict[str, str] = {}
+        for utt, kaldi_id, text, load in _utterance_sources(cuts_path, cmvn_path, set(utt_ids)):
+            self.kaldi_ids[utt] = kaldi_id
             try:
-                base = self.feature_spec.base(load_mfcc(cut, cmvn))
+                base = self.feature_spec.base(load())
             except Exception as e:  # unreadable features / no CMVN for the speaker
-                self.problems.append((cut.id, f"features: {e}"))
+                self.problems.append((utt, f"features: {e}"))
                 continue
             if self.feature_spec.kind == "splice":
-                self.base_feats[cut.id] = np.ascontiguousarray(base, dtype=np.float32)
-            self.feats[cut.id] = self.feature_spec.transformed(base)
+                self.base_feats[utt] = np.ascontiguousarray(base, dtype=np.float32)
+            self.feats[utt] = self.feature_spec.transformed(base)
             oovs = [w for w in text.split() if w not in self.lang.words]
             if oovs:
-                self.problems.append((cut.id, f"oov: {' '.join(oovs)} mapped to {self.lang.oov_word}"))
-            self.word_ids[cut.id] = self.lang.words_to_ids(text.split(), None, cut.id)
-            self.texts[cut.id] = text.split()
+                self.problems.append((utt, f"oov: {' '.join(oovs)} mapped to {self.lang.oov_word}"))
+            self.word_ids[utt] = self.lang.words_to_ids(text.split(), None, utt)
+            self.texts[utt] = text.split()
         self.utt_ids = [u for u in utt_ids if u in self.feats]
         self.graphs: dict = {}
         self.alignments: dict[str, np.ndarray] = {}
@@ -385,8 +453,10 @@ class Shard:
             if utt not in self.graphs:
                 continue
             num_frames = len(self.feats[utt])
-            # Seeded by the utterance id, so results do not depend on the number of jobs.
-            ok, path = kaldifst.equal_align(self.graphs[utt], num_frames, rand_seed=zlib.crc32(utt.encode()) % 2**31)
+            # Seeded as align-equal-compiled seeds it (Kaldi's hash of the utterance's Kaldi id), so that
+            # the random path is Kaldi's and does not depend on the number of jobs.
+            seed = kaldi_string_hash(self.kaldi_ids.get(utt, utt))
+            ok, path = kaldifst.equal_align(self.graphs[utt], num_frames, rand_seed=seed)
             ali = kaldifst.get_linear_symbol_sequence(path)[1] if ok else []
             if not ok or len(ali) != num_frames:
                 failed.append((utt, f"too short for its transcript: {num_frames} frames (equal alignment failed)"))
@@ -424,10 +494,19 @@ class Shard:
 
     # -- statistics ---------------------------------------------------------------------------
 
-    def feature_stats(self) -> tuple[float, np.ndarray, np.ndarray]:
-        """(count, sum, sum of squares) of all frames, for ``gmm-init-mono``."""
-        f = np.concatenate([self.feats[u] for u in self.utt_ids]).astype(np.float64)
+    def feature_stats(self, utt_ids=None) -> tuple[float, np.ndarray, np.ndarray]:
+        """(count, sum, sum of squares) of the frames of ``utt_ids`` (default all) this job holds,
+        for ``gmm-init-mono``."""
+        utts = [u for u in self.utt_ids if utt_ids is None or u in set(utt_ids)]
+        if not utts:
+            dim = next(iter(self.feats.values())).shape[1] if self.feats else 0
+            return 0.0, np.zeros(dim), np.zeros(dim)
+        f = np.concatenate([self.feats[u] for u in utts]).astype(np.float64)
         return float(len(f)), f.sum(0), (f * f).sum(0)
+
+    def get_kaldi_ids(self) -> dict[str, str]:
+        """Utterance id -> its id in a Kaldi data dir (see :func:`_utterance_sources`)."""
+        return {u: self.kaldi_ids[u] for u in self.utt_ids}
 
     def acc_stats(self, trans_model, am) -> tuple[GmmStats, np.ndarray]:
         """GMM statistics and transition counts of the current alignments."""
@@ -634,9 +713,10 @@ def run_em_iterations(pool, tm, am, *, stage: str, num_iters: int, realign_iters
         if before_accumulate is not None:
             am, extra = before_accumulate(it, am)
         stats, counts = pool_acc_stats(pool, tm, am)
-        am, _ = update_model(tm, am, stats, counts, mixup=num_gauss, power=power)
+        am, info = update_model(tm, am, stats, counts, mixup=num_gauss, power=power)
         avg = stats.loglike / max(stats.frames, 1)
         history.append({"iter": it, "avg_loglike_per_frame": avg, "num_gauss": am.num_gauss,
+                        "trans_objf_impr_per_frame": info["trans_objf_impr_per_frame"],
                         **({"realigned": last_align.as_dict()} if realigned else {}), **(extra or {})})
         log.info("%s iter %d%s: avg loglike/frame %.4f over %d frames, %d Gaussians",
                  stage, it, " (realigned)" if realigned else "", avg, stats.frames, am.num_gauss)

@@ -4,10 +4,12 @@ From the monophone alignments (``exp/<c>/mono/ali.N.gz``): tree statistics
 (``acc-tree-stats``, silence phones context-independent), phone questions
 (``cluster-phones`` on ``sets.txt`` + ``extra_questions.txt``), the tree (``build-tree``,
 ``max_leaves``, split threshold ``thresh``, merging with ``cluster_thresh``), one
-Gaussian per leaf from the tree statistics (``gmm-init-model``), the monophone
+Gaussian per leaf from the tree statistics (``gmm-init-model``) mixed up to ``num_leaves``
+Gaussians (``gmm-mixup``, power 0.2), the monophone
 alignments *converted* to the new tree (``convert-ali``, no realignment), graphs
 compiled once, then ``num_iters`` - 1 EM iterations realigning on ``realign_iters`` and
-mixing up towards ``total_gauss`` over the first ``max_iter_inc`` iterations.
+mixing up towards ``total_gauss`` over the first ``max_iter_inc`` iterations (from
+``num_leaves`` by ``(total_gauss - num_leaves) / max_iter_inc`` per iteration, as Kaldi counts).
 
 Outputs: ``exp/<c>/tri1/`` (final.mdl, tree, final.occs, phones.txt, num_jobs, ali.N.gz of
 train with the final model, diagnostics.json) and ``exp/<c>/tri1_ali/``: the final model
@@ -46,7 +48,7 @@ from weakalign.pipeline.options import declares_inputs
 from weakalign.pipeline.report import SkipReport
 
 from .gmm import (DECODE_SCALES, GmmParams, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align,
-                  run_em_iterations, shard_args, stage_diagnostics, write_model_dir)
+                  run_em_iterations, shard_args, split_by_count, stage_diagnostics, write_model_dir)
 from .execution import Executor
 from .tree import (TreeStats, build_tree, cluster_phone_questions, init_gmm_from_tree_stats,
                    tree_to_context_dependency)
@@ -55,6 +57,8 @@ log = logging.getLogger("weakalign")
 
 DEFAULT_LEAVES = {"an4": 300, "speechocean762": 1500}
 DEFAULT_GAUSS = {"an4": 2000, "speechocean762": 10000}
+#: ``gmm-mixup``'s default ``--power`` (``gmm-est``'s is 0.25).
+GMM_MIXUP_POWER = 0.2
 DEFAULT_REALIGN_ITERS = (10, 20, 30)
 #: The splits ``tri1_ali`` holds when the corpus has them: train (the model's own), dev, test.
 DEFAULT_ALIGN_SPLITS = ("train", "dev", "test")
@@ -161,8 +165,10 @@ def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int 
                power: float = 0.25, beam: float = 10.0, retry_beam: float = 40.0, thresh: float = 300.0,
                cluster_thresh: float = -1.0, decode: bool = True, decode_beam: float = 13.0,
                decode_scales=DECODE_SCALES, decode_scoring: str = "kaldi-grid",
-               align_splits=DEFAULT_ALIGN_SPLITS) -> dict:
-    """Train tri1 from ``exp/<c>/mono`` and write ``exp/<c>/{tri1,tri1_ali}`` (see module docstring)."""
+               align_splits=DEFAULT_ALIGN_SPLITS, jobs=None) -> dict:
+    """Train tri1 from ``exp/<c>/mono`` and write ``exp/<c>/{tri1,tri1_ali}`` (see module docstring).
+    ``jobs``: the train jobs' ``Shard`` arguments when not the workspace's (as for
+    :func:`~.train_mono.train_mono`)."""
     import kaldi_hmm_gmm as khg
 
     from .kaldi_io import read_ali_dir, read_model
@@ -178,7 +184,7 @@ def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int 
     mono_ali = read_ali_dir(mono_dir(ws))
     realign_iters = set(int(i) for i in realign_iters)
     history = []
-    jobs = shard_args(ws, "train", executor.nj)
+    jobs = jobs or shard_args(ws, "train", executor.nj)
     num_utts = sum(len(a[3]) for a in jobs)
     with executor.shards(jobs) as pool:
         problems_log.add_all(pool.call("get_problems"))
@@ -194,11 +200,15 @@ def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int 
             pool, lang, mono_tm, num_leaves=num_leaves, thresh=thresh, cluster_thresh=cluster_thresh)
         ctx_dep = tree_to_context_dependency(tree)
         tm = khg.TransitionModel(ctx_dep, lang.topo())
-        am, _ = init_gmm_from_tree_stats(tree, tree_stats)
+        am, tree_occs = init_gmm_from_tree_stats(tree, tree_stats)
+        # train_deltas.sh: ``gmm-mixup --mix-up=$numleaves`` on gmm-init-model's occupancies (the
+        # requested leaves, more Gaussians than pdfs once the tree has merged some), gmm-mixup's power.
+        am = split_by_count(am, tree_occs, num_leaves, power=GMM_MIXUP_POWER)
         pool.call("convert_alignments", mono_tm, tm, ctx_dep)
         problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
 
-        num_gauss = am.num_pdfs
+        # train_deltas.sh counts from the requested leaves, not the pdfs the tree ended with.
+        num_gauss = num_leaves
         inc_gauss = max(0, (total_gauss - num_gauss) // max(max_iter_inc, 1))
         log.info("tri1: %d pdfs, %d transition-ids; target %d Gaussians (+%d per iteration)",
                  tm.num_pdfs, tm.num_transition_ids, total_gauss, inc_gauss)

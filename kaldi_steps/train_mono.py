@@ -2,13 +2,14 @@
 
 Features: MFCC + per-speaker CMVN (means) + Δ+ΔΔ. Context dependency: monophone, phones
 of one ``sets.txt`` line sharing pdfs (``gmm-init-mono --shared-phones``). Model: every pdf
-starts as one Gaussian with the global mean/variance. Training graphs are compiled once
+starts as one Gaussian with the global mean/variance of the first 10 utterances (by Kaldi id, as
+``gmm-init-mono`` reads ``subset-feats --n=10`` of job 1). Training graphs are compiled once
 per utterance with transition/self-loop scales 0; before each alignment the current
 model's transition probabilities are added (1.0 / self-loop 0.1, acoustic scale 0.1).
 
 Schedule (Kaldi's): equal alignment, first estimate with ``--min-gaussian-occupancy=3``;
-then iterations 1..num_iters-1, realigning on ``realign_iters`` (beam 6 with retry 24 on
-the first, then beam 10 / retry 40), each followed by re-estimation with mixing-up by
+then iterations 1..num_iters-1, realigning on ``realign_iters`` (beam 6 on the first,
+then beam 10; retry beam 40), each followed by re-estimation with mixing-up by
 ``(total_gauss - num_pdfs) / max_iter_inc`` Gaussians per iteration. At the end the train
 set is aligned once more with the final model (``align_si.sh``); those alignments are
 the ``ali.N.gz`` of ``exp/<c>/mono`` that the tree is built from.
@@ -35,6 +36,9 @@ from .execution import Executor
 
 log = logging.getLogger("weakalign")
 
+#: ``train_mono.sh``: ``gmm-init-mono`` takes the global mean/variance from ``subset-feats --n=10``.
+INIT_UTTERANCES = 10
+
 DEFAULT_REALIGN_ITERS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 14, 16, 18, 20, 23, 26, 29, 32, 35, 38)
 
 
@@ -59,9 +63,11 @@ def train_mono(ws, executor, *, num_iters: int = 40, total_gauss: int = 1000, ma
                realign_iters=DEFAULT_REALIGN_ITERS, power: float = 0.25, beam: float = 10.0,
                initial_beam: float = 6.0, retry_beam: float = 40.0, decode: bool = True, decode_beam: float = 13.0,
                decode_scales=DECODE_SCALES, decode_scoring: str = "kaldi-grid",
-               out_dir=None) -> dict:
+               out_dir=None, jobs=None) -> dict:
     """Train the monophone system on ``train`` and write ``exp/<c>/mono`` (see module docstring), in
-    ``executor.nj`` jobs on ``executor`` (:class:`~.execution.Executor`)."""
+    ``executor.nj`` jobs on ``executor`` (:class:`~.execution.Executor`). ``jobs``: the jobs' ``Shard``
+    arguments when not the workspace's ``train`` split (e.g. :func:`~.kaldi_features.kaldi_shard_args`:
+    real Kaldi's own features)."""
     import kaldi_hmm_gmm as khg
 
     from .lang import Lang
@@ -74,13 +80,14 @@ def train_mono(ws, executor, *, num_iters: int = 40, total_gauss: int = 1000, ma
     tm = khg.TransitionModel(ctx_dep, lang.topo())
     realign_iters = set(int(i) for i in realign_iters)
     history = []
-    jobs = shard_args(ws, "train", executor.nj)
+    jobs = jobs or shard_args(ws, "train", executor.nj)
     num_utts = sum(len(a[3]) for a in jobs)
     with executor.shards(jobs) as pool:
         problems_log.add_all(pool.call("get_problems"))
         problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
 
-        count, s, s2 = (np.sum(x, axis=0) for x in zip(*pool.call("feature_stats")))
+        subset = init_subset(pool.call("get_kaldi_ids"), INIT_UTTERANCES)
+        count, s, s2 = (np.sum(x, axis=0) for x in zip(*pool.call("feature_stats", subset)))
         mean = s / count
         am = init_mono_model(mean, s2 / count - mean * mean, tm.num_pdfs)
         num_gauss = am.num_gauss
@@ -95,10 +102,11 @@ def train_mono(ws, executor, *, num_iters: int = 40, total_gauss: int = 1000, ma
         log.info("mono iter 0 (equal alignment: %d aligned, %d failed): avg loglike/frame %.4f, %d Gaussians",
                  ali.aligned, len(ali.failed), stats.loglike / max(stats.frames, 1), am.num_gauss)
         history.append({"iter": 0, "avg_loglike_per_frame": stats.loglike / max(stats.frames, 1),
-                        "num_gauss": am.num_gauss})
-        # train_mono.sh: the first realignment uses a narrow beam (the model is still crude).
+                        "num_gauss": am.num_gauss, "trans_objf_impr_per_frame": info["trans_objf_impr_per_frame"]})
+        # train_mono.sh: the first realignment uses a narrow beam (the model is still crude), with the
+        # usual retry beam (its log: --beam=6 --retry-beam=40).
         def beams(it):
-            return (initial_beam, initial_beam * 4) if it == 1 else (beam, retry_beam)
+            return (initial_beam, retry_beam) if it == 1 else (beam, retry_beam)
 
         am = run_em_iterations(pool, tm, am, stage="mono", num_iters=num_iters, realign_iters=realign_iters,
                                beams=beams, num_gauss=num_gauss, inc_gauss=inc_gauss, max_iter_inc=max_iter_inc,
@@ -115,6 +123,18 @@ def train_mono(ws, executor, *, num_iters: int = 40, total_gauss: int = 1000, ma
     return finish_gmm_stage(ws, out, diagnostics, report, outputs, decode=decode, wer_set=wer_split(ws),
                             executor=executor, trans_model=tm, am=am, decode_beam=decode_beam,
                             decode_scales=decode_scales, decode_scoring=decode_scoring)
+
+
+def init_subset(kaldi_ids: list[dict[str, str]], n: int = INIT_UTTERANCES) -> list[str]:
+    """The utterances ``gmm-init-mono`` reads: ``subset-feats --n=10`` keeps the first ``n`` of job 1,
+    which in Kaldi's split (speaker-contiguous chunks of the sorted ids) are the first ``n``
+    utterances by Kaldi id. ``kaldi_ids``: each job's ``utt -> Kaldi id``.
+
+    >>> init_subset([{"b": "s2-b"}, {"a": "s1-a", "c": "s1-c"}], 2)
+    ['a', 'c']
+    """
+    merged = {u: k for job in kaldi_ids for u, k in job.items()}
+    return sorted(merged, key=lambda u: merged[u])[:n]
 
 
 def _offsets(am):

@@ -190,8 +190,8 @@ def test_mixing_up_follows_occupancy_and_is_reproducible():
     assert targets[1] == targets[2] == 1  # too few frames to split
     assert targets.sum() == 12 and targets[0] >= targets[3] > 1
     am = _random_am(num_pdfs=4, gauss=(1, 1, 1, 1))
-    a = split_by_count(am, occs, 12, seed=3)
-    b = split_by_count(am, occs, 12, seed=3)
+    a = split_by_count(am, occs, 12)
+    b = split_by_count(am, occs, 12)
     assert a.num_gauss == 12
     pa, pb = GmmParams.from_am(a), GmmParams.from_am(b)
     np.testing.assert_array_equal(pa.means_invvars, pb.means_invvars)
@@ -227,3 +227,23 @@ def test_mono_killed_mid_run_reruns_to_the_same_bytes(an4_slice_tri1, tmp_path):
     for name in names:
         assert (ws.exp / "mono" / name).read_bytes() == (an4_slice_tri1.exp / "mono" / name).read_bytes(), name
     assert sorted(p.name for p in (ws.exp / "mono").iterdir()) == sorted(names + ["diagnostics.json"])
+
+
+def test_update_removes_low_count_gaussians_as_kaldi_keeping_the_last_with_its_old_parameters():
+    """MleDiagGmmUpdate: a Gaussian is re-estimated only with occupancy *above* the minimum; the others
+    are removed in index order, but the last one left keeps its old mean and variance."""
+    from weakalign.kaldi_steps.gmm import gmm_from_arrays, mle_update_gmm
+
+    old = gmm_from_arrays(np.array([0.5, 0.5]), np.array([[1.0], [5.0]]), np.array([[2.0], [3.0]]))
+    x = np.array([[30.0], [40.0]])
+    x2 = np.array([[100.0], [200.0]])
+    # Both at exactly the minimum (10): not above it -> the first removed, the second kept as it was.
+    new, removed = mle_update_gmm(old, np.array([10.0, 10.0]), x, x2, min_gaussian_occupancy=10.0)
+    assert removed == 1 and np.asarray(new.weights).tolist() == [1.0]
+    np.testing.assert_allclose(np.asarray(new.means_invvars) / np.asarray(new.inv_vars), [[5.0]], rtol=1e-6)
+    np.testing.assert_allclose(1.0 / np.asarray(new.inv_vars), [[3.0]], rtol=1e-6)
+    # One above: it is re-estimated from its statistics, the other removed.
+    new, removed = mle_update_gmm(old, np.array([10.0, 20.0]), x, x2, min_gaussian_occupancy=10.0)
+    assert removed == 1
+    np.testing.assert_allclose(np.asarray(new.means_invvars) / np.asarray(new.inv_vars), [[2.0]], rtol=1e-6)
+    np.testing.assert_allclose(1.0 / np.asarray(new.inv_vars), [[200.0 / 20 - 4.0]], rtol=1e-6)
