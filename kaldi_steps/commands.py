@@ -115,6 +115,30 @@ def tri2(ws, force, nj, **options):
     run_stage_command("tri2", ws, tri2_stage, force=force, nj=nj, **options)
 
 
+@click.command("tri3")
+@corpus_command
+@cluster_option
+@click.option("--num-leaves", default=None, type=int, help="Maximum tree leaves [AN4 300, speechocean762 2000].")
+@click.option("--total-gauss", default=None, type=int, help="Target Gaussians [AN4 2000, speechocean762 15000].")
+@triphone_options("train_sat.sh")
+@click.option("--fmllr-iters", default="2,4,6,12", show_default=True, callback=lambda ctx, param, v: _iters(v),
+              help="Iterations that re-estimate the speakers' fMLLR (besides the first, before the tree); "
+                   "'none' for the first only.")
+@click.option("--silence-weight", default=0.0, show_default=True, type=float,
+              help="Weight of silence frames in the fMLLR statistics (train_sat.sh's).")
+@click.option("--align-splits", default="train,dev,test", show_default=True, callback=lambda ctx, param, v: _splits(v),
+              help="Splits to align with fMLLR (align_fmllr.sh) into tri3_ali, those the corpus has (train always).")
+def tri3(ws, force, nj, **options):
+    """Train the speaker-adapted (SAT, fMLLR) triphone system on tri2's alignments and LDA+MLLT features
+    (exp/<corpus>/tri3, a new tree, trans.N per-speaker transforms), then align train, dev and test with
+    their speakers' fMLLR (exp/<corpus>/tri3_ali), as Kaldi's train_sat.sh + align_fmllr.sh; the WER
+    check decodes in two passes (decode_fmllr.sh). Opt-in: `weakalign align` runs it only with
+    --stop-after tri3 (after tri2) or --from tri3."""
+    from .train_sat import tri3_stage
+
+    run_stage_command("tri3", ws, tri3_stage, force=force, nj=nj, **options)
+
+
 def _splits(value: str | None) -> tuple[str, ...] | None:
     """``"train,dev,test"`` -> ``("train", "dev", "test")``."""
     if value is None:
@@ -189,6 +213,10 @@ def _cmn_modes() -> list[str]:
 @click.option("--retry-beam", default=_hybrid_default("retry_beam"), show_default=True, type=float, help="Retry beam.")
 @click.option("--seed", default=_hybrid_default("seed"), show_default=True, type=int)
 @click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) with the tri1 HCLG.")
+@click.option("--source-ali", default="tri1_ali", show_default=True,
+              type=click.Choice(["tri1_ali", "tri2_ali", "tri3_ali"]),
+              help="GMM alignments to train on (and that system's tree and HCLG). The default stays tri1_ali "
+                   "until a hybrid on tri2/tri3 alignments is compared on dev (RESULTS.md).")
 def hybrid(ws, force, nj, **options):
     """Train the hybrid BLSTM on the tri1 senone alignments of train (exp/<corpus>/hybrid) and realign
     every split tri1 aligned with it (exp/<corpus>/hybrid_ali: train, dev, test), as Kaldi's nnet3 BLSTM
@@ -227,4 +255,4 @@ def kaldi_parity(ali_dir, kaldi_ali_dir, lang_dir, text, top, out):
         click.echo(f"(written to {out})")
 
 
-COMMANDS: list = [lang, mono, tri1, tri2, hybrid, kaldi_parity]
+COMMANDS: list = [lang, mono, tri1, tri2, tri3, hybrid, kaldi_parity]

@@ -213,6 +213,9 @@ class Executor:
                 _import_shard_modules()
                 self.own_cluster = _start_local_cluster(self.nj)
                 self.client = _connect(self.own_cluster)
+                # On a loaded machine the forked workers can register after LocalCluster returns: wait
+                # for them rather than find an empty cluster ("has no workers") at the first shards().
+                self.client.wait_for_workers(self.nj, timeout=300)
             if self.client is not None:
                 log_where_jobs_run(self.client, embedded=self.address is None)
                 if self.address is not None:

@@ -356,7 +356,7 @@ def kaldi_string_hash(text: str) -> int:
 
 
 def _utterance_sources(cuts_path, cmvn_path, wanted: set[str]):
-    """``(utt_id, kaldi_id, text, load_mfcc)`` of the ``wanted`` utterances: from the pipeline's MFCC
+    """``(utt_id, kaldi_id, speaker, text, load_mfcc)`` of the ``wanted`` utterances: from the pipeline's MFCC
     cuts and CMVN archive, or, when ``cuts_path`` is a :class:`~.kaldi_features.KaldiSource`, from
     a Kaldi data dir's own ``feats.scp``/``cmvn.scp`` (to train on real Kaldi's features).
     ``kaldi_id`` is the id the utterance has in a Kaldi data dir of the split (``export-kaldi``'s:
@@ -364,8 +364,8 @@ def _utterance_sources(cuts_path, cmvn_path, wanted: set[str]):
     from .kaldi_features import KaldiSource
 
     if isinstance(cuts_path, KaldiSource):
-        for utt, _, text, load in cuts_path.utterances(wanted):
-            yield utt, utt, text, load
+        for utt, speaker, text, load in cuts_path.utterances(wanted):
+            yield utt, utt, speaker, text, load
         return
     from lhotse import CutSet
 
@@ -374,10 +374,12 @@ def _utterance_sources(cuts_path, cmvn_path, wanted: set[str]):
 
     cmvn = read_cmvn(cmvn_path)
     cuts = CutSet.from_file(cuts_path)
-    kaldi_ids = kaldi_utterance_ids({c.id: c.supervisions[0].speaker or c.id for c in cuts})
+    speakers = {c.id: c.supervisions[0].speaker or c.id for c in cuts}
+    kaldi_ids = kaldi_utterance_ids(speakers)
     for cut in cuts:
         if cut.id in wanted:
-            yield cut.id, kaldi_ids[cut.id], cut.supervisions[0].text or "", (lambda cut=cut: load_mfcc(cut, cmvn))
+            yield (cut.id, kaldi_ids[cut.id], speakers[cut.id], cut.supervisions[0].text or "",
+                   (lambda cut=cut: load_mfcc(cut, cmvn)))
 
 
 class Shard:
@@ -399,10 +401,15 @@ class Shard:
         self.base_feats: dict[str, np.ndarray] = {}
         self.word_ids: dict[str, list[int]] = {}
         self.texts: dict[str, list[str]] = {}
+        self.speakers: dict[str, str] = {}  # utt -> speaker (as shard_args deals them: the cut id if none)
+        # Speaker-adapted training (tri3): the speaker-independent features and each speaker's fMLLR.
+        self.si_feats: dict[str, np.ndarray] | None = None
+        self.speaker_transforms: dict[str, np.ndarray] = {}
         self.problems: list[tuple[str, str]] = []
         self.kaldi_ids: dict[str, str] = {}
-        for utt, kaldi_id, text, load in _utterance_sources(cuts_path, cmvn_path, set(utt_ids)):
+        for utt, kaldi_id, speaker, text, load in _utterance_sources(cuts_path, cmvn_path, set(utt_ids)):
             self.kaldi_ids[utt] = kaldi_id
+            self.speakers[utt] = speaker
             try:
                 base = self.feature_spec.base(load())
             except Exception as e:  # unreadable features / no CMVN for the speaker
@@ -428,6 +435,97 @@ class Shard:
         transform = np.asarray(transform, dtype=np.float32)
         self.feats = {u: self.feature_spec.transformed(b, transform) for u, b in self.base_feats.items()}
         return int(transform.shape[0])
+
+    # -- fMLLR (speaker-adapted training, tri3) ----------------------------------------------
+
+    def speaker_utterances(self) -> dict[str, list[str]]:
+        """speaker -> its utterances in this job (``spk2utt``)."""
+        spk2utt: dict[str, list[str]] = {}
+        for u in self.utt_ids:
+            spk2utt.setdefault(self.speakers[u], []).append(u)
+        return spk2utt
+
+    def _keep_si_feats(self) -> None:
+        if self.si_feats is None:
+            self.si_feats = dict(self.feats)
+
+    def set_speaker_transforms(self, transforms: dict[str, np.ndarray]) -> int:
+        """Use each speaker's fMLLR (``transform-feats --utt2spk ark:trans.JOB``) on the speaker-
+        independent features from now on; a speaker without one keeps them as they are. Returns
+        how many of this job's speakers have one."""
+        from .fmllr import apply_fmllr
+
+        self._keep_si_feats()
+        self.speaker_transforms = {s: np.asarray(w, dtype=np.float64) for s, w in transforms.items()
+                                   if s in set(self.speakers.values())}
+        self.feats = {u: apply_fmllr(f, self.speaker_transforms[self.speakers[u]])
+                      if self.speakers[u] in self.speaker_transforms else f for u, f in self.si_feats.items()}
+        return len(self.speaker_transforms)
+
+    def get_speaker_transforms(self) -> dict[str, np.ndarray]:
+        return dict(self.speaker_transforms)
+
+    def use_si_features(self) -> None:
+        """Back to the speaker-independent features (no fMLLR)."""
+        self.set_speaker_transforms({})
+
+    def fmllr_stats(self, trans_model, am, silence_phones: list[int], silence_weight: float = 0.0):
+        """speaker -> ``FmllrStats`` of the current alignments on the current features (``ali-to-post |
+        weight-silence-post silence_weight | gmm-est-fmllr``'s accumulation)."""
+        from .fmllr import FmllrStats, accumulate_fmllr_stats
+        from .tree import TransitionTables
+
+        tables = TransitionTables(trans_model)
+        params = GmmParams.from_am(am)
+        silence = np.asarray(list(silence_phones), dtype=np.int64)
+        out = {}
+        for spk, utts in self.speaker_utterances().items():
+            stats = FmllrStats.zeros(am.dim)
+            for u in utts:
+                if u not in self.alignments:
+                    continue
+                ali = self.alignments[u]
+                weights = np.where(np.isin(tables.phone[ali], silence), silence_weight, 1.0)
+                accumulate_fmllr_stats(params, self.feats[u], tables.pdf[ali], weights, stats)
+            out[spk] = stats
+        return out
+
+    def update_fmllr(self, trans_model, am, silence_phones: list[int], silence_weight: float = 0.0,
+                     **fmllr_opts) -> dict[str, dict]:
+        """One fMLLR estimation per speaker from the current alignments and features (identity start),
+        composed after each speaker's current transform (``gmm-est-fmllr`` then ``compose-transforms
+        --b-is-affine=true``), and the features adapted with the result. Returns speaker -> info
+        (:func:`~.fmllr.estimate_fmllr`'s)."""
+        from .fmllr import compose_affine, estimate_fmllr, identity_transform
+
+        infos, transforms = {}, dict(self.speaker_transforms)
+        for spk, stats in self.fmllr_stats(trans_model, am, silence_phones, silence_weight).items():
+            update, info = estimate_fmllr(stats, **fmllr_opts)
+            infos[spk] = info
+            transforms[spk] = compose_affine(update, transforms.get(spk, identity_transform(am.dim)))
+        self.set_speaker_transforms(transforms)
+        return infos
+
+    def acc_stats_twofeats(self, trans_model, am) -> tuple[GmmStats, np.ndarray]:
+        """``gmm-acc-stats-twofeats``: Gaussian posteriors from the current (adapted) features, statistics
+        of the speaker-independent ones (train_sat.sh's ``final.alimdl``)."""
+        utts = [u for u in self.utt_ids if u in self.alignments]
+        tid2pdf = np.asarray(trans_model.id2pdf_id, dtype=np.int64)
+        params = GmmParams.from_am(am)
+        stats = GmmStats.zeros(len(params.gconsts), am.dim)
+        if not utts:
+            return stats, np.zeros(trans_model.num_transition_ids + 1)
+        ali = np.concatenate([self.alignments[u] for u in utts])
+        feats = np.concatenate([self.feats[u] for u in utts]).astype(np.float64)
+        si = np.concatenate([(self.si_feats or self.feats)[u] for u in utts]).astype(np.float64)
+        for chunk, lo, hi, post, frame_ll in pdf_posteriors(params, feats, tid2pdf[ali]):
+            x = si[chunk]
+            stats.loglike += float(frame_ll.sum())
+            stats.occ[lo:hi] += post.sum(0)
+            stats.x[lo:hi] += post.T @ x
+            stats.x2[lo:hi] += post.T @ (x * x)
+        stats.frames = len(ali)
+        return stats, transition_counts([ali], trans_model.num_transition_ids)
 
     # -- graphs and alignments --------------------------------------------------------------
 
@@ -576,8 +674,10 @@ class Shard:
         return {u: len(self.feats[u]) for u in self.utt_ids}
 
     def decode(self, hclg_path: str, trans_model, am, words_path: str, acoustic_scale: float = ACOUSTIC_SCALE,
-               **decode_opts) -> dict[str, list[str]]:
-        """Decode this shard's utterances with ``graph.decode_set`` (for WER sanity checks)."""
+               keep_best_paths: bool = False, **decode_opts) -> dict[str, list[str]]:
+        """Decode this shard's utterances with ``graph.decode_set`` (for WER sanity checks).
+        ``keep_best_paths``: the best paths' transition-ids become the shard's alignments (the first
+        pass of ``decode_fmllr.sh``, from which the speakers' fMLLR is estimated)."""
         from .graph import decode_set
         import kaldi_hmm_gmm as khg
         import kaldifst
@@ -588,7 +688,13 @@ class Shard:
         hclg = cached[1]
         decodables = ((u, khg.DecodableAmDiagGmmScaled(am, trans_model, self.feats[u], acoustic_scale))
                       for u in self.utt_ids)
-        return decode_set(hclg, decodables, words_path, acoustic_scale=acoustic_scale, progress=False, **decode_opts)
+        paths: dict | None = {} if keep_best_paths else None
+        hyps = decode_set(hclg, decodables, words_path, acoustic_scale=acoustic_scale, progress=False,
+                          best_paths=paths, **decode_opts)
+        if keep_best_paths:
+            self.alignments = {u: np.asarray(a, dtype=np.int32) for u, a in paths.items()
+                               if len(a) == len(self.feats[u])}
+        return hyps
 
     def _loglike_decoder(self, hclg_path: str, trans_model, penalty: float, beam: float):
         """A :class:`~.grid_score.LoglikeDecoder` over ``hclg_path`` (with ``penalty`` per word),
@@ -943,14 +1049,15 @@ def stage_diagnostics(num_utts: int, final: AlignSummary, final_stats, am, histo
 
 def finish_gmm_stage(ws, out_dir, diagnostics: dict, report, outputs: list, *, decode: bool, wer_set: str,
                      executor, trans_model, am, decode_beam: float, decode_scales, features=None,
-                     decode_scoring: str = "kaldi-grid") -> dict:
-    """Write diagnostics, run the WER check if asked, and return the stage summary."""
+                     decode_scoring: str = "kaldi-grid", wer_check=None) -> dict:
+    """Write diagnostics, run the WER check if asked, and return the stage summary. ``wer_check``:
+    a function with :func:`decode_wer`'s arguments and result to run instead of it (tri3's two passes)."""
     path = Path(out_dir) / "diagnostics.json"
     # Written before decoding too: the model and alignments are usable even if decoding is cut short.
     write_json(path, diagnostics)
     if decode:
-        wer = decode_wer(ws, out_dir, wer_set, executor, trans_model, am, beam=decode_beam, scales=decode_scales,
-                         features=features, scoring=decode_scoring)
+        wer = (wer_check or decode_wer)(ws, out_dir, wer_set, executor, trans_model, am, beam=decode_beam,
+                                        scales=decode_scales, features=features, scoring=decode_scoring)
         diagnostics.update({"wer": wer["wer"], "wer_set": wer_set, "wer_details": wer})
         write_json(path, diagnostics)
     report.log_summary()

@@ -274,14 +274,15 @@ def _word_table(words) -> Mapping[int, str]:
 
 def decode_set(hclg, decodables: Iterable[tuple[str, object]], words, beam: float = 13.0,
                lattice_beam: float = 6.0, acoustic_scale: float = 0.1, *, max_active: int = 7000,
-               trans_model=None, progress: bool = True) -> dict[str, list[str]]:
+               trans_model=None, progress: bool = True, best_paths: dict | None = None) -> dict[str, list[str]]:
     """Decode ``(utt_id, decodable)`` pairs over ``hclg``; returns ``utt_id -> words``.
 
     The decodables must already be scaled by ``acoustic_scale`` (``DecodableAmDiagGmmScaled``
     does it; scale matrices before ``DecodableCtc``); the scale is only used to report the
     best path's acoustic log-likelihood in the log. With ``trans_model`` the lattice decoder
     (``lattice_beam``) is used, else ``khg.FasterDecoder``. An utterance whose search reaches
-    no final state keeps its best partial path, with a warning.
+    no final state keeps its best partial path, with a warning. ``best_paths``, a dict, receives each
+    decoded utterance's best path as transition-ids (one per frame; the faster decoder only).
     """
     import kaldi_hmm_gmm as khg
     import kaldifst
@@ -305,7 +306,9 @@ def decode_set(hclg, decodables: Iterable[tuple[str, object]], words, beam: floa
             ok, best = decoder.get_best_path(use_final_probs=final)
             ok = ok and best.num_states > 0
             if ok:
-                _, _, word_ids, weight = kaldifst.get_linear_symbol_sequence(best)
+                _, tids, word_ids, weight = kaldifst.get_linear_symbol_sequence(best)
+                if best_paths is not None:
+                    best_paths[utt_id] = list(tids)
                 total_cost += weight.value1 + weight.value2
                 frames += decoder.num_frames_decoded()
         else:

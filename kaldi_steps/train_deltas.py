@@ -119,16 +119,19 @@ def align_split(ws, split: str, executor, tm, am, ctx_dep, beam: float, retry_be
 
 
 def write_ali_dir(ws, ali_out: Path, model, train_alignments, final, *, executor, beam: float, retry_beam: float,
-                  problems_log, align_splits, features=None, stage: str = "tri1"):
+                  problems_log, align_splits, features=None, stage: str = "tri1", aligner=None):
     """The ``<stage>_ali`` dir: train's alignments (made with the final model) then every other split
     of ``align_splits`` force-aligned after training, ``utt2split`` and ``splits.json`` (see the
-    module docstring). ``model`` = (trans_model, am, ctx_dep, occs). Returns (outputs, split summary)."""
+    module docstring). ``model`` = (trans_model, am, ctx_dep, occs). ``aligner``: what aligns a split,
+    with :func:`align_split`'s arguments and results (default :func:`align_split`; tri3 passes the
+    fMLLR two-pass alignment). Returns (outputs, split summary)."""
+    aligner = aligner or align_split
     tm, am, ctx_dep, occs = model
     all_alignments = list(train_alignments)
     utt2split = {u: "train" for a in train_alignments for u in a}
     split_summary = {"train": {"jobs": list(range(1, len(train_alignments) + 1)), **final.as_dict()}}
     for split in splits_to_align(ws, align_splits)[1:]:
-        alis, res, utterances = align_split(ws, split, executor, tm, am, ctx_dep, beam, retry_beam, problems_log,
+        alis, res, utterances = aligner(ws, split, executor, tm, am, ctx_dep, beam, retry_beam, problems_log,
                                             features=features, stage=stage)
         first = len(all_alignments) + 1
         all_alignments.extend(alis)

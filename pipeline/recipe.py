@@ -1,8 +1,8 @@
 """The stages of ``weakalign align`` (Kaldi's stage / stop_stage) and what each one reads.
 
 Each entry of :data:`ALIGN_STAGES` names a click command of :mod:`weakalign.pipeline.cli`;
-``align`` invokes them in this order, and an opt-in stage of :data:`OPT_IN_STAGES` (``tri2``)
-at its place when ``--from``/``--stop-after`` names it. :data:`DEPENDS_ON` is the real dependency graph:
+``align`` invokes them in this order, and an opt-in stage of :data:`OPT_IN_STAGES` (``tri2``,
+``tri3``) at its place when ``--from``/``--stop-after`` names it (``--stop-after tri3`` runs tri2 too). :data:`DEPENDS_ON` is the real dependency graph:
 when a stage is redone, exactly the stages that read its outputs, directly or through
 another stage, become stale (:func:`dependents`) -- not every later stage of the order.
 The features, for instance, do not make ``lang`` stale.
@@ -20,7 +20,7 @@ ALIGN_STAGES: list[str] = [
 
 #: Stages that ``align`` runs only when asked (``--from``/``--stop-after`` names them), in the
 #: order at the place given here (after that stage): nothing downstream reads them yet.
-OPT_IN_STAGES: dict[str, str] = {"tri2": "tri1"}
+OPT_IN_STAGES: dict[str, str] = {"tri2": "tri1", "tri3": "tri2"}
 
 #: Stages that ``align`` does not run by default: the opt-in ones, and extra outputs for other tools
 #: (``export-kaldi``); made stale like the others.
@@ -43,6 +43,8 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "export": ("hybrid", "tri1", "features", "lang"),
     # opt-in: tri1's alignments (LDA classes, tree context, converted alignments), the MFCC, lang
     "tri2": ("tri1", "features", "lang"),
+    # opt-in: tri2's alignments, model (first fMLLR, tree context) and final.mat, the MFCC, lang
+    "tri3": ("tri2", "features", "lang"),
     # outside ``align``: the MFCC cuts (utterances, durations, frames) and the features' options
     "export-kaldi": ("prepare", "features"),
 }
@@ -58,6 +60,7 @@ WRITES: dict[str, tuple[str, ...]] = {
     "hybrid": ("exp/hybrid", "exp/hybrid_ali", "exp/hybrid_pass*", "exp/hybrid_ali_pass*"),
     "export": ("data/ali", "data/cuts_*_ali.jsonl.gz"),
     "tri2": ("exp/tri2", "exp/tri2_ali"),
+    "tri3": ("exp/tri3", "exp/tri3_ali"),
     "export-kaldi": ("data/kaldi",),
 }
 
@@ -70,15 +73,31 @@ def stage_order(opt_in=tuple(OPT_IN_STAGES)) -> list[str]:
     """:data:`ALIGN_STAGES` with the opt-in stages of ``opt_in`` at their places.
 
     >>> stage_order()
-    ['prepare', 'features', 'lang', 'mono', 'tri1', 'tri2', 'hybrid', 'export']
+    ['prepare', 'features', 'lang', 'mono', 'tri1', 'tri2', 'tri3', 'hybrid', 'export']
     >>> stage_order(()) == ALIGN_STAGES
     True
     """
     order = []
-    for stage in ALIGN_STAGES:
+
+    def place(stage):
         order.append(stage)
-        order.extend(extra for extra, after in OPT_IN_STAGES.items() if after == stage and extra in opt_in)
+        for extra, after in OPT_IN_STAGES.items():
+            if after == stage and extra in opt_in:
+                place(extra)
+
+    for stage in ALIGN_STAGES:
+        place(stage)
     return order
+
+
+def _with_opt_in_ancestors(stages) -> tuple[str, ...]:
+    """The opt-in stages among ``stages`` and those they come after (tri3 -> tri3, tri2)."""
+    out = []
+    for stage in stages:
+        while stage in OPT_IN_STAGES:
+            out.append(stage)
+            stage = OPT_IN_STAGES[stage]
+    return tuple(out)
 
 
 def select_stages(start: str | None, stop_after: str | None) -> list[str]:
@@ -89,13 +108,15 @@ def select_stages(start: str | None, stop_after: str | None) -> list[str]:
     ['features']
     >>> select_stages("mono", "tri2"), select_stages("tri1", "hybrid")
     (['mono', 'tri1', 'tri2'], ['tri1', 'hybrid'])
+    >>> select_stages("tri1", "tri3"), select_stages("tri3", None)
+    (['tri1', 'tri2', 'tri3'], ['tri3', 'hybrid', 'export'])
     """
     known = stage_order()
     for name in (start, stop_after):
         if name is not None and name not in known:
             raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(known)} "
                              f"({', '.join(OPT_IN_STAGES)} only when named)")
-    order = stage_order(tuple(s for s in (start, stop_after) if s in OPT_IN_STAGES))
+    order = stage_order(_with_opt_in_ancestors(s for s in (start, stop_after) if s))
     i = order.index(start) if start else 0
     j = order.index(stop_after) + 1 if stop_after else len(order)
     if i >= j:
@@ -120,15 +141,15 @@ def prerequisites(name: str) -> list[str]:
 
 def dependents(name: str) -> list[str]:
     """The stages that read ``name``'s outputs, directly or through another stage, in recipe
-    order (then the opt-in ``tri2`` and ``export-kaldi``, which ``align`` does not run by default);
+    order (then the opt-in ``tri2``, ``tri3`` and ``export-kaldi``, which ``align`` does not run by default);
     [] for a stage that is not in :data:`DEPENDS_ON` (E2E runs record their own inputs).
 
     >>> dependents("features")
-    ['mono', 'tri1', 'hybrid', 'export', 'tri2', 'export-kaldi']
+    ['mono', 'tri1', 'hybrid', 'export', 'tri2', 'tri3', 'export-kaldi']
     >>> dependents("lang")
-    ['mono', 'tri1', 'hybrid', 'export', 'tri2']
+    ['mono', 'tri1', 'hybrid', 'export', 'tri2', 'tri3']
     >>> dependents("prepare")
-    ['features', 'lang', 'mono', 'tri1', 'hybrid', 'export', 'tri2', 'export-kaldi']
+    ['features', 'lang', 'mono', 'tri1', 'hybrid', 'export', 'tri2', 'tri3', 'export-kaldi']
     """
     stale = {name}
     for stage, reads in DEPENDS_ON.items():  # the order is topological: a stage comes after all it reads

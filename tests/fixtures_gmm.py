@@ -7,6 +7,7 @@ import pytest
 from weakalign.kaldi_steps.train_deltas import tri1_stage
 from weakalign.kaldi_steps.train_lda_mllt import tri2_stage
 from weakalign.kaldi_steps.train_mono import mono_stage
+from weakalign.kaldi_steps.train_sat import tri3_stage
 from weakalign.pipeline.stage import run_stage
 from weakalign.pipeline.workspace import Workspace
 
@@ -16,6 +17,8 @@ TRI1_SLICE = {"num_iters": 6, "num_leaves": 120, "total_gauss": 300, "max_iter_i
               "realign_iters": (3,), "thresh": 50.0, "decode": False}
 #: tri2 on the slice: as TRI1_SLICE, MLLT on iterations 2 and 4 of 6.
 TRI2_SLICE = {**TRI1_SLICE, "mllt_iters": (2, 4)}
+#: tri3 on the slice: as TRI1_SLICE, fMLLR re-estimated on iterations 2 and 4 of 6 (after the first one).
+TRI3_SLICE = {**TRI1_SLICE, "fmllr_iters": (2, 4)}
 
 
 @pytest.fixture(scope="session")
@@ -33,15 +36,15 @@ def an4_slice_tri1(an4_slice, an4_lang):
     return ws
 
 
-def linked_tri1_workspace(src: Workspace, root) -> Workspace:
-    """A workspace under ``root`` whose features, lang, mono and tri1 outputs are links to ``src``'s
-    (read-only), for stages that start from tri1 (``tri2``) without touching the session slice."""
+def linked_tri1_workspace(src: Workspace, root, exp_dirs=("mono", "tri1", "tri1_ali")) -> Workspace:
+    """A workspace under ``root`` whose features, lang, mono and tri1 outputs (or ``exp_dirs``) are links
+    to ``src``'s (read-only), for stages that start from tri1 (``tri2``) without touching the session slice."""
     ws = Workspace(src.corpus, data_root=root / "data", exp_root=root / "exp")
     ws.data.mkdir(parents=True)
     ws.exp.mkdir(parents=True)
     for name in ("manifests", "mfcc", "lang"):
         os.symlink(src.data / name, ws.data / name)
-    for name in ("mono", "tri1", "tri1_ali"):
+    for name in exp_dirs:
         os.symlink(src.exp / name, ws.exp / name)
     return ws
 
@@ -53,4 +56,15 @@ def an4_slice_tri2(an4_slice_tri1, tmp_path_factory):
     Returns the Workspace; read-only, shared by the session."""
     ws = linked_tri1_workspace(an4_slice_tri1, tmp_path_factory.mktemp("an4_slice_tri2"))
     run_stage("tri2", ws, tri2_stage, nj=2, **TRI2_SLICE)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def an4_slice_tri3(an4_slice_tri2, tmp_path_factory):
+    """A workspace linked to ``an4_slice_tri2`` (its features, lang, mono, tri1 and tri2 outputs) after the
+    real ``tri3`` stage with ``TRI3_SLICE`` (2 jobs, no decoding): ``exp/an4/tri3`` and ``exp/an4/tri3_ali``.
+    Returns the Workspace; read-only, shared by the session."""
+    ws = linked_tri1_workspace(an4_slice_tri2, tmp_path_factory.mktemp("an4_slice_tri3"),
+                               exp_dirs=("mono", "tri1", "tri1_ali", "tri2", "tri2_ali"))
+    run_stage("tri3", ws, tri3_stage, nj=2, **TRI3_SLICE)
     return ws

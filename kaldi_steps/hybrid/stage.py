@@ -49,6 +49,7 @@ from tqdm import tqdm
 from weakalign.align.loader import stretch_labels
 from weakalign.pipeline.features import apply_cmvn, cmvn_stats, mean_std_from_stats, speaker_cmvn_stats
 from weakalign.pipeline.io import atomic_open, atomic_path, read_json, write_json
+from weakalign.pipeline.options import declares_inputs
 from weakalign.pipeline.report import SkipReport
 from weakalign.pipeline.workspace import Workspace
 
@@ -278,6 +279,27 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
             "dev_wer": {str(s): dev[s]["wer"] for s in dev}}
 
 
+#: The GMM alignment dirs the hybrid can train on (``--source-ali``). The default stays tri1_ali on
+#: every corpus until a hybrid trained on tri2/tri3 alignments is compared on dev (issue #16; RESULTS.md).
+SOURCE_ALI_DIRS = ("tri1_ali", "tri2_ali", "tri3_ali")
+DEFAULT_SOURCE_ALI = "tri1_ali"
+
+
+def source_ali_input(ws: Workspace, options: dict) -> dict:
+    """The hybrid's declared input when it trains on another GMM system than tri1 (``source_ali``):
+    that dir's alignments' content, so that redoing tri2/tri3 redoes the hybrid trained on them (the
+    recipe's graph says tri1 only). Nothing for tri1_ali: its staleness is the graph's, and markers
+    written before this option match."""
+    from weakalign.pipeline.options import content_digest
+
+    source = options.get("source_ali") or DEFAULT_SOURCE_ALI
+    if source == DEFAULT_SOURCE_ALI:
+        return {}
+    alis = sorted((ws.exp / source).glob("ali.*.gz"))
+    return {"source_ali": f"{source} {content_digest(alis, gunzip=True)}" if alis else f"{source} (missing)"}
+
+
+@declares_inputs(source_ali_input)
 def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int | None = None,
                  passes: int | None = None,
                  cells: int = 256, proj: int = 128, layers: int = 3, dropout: float = 0.1,
@@ -287,9 +309,15 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
                  speed_perturb: tuple[float, ...] | None = None,
                  acoustic_scale: float = 0.1, beam: float = 10.0, retry_beam: float = 40.0,
                  prior_floor: float = 1e-5, max_mismatch: int = 2, seed: int = 0, decode: bool = True,
-                 gmm_dir: str = "tri1", src_ali_dir: str = "tri1_ali", threads: int | None = None) -> dict:
+                 gmm_dir: str = "tri1", src_ali_dir: str = "tri1_ali", threads: int | None = None,
+                 source_ali: str | None = None) -> dict:
     """Train the hybrid BLSTM on the train alignments of ``exp/<c>/<src_ali_dir>`` and realign every
     split it holds (train, dev, test) into ``hybrid_ali``.
+
+    ``source_ali`` (``--source-ali``, one of :data:`SOURCE_ALI_DIRS`) sets both: the alignments of
+    ``exp/<c>/<source_ali>`` and the model, tree and HCLG of the GMM system that made them
+    (``tri3_ali`` -> ``tri3``). The BLSTM reads fbank, so a tri2/tri3 source changes only the targets
+    (its tree and segmentation), not the network's input.
 
     With ``passes`` > 1 (``None``: :data:`DEFAULT_PASSES`), pass k trains a fresh BLSTM on the
     realignment of pass k-1, as Kaldi recipes realign before training a bigger system; pass k < last
@@ -297,6 +325,10 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
     A finished earlier pass (its ``diagnostics.json`` names the same options and source alignments)
     is reused on a rerun.
     """
+    if source_ali:
+        if source_ali not in SOURCE_ALI_DIRS:
+            raise ValueError(f"source_ali must be one of {', '.join(SOURCE_ALI_DIRS)}, got {source_ali!r}")
+        src_ali_dir, gmm_dir = source_ali, source_ali.removesuffix("_ali")
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
     passes = passes or DEFAULT_PASSES.get(ws.corpus, 1)
     speed_perturb = sorted({float(f) for f in (DEFAULT_SPEED_PERTURB.get(ws.corpus, ()) if speed_perturb is None

@@ -175,4 +175,4 @@ def test_tri2_is_opt_in_and_goes_stale_with_tri1():
     assert "tri2" not in select_stages(None, None)
     assert select_stages(None, "tri2")[-2:] == ["tri1", "tri2"]
     assert select_stages("tri2", None) == ["tri2", "hybrid", "export"]
-    assert "tri2" in dependents("tri1") and dependents("tri2") == []
+    assert "tri2" in dependents("tri1") and dependents("tri2") == ["tri3"]

@@ -27,6 +27,7 @@ STAGE_FUNCTIONS = {
     "mono": "weakalign.kaldi_steps.train_mono.mono_stage",
     "tri1": "weakalign.kaldi_steps.train_deltas.tri1_stage",
     "tri2": "weakalign.kaldi_steps.train_lda_mllt.tri2_stage",
+    "tri3": "weakalign.kaldi_steps.train_sat.tri3_stage",
     "hybrid": "weakalign.kaldi_steps.hybrid.stage.hybrid_stage",
     "export": "weakalign.align.export.export_stage",
 }
@@ -115,7 +116,7 @@ def test_align_takes_a_config_file_and_its_command_line_wins(calls, weakalign, t
 
 
 @pytest.mark.parametrize("config, message", [
-    ("tri3:\n  num_leaves: 1\n", "unknown stage 'tri3'"),
+    ("tri9:\n  num_leaves: 1\n", "unknown stage 'tri9'"),
     ("tri1:\n  num_leafs: 1\n", "stage tri1 has no option 'num_leafs'"),
     ("tri1:\n  num_leaves: many\n", "'many' is not a valid integer"),
 ])
@@ -143,3 +144,14 @@ def test_align_runs_the_opt_in_tri2_only_when_named_with_its_own_options(calls, 
     assert calls["hybrid"] == []
     weakalign("align", "--from", "tri2", "--stop-after", "tri2", "--tri2-mllt-iters", "2,4")
     assert calls["tri2"][-1]["mllt_iters"] == (2, 4) and len(calls["tri1"]) == 2
+    assert calls["tri3"] == []
+
+
+def test_align_stop_after_tri3_runs_tri2_then_tri3_with_its_own_options(calls, weakalign):
+    weakalign("align", "--from", "tri1", "--stop-after", "tri3", "--tri3-fmllr-iters", "2,4",
+              "--tri3-num-leaves", "350")
+    assert len(calls["tri1"]) == len(calls["tri2"]) == len(calls["tri3"]) == 1
+    assert (calls["tri3"][-1]["fmllr_iters"], calls["tri3"][-1]["num_leaves"]) == ((2, 4), 350)
+    assert calls["tri2"][-1]["num_leaves"] is None and calls["hybrid"] == []
+    weakalign("align", "--from", "tri3", "--stop-after", "tri3", "--tri3-fmllr-iters", "none")
+    assert len(calls["tri2"]) == 1 and calls["tri3"][-1]["fmllr_iters"] == ()
