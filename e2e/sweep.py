@@ -9,7 +9,8 @@ key as it stands (e.g. ``ctc_weight``). Every grid point x seed becomes the run
 with ``weakalign score --run <name>``, each in a subprocess (``jobs`` at a time).
 A point whose ``results.json`` holds the scored set is skipped, so a rerun
 resumes a killed sweep. The aggregate table (mean ± std over seeds) goes to
-``exp/<c>/sweep/<base>/sweep_<set>.md`` with a PNG of WER vs m per layer.
+``exp/<c>/sweep/<base>/sweep_<set>.md`` with a PNG of WER vs each swept axis
+(``wer_vs_m_<set>.png`` one line per layer, ``wer_vs_l_<set>.png`` one line per m, ...).
 
 >>> parse_grid(["m=0.3,0.5", "layer=2"])
 {'aux_smoothing': [0.3, 0.5], 'aux_layer': [2]}
@@ -163,9 +164,10 @@ def run_sweep(ws: Workspace, grid: dict[str, list], seeds: list[int] | None, set
     table = format_sweep_table(rows, settings.split)
     with atomic_open(out_dir / f"sweep_{settings.split}.md", "w") as f:
         f.write(f"# sweep of {settings.base} on {ws.corpus} ({settings.split})\n\n{table}\n")
-    png = plot_wer_vs_m(rows, out_dir / f"wer_vs_m_{settings.split}.png", settings.split)
+    pngs = [plot_wer_vs(rows, key, out_dir / f"wer_vs_{SHORT.get(key, key)}_{settings.split}.png", settings.split)
+            for key in grid if len(grid[key]) > 1]
     return {"points": len(points), "ran": len(todo), "failed": failed, "rows": rows, "table": table,
-            "png": str(png) if png else None}
+            "pngs": [str(p) for p in pngs if p]}
 
 
 def aggregate(ws: Workspace, points: list[SweepPoint], split: str) -> list[dict]:
@@ -197,9 +199,14 @@ def format_sweep_table(rows: list[dict], split: str) -> str:
     return "\n".join(lines)
 
 
-def plot_wer_vs_m(rows: list[dict], path: Path, split: str) -> Path | None:
-    """WER vs m (aux_smoothing), one line per layer (and aux weight); None when m is not swept."""
-    pts = [r for r in rows if "aux_smoothing" in r and r["wer"] is not None]
+AXIS_LABELS = {"aux_smoothing": "label smoothing m", "aux_layer": "encoder layer of the aux loss",
+               "aux_weight": "aux loss weight"}
+
+
+def plot_wer_vs(rows: list[dict], key: str, path: Path, split: str) -> Path | None:
+    """WER (mean ± std over seeds) vs the swept axis ``key``, one line per value of the other axes;
+    None when ``key`` has no numeric finished point (e.g. ``wer_vs_m``: one line per layer)."""
+    pts = [r for r in rows if isinstance(r.get(key), (int, float)) and r["wer"] is not None]
     if not pts:
         return None
     import matplotlib
@@ -210,15 +217,16 @@ def plot_wer_vs_m(rows: list[dict], path: Path, split: str) -> Path | None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     series: dict[str, list[dict]] = {}
     for r in pts:
-        label = f"layer {r.get('aux_layer', '?')}" + (f", w {r['aux_weight']}" if "aux_weight" in r else "")
+        others = [k for k in r if k not in (key, "point", "seeds", "missing", "wer", "wer_std")]
+        label = ", ".join(f"{SHORT.get(k, k)} {r[k]}" for k in others) or "all"
         series.setdefault(label, []).append(r)
     for label, rs in sorted(series.items()):
-        rs = sorted(rs, key=lambda r: r["aux_smoothing"])
-        ax.errorbar([r["aux_smoothing"] for r in rs], [r["wer"] for r in rs],
-                    yerr=[r["wer_std"] or 0.0 for r in rs], marker="o", capsize=3, label=label)
-    ax.set_xlabel("label smoothing m")
-    ax.set_ylabel(f"{split} WER (%)")
-    ax.legend()
+        rs = sorted(rs, key=lambda r: r[key])
+        ax.errorbar([r[key] for r in rs], [r["wer"] for r in rs], yerr=[r["wer_std"] or 0.0 for r in rs],
+                    marker="o", capsize=3, label=label)
+    ax.set_xlabel(AXIS_LABELS.get(key, key))
+    ax.set_ylabel(f"{split} WER (%, mean ± std over seeds)")
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:

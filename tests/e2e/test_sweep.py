@@ -1,6 +1,7 @@
 """The sweep: grid expansion, resumption, aggregation (injected runner), and a real tiny grid."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,8 @@ def test_sweep_resumes_and_aggregates_with_an_injected_runner(tmp_path):
     assert calls == ["sweep_aux_ls0.5_l3_m0.7_l3_seed2"] and second["ran"] == 1
     out = ws.exp / "sweep" / "aux_ls0.5_l3"
     assert (out / "wer_vs_m_test.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "wer_vs_l_test.png").read_bytes()[:4] == b"\x89PNG"
+    assert sorted(Path(p).name for p in second["pngs"]) == ["wer_vs_l_test.png", "wer_vs_m_test.png"]
     table = (out / "sweep_test.md").read_text()
     assert "| aux_smoothing | aux_layer | test WER (%) | seeds |" in table and "| 0.5 | 2 | 13.50 ± 0.71 | 2 |" in table
     assert json.loads((out / "grid.json").read_text())["seeds"] == [1, 2]
