@@ -239,14 +239,18 @@ def _describes_alignments(name: str) -> bool:
 
 
 def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, trans_model,
-                gmm_dir: Path, scales=None) -> dict:
-    """WER of the hybrid with the tri1 HCLG, as the GMM stage measures tri1's: decode dev at each
-    acoustic scale, pick the best on dev, decode the test split (dev if none) with it."""
+                gmm_dir: Path, scales=None, scoring: str = "kaldi-grid", grid=None) -> dict:
+    """WER of the hybrid with the source GMM's HCLG, scored as the GMM stages score theirs
+    (:func:`~weakalign.kaldi_steps.gmm.decode_wer`): ``scoring="kaldi-grid"`` (default) picks
+    Kaldi's ``score.sh`` LM weight x insertion penalty point on dev from one decode per LM weight
+    of the prior-divided log-likelihoods, then decodes the test split (dev if none) once at it;
+    ``scoring="scales"``: the old search over acoustic ``scales``, no penalty."""
     import kaldifst
 
-    from ..graph import compute_wer, decode_set, make_graph
+    from ..graph import _word_table, compute_wer, decode_set, make_graph
+    from ..grid_score import LoglikeDecoder, ScoringGrid, decode_candidates, decode_point, penalised_graph, \
+        pick_point, rescore
 
-    scales = tuple(scales or DECODE_SCALES)
     wer_set = "test" if ws.fbank_cuts("test").exists() else "dev"
     graph_dir = gmm_dir / "graph"
     if not (graph_dir / "HCLG.fst").exists():
@@ -256,14 +260,44 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
     hclg = kaldifst.StdVectorFst.read(str(graph_dir / "HCLG.fst"))
     words = graph_dir / "words.txt"
 
-    def decode(split: str, split_scales) -> dict[float, dict]:
+    def split_ratios(split: str) -> tuple[dict, dict]:
+        """References and unscaled log-likelihood ratios (computed once, scaled per decode)."""
         feats = load_fbank(ws, split, model.config.input_cmn)
         refs = {u: t.split() for u, (_, _, t) in feats.items()}
-        # Unscaled log-likelihood ratios, computed once and scaled per acoustic scale.
         ratios = {u: ha.pseudo_log_likelihoods(
             model.utterance_log_probs(torch.from_numpy(x), cfg.chunk_width, cfg.left_context,
                                       cfg.right_context).numpy(), log_priors, 1.0)
                   for u, (x, _, _) in tqdm(feats.items(), desc=f"hybrid forward {split}", leave=False)}
+        return refs, ratios
+
+    has_dev = ws.fbank_cuts("dev").exists()
+    if scoring == "kaldi-grid":
+        grid = grid or ScoringGrid()
+        table = _word_table(words)
+        as_words = lambda hyps: {u: [table.get(w, f"<{w}>") for w in ids] for u, ids in hyps.items()}  # noqa: E731
+        w, p, dev = 10, 0.0, {}   # without dev: Kaldi's acoustic scale 0.1, no penalty
+        if has_dev:
+            refs, ratios = split_ratios("dev")
+            candidates = decode_candidates(LoglikeDecoder(hclg, trans_model), ratios.items(), grid.lm_weights)
+            dev = {pt: compute_wer(refs, as_words(hyps)) for pt, hyps in rescore(candidates, grid).items()}
+            w, p = pick_point(dev)
+            log.info("hybrid: grid scoring on dev: best LM weight %s, penalty %s: WER %.2f%%", w, p, dev[(w, p)]["wer"])
+        if wer_set == "dev":
+            result = dev[(w, p)]
+        else:
+            refs, ratios = split_ratios(wer_set)
+            decoder = LoglikeDecoder(penalised_graph(hclg, p), trans_model)
+            result = compute_wer(refs, as_words(decode_point(decoder, ratios.items(), w)))
+        return {**result, "wer_set": wer_set, "scoring": "kaldi-grid", "grid": grid.as_dict(), "lm_weight": w,
+                "penalty": p, "acoustic_scale": round(1.0 / w, 6), "graph": str(graph_dir),
+                "dev_wer": {f"{pw}_{pp}": r["wer"] for (pw, pp), r in dev.items()}}
+    if scoring != "scales":
+        raise ValueError(f"unknown WER scoring {scoring!r}: use 'kaldi-grid' or 'scales'")
+
+    scales = tuple(scales or DECODE_SCALES)
+
+    def decode(split: str, split_scales) -> dict[float, dict]:
+        refs, ratios = split_ratios(split)
         out = {}
         for scale in split_scales:
             hyps = ha.decode_hybrid(hclg, ((u, scale * r) for u, r in ratios.items()), trans_model, words,
@@ -272,10 +306,10 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
             log.info("hybrid: decode %s at acoustic scale %.4g: WER %.2f%%", split, scale, out[scale]["wer"])
         return out
 
-    dev = decode("dev", scales) if ws.fbank_cuts("dev").exists() else {}
+    dev = decode("dev", scales) if has_dev else {}
     best = min(scales, key=lambda s: (dev[s]["wer"], s)) if dev else 0.1
     result = dev[best] if wer_set == "dev" else decode(wer_set, [best])[best]
-    return {**result, "wer_set": wer_set, "acoustic_scale": best, "graph": str(graph_dir),
+    return {**result, "wer_set": wer_set, "scoring": "scales", "acoustic_scale": best, "graph": str(graph_dir),
             "dev_wer": {str(s): dev[s]["wer"] for s in dev}}
 
 

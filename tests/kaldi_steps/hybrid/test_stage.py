@@ -100,6 +100,12 @@ def test_diagnostics_and_results(hybrid_ws):
     assert diag["failed"] <= 0.01 * diag["utterances"]
     assert 0 < diag["frame_acc_heldout"] < 1 and 0 < diag["frame_acc_train"] < 1
     assert diag["wer_set"] == "test" and 0 <= diag["wer"]
+    # Scored as the GMM stages are: Kaldi's score.sh point picked on dev, test decoded once at it.
+    details = diag["wer_details"]
+    assert details["scoring"] == "kaldi-grid" and details["acoustic_scale"] == pytest.approx(1 / details["lm_weight"])
+    assert details["lm_weight"] in details["grid"]["lm_weights"] and details["penalty"] in details["grid"]["penalties"]
+    dev = details["dev_wer"]
+    assert len(dev) == 33 and dev[f"{details['lm_weight']}_{details['penalty']}"] == min(dev.values())
     # test is realigned and reported on its own: dev's figure counts dev's frames only
     split_frames = {split: sum(c.num_frames for c in CutSet.from_file(ws.fbank_cuts(split))
                                if c.id in read_ali_dir(ws.exp / "tri1_ali")) for split in SPLITS}
