@@ -181,7 +181,7 @@ def _cmn_modes() -> list[str]:
 @corpus_command
 @click.option("--device", default="auto", show_default=True, help="Training device: auto, cpu, cuda, cuda:N.")
 @click.option("--threads", default=None, type=int,
-              help="Training threads [OMP_NUM_THREADS, else 1]; 2 may help on an idle 2-core machine.")
+              help="Training threads [OMP_NUM_THREADS, else every core]; use 1 when the machine is shared.")
 @click.option("--epochs", default=None, type=int, help="Maximum epochs [AN4 8, speechocean762 5].")
 @click.option("--passes", default=None, type=int,
               help="Training passes, each on the previous pass's realignment [AN4 2, speechocean762 1].")

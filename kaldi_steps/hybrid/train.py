@@ -114,8 +114,8 @@ class TrainConfig:
     grad_clip: float = 5.0
     seed: int = 0
     device: str = "cpu"
-    #: Intra-op threads of the training (None: ``OMP_NUM_THREADS``, else 1: on a loaded 2-core machine
-    #: 2 threads ran 4x slower than 1, see RESULTS.md). Where the work runs, like ``device``: not part
+    #: Intra-op threads of the training (None: :func:`default_threads`, ``OMP_NUM_THREADS`` else
+    #: every core; see RESULTS.md for 1 vs 2 threads idle and loaded). Where the work runs, like ``device``: not part
     #: of what a run produces.
     threads: int | None = None
 
@@ -179,9 +179,11 @@ def _batch_loss(model: HybridBLSTM, data, batch_chunks, device, packed: bool = F
 
 
 def default_threads() -> int:
-    """``OMP_NUM_THREADS`` when set, else 1 (as the stage ran before ``threads`` existed)."""
+    """``OMP_NUM_THREADS`` when set, else every core: ``make align`` runs the hybrid alone, and on
+    an idle 2-core machine 2 threads train 1.48x faster than 1 (RESULTS.md). On a shared machine
+    set ``OMP_NUM_THREADS`` (or ``--threads``): oversubscribed threads ran 4x slower under load."""
     env = os.environ.get("OMP_NUM_THREADS")
-    return max(1, int(env)) if env else 1
+    return max(1, int(env)) if env else max(1, os.cpu_count() or 1)
 
 
 class ChunkTable:
