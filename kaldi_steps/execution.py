@@ -39,6 +39,7 @@ with the stages before it kept.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -313,9 +314,29 @@ def _start_local_cluster(nj: int):
     # ":0": free ports, so that two stages (or two checkouts) on one machine never collide.
     # memory_limit=0: no share of the machine's memory per worker that Dask would pause or kill
     # a worker past (the old pool had none; a large corpus's shard should not end the stage).
-    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}):
+    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}), _thread_env_kept():
         return LocalCluster(n_workers=nj, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address=":0", memory_limit=0, silence_logs=logging.WARNING)
+
+
+#: What Dask's nanny sets to 1 in this very process before forking its workers
+#: (``distributed.nanny.pre-spawn-environ``): left there, every later torch step of the stage
+#: (e.g. the hybrid's training) would run on one thread.
+THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+
+
+@contextlib.contextmanager
+def _thread_env_kept():
+    """Restore the thread-count variables of ``os.environ`` after the block (workers keep theirs)."""
+    before = {k: os.environ.get(k) for k in THREAD_ENV_VARS}
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def _connect(address_or_cluster):

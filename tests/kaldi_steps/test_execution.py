@@ -142,6 +142,19 @@ def _kill_when_logged(log: Path, line: str, pid: int, timeout: float = 180) -> N
     os.kill(pid, signal.SIGKILL)
 
 
+def test_the_local_cluster_leaves_this_process_thread_count_alone(monkeypatch):
+    """Dask's nanny sets OMP_NUM_THREADS=1 in the parent before forking its workers; left there, the
+    stages after a sharded one (the hybrid's training) would run on one thread."""
+    from weakalign.kaldi_steps.execution import Executor
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "2")
+    with Executor(2) as executor:
+        assert executor.client is not None
+        assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "2"
+    assert "OMP_NUM_THREADS" not in os.environ
+
+
 def test_nj_1_without_a_cluster_runs_in_this_process():
     from weakalign.kaldi_steps.execution import Executor
 
