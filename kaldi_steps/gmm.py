@@ -131,15 +131,19 @@ def pdf_posteriors(params: GmmParams, feats: np.ndarray, pdfs: np.ndarray):
         yield chunk, lo, hi, post, (np.log(tot) + top)[:, 0]
 
 
-def accumulate_gmm_stats(params: GmmParams, feats: np.ndarray, pdfs: np.ndarray) -> GmmStats:
+def accumulate_gmm_stats(params: GmmParams, feats: np.ndarray, pdfs: np.ndarray,
+                         stats_feats: np.ndarray | None = None) -> GmmStats:
     """As ``gmm-acc-stats-ali`` for frames ``feats`` (T x D) aligned to ``pdfs`` (T,).
 
-    Gaussian posteriors within each frame's pdf; one vectorised pass per pdf.
+    Gaussian posteriors within each frame's pdf; one vectorised pass per pdf. ``stats_feats``
+    (T x D): accumulate these frames with the posteriors of ``feats`` instead
+    (``gmm-acc-stats-twofeats``).
     """
     feats = np.asarray(feats, dtype=np.float64)
-    stats = GmmStats.zeros(len(params.gconsts), feats.shape[1])
+    stats_feats = feats if stats_feats is None else np.asarray(stats_feats, dtype=np.float64)
+    stats = GmmStats.zeros(len(params.gconsts), stats_feats.shape[1])
     for chunk, lo, hi, post, frame_ll in pdf_posteriors(params, feats, pdfs):
-        x = feats[chunk]
+        x = stats_feats[chunk]
         stats.loglike += float(frame_ll.sum())
         stats.occ[lo:hi] += post.sum(0)
         stats.x[lo:hi] += post.T @ x
@@ -509,23 +513,7 @@ class Shard:
     def acc_stats_twofeats(self, trans_model, am) -> tuple[GmmStats, np.ndarray]:
         """``gmm-acc-stats-twofeats``: Gaussian posteriors from the current (adapted) features, statistics
         of the speaker-independent ones (train_sat.sh's ``final.alimdl``)."""
-        utts = [u for u in self.utt_ids if u in self.alignments]
-        tid2pdf = np.asarray(trans_model.id2pdf_id, dtype=np.int64)
-        params = GmmParams.from_am(am)
-        stats = GmmStats.zeros(len(params.gconsts), am.dim)
-        if not utts:
-            return stats, np.zeros(trans_model.num_transition_ids + 1)
-        ali = np.concatenate([self.alignments[u] for u in utts])
-        feats = np.concatenate([self.feats[u] for u in utts]).astype(np.float64)
-        si = np.concatenate([(self.si_feats or self.feats)[u] for u in utts]).astype(np.float64)
-        for chunk, lo, hi, post, frame_ll in pdf_posteriors(params, feats, tid2pdf[ali]):
-            x = si[chunk]
-            stats.loglike += float(frame_ll.sum())
-            stats.occ[lo:hi] += post.sum(0)
-            stats.x[lo:hi] += post.T @ x
-            stats.x2[lo:hi] += post.T @ (x * x)
-        stats.frames = len(ali)
-        return stats, transition_counts([ali], trans_model.num_transition_ids)
+        return self.acc_stats(trans_model, am, stats_feats=self.si_feats or self.feats)
 
     # -- graphs and alignments --------------------------------------------------------------
 
@@ -606,8 +594,9 @@ class Shard:
         """Utterance id -> its id in a Kaldi data dir (see :func:`_utterance_sources`)."""
         return {u: self.kaldi_ids[u] for u in self.utt_ids}
 
-    def acc_stats(self, trans_model, am) -> tuple[GmmStats, np.ndarray]:
-        """GMM statistics and transition counts of the current alignments."""
+    def acc_stats(self, trans_model, am, stats_feats: dict[str, np.ndarray] | None = None) -> tuple[GmmStats, np.ndarray]:
+        """GMM statistics and transition counts of the current alignments (``stats_feats``: utt -> the
+        frames to accumulate with the current features' posteriors, see :func:`accumulate_gmm_stats`)."""
         utts = [u for u in self.utt_ids if u in self.alignments]
         tid2pdf = np.asarray(trans_model.id2pdf_id, dtype=np.int64)
         params = GmmParams.from_am(am)
@@ -615,7 +604,8 @@ class Shard:
             return GmmStats.zeros(len(params.gconsts), am.dim), np.zeros(trans_model.num_transition_ids + 1)
         ali = np.concatenate([self.alignments[u] for u in utts])
         feats = np.concatenate([self.feats[u] for u in utts])
-        stats = accumulate_gmm_stats(params, feats, tid2pdf[ali])
+        other = None if stats_feats is None else np.concatenate([stats_feats[u] for u in utts])
+        stats = accumulate_gmm_stats(params, feats, tid2pdf[ali], stats_feats=other)
         return stats, transition_counts([ali], trans_model.num_transition_ids)
 
     def tree_stats(self, trans_model, ci_phones: list[int]):
@@ -725,13 +715,13 @@ class Shard:
     def decode_at(self, hclg_path: str, trans_model, am, words_path: str, lm_weight: float, penalty: float,
                   beam: float = 13.0) -> dict[str, list[str]]:
         """This shard's hypotheses at one grid point, decoded exactly (:func:`.grid_score.decode_point`)."""
-        from .graph import _word_table
+        from .graph import _word_table, word_strings
         from .grid_score import decode_point
 
         table = _word_table(words_path)
         hyps = decode_point(self._loglike_decoder(hclg_path, trans_model, penalty, beam), self._pdf_loglikes(am),
                             lm_weight)
-        return {u: [table.get(w, f"<{w}>") for w in ws] for u, ws in hyps.items()}
+        return {u: word_strings(table, ws) for u, ws in hyps.items()}
 
     def references(self) -> dict[str, list[str]]:
         return {u: self.texts[u] for u in self.utt_ids}
@@ -958,7 +948,7 @@ def _scales_wer(ws, split_executor, wer_set, trans_model, am, hclg, words, beam,
 def _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, features) -> dict:
     """Kaldi's ``score.sh`` way (:mod:`.grid_score`): one decode of dev per LM weight, the paths
     rescored over ``grid``, the point picked on dev, ``wer_set`` decoded once at that point."""
-    from .graph import _word_table, compute_wer
+    from .graph import _word_table, compute_wer, word_strings
     from .grid_score import pick_point, rescore
 
     table = _word_table(words)
@@ -968,7 +958,7 @@ def _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, f
             refs.update(r)
         for c in pool.call("grid_candidates", str(hclg), trans_model, am, list(grid.lm_weights), beam=beam):
             candidates.update(c)
-    dev = {pt: compute_wer(refs, {u: [table.get(w, f"<{w}>") for w in ids] for u, ids in hyps.items()})
+    dev = {pt: compute_wer(refs, {u: word_strings(table, ids) for u, ids in hyps.items()})
            for pt, hyps in rescore(candidates, grid).items()}
     w, p = pick_point(dev)
     log.info("grid scoring on dev: best LM weight %s, penalty %s: WER %.2f%% (%d paths per utterance on average)",

@@ -272,6 +272,15 @@ def _word_table(words) -> Mapping[int, str]:
     return dict(enumerate(words))
 
 
+def word_strings(table: Mapping[int, str], word_ids) -> list[str]:
+    """The words of ``word_ids`` (``<id>`` for an id the table lacks).
+
+    >>> word_strings({1: "A", 2: "B"}, [2, 1, 7])
+    ['B', 'A', '<7>']
+    """
+    return [table.get(w, f"<{w}>") for w in word_ids]
+
+
 def decode_set(hclg, decodables: Iterable[tuple[str, object]], words, beam: float = 13.0,
                lattice_beam: float = 6.0, acoustic_scale: float = 0.1, *, max_active: int = 7000,
                trans_model=None, progress: bool = True, best_paths: dict | None = None) -> dict[str, list[str]]:
@@ -323,7 +332,7 @@ def decode_set(hclg, decodables: Iterable[tuple[str, object]], words, beam: floa
         if not final:
             partial += 1
             log.warning("decode: %s: no final state reached; using the best partial path", utt_id)
-        hyps[utt_id] = [table.get(w, f"<{w}>") for w in word_ids]
+        hyps[utt_id] = word_strings(table, word_ids)
     log.info("decode: %d utterances, %d partial, %d failed%s", len(hyps), partial, failed,
              f"; avg acoustic+graph cost/frame {total_cost / frames:.3f} (scale {acoustic_scale})"
              if frames else "")

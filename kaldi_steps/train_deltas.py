@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import NamedTuple
 
 
 from weakalign.pipeline.io import atomic_open, write_json
@@ -163,6 +164,46 @@ def build_tree_from_alignments(pool, lang, mono_tm, *, num_leaves: int, thresh: 
     return tree, stats, questions
 
 
+def start_from_alignments(pool, jobs, alignments: dict, report, problems_log, missing_note: str) -> None:
+    """Give the shards the previous system's ``alignments`` (their load problems logged first) and
+    warn about each utterance without one (``missing_note`` says what it sits out). Not a skip: such
+    an utterance is aligned from the first realignment on, and is skipped only if its final
+    alignment fails too."""
+    problems_log.add_all(pool.call("get_problems"))
+    pool.call("set_alignments", alignments)
+    for u in sorted(set(u for a in jobs for u in a[3]) - set(alignments)):
+        if not report.is_skipped(u):
+            report.warn(u, missing_note)
+
+
+class NewTree(NamedTuple):
+    """A triphone system started from the previous one's alignments (:func:`start_new_tree`)."""
+
+    tree: object
+    tree_stats: TreeStats
+    questions: list
+    ctx_dep: object
+    trans_model: object
+    am: object
+    tree_occs: object
+
+
+def start_new_tree(pool, lang, prev_tm, problems_log, *, num_leaves: int, thresh: float, cluster_thresh: float,
+                   stage: str) -> NewTree:
+    """A tree from the shards' current alignments and features, its transition model and single-Gaussian
+    GMM (``gmm-init-model``), the alignments converted to it and its training graphs compiled."""
+    import kaldi_hmm_gmm as khg
+
+    tree, tree_stats, questions = build_tree_from_alignments(
+        pool, lang, prev_tm, num_leaves=num_leaves, thresh=thresh, cluster_thresh=cluster_thresh, stage=stage)
+    ctx_dep = tree_to_context_dependency(tree)
+    tm = khg.TransitionModel(ctx_dep, lang.topo())
+    am, tree_occs = init_gmm_from_tree_stats(tree, tree_stats)
+    pool.call("convert_alignments", prev_tm, tm, ctx_dep)
+    problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
+    return NewTree(tree, tree_stats, questions, ctx_dep, tm, am, tree_occs)
+
+
 def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int | None = None,
                num_iters: int = 35, max_iter_inc: int = 25, realign_iters=DEFAULT_REALIGN_ITERS,
                power: float = 0.25, beam: float = 10.0, retry_beam: float = 40.0, thresh: float = 300.0,
@@ -172,8 +213,6 @@ def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int 
     """Train tri1 from ``exp/<c>/mono`` and write ``exp/<c>/{tri1,tri1_ali}`` (see module docstring).
     ``jobs``: the train jobs' ``Shard`` arguments when not the workspace's (as for
     :func:`~.train_mono.train_mono`)."""
-    import kaldi_hmm_gmm as khg
-
     from .kaldi_io import read_ali_dir, read_model
     from .lang import Lang
     from .train_mono import mono_dir, wer_split
@@ -190,25 +229,14 @@ def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int 
     jobs = jobs or shard_args(ws, "train", executor.nj)
     num_utts = sum(len(a[3]) for a in jobs)
     with executor.shards(jobs) as pool:
-        problems_log.add_all(pool.call("get_problems"))
-        pool.call("set_alignments", mono_ali)
-        missing = sorted(set(u for a in jobs for u in a[3]) - set(mono_ali))
-        # Not a skip: such an utterance sits out the tree statistics but is aligned from the first
-        # realignment on, and is skipped only if its final alignment fails too.
-        for u in missing:
-            if not report.is_skipped(u):
-                report.warn(u, "no monophone alignment: left out of the tree statistics")
-
-        tree, tree_stats, questions = build_tree_from_alignments(
-            pool, lang, mono_tm, num_leaves=num_leaves, thresh=thresh, cluster_thresh=cluster_thresh)
-        ctx_dep = tree_to_context_dependency(tree)
-        tm = khg.TransitionModel(ctx_dep, lang.topo())
-        am, tree_occs = init_gmm_from_tree_stats(tree, tree_stats)
+        start_from_alignments(pool, jobs, mono_ali, report, problems_log,
+                              "no monophone alignment: left out of the tree statistics")
+        tree, tree_stats, questions, ctx_dep, tm, am, tree_occs = start_new_tree(
+            pool, lang, mono_tm, problems_log, num_leaves=num_leaves, thresh=thresh, cluster_thresh=cluster_thresh,
+            stage="tri1")
         # train_deltas.sh: ``gmm-mixup --mix-up=$numleaves`` on gmm-init-model's occupancies (the
         # requested leaves, more Gaussians than pdfs once the tree has merged some), gmm-mixup's power.
         am = split_by_count(am, tree_occs, num_leaves, power=GMM_MIXUP_POWER)
-        pool.call("convert_alignments", mono_tm, tm, ctx_dep)
-        problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
 
         # train_deltas.sh counts from the requested leaves, not the pdfs the tree ended with.
         num_gauss = num_leaves

@@ -45,8 +45,7 @@ from .lda_mllt import (DEFAULT_LDA_DIM, DEFAULT_MLLT_ITERS, LdaStats, MlltStats,
                        transform_means)
 from .execution import Executor
 from .train_deltas import (DEFAULT_ALIGN_SPLITS, DEFAULT_REALIGN_ITERS, aligned_splits_input,
-                           build_tree_from_alignments, tri1_ali_dir, write_ali_dir)
-from .tree import init_gmm_from_tree_stats, tree_to_context_dependency
+                           start_from_alignments, start_new_tree, tri1_ali_dir, write_ali_dir)
 
 log = logging.getLogger("weakalign")
 
@@ -123,8 +122,6 @@ def train_lda_mllt(ws, executor, *, num_leaves: int | None = None, total_gauss: 
                    decode_scoring: str = "kaldi-grid",
                    align_splits=DEFAULT_ALIGN_SPLITS) -> dict:
     """Train tri2 from ``exp/<c>/tri1_ali`` and write ``exp/<c>/{tri2,tri2_ali}`` (see module docstring)."""
-    import kaldi_hmm_gmm as khg
-
     from .kaldi_io import read_ali_dir, read_model
     from .lang import Lang
     from .train_mono import wer_split
@@ -143,21 +140,13 @@ def train_lda_mllt(ws, executor, *, num_leaves: int | None = None, total_gauss: 
     jobs = shard_args(ws, "train", executor.nj, FeatureSpec.lda(context=splice_context))
     num_utts = sum(len(a[3]) for a in jobs)
     with executor.shards(jobs) as pool:
-        problems_log.add_all(pool.call("get_problems"))
-        pool.call("set_alignments", prev_ali)
-        for u in sorted(set(u for a in jobs for u in a[3]) - set(prev_ali)):
-            if not report.is_skipped(u):
-                report.warn(u, "no tri1 alignment: left out of the LDA and tree statistics")
-
+        start_from_alignments(pool, jobs, prev_ali, report, problems_log,
+                              "no tri1 alignment: left out of the LDA and tree statistics")
         lda, lda_info = estimate_lda_from_alignments(pool, prev_tm, silence, lda_dim)
         transform = FeatureTransform(pool, lda.matrix)
-        tree, tree_stats, questions = build_tree_from_alignments(
-            pool, lang, prev_tm, num_leaves=num_leaves, thresh=thresh, cluster_thresh=cluster_thresh, stage="tri2")
-        ctx_dep = tree_to_context_dependency(tree)
-        tm = khg.TransitionModel(ctx_dep, lang.topo())
-        am, _ = init_gmm_from_tree_stats(tree, tree_stats)
-        pool.call("convert_alignments", prev_tm, tm, ctx_dep)
-        problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
+        tree, tree_stats, questions, ctx_dep, tm, am, _ = start_new_tree(
+            pool, lang, prev_tm, problems_log, num_leaves=num_leaves, thresh=thresh, cluster_thresh=cluster_thresh,
+            stage="tri2")
 
         def mllt_before_accumulate(it, am):
             if it not in mllt_iters:

@@ -55,9 +55,8 @@ from .fmllr import DEFAULT_FMLLR_ITERS, write_trans_archive
 from .gmm import (DECODE_SCALES, GmmParams, GmmStats, ProblemLog, finish_gmm_stage, gmm_from_arrays,
                   pool_acc_stats, pool_align, run_em_iterations, shard_args, stage_diagnostics, write_model_dir)
 from .train_deltas import (DEFAULT_ALIGN_SPLITS, DEFAULT_REALIGN_ITERS, aligned_splits_input,
-                           build_tree_from_alignments, write_ali_dir)
+                           start_from_alignments, start_new_tree, write_ali_dir)
 from .train_lda_mllt import tri2_ali_dir
-from .tree import init_gmm_from_tree_stats, tree_to_context_dependency
 
 log = logging.getLogger("weakalign")
 
@@ -267,8 +266,6 @@ def train_sat(ws, executor, *, num_leaves: int | None = None, total_gauss: int |
               decode: bool = True, decode_beam: float = 13.0, decode_scales=DECODE_SCALES,
               align_splits=DEFAULT_ALIGN_SPLITS) -> dict:
     """Train tri3 from ``exp/<c>/tri2_ali`` and write ``exp/<c>/{tri3,tri3_ali}`` (see module docstring)."""
-    import kaldi_hmm_gmm as khg
-
     from .kaldi_io import read_ali_dir, read_model
     from .lang import Lang
     from .train_mono import wer_split
@@ -289,21 +286,13 @@ def train_sat(ws, executor, *, num_leaves: int | None = None, total_gauss: int |
     jobs = shard_args(ws, "train", executor.nj, features)
     num_utts = sum(len(a[3]) for a in jobs)
     with executor.shards(jobs) as pool:
-        problems_log.add_all(pool.call("get_problems"))
-        pool.call("set_alignments", prev_ali)
-        for u in sorted(set(u for a in jobs for u in a[3]) - set(prev_ali)):
-            if not report.is_skipped(u):
-                report.warn(u, "no tri2 alignment: left out of the first fMLLR and the tree statistics")
-
+        start_from_alignments(pool, jobs, prev_ali, report, problems_log,
+                              "no tri2 alignment: left out of the first fMLLR and the tree statistics")
         # train_sat.sh stage -5: fMLLR of tri2's model on its alignments, then everything on adapted features.
         fmllr_history.append(fmllr_pass(pool, prev_tm, prev_am, silence, silence_weight, 0))
-        tree, tree_stats, questions = build_tree_from_alignments(
-            pool, lang, prev_tm, num_leaves=num_leaves, thresh=thresh, cluster_thresh=cluster_thresh, stage="tri3")
-        ctx_dep = tree_to_context_dependency(tree)
-        tm = khg.TransitionModel(ctx_dep, lang.topo())
-        am, _ = init_gmm_from_tree_stats(tree, tree_stats)
-        pool.call("convert_alignments", prev_tm, tm, ctx_dep)
-        problems_log.add_all(pool.call("compile_graphs", tm, ctx_dep))
+        tree, tree_stats, questions, ctx_dep, tm, am, _ = start_new_tree(
+            pool, lang, prev_tm, problems_log, num_leaves=num_leaves, thresh=thresh, cluster_thresh=cluster_thresh,
+            stage="tri3")
 
         def fmllr_before_accumulate(it, am):
             if it not in fmllr_iters:

@@ -247,7 +247,7 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
     ``scoring="scales"``: the old search over acoustic ``scales``, no penalty."""
     import kaldifst
 
-    from ..graph import _word_table, compute_wer, decode_set, make_graph
+    from ..graph import _word_table, compute_wer, decode_set, make_graph, word_strings
     from ..grid_score import LoglikeDecoder, ScoringGrid, decode_candidates, decode_point, penalised_graph, \
         pick_point, rescore
 
@@ -274,7 +274,7 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
     if scoring == "kaldi-grid":
         grid = grid or ScoringGrid()
         table = _word_table(words)
-        as_words = lambda hyps: {u: [table.get(w, f"<{w}>") for w in ids] for u, ids in hyps.items()}  # noqa: E731
+        as_words = lambda hyps: {u: word_strings(table, ids) for u, ids in hyps.items()}  # noqa: E731
         w, p, dev = 10, 0.0, {}   # without dev: Kaldi's acoustic scale 0.1, no penalty
         if has_dev:
             refs, ratios = split_ratios("dev")
