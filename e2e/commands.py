@@ -121,7 +121,8 @@ def compare_cmd(runs, corpus, exp_root, results_root, from_results, split, group
 @click.option("--seeds", default="", help="Comma-separated seeds, e.g. 1,2.")
 @click.option("--base", default="aux_ls0.5_l3", show_default=True, help="Base config.")
 @click.option("--jobs", default=1, show_default=True, type=int, help="Points run at the same time.")
-@click.option("--set", "split", default="test", show_default=True, help="Set the table and plot report.")
+@click.option("--report-set", "split", default="test", show_default=True,
+              help="Set the table and plot report (dev to choose a point, test to report it).")
 @click.option("--decode", "mode", type=click.Choice(["greedy", "beam"]), default="beam", show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--epochs", type=int, default=None, help="Override the epochs of every point.")

@@ -75,3 +75,14 @@ def test_real_tiny_grid_trains_and_scores(an4_slice, tmp_path):
     assert [r["seeds"] for r in result["rows"]] == [1]
     again = run_sweep(ws, parse_grid(["ctc_weight=0.5"]), None, settings, jobs=1)
     assert again["ran"] == 0
+
+
+def test_cli_reports_a_set_and_overrides_config_keys():
+    """`--report-set` (which split the table and plots show) and `--set KEY=VALUE` (a config override)
+    are separate options: a sweep's command line reaches both."""
+    from weakalign.e2e.commands import sweep
+
+    ctx = sweep.make_context("sweep", ["an4", "--grid", "m=0.3,0.5", "--report-set", "dev",
+                                       "--set", "epochs=3", "--set", "ctc_weight=0.5"])
+    assert ctx.params["split"] == "dev"
+    assert ctx.params["fixed"] == ("epochs=3", "ctc_weight=0.5")
