@@ -156,10 +156,13 @@ def sweep(ws, force, nj, grid, seeds, base, jobs, split, mode, device, epochs, m
 @click.option("--group", "group_seeds", is_flag=True, help="Group runs differing only in _seed<n>.")
 @click.option("--baseline", default="baseline", show_default=True,
               help="System the p-values are against (columns only when it is in the table).")
+@click.option("--also-vs", multiple=True, metavar="SYSTEM",
+              help="Two more p-value columns vs this system (repeatable), e.g. the best one-hot system.")
 @click.option("--allow-mixed", is_flag=True, help="Tabulate runs trained under different conditions anyway.")
-@click.option("--out", default="RESULTS.md", show_default=True, help="File whose <corpus> section is (re)written.")
-def results_table(corpus, runs, exp_root, results_root, from_results, splits, group_seeds, baseline, allow_mixed,
-                  out):
+@click.option("--section", default=None, help="Name of the section (heading and markers); default the corpus.")
+@click.option("--out", default="RESULTS.md", show_default=True, help="File whose section is (re)written.")
+def results_table(corpus, runs, exp_root, results_root, from_results, splits, group_seeds, baseline, also_vs,
+                  allow_mixed, section, out):
     """Write the icefall-style results section of CORPUS (from the runs' results.json) into --out.
 
     Without RUNS: every scored run of the run root (baseline first, then by name).
@@ -177,12 +180,12 @@ def results_table(corpus, runs, exp_root, results_root, from_results, splits, gr
         systems = resolve_systems(root, specs, group_seeds)
         if not runs:
             systems = order_systems(systems, baseline)
-        section = results_section(corpus, systems, tuple(splits), baseline=baseline, allow_mixed=allow_mixed,
-                                  from_results=from_results)
+        text = results_section(corpus, systems, tuple(splits), baseline=baseline, allow_mixed=allow_mixed,
+                               from_results=from_results, also_vs=tuple(also_vs), section=section)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e).strip('"'))
-    update_results_md(Path(out), corpus, section)
-    click.echo(section)
+    update_results_md(Path(out), section or corpus, text)
+    click.echo(text)
 
 
 @click.command("publish")

@@ -348,15 +348,24 @@ def _marker(corpus: str, end: bool) -> str:
     return f"<!-- weakalign results {corpus} {'end' if end else 'begin'} -->"
 
 
+def find_system(systems: list[System], name: str) -> System | None:
+    """The system called ``name``, or the seed group of that name (``baseline`` finds ``baseline_seed*``)."""
+    exact = next((s for s in systems if s.name == name), None)
+    return exact or next((s for s in systems if {seed_group_name(d.name) for d in s.run_dirs} == {name}), None)
+
+
 def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] = ("dev", "test"),
                     env: dict | None = None, commands: list[str] | None = None, *, baseline: str = "baseline",
                     allow_mixed: bool = False, from_results: bool = False, replicas: int = 2000,
-                    permutations: int = 10000) -> str:
+                    permutations: int = 10000, also_vs: tuple[str, ...] = (), section: str | None = None) -> str:
     """icefall-style section: one row per system (n, mean ± std over a group), the commands, the environment.
 
     When a system is named ``baseline``, every other row gets the two paired p-values vs it on the
-    last split (see :func:`compare`). The runs must have been trained under the same conditions
-    (:func:`check_comparable`) unless ``allow_mixed``; the warnings are listed under the table.
+    last split (see :func:`compare`); each system named in ``also_vs`` (e.g. the best one-hot
+    system of the paper's table) gets two more columns of p-values vs it. The runs must have been
+    trained under the same conditions (:func:`check_comparable`) unless ``allow_mixed``; the
+    warnings are listed under the table. ``section`` names the section (its heading and markers;
+    default the corpus) so that one corpus can have several tables in one file.
     """
     from .environment import environment, environment_markdown
 
@@ -366,19 +375,26 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
                                        for system in systems for d in system.run_dirs)]
     splits = tuple(scored) or tuple(splits)
     last_split = splits[-1]
-    base = next((s for s in systems if s.name == baseline), None)
+    names = {s.name for s in systems}
+    missing = [r for r in also_vs if find_system(systems, r) is None]
+    if missing:
+        raise ValueError(f"--also-vs {', '.join(missing)}: not a system of this table ({', '.join(sorted(names))})")
+    references = [find_system(systems, r).name for r in dict.fromkeys((baseline, *also_vs))
+                  if find_system(systems, r) is not None]
     has_last = {s.name: all(last_split in split_results(read_json(d / "results.json")) for d in s.run_dirs)
                 for s in systems}
     scores = {s.name: score_system(s, last_split) for s in systems if has_last[s.name]}
-    p_values: dict[str, dict] = {}
-    if base is not None and base.name in scores:
-        for name, sc in scores.items():
-            if name != base.name:
-                p_values[name] = compare_scores([scores[base.name], sc], last_split, replicas=replicas,
-                                                permutations=permutations)[1]
+    p_values: dict[tuple[str, str], dict] = {}   # (reference, system) -> row of compare_scores
+    for ref in references:
+        if ref in scores:
+            for name, sc in scores.items():
+                if name != ref:
+                    p_values[ref, name] = compare_scores([scores[ref], sc], last_split, replicas=replicas,
+                                                         permutations=permutations)[1]
     header = (["config", "n"] + [f"{s} WER (%)" for s in splits] + [f"{last_split} 95% CI", f"{last_split} CER (%)"]
-              + ([f"p vs {baseline}", f"p_perm vs {baseline}"] if base is not None else []) + ["decoding"])
-    lines = [_marker(corpus, False), f"## {corpus}", "",
+              + [f"{p} vs {ref}" for ref in references for p in ("p", "p_perm")] + ["decoding"])
+    section = section or corpus
+    lines = [_marker(section, False), f"## {section}", "",
              "E2E BLSTM encoder (6 layers, ×4 subsampling), CTC + attention decoder over BPE; "
              "`aux_*`: weak senone supervision at an encoder layer (arXiv 2311.14835).", "",
              "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
@@ -402,15 +418,15 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
             cells += [f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "—", f"{statistics.mean(r['cer'] for r in last):.2f}"]
         else:
             cells += ["—", "—"]
-        if base is not None:
-            row = p_values.get(system.name)
+        for ref in references:
+            row = p_values.get((ref, system.name))
             cells += [format_p(row["p_value"]), format_p(row["p_perm"])] if row else ["—", "—"]
         dec = last[0].get("decode", {}) if last else {}
         cells.append(f"{dec.get('mode', '?')}" + (f" beam {dec.get('beam')} ctc {dec.get('ctc_weight')}"
                                                     if dec.get("mode") == "beam" else ""))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "n: runs (seeds) of a config; WER: mean ± std over them."
-              + (f" {TESTS_NOTE} Both on {last_split}, vs {baseline}." if base is not None else "")]
+              + (f" {TESTS_NOTE} Both on {last_split}, vs {' and vs '.join(references)}." if references else "")]
     if warnings:
         lines += ["", *[f"> **warning**: {w}" for w in warnings]]
     if commands is None:
@@ -433,7 +449,7 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
                    for s in systems for d in s.run_dirs}
         env = environment(next(iter(devices - {None}), None))
     lines += ["", "Commands:", "", "```", *commands, "```", "", "Environment:", "", environment_markdown(env), "",
-              _marker(corpus, True)]
+              _marker(section, True)]
     return "\n".join(lines)
 
 
@@ -442,10 +458,11 @@ def order_systems(systems: list[System], baseline: str = "baseline") -> list[Sys
     return sorted(systems, key=lambda s: (s.name != baseline, s.name))
 
 
-def update_results_md(path: Path, corpus: str, section: str) -> None:
-    """Replace this corpus' section of ``path`` (between its markers), or append it."""
+def update_results_md(path: Path, name: str, section: str) -> None:
+    """Replace the section ``name`` (a corpus, or the ``section`` of :func:`results_section`) of ``path``
+    (between its markers), or append it."""
     text = path.read_text() if path.exists() else "# RESULTS\n"
-    begin, end = _marker(corpus, False), _marker(corpus, True)
+    begin, end = _marker(name, False), _marker(name, True)
     if begin in text and end in text:
         text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
     else:

@@ -259,3 +259,35 @@ def test_a_corpus_without_a_test_set_reports_dev_with_its_p_values(tmp_path):
                       "decoding |")
     aux = next(line for line in text.splitlines() if line.startswith("| aux_ls0.5_l3 |")).split(" | ")
     assert aux[5] != "—" and aux[6] != "—" and "Both on dev" in text
+
+
+def test_paper_table_has_p_values_vs_the_best_one_hot_system_in_its_own_section(tmp_path):
+    """The paper's table: p vs baseline and vs a second reference (the best one-hot system), in a
+    named section beside the corpus' own table (both stay in the file)."""
+    from weakalign.pipeline.cli import cli
+
+    root = tmp_path / "results" / "an4"
+    for seed in (1, 2, 3):
+        make_run(root, f"baseline_seed{seed}", 0.5, seed, training(seed))
+        make_run(root, f"onehot_seed{seed}", 0.3, seed, training(seed))
+        make_run(root, f"aux_ls0.5_l3_seed{seed}", 0.3, seed, training(seed))
+    out = tmp_path / "RESULTS.md"
+    common = ["results-table", "an4", "baseline_seed*", "onehot_seed*", "aux_ls0.5_l3_seed*", "--from-results",
+              "--results-root", str(tmp_path / "results"), "--group", "--out", str(out)]
+    assert CliRunner().invoke(cli, common).exit_code == 0
+    done = CliRunner().invoke(cli, common + ["--also-vs", "onehot", "--section", "an4 paper table"])
+    assert done.exit_code == 0, done.output
+    text = out.read_text()
+    assert "## an4\n" in text and "## an4 paper table\n" in text
+    header = next(line for line in text.split("## an4 paper table")[1].splitlines() if line.startswith("| config |"))
+    assert header.endswith("| p vs baseline_seed* | p_perm vs baseline_seed* | p vs onehot_seed* | p_perm vs onehot_seed* "
+                           "| decoding |")
+    aux = next(line for line in text.split("## an4 paper table")[1].splitlines()
+               if line.startswith("| aux_ls0.5_l3_seed* |")).split(" | ")
+    # Same error share as onehot: far from baseline, not different from onehot.
+    assert aux[6] == "<0.001" and aux[8] not in ("<0.001", "—")
+    onehot = next(line for line in text.split("## an4 paper table")[1].splitlines()
+                  if line.startswith("| onehot_seed* |")).split(" | ")
+    assert onehot[8] == onehot[9] == "—"
+    bad = CliRunner().invoke(cli, common + ["--also-vs", "nosuch"])
+    assert bad.exit_code != 0 and "--also-vs nosuch: not a system" in bad.output
