@@ -193,13 +193,14 @@ def results_table(corpus, runs, exp_root, results_root, from_results, splits, gr
 @click.argument("runs", nargs=-1, required=True)
 @click.option("--exp-root", default="exp", show_default=True)
 @click.option("--results-root", default="results", show_default=True, help="Parent of results/<corpus>/.")
-def publish_cmd(corpus, runs, exp_root, results_root):
+@click.option("--prefix", default="", help="Publish each run as <prefix><run> (runs of another alignment set).")
+def publish_cmd(corpus, runs, exp_root, results_root, prefix):
     """Copy scored runs' small text outputs (results.json, trn files, metrics, config, training record)
-    from <exp-root>/<corpus>/e2e/<run>/ to <results-root>/<corpus>/<run>/; RUN may be a glob."""
+    from <exp-root>/<corpus>/e2e/<run>/ to <results-root>/<corpus>/<prefix><run>/; RUN may be a glob."""
     from .publish import publish
 
     try:
-        published = publish(corpus, list(runs), exp_root=exp_root, results_root=results_root)
+        published = publish(corpus, list(runs), exp_root=exp_root, results_root=results_root, prefix=prefix)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e).strip('"'))
     for name, files in published.items():

@@ -106,8 +106,12 @@ def publish_run(run_dir: Path, dest: Path) -> list[Path]:
 
 
 def publish(corpus: str, specs: list[str], *, exp_root: str | Path = "exp",
-            results_root: str | Path = "results") -> dict[str, list[Path]]:
-    """Publish the runs ``specs`` (names, globs or paths, as for compare) of ``exp/<c>/e2e``."""
+            results_root: str | Path = "results", prefix: str = "") -> dict[str, list[Path]]:
+    """Publish the runs ``specs`` (names, globs or paths, as for compare) of ``exp/<c>/e2e``, each as
+    ``results/<c>/<prefix><run>`` (a prefix keeps the runs of another alignment set apart from
+    published runs of the same names)."""
+    if "/" in prefix or prefix.startswith("."):
+        raise ValueError(f"--prefix {prefix!r}: must be a plain name part (no '/', not starting with '.')")
     e2e_dir = Path(exp_root) / corpus / "e2e"
     out = Path(results_root) / corpus
     run_dirs: dict[str, Path] = {}
@@ -119,6 +123,6 @@ def publish(corpus: str, specs: list[str], *, exp_root: str | Path = "exp",
         raise FileNotFoundError(f"not scored (no results.json): {', '.join(unscored)}; run weakalign score first")
     published: dict[str, list[Path]] = {}
     for name, run_dir in run_dirs.items():
-        published[name] = publish_run(run_dir, out / name)
-        log.info("publish: %s -> %s (%d files)", run_dir, out / name, len(published[name]))
+        published[prefix + name] = publish_run(run_dir, out / (prefix + name))
+        log.info("publish: %s -> %s (%d files)", run_dir, out / (prefix + name), len(published[prefix + name]))
     return published

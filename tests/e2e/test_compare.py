@@ -192,6 +192,18 @@ def test_publish_copies_exactly_the_listed_files(e2e_dir, tmp_path):
     (e2e_dir / "unscored_seed1").mkdir()
     with pytest.raises(FileNotFoundError, match="unscored_seed1"):
         publish("an4", ["unscored_seed1"], exp_root=tmp_path / "exp", results_root=tmp_path / "results")
+    # Another alignment set's runs of the same names go beside them under a prefix, grouped by it.
+    again = publish("an4", ["baseline_seed*"], exp_root=tmp_path / "exp", results_root=tmp_path / "results",
+                    prefix="set2_")
+    assert sorted(again) == ["set2_baseline_seed1", "set2_baseline_seed2", "set2_baseline_seed3"]
+    assert (tmp_path / "results" / "an4" / "set2_baseline_seed2" / "results.json").read_bytes() == \
+        (e2e_dir / "baseline_seed2" / "results.json").read_bytes()
+    assert [s.name for s in resolve_systems(tmp_path / "results" / "an4", ["set2_baseline_seed1", "set2_baseline_seed2"],
+                                            True)] == \
+        ["set2_baseline"]
+    with pytest.raises(ValueError, match="plain name part"):
+        publish("an4", ["baseline_seed1"], exp_root=tmp_path / "exp", results_root=tmp_path / "results",
+                prefix="../x")
 
 
 def test_tables_from_results_equal_tables_from_exp(e2e_dir, tmp_path):
