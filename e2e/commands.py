@@ -2,7 +2,7 @@
 
 import click
 
-from ..pipeline.cli_common import corpus_command
+from ..pipeline.cli_common import cluster_option, corpus_command
 
 
 @click.command("train")
@@ -44,8 +44,12 @@ def torch_threads(nj: int) -> None:
 @click.option("--ctc-weight", type=float, default=0.3, show_default=True, help="CTC weight in beam search.")
 @click.option("--split", "splits", multiple=True, help="Sets to score (default: every prepared one but train).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
-def score(ws, force, nj, config, seed, run, mode, beam, ctc_weight, splits, device):
-    """Decode and score every prepared split but train; writes RESULTS.md and results.json in the run dir."""
+@cluster_option
+def score(ws, force, nj, config, seed, run, mode, beam, ctc_weight, splits, device, cluster):
+    """Decode and score every prepared split but train; writes RESULTS.md and results.json in the run dir.
+
+    The decoding runs in --nj jobs of one thread each (a local cluster of --nj processes, or
+    --cluster); --nj 1 decodes in this process. The hypotheses do not depend on --nj."""
     from ..pipeline.stage import run_stage
     from .score import run_dir_for, score_run
 
@@ -58,7 +62,7 @@ def score(ws, force, nj, config, seed, run, mode, beam, ctc_weight, splits, devi
         raise click.ClickException(f"{run_dir / 'model_avg.pt'} not found: train the run first (weakalign train)")
     summary = run_stage(f"score_{run_dir.name}", ws, score_run, force=True, run_dir=run_dir, mode=mode,
                         device=device, redecode=force, splits=list(splits) or None,
-                        options={"beam": beam, "ctc_weight": ctc_weight})
+                        options={"beam": beam, "ctc_weight": ctc_weight}, nj=nj, cluster=cluster)
     for split, r in summary["results"].items():
         click.echo(f"{run_dir.name} {split}: WER {r['wer']}% {r['ci95']}  CER {r['cer']}%  ({r['words']} words)")
 
