@@ -131,8 +131,12 @@ def compare_cmd(runs, corpus, exp_root, results_root, from_results, split, group
 @click.option("--epochs", type=int, default=None, help="Override the epochs of every point.")
 @click.option("--max-steps-per-epoch", type=int, default=None, help="Cut epochs short (smoke runs).")
 @click.option("--set", "fixed", multiple=True, metavar="KEY=VALUE", help="Config override for every point.")
-def sweep(ws, force, nj, grid, seeds, base, jobs, split, mode, device, epochs, max_steps_per_epoch, fixed):
-    """Train + score a grid of configs resumably; writes a table and a PNG of WER vs m per layer."""
+@cluster_option
+def sweep(ws, force, nj, grid, seeds, base, jobs, split, mode, device, epochs, max_steps_per_epoch, fixed, cluster):
+    """Train + score a grid of configs resumably; writes a table and a PNG of WER vs m per layer.
+
+    --jobs points run at the same time (--jobs > 1: on a local Dask cluster of --jobs processes, or
+    on --cluster's workers), each point's train and score with --nj / --jobs threads."""
     from .config import parse_overrides
     from .sweep import SweepSettings, parse_grid, run_sweep
 
@@ -145,7 +149,8 @@ def sweep(ws, force, nj, grid, seeds, base, jobs, split, mode, device, epochs, m
         ["--max-steps-per-epoch", str(max_steps_per_epoch)] if max_steps_per_epoch else [])
     settings = SweepSettings(base=base, split=split, decode=mode, device=device, threads=max(1, nj // max(1, jobs)),
                              train_args=train_args, fixed=fixed)
-    result = run_sweep(ws, parsed, [int(s) for s in seeds.split(",") if s.strip()] or None, settings, jobs=jobs)
+    result = run_sweep(ws, parsed, [int(s) for s in seeds.split(",") if s.strip()] or None, settings, jobs=jobs,
+                       cluster=cluster)
     click.echo(result["table"])
     if result["failed"]:
         raise click.ClickException(f"{len(result['failed'])} point(s) failed: {', '.join(result['failed'])}")
