@@ -2,7 +2,7 @@
 CORPUS ?= an4
 CONFIG ?= aux_ls0.5_l3
 NJ ?= 2
-# A Dask scheduler's address (tcp://HOST:8786) for the GMM stages' jobs; empty: a local cluster of NJ processes.
+# A Dask scheduler's address (tcp://HOST:8786) or slurm|pbs|sge for the jobs of align and score; empty: a local cluster of NJ processes.
 CLUSTER ?=
 SEED ?=
 FROM ?=
@@ -33,7 +33,7 @@ train: setup
 	$(WA) train $(CORPUS) $(ROOTS) --nj $(NJ) --config $(CONFIG) $(if $(SEED),--seed $(SEED))
 
 score: setup
-	$(WA) score $(CORPUS) $(ROOTS) --nj $(NJ) --config $(CONFIG) $(if $(SEED),--seed $(SEED))
+	$(WA) score $(CORPUS) $(ROOTS) --nj $(NJ) $(if $(CLUSTER),--cluster $(CLUSTER)) --config $(CONFIG) $(if $(SEED),--seed $(SEED))
 
 # The whole job on AN4: alignments, two E2E systems (no aux loss / the paper's smoothed triphone CE),
 # their scores on dev and test, and the comparison table with CIs and a paired p-value.

@@ -2,7 +2,7 @@
 
 import click
 
-from ..pipeline.cli_common import corpus_command
+from ..pipeline.cli_common import cluster_option, corpus_command
 
 
 @click.command("train")
@@ -44,8 +44,12 @@ def torch_threads(nj: int) -> None:
 @click.option("--ctc-weight", type=float, default=0.3, show_default=True, help="CTC weight in beam search.")
 @click.option("--split", "splits", multiple=True, help="Sets to score (default: every prepared one but train).")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda.")
-def score(ws, force, nj, config, seed, run, mode, beam, ctc_weight, splits, device):
-    """Decode and score every prepared split but train; writes RESULTS.md and results.json in the run dir."""
+@cluster_option
+def score(ws, force, nj, config, seed, run, mode, beam, ctc_weight, splits, device, cluster):
+    """Decode and score every prepared split but train; writes RESULTS.md and results.json in the run dir.
+
+    The decoding runs in --nj jobs of one thread each (a local cluster of --nj processes, or
+    --cluster); --nj 1 decodes in this process. The hypotheses do not depend on --nj."""
     from ..pipeline.stage import run_stage
     from .score import run_dir_for, score_run
 
@@ -58,7 +62,7 @@ def score(ws, force, nj, config, seed, run, mode, beam, ctc_weight, splits, devi
         raise click.ClickException(f"{run_dir / 'model_avg.pt'} not found: train the run first (weakalign train)")
     summary = run_stage(f"score_{run_dir.name}", ws, score_run, force=True, run_dir=run_dir, mode=mode,
                         device=device, redecode=force, splits=list(splits) or None,
-                        options={"beam": beam, "ctc_weight": ctc_weight})
+                        options={"beam": beam, "ctc_weight": ctc_weight}, nj=nj, cluster=cluster)
     for split, r in summary["results"].items():
         click.echo(f"{run_dir.name} {split}: WER {r['wer']}% {r['ci95']}  CER {r['cer']}%  ({r['words']} words)")
 
@@ -128,8 +132,12 @@ def compare_cmd(runs, corpus, exp_root, results_root, from_results, split, group
 @click.option("--epochs", type=int, default=None, help="Override the epochs of every point.")
 @click.option("--max-steps-per-epoch", type=int, default=None, help="Cut epochs short (smoke runs).")
 @click.option("--set", "fixed", multiple=True, metavar="KEY=VALUE", help="Config override for every point.")
-def sweep(ws, force, nj, grid, seeds, base, jobs, split, mode, device, epochs, max_steps_per_epoch, fixed):
-    """Train + score a grid of configs resumably; writes a table and a PNG of WER vs m per layer."""
+@cluster_option
+def sweep(ws, force, nj, grid, seeds, base, jobs, split, mode, device, epochs, max_steps_per_epoch, fixed, cluster):
+    """Train + score a grid of configs resumably; writes a table and a PNG of WER vs m per layer.
+
+    --jobs points run at the same time (--jobs > 1: on a local Dask cluster of --jobs processes, or
+    on --cluster's workers), each point's train and score with --nj / --jobs threads."""
     from .config import parse_overrides
     from .sweep import SweepSettings, parse_grid, run_sweep
 
@@ -142,7 +150,8 @@ def sweep(ws, force, nj, grid, seeds, base, jobs, split, mode, device, epochs, m
         ["--max-steps-per-epoch", str(max_steps_per_epoch)] if max_steps_per_epoch else [])
     settings = SweepSettings(base=base, split=split, decode=mode, device=device, threads=max(1, nj // max(1, jobs)),
                              train_args=train_args, fixed=fixed)
-    result = run_sweep(ws, parsed, [int(s) for s in seeds.split(",") if s.strip()] or None, settings, jobs=jobs)
+    result = run_sweep(ws, parsed, [int(s) for s in seeds.split(",") if s.strip()] or None, settings, jobs=jobs,
+                       cluster=cluster)
     click.echo(result["table"])
     if result["failed"]:
         raise click.ClickException(f"{len(result['failed'])} point(s) failed: {', '.join(result['failed'])}")

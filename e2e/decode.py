@@ -14,7 +14,8 @@
   ``incremental=False`` re-runs it over every whole prefix, the original search,
   kept as the reference the incremental one must equal.
 
-``decode_cuts`` runs a decoder over a lhotse CutSet (stored fbank features).
+``decode_batches`` runs a decoder over batches (``batches_of``) of lhotse cuts with stored fbank
+features: a set's batches, or one job's share of them when scoring shards the set.
 
 >>> import torch
 >>> from weakalign.e2e.decode import DecodeOptions
@@ -25,12 +26,10 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from .ctc_prefix_score import CTCPrefixScorer
 
@@ -289,8 +288,10 @@ def decode_batch(model, feats: torch.Tensor, feat_lens: torch.Tensor, opts: Deco
     return out
 
 
-def _batches(cuts, max_frames: int):
-    """Cuts sorted by length, grouped so that padded frames stay under ``max_frames``."""
+def batches_of(cuts, max_frames: int):
+    """Cuts sorted by length, grouped so that padded frames stay under ``max_frames``: the
+    decoding batches. A batch is decoded the same whichever job gets it, so a set's batches dealt
+    to several jobs give the hypotheses of one job decoding them all."""
     ordered = sorted(cuts, key=lambda c: c.num_frames or 0, reverse=True)
     batch, longest = [], 0
     for cut in ordered:
@@ -316,41 +317,35 @@ def pad_feats(arrays: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.nn.utils.rnn.pad_sequence(arrays, batch_first=True), lens
 
 
-def decode_cuts(model, tokenizer, cuts, opts: DecodeOptions, device: torch.device | str = "cpu",
-                report=None, desc: str = "decode") -> tuple[dict[str, str], dict]:
-    """Decode every cut; returns ``{cut_id: text}`` and timing figures (``rtf`` = compute / audio time).
-
-    A cut whose features cannot be loaded is named in ``report`` (a SkipReport; without
-    one the error is raised) and gets an empty hypothesis, so it still counts as
-    deletions in the WER.
-    """
+def decode_batches(model, tokenizer, batches, opts: DecodeOptions, device: torch.device | str = "cpu", *,
+                   bar=None) -> tuple[dict[str, str], list[tuple[str, str]], float]:
+    """Decode batches of cuts (:func:`batches_of`): ``{cut_id: text}``, the cuts skipped as
+    ``(cut_id, reason)``, and the seconds of audio decoded. A cut whose features cannot be loaded
+    is skipped with an empty hypothesis, so it still counts as deletions in the WER. ``bar``: a
+    tqdm bar to advance by each batch's cuts."""
     model.eval()
     hyps: dict[str, str] = {}
-    audio_s, start = 0.0, time.time()
-    cuts = list(cuts)
-    with tqdm(total=len(cuts), desc=desc, unit="utt", leave=False) as bar:
-        for batch in _batches(cuts, opts.max_frames):
-            arrays, good = [], []
-            for cut in batch:
-                try:
-                    arrays.append(_load_one(cut))
-                    good.append(cut)
-                except Exception as e:
-                    if report is None:
-                        raise ValueError(f"{cut.id}: cannot load features: {e}") from e
-                    report.skip(cut.id, f"cannot load features: {e}")
-                    hyps[cut.id] = ""
-            if good:
-                feats, lens = pad_feats(arrays)
-                ids = decode_batch(model, feats.to(device), lens.to(device), opts, tokenizer.sos_id,
-                                   tokenizer.eos_id, tokenizer.blank_id)
-                for cut, seq in zip(good, ids):
-                    hyps[cut.id] = tokenizer.decode(seq)
-                    audio_s += cut.duration
+    skipped: list[tuple[str, str]] = []
+    audio_s = 0.0
+    for batch in batches:
+        arrays, good = [], []
+        for cut in batch:
+            try:
+                arrays.append(_load_one(cut))
+                good.append(cut)
+            except Exception as e:
+                skipped.append((cut.id, f"cannot load features: {e}"))
+                hyps[cut.id] = ""
+        if good:
+            feats, lens = pad_feats(arrays)
+            ids = decode_batch(model, feats.to(device), lens.to(device), opts, tokenizer.sos_id,
+                               tokenizer.eos_id, tokenizer.blank_id)
+            for cut, seq in zip(good, ids):
+                hyps[cut.id] = tokenizer.decode(seq)
+                audio_s += cut.duration
+        if bar is not None:
             bar.update(len(batch))
-    seconds = time.time() - start
-    return hyps, {"decode_s": round(seconds, 3), "audio_s": round(audio_s, 3),
-                  "rtf": round(seconds / audio_s, 4) if audio_s else None}
+    return hyps, skipped, audio_s
 
 
 def resolve_device(device: str) -> torch.device:

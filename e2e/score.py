@@ -18,20 +18,31 @@ reference text), so a user who prepared speechocean762's ``test`` half gets it
 scored too. A split whose ``hyp.trn`` is complete (every cut, decoded by the same
 ``model_avg.pt`` — by content hash — with the same options) is not decoded again
 unless ``force``; scoring itself is always redone.
+
+Decoding is sharded over the execution layer (:class:`~weakalign.kaldi_steps.execution.Executor`),
+as the GMM stages are: a split's decoding batches (:func:`~.decode.batches_of`, made here) are
+dealt to ``nj`` jobs (batch ``b`` to job ``b % nj``), each a Dask task that loads the model from
+the run dir (once per worker) and decodes its batches on one thread; the hypotheses are gathered
+in job order. A batch is decoded the same by whichever job gets it, so the hypotheses are those of
+``nj=1``, which decodes in this process without Dask. Where the jobs run: a local cluster of ``nj``
+processes, or ``cluster`` (a scheduler's address, or ``slurm``/``pbs``/``sge``); the data root and
+the run dir must then be on a filesystem the workers share (checked before the first job).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
+import time
 from pathlib import Path
 
 from weakalign.pipeline.io import atomic_open, read_json, write_json
 from weakalign.pipeline.report import SkipReport
 from weakalign.pipeline.workspace import Workspace
 
-from .decode import DecodeOptions, decode_cuts, resolve_device
+from .decode import DecodeOptions, batches_of, decode_batches, resolve_device
 from .environment import environment, environment_markdown
 from .scoring import read_trn, score_trn_dir, sclite_table, summary_dict, write_trn
 from .significance import bootstrap_ci
@@ -131,10 +142,10 @@ def score_split_dir(split_dir: Path, *, replicas: int = 2000, seed: int = 0) -> 
 
 
 def score_run(ws: Workspace, run_dir: str | os.PathLike, *, mode: str = "beam", device: str = "auto",
-              redecode: bool = False, splits: list[str] | None = None, options: dict | None = None) -> dict:
-    """Decode and score ``splits`` (default: every prepared split but train) of one run dir."""
-    from .model import load_for_inference
-
+              redecode: bool = False, splits: list[str] | None = None, options: dict | None = None,
+              nj: int = 1, cluster: str | None = None) -> dict:
+    """Decode and score ``splits`` (default: every prepared split but train) of one run dir, the
+    decoding in ``nj`` jobs on ``cluster`` (see the module docstring)."""
     run_dir = Path(run_dir)
     model_path = run_dir / MODEL_FILE
     if not model_path.exists():
@@ -147,42 +158,45 @@ def score_run(ws: Workspace, run_dir: str | os.PathLike, *, mode: str = "beam", 
         raise FileNotFoundError(f"no prepared split other than train under {ws.data / 'manifests'}")
     decode_root = run_dir / f"decode_{mode}"
     digest = file_digest(model_path)
-    model = tokenizer = config = None
     results, tables = {}, {}
-    for split in splits:
-        if not ws.fbank_cuts(split).exists():
-            report.skip(split, f"no fbank CutSet {ws.fbank_cuts(split)} (run the features stage)")
-            continue
-        split_dir = decode_root / split
-        refs, utt2spk, cuts = references(load_split_cuts(ws, split), report)
-        if not cuts:
-            report.skip(split, "no cut to decode")
-            continue
-        timing_path = split_dir / "decode.json"
-        if not redecode and hyp_is_complete(split_dir, set(refs), digest, opts):
-            log.info("score: %s/%s already decoded (%s); --force to decode again", run_dir.name, split, split_dir)
-            timing = read_json(timing_path) if timing_path.exists() else {}
-        else:
-            if model is None:
-                model, tokenizer, config = load_for_inference(run_dir, dev)
-                if mode == "beam" and model.decoder is None:
-                    log.info("score: %s has no attention decoder: CTC prefix beam search", run_dir.name)
-            hyps, timing = decode_cuts(model, tokenizer, cuts, opts, dev, report, desc=f"decode {split}")
-            timing = {**timing, "device": str(dev), "options": opts.as_dict(), "utterances": len(hyps),
-                      "model_sha1": digest}
-            write_trn(split_dir / "ref.trn", refs)
-            _write_utt2spk(split_dir / "utt2spk", utt2spk)
-            write_json(timing_path, timing)
-            write_trn(split_dir / "hyp.trn", hyps)   # last: its presence means the split is decoded
-        scored = score_split_dir(split_dir)
-        scored["result"]["hyp_trn"] = str((split_dir / "hyp.trn").relative_to(run_dir))
-        scored["result"]["ref_trn"] = str((split_dir / "ref.trn").relative_to(run_dir))
-        results[split] = {**scored["result"], "decode": timing.get("options", opts.as_dict()),
-                          "rtf": timing.get("rtf"), "device": timing.get("device", str(dev))}
-        tables[split] = scored
-        log.info("score: %s %s WER %.2f%% %s CER %.2f%% (%d words)", run_dir.name, split,
-                 results[split]["wer"] or float("nan"), results[split]["ci95"], results[split]["cer"] or float("nan"),
-                 results[split]["words"])
+    with contextlib.ExitStack() as stack:
+        executor = None
+        for split in splits:
+            if not ws.fbank_cuts(split).exists():
+                report.skip(split, f"no fbank CutSet {ws.fbank_cuts(split)} (run the features stage)")
+                continue
+            split_dir = decode_root / split
+            refs, utt2spk, cuts = references(load_split_cuts(ws, split), report)
+            if not cuts:
+                report.skip(split, "no cut to decode")
+                continue
+            timing_path = split_dir / "decode.json"
+            if not redecode and hyp_is_complete(split_dir, set(refs), digest, opts):
+                log.info("score: %s/%s already decoded (%s); --force to decode again", run_dir.name, split,
+                         split_dir)
+                timing = read_json(timing_path) if timing_path.exists() else {}
+            else:
+                if executor is None:  # started for the first split to decode, kept for the others
+                    from weakalign.kaldi_steps.execution import Executor
+
+                    executor = stack.enter_context(Executor(nj, cluster, shared=(ws.data, run_dir)))
+                    stack.callback(_LOADED.clear)
+                hyps, timing = decode_split(executor, run_dir, digest, cuts, opts, dev, report, split)
+                timing = {**timing, "device": str(dev), "options": opts.as_dict(), "utterances": len(hyps),
+                          "model_sha1": digest}
+                write_trn(split_dir / "ref.trn", refs)
+                _write_utt2spk(split_dir / "utt2spk", utt2spk)
+                write_json(timing_path, timing)
+                write_trn(split_dir / "hyp.trn", hyps)   # last: its presence means the split is decoded
+            scored = score_split_dir(split_dir)
+            scored["result"]["hyp_trn"] = str((split_dir / "hyp.trn").relative_to(run_dir))
+            scored["result"]["ref_trn"] = str((split_dir / "ref.trn").relative_to(run_dir))
+            results[split] = {**scored["result"], "decode": timing.get("options", opts.as_dict()),
+                              "rtf": timing.get("rtf"), "device": timing.get("device", str(dev))}
+            tables[split] = scored
+            log.info("score: %s %s WER %.2f%% %s CER %.2f%% (%d words)", run_dir.name, split,
+                     results[split]["wer"] or float("nan"), results[split]["ci95"],
+                     results[split]["cer"] or float("nan"), results[split]["words"])
     report.log_summary()
     env = environment(str(dev))
     write_json(decode_root / "results.json", results)
@@ -190,6 +204,61 @@ def score_run(ws: Workspace, run_dir: str | os.PathLike, *, mode: str = "beam", 
     write_results_md(run_dir / "RESULTS.md", run_dir.name, ws.corpus, mode, opts, results, tables, env, training)
     return {"run_dir": str(run_dir), "results": results, "skipped": report.summary(),
             "outputs": [run_dir / "results.json", run_dir / "RESULTS.md"]}
+
+
+def decode_split(executor, run_dir: Path, digest: str, cuts: list, opts: DecodeOptions, device,
+                 report: SkipReport, split: str) -> tuple[dict[str, str], dict]:
+    """``{cut_id: text}`` of ``cuts`` and the timing figures (``rtf`` = wall time / audio time), the
+    batches dealt to ``executor.nj`` jobs (one job in this process when it has no Dask client)."""
+    start = time.time()
+    batches = list(batches_of(cuts, opts.max_frames))
+    what = f"decode {split}"
+    if executor.client is None:
+        jobs = [(str(run_dir), digest, batches, opts, str(device), None, what)]
+    else:
+        jobs = [(str(run_dir), digest, batches[j::executor.nj], opts, str(device), 1, None)
+                for j in range(min(executor.nj, len(batches)))]
+    hyps, audio_s, attention = {}, 0.0, True
+    for done in executor.map(decode_job, jobs, what):
+        hyps.update(done["hyps"])
+        audio_s += done["audio_s"]
+        attention = done["attention"]
+        for cut_id, reason in done["skipped"]:
+            report.skip(cut_id, reason)
+    if opts.mode == "beam" and not attention:
+        log.info("score: %s has no attention decoder: CTC prefix beam search", run_dir.name)
+    seconds = time.time() - start
+    return hyps, {"decode_s": round(seconds, 3), "audio_s": round(audio_s, 3),
+                  "rtf": round(seconds / audio_s, 4) if audio_s else None, "jobs": len(jobs)}
+
+
+#: The model a process decodes with, kept between the jobs it runs: ``{(run_dir, sha1, device): (model, tokenizer)}``.
+_LOADED: dict = {}
+
+
+def decode_job(run_dir: str, digest: str, batches: list, opts: DecodeOptions, device: str,
+               threads: int | None, desc: str | None) -> dict:
+    """One job of :func:`decode_split`, in a Dask worker or this process: the run's model (loaded
+    once per process and model file) decodes ``batches`` on ``threads`` torch threads (None: as
+    they are); ``desc``: a bar of the utterances decoded. The hypotheses, skips and audio seconds."""
+    import torch
+    from tqdm import tqdm
+
+    from .model import load_for_inference
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    key = (run_dir, digest, device)
+    if key not in _LOADED:
+        _LOADED.clear()
+        model, tokenizer, _ = load_for_inference(run_dir, device)
+        if file_digest(Path(run_dir) / MODEL_FILE) != digest:
+            raise RuntimeError(f"{Path(run_dir) / MODEL_FILE} changed while the run was being scored")
+        _LOADED[key] = model, tokenizer
+    model, tokenizer = _LOADED[key]
+    with tqdm(total=sum(map(len, batches)), desc=desc, unit="utt", leave=False, disable=desc is None) as bar:
+        hyps, skipped, audio_s = decode_batches(model, tokenizer, batches, opts, device, bar=bar)
+    return {"hyps": hyps, "skipped": skipped, "audio_s": audio_s, "attention": model.decoder is not None}
 
 
 def read_training(run_dir: Path) -> dict | None:

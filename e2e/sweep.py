@@ -6,7 +6,12 @@ the short keys ``m``, ``layer`` and ``aux_weight``/``w`` mean the config keys
 key as it stands (e.g. ``ctc_weight``). Every grid point x seed becomes the run
 ``sweep_<base>_<key><value>..._seed<n>`` in ``exp/<c>/e2e/``, trained with
 ``weakalign train --config <base> --set key=value ... --run <name>`` and scored
-with ``weakalign score --run <name>``, each in a subprocess (``jobs`` at a time).
+with ``weakalign score --run <name>``, each in a subprocess. The points are jobs of the
+execution layer (:class:`~weakalign.kaldi_steps.execution.Executor`), ``jobs`` at a time: in this
+process one after the other for ``jobs=1``, else each a Dask task on a local cluster of ``jobs``
+worker processes, or on ``cluster`` (a scheduler's address, or ``slurm``/``pbs``/``sge``: the
+points' subprocesses then run on the cluster's machines; data and exp roots on a shared
+filesystem, checked first). A point that fails is named with its error and the others go on.
 A point whose ``results.json`` holds the scored set is skipped, so a rerun
 resumes a killed sweep. The aggregate table (mean ± std over seeds) goes to
 ``exp/<c>/sweep/<base>/sweep_<set>.md`` with a PNG of WER vs each swept axis
@@ -25,7 +30,6 @@ import logging
 import statistics
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -139,27 +143,30 @@ def sweep_dir(ws: Workspace, base: str) -> Path:
 
 
 def run_sweep(ws: Workspace, grid: dict[str, list], seeds: list[int] | None, settings: SweepSettings,
-              jobs: int = 1, runner: Runner = subprocess_runner) -> dict:
-    """Run every unfinished point (``jobs`` at a time); a failed point is named, the others go on."""
+              jobs: int = 1, runner: Runner = subprocess_runner, cluster: str | None = None) -> dict:
+    """Run every unfinished point (``jobs`` at a time, on ``cluster``; see the module docstring);
+    a failed point is named, the others go on. ``runner`` must pickle (a module-level function)
+    when the points run on Dask workers."""
     points = expand_grid(settings.base, grid, seeds)
     out_dir = sweep_dir(ws, settings.base)
     write_json(out_dir / "grid.json", {"base": settings.base, "grid": grid, "seeds": seeds,
                                        "points": [p.__dict__ for p in points]})
     todo = [p for p in points if not is_finished(ws.exp / "e2e" / p.name, settings.split)]
+    jobs = max(1, jobs)
     log.info("sweep %s: %d point(s), %d finished, %d to run, %d at a time", settings.base, len(points),
              len(points) - len(todo), len(todo), jobs)
     failed: dict[str, str] = {}
+    if todo:
+        from weakalign.kaldi_steps.execution import Executor
 
-    def one(point: SweepPoint) -> None:
-        try:
-            runner(ws, point, settings, out_dir / "log" / f"{point.name}.log")
-            log.info("sweep: %s done", point.name)
-        except Exception as e:  # keep the other points going
-            failed[point.name] = str(e)
-            log.error("sweep: %s failed: %s", point.name, e)
-
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        list(pool.map(one, todo))
+        with Executor(jobs, cluster, shared=(ws.data, ws.exp)) as executor:
+            args = [(ws, point, settings, out_dir / "log" / f"{point.name}.log") for point in todo]
+            for j, _, error in executor.outcomes(runner, args, "sweep point", at_once=jobs):
+                if error is None:
+                    log.info("sweep: %s done", todo[j].name)
+                else:  # the other points go on
+                    failed[todo[j].name] = str(error)
+                    log.error("sweep: %s failed: %s", todo[j].name, error)
     rows = aggregate(ws, points, settings.split)
     table = format_sweep_table(rows, settings.split)
     with atomic_open(out_dir / f"sweep_{settings.split}.md", "w") as f:

@@ -3,9 +3,14 @@
 A GMM stage opens an :class:`Executor` for its whole run and asks it for the jobs of each split
 (``executor.shards(shard_args(ws, split, nj))``); ``jobs.call("align", tm, am, ...)`` runs
 a :class:`~weakalign.kaldi_steps.gmm.Shard` method on every job and returns the results in job
-order. The other sharded work uses the executor's Dask ``client`` directly: the features stage
-gives it to Lhotse's ``compute_and_store_features(executor=...)``, the hybrid realignment
-submits its blocks of utterances to it (:mod:`.hybrid.realign`). Where the jobs run:
+order. Work without state kept between calls runs as plain tasks: ``executor.map(fn, jobs,
+what)`` returns ``fn(*args)`` of every job in job order (E2E scoring: each job decodes its share
+of a split's batches, :mod:`weakalign.e2e.score`), ``executor.outcomes(fn, jobs, what, at_once)``
+yields each job's result or error as it finishes, at most ``at_once`` running (the sweep runner's
+points, :mod:`weakalign.e2e.sweep`). The other sharded work uses the executor's Dask ``client``
+directly: the features stage gives it to Lhotse's ``compute_and_store_features(executor=...)``,
+the hybrid realignment submits its blocks of utterances to it (:mod:`.hybrid.realign`). Where the
+jobs run:
 
 * no ``cluster`` and ``nj`` > 1: a ``LocalCluster`` of ``nj`` forked worker *processes* with 1
   thread each (kaldi_hmm_gmm's C++ calls hold the GIL, so threads would take turns), started
@@ -34,17 +39,20 @@ it is never compared with a finished run, so changing it does not redo a stage.
 Faults: a job's state lives in its worker process only. If that worker dies (killed, out of
 memory, its machine gone), the call fails with :class:`JobFailed` naming the job, its worker and
 the method; the stage then writes no done-marker, so running it again redoes it from the start,
-with the stages before it kept.
+with the stages before it kept. A plain task (``map``, ``outcomes``) has no state to lose: Dask
+runs it again on another worker (up to ``distributed.scheduler.allowed-failures``, 3, lost workers;
+then ``KilledWorker``), and a task that raises is named with its job in the :class:`JobFailed`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 log = logging.getLogger("weakalign")
 
@@ -231,6 +239,66 @@ class Executor:
         if self.client is None:
             return InProcessJobs(shard_args)
         return ActorJobs(self.client, shard_args)
+
+    def map(self, fn: Callable, jobs: list[tuple], what: str) -> list[Any]:
+        """``fn(*args)`` for every job's ``args``, the results in job order. Without a client, in
+        this process one job after the other (errors raised as they are); else each job is a Dask
+        task, and every job that failed is named in one :class:`JobFailed`."""
+        if self.client is None:
+            return [fn(*args) for args in jobs]
+        from tqdm import tqdm
+
+        results: list[Any] = [None] * len(jobs)
+        errors = {}
+        # A live bar of the jobs done (on a terminal only), as ActorJobs.call draws.
+        for j, result, error in tqdm(self.outcomes(fn, jobs, what), total=len(jobs), desc=f"{what} (jobs)",
+                                     unit="job", leave=False, disable=None):
+            results[j] = result
+            if error is not None:
+                errors[j] = f"job {j + 1}: {what} failed: {type(error).__name__}: {error}"
+        if errors:
+            raise JobFailed("\n".join(errors[j] for j in sorted(errors)))
+        return results
+
+    def outcomes(self, fn: Callable, jobs: list[tuple], what: str,
+                 at_once: int | None = None) -> Iterator[tuple[int, Any, Exception | None]]:
+        """``(job index, fn(*args) or None, None or its error)`` of every job as it finishes, with at
+        most ``at_once`` jobs submitted at a time (default: all). A job's error does not stop the
+        others. Without a client, in this process in job order."""
+        if self.client is None:
+            for j, args in enumerate(jobs):
+                try:
+                    yield j, fn(*args), None
+                except Exception as e:
+                    yield j, None, e
+            return
+        from distributed import as_completed
+
+        token, index = _token(), {}
+        name = "".join(c if c.isalnum() else "_" for c in what)
+
+        def submit(j: int):
+            future = self.client.submit(fn, *jobs[j], key=f"{name}-job{j + 1}-{token}", pure=False)
+            index[future.key] = j
+            return future
+
+        queued = iter(range(len(jobs)))
+        running = as_completed([submit(j) for j in itertools.islice(queued, at_once or len(jobs))],
+                               loop=self.client.loop)
+        try:
+            for future in running:
+                try:
+                    yield index[future.key], future.result(), None
+                except Exception as e:
+                    yield index[future.key], None, e
+                finally:
+                    future.release()
+                j = next(queued, None)
+                if j is not None:
+                    running.add(submit(j))
+        finally:
+            # A caller that stops early (or an interrupt) leaves no task running on the cluster.
+            self.client.cancel(list(running.futures))
 
     def __exit__(self, *exc):
         if self.client is not None:

@@ -44,4 +44,5 @@ pytest_plugins = [
     "tests.fixtures_lang",
     "tests.fixtures_gmm",
     "tests.fixtures_align",
+    "tests.fixtures_dask",
 ]

@@ -140,6 +140,44 @@ def test_score_stage_decodes_every_split_but_train_and_resumes(tiny_runs):
     assert len(read_trn(hyp)) == 12
 
 
+#: What scoring writes per split that must not depend on how many jobs decoded it (decode.json has timings).
+SCORED_FILES = ("hyp.trn", "ref.trn", "utt2spk", "result.wer.md", "result.cer.md", "per_utt.txt")
+
+
+def test_decoding_in_jobs_gives_the_bytes_of_one_process(tiny_runs, external_scheduler, tmp_path):
+    """dev and test decoded (greedy, then beam) in 3 jobs on the embedded local cluster and in 2 jobs
+    on an external scheduler write the same hypotheses, tables and per-utterance files, byte for
+    byte, as nj=1 decoding in this process; the WERs in results.json are the same too."""
+    import shutil
+
+    from weakalign.e2e.score import score_run
+    from weakalign.pipeline.io import read_json
+
+    ws = tiny_runs
+    # Small batches: each split has more batches than jobs, so every job gets a share.
+    opts = {"beam": 3, "maxlenratio": 0.3, "max_frames": 1500}
+    where = {"nj1": {"nj": 1}, "local3": {"nj": 3}, "external2": {"nj": 2, "cluster": external_scheduler}}
+    runs = {}
+    for name in where:  # copies of one trained run: each decodes from scratch
+        runs[name] = tmp_path / name
+        runs[name].mkdir()
+        for file in ("model_avg.pt", "bpe.model", "training.json"):
+            shutil.copy(ws.exp / "e2e" / "tiny" / file, runs[name] / file)
+    for mode in ("greedy", "beam"):
+        outputs = {}
+        for name, run_dir in runs.items():
+            summary = score_run(ws, run_dir, mode=mode, device="cpu", options=opts, **where[name])
+            outputs[name] = {f"{split}/{file}": (run_dir / f"decode_{mode}" / split / file).read_bytes()
+                             for split in ("dev", "test") for file in SCORED_FILES}
+            outputs[name]["wer"] = {split: r["wer"] for split, r in summary["results"].items()}
+            jobs = read_json(run_dir / f"decode_{mode}" / "test" / "decode.json")["jobs"]
+            assert jobs == where[name]["nj"], (name, mode)
+        for name in ("local3", "external2"):
+            assert outputs[name] == outputs["nj1"], (name, mode)
+        hyps = read_trn(runs["nj1"] / f"decode_{mode}" / "test" / "hyp.trn")
+        assert len(hyps) == 12 and len(set(hyps.values())) > 1, f"degenerate test: {hyps}"
+
+
 def test_compare_groups_seeds_and_writes_results_section(tiny_runs, tmp_path):
     from weakalign.e2e.compare import (compare, format_table, resolve_systems, results_section,
                                        update_results_md)

@@ -2,7 +2,8 @@
 
 The session fixture ``an4_slice_tri1`` trains mono with 2 jobs on the embedded local cluster;
 here the same stage runs on an external scheduler with 2 workers, started as a user would
-(``dask scheduler``, ``dask worker``) on 127.0.0.1, and must give the same bytes.
+(``dask scheduler``, ``dask worker``) on 127.0.0.1 (``external_scheduler``, tests/fixtures_dask.py),
+and must give the same bytes.
 """
 
 import kaldi_hmm_gmm  # noqa: F401  -- before kaldifst
@@ -10,8 +11,6 @@ import kaldi_hmm_gmm  # noqa: F401  -- before kaldifst
 import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -22,42 +21,6 @@ from tests.fixtures_gmm import MONO_SLICE
 
 #: What mono writes that must not depend on where its jobs ran.
 MONO_OUTPUTS = ["final.mdl", "tree", "final.occs", "phones.txt", "num_jobs", "ali.1.gz", "ali.2.gz"]
-
-
-@pytest.fixture(scope="module")
-def external_scheduler(tmp_path_factory):
-    """The address of a Dask scheduler with 2 single-thread worker processes (under nannies, which
-    restart a killed one), all on 127.0.0.1; stopped after the module's tests."""
-    from distributed import Client
-
-    folder = tmp_path_factory.mktemp("dask")
-    dask = str(Path(sys.executable).parent / "dask")
-    scheduler_file = folder / "scheduler.json"
-    with open(folder / "dask.log", "wb") as log:
-        scheduler = subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                                      "--scheduler-file", str(scheduler_file)], stdout=log, stderr=log)
-        workers = subprocess.Popen([dask, "worker", "--scheduler-file", str(scheduler_file), "--host", "127.0.0.1",
-                                    "--nworkers", "2", "--nthreads", "1", "--no-dashboard"], stdout=log, stderr=log)
-    try:
-        with Client(scheduler_file=str(_wait_for(scheduler_file)), set_as_default=False) as client:
-            client.wait_for_workers(2, timeout=180)
-            yield client.scheduler.address
-    finally:
-        for proc in (workers, scheduler):
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_for(path: Path, timeout: float = 60) -> Path:
-    deadline = time.time() + timeout
-    while not path.exists():
-        assert time.time() < deadline, f"no {path} within {timeout} s"
-        time.sleep(0.1)
-    return path
 
 
 def _mono_workspace(an4_slice_tri1, root):
