@@ -351,10 +351,3 @@ def decode_cuts(model, tokenizer, cuts, opts: DecodeOptions, device: torch.devic
     seconds = time.time() - start
     return hyps, {"decode_s": round(seconds, 3), "audio_s": round(audio_s, 3),
                   "rtf": round(seconds / audio_s, 4) if audio_s else None}
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
