@@ -346,10 +346,3 @@ def decode_batches(model, tokenizer, batches, opts: DecodeOptions, device: torch
         if bar is not None:
             bar.update(len(batch))
     return hyps, skipped, audio_s
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` picks CUDA when available."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)

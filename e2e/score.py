@@ -38,11 +38,12 @@ import os
 import time
 from pathlib import Path
 
+from weakalign.pipeline.distributed import resolve_device
 from weakalign.pipeline.io import atomic_open, read_json, write_json
 from weakalign.pipeline.report import SkipReport
 from weakalign.pipeline.workspace import Workspace
 
-from .decode import DecodeOptions, batches_of, decode_batches, resolve_device
+from .decode import DecodeOptions, batches_of, decode_batches
 from .environment import environment, environment_markdown
 from .scoring import read_trn, score_trn_dir, sclite_table, summary_dict, write_trn
 from .significance import bootstrap_ci

@@ -34,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import random
 import shutil
 import time
@@ -46,6 +45,7 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
+from ..pipeline.distributed import is_distributed, resolve_device, setup_distributed, world
 from ..pipeline.io import atomic_open, atomic_torch_save
 from ..pipeline.report import SkipReport
 from ..pipeline.workspace import Workspace
@@ -68,25 +68,6 @@ RESUMABLE_CHANGES = {"epochs", "cuts"}
 
 
 # ---------------------------------------------------------------- set-up helpers
-
-def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(device)
-
-
-def setup_distributed(device: str) -> tuple[int, int, int]:
-    """``(rank, world_size, local_rank)``; initialises ``torch.distributed`` when ``WORLD_SIZE`` > 1."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return 0, 1, 0
-    if not dist.is_initialized():
-        use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0"))
-
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -405,7 +386,7 @@ def train_run(ws: Workspace, config: str = "baseline", *, seed: int | None = Non
         cfg["seed"] = int(seed)
     run = run or run_name(config, seed)
     run_dir = ws.exp / "e2e" / run
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    distributed = is_distributed()
     if force:
         if distributed:
             raise click_usage_error("--force is not supported under torchrun; remove the run dir instead")
@@ -414,7 +395,7 @@ def train_run(ws: Workspace, config: str = "baseline", *, seed: int | None = Non
                                 max_steps_per_epoch=max_steps_per_epoch)
     if distributed:
         # Every rank must train; only rank 0 keeps the stage log and marker.
-        if int(os.environ.get("RANK", "0")) != 0:
+        if world()[0] != 0:
             return fn(ws)
         return run_stage(f"train_{run}", ws, fn, force=True, config=config, seed=seed)
     # The trainer resumes by itself, so the stage always runs (a finished run only re-averages).

@@ -2,7 +2,7 @@
 
 import click
 
-from ..pipeline.cli_common import cluster_option, corpus_command, run_stage_command
+from ..pipeline.cli_common import cluster_option, corpus_command, run_stage_command, run_stage_command_on_ranks
 
 
 @click.command("lang")
@@ -222,10 +222,12 @@ def hybrid(ws, force, nj, **options):
     every split tri1 aligned with it (exp/<corpus>/hybrid_ali: train, dev, test), as Kaldi's nnet3 BLSTM
     recipe + steps/nnet3/align.sh.
     With --passes N, passes 2..N each retrain on the previous realignment (exp/<corpus>/hybrid_pass<k>).
-    Rerunning an interrupted stage resumes training from the last epoch's checkpoint."""
+    Rerunning an interrupted stage resumes training from the last epoch's checkpoint.
+    Under torchrun (e.g. `torchrun --nproc-per-node 2 .venv/bin/weakalign hybrid an4`) the BLSTM
+    trainings run as DDP on every rank; rank 0 alone realigns, decodes and writes."""
     from .hybrid.stage import hybrid_stage
 
-    run_stage_command("hybrid", ws, hybrid_stage, force=force, nj=nj, **options)
+    run_stage_command_on_ranks("hybrid", ws, hybrid_stage, force=force, nj=nj, **options)
 
 
 @click.command("kaldi-parity")

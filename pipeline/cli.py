@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import kaldi_hmm_gmm  # noqa: F401  -- must be imported before kaldifst (the other order deadlocks)
 
 import click
@@ -61,6 +63,10 @@ def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, cluster, forc
         stages = recipe.select_stages(start, stop_after)
     except ValueError as e:
         raise click.UsageError(str(e))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and stages != ["hybrid"]:
+        raise click.UsageError("under torchrun, align runs the hybrid stage alone (--from hybrid --stop-after "
+                               f"hybrid), not {' -> '.join(stages)}: run the other stages without torchrun "
+                               "(--cluster puts the GMM stages' jobs on several machines)")
     chosen = read_config(ctx, config, cli.commands, recipe.stage_order()) if config else {}
     for stage, options in requested_on_command_line(ctx, _FORWARDED, forwarded).items():
         chosen.setdefault(stage, {}).update(options)

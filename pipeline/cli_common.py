@@ -9,13 +9,14 @@ line are the request, click's defaults only fill in what was never asked for.
 from __future__ import annotations
 
 import functools
+import logging
 import traceback
 
 import click
 from click.core import ParameterSource
 
 from .prerequisites import as_missing_input
-from .stage import MissingInput, run_stage
+from .stage import MissingInput, log, run_stage
 from .workspace import Workspace
 
 #: Where a value came from when nobody chose it.
@@ -75,6 +76,41 @@ def run_stage_command(name: str, ws: Workspace, fn, *, force: bool, **options) -
         if missing is None:
             raise
         raise click.ClickException(str(missing)) from e
+
+
+def run_stage_command_on_ranks(name: str, ws: Workspace, fn, *, force: bool, **options) -> dict:
+    """:func:`run_stage_command` for a stage that trains under ``torchrun`` (``hybrid``); without it,
+    that function itself.
+
+    Rank 0 runs the stage as a single process would: it decides whether the stage is done or is
+    redone, with which options (the recorded request included), and keeps its log and marker. The
+    other ranks call ``fn`` with exactly the options rank 0 runs it with, received from rank 0 when
+    it starts ``fn``, or return ``{}`` when rank 0 does not start it (already done, or failed before).
+    ``fn`` itself divides the work and has rank 0 alone write (:mod:`weakalign.pipeline.distributed`).
+    """
+    from .distributed import broadcast_from_rank0, is_distributed, setup_distributed
+
+    if not is_distributed():
+        return run_stage_command(name, ws, fn, force=force, **options)
+    rank, _, _ = setup_distributed(options.get("device") or "auto")
+    if rank != 0:
+        log.setLevel(logging.WARNING)   # rank 0 says what the stage does
+        kwargs = broadcast_from_rank0(None)
+        return {} if kwargs is None else fn(ws, **kwargs)
+    started = False
+
+    @functools.wraps(fn)   # the signature and declared inputs stay fn's: the request is fn's
+    def announced(ws, **kwargs):
+        nonlocal started
+        started = True
+        broadcast_from_rank0(kwargs)
+        return fn(ws, **kwargs)
+
+    try:
+        return run_stage_command(name, ws, announced, force=force, **options)
+    finally:
+        if not started:
+            broadcast_from_rank0(None)
 
 
 #: The longest error message printed on the console line (the log file has it whole).

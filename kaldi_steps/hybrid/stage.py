@@ -29,6 +29,11 @@ Kaldi's nnet3 BLSTM recipe + ``steps/nnet3/align.sh`` in one stage:
 Python: ``hybrid_stage(ws, nj=2, device="auto", epochs=None, passes=None, speed_perturb=None, ...)``
 (``None``: the per-corpus :data:`DEFAULT_EPOCHS`, :data:`DEFAULT_PASSES`, :data:`DEFAULT_SPEED_PERTURB`);
 CLI: ``weakalign hybrid an4 [--passes N] [--speed-perturb 0.9,1.1|none]``.
+
+Under ``torchrun`` (``torchrun --nproc-per-node N weakalign hybrid an4``; README "Several machines")
+every rank trains each pass (DDP, :func:`.train.train_hybrid`); rank 0 alone writes the priors,
+realigns, decodes and reports, and the other ranks wait for it at the end of each pass
+(:func:`weakalign.pipeline.distributed.wait_for_rank0`), then read its outputs.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from lhotse import CutSet
 from tqdm import tqdm
 
 from weakalign.align.loader import stretch_labels
+from weakalign.pipeline.distributed import wait_for_rank0, world
 from weakalign.pipeline.features import apply_cmvn, cmvn_stats, mean_std_from_stats, speaker_cmvn_stats
 from weakalign.pipeline.io import atomic_open, atomic_path, read_json, write_json
 from weakalign.pipeline.options import declares_inputs
@@ -477,7 +483,9 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
 
     counts = pdf_counts((y for _, y in targets.values()), num_pdfs)
     priors = priors_from_counts(counts, prior_floor)
-    save_priors(out_dir, priors, counts)
+    rank = world()[0]
+    if rank == 0:
+        save_priors(out_dir, priors, counts)
     log_priors = np.log(priors).astype(np.float32)
 
     utt2spk = {u: train_feats[u][1] for u in targets}
@@ -498,6 +506,10 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     model, state = train_hybrid(train_data, {u: targets[u] for u in held_ids}, model_cfg, train_cfg, out_dir,
                                 cmvn=inputs.cmvn, targets_id=training_targets_digest(source, inputs))
     times["train_s"] = time.time() - t0
+    if rank != 0:
+        # Under torchrun the other ranks only train: rank 0 alone realigns, decodes and writes the pass.
+        wait_for_rank0()
+        return read_json(out_dir / "diagnostics.json")["summary"]
     torch.set_num_threads(1)
     model.to("cpu")  # realignment and decoding run on CPU: one utterance at a time, next to CPU workers
 
@@ -597,6 +609,7 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     with atomic_open(out_dir / "RESULTS.md") as f:
         f.write(results_markdown(ws, diag))
     write_json(out_dir / "diagnostics.json", {**diag, "pass_stamp": stamp, "summary": summary})
+    wait_for_rank0()   # under torchrun: the other ranks read this pass's outputs from here on
     return summary
 
 

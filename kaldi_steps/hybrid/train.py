@@ -14,6 +14,9 @@ schedule, history). A rerun resumes from the newest one and, because each epoch'
 shuffling and dropout are seeded by ``(seed, epoch)`` alone, ends with exactly the
 weights an uninterrupted run would have.
 
+Under ``torchrun`` the ranks share each minibatch and DDP averages their gradients, so a step is the
+single-process step on the same minibatch (:func:`train_hybrid`); rank 0 writes the checkpoints.
+
 >>> import numpy as np
 >>> reconcile_frames("u1", np.array([3, 3, 4]), 4).tolist()   # one frame short: pad with edge label
 [3, 3, 4, 4]
@@ -37,6 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from weakalign.pipeline.distributed import all_reduce_sum, barrier, resolve_device, setup_distributed
 from weakalign.pipeline.io import atomic_torch_save, write_json
 
 from .model import HybridBLSTM, HybridConfig, chunk_windows, windows_to_batch
@@ -144,12 +148,6 @@ def scheduled_lr(cfg: TrainConfig, epoch: int, plateau_scale: float = 1.0) -> fl
     return cfg.lr * (cfg.lr_final / cfg.lr) ** progress * plateau_scale
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _chunks(data: dict[str, tuple[np.ndarray, np.ndarray]], cfg: TrainConfig) -> list[tuple[str, int, int, int, int]]:
     return [(utt, *w) for utt in sorted(data)
             for w in chunk_windows(len(data[utt][0]), cfg.chunk_width, cfg.left_context, cfg.right_context)]
@@ -217,6 +215,11 @@ class ChunkTable:
             lens[i] = w1 - w0
         self.index, self.targets, self.lens = (torch.from_numpy(index), torch.from_numpy(targets),
                                                torch.from_numpy(lens))
+        self.chunk_frames = (self.targets != IGNORE).sum(1)
+
+    def frames(self, ids) -> int:
+        """The frames chunks ``ids`` take the loss on (their own, context and padding apart)."""
+        return int(self.chunk_frames[torch.as_tensor(ids, dtype=torch.long)].sum())
 
     def __len__(self) -> int:
         return len(self.chunks)
@@ -241,12 +244,15 @@ class ChunkTable:
 
 
 @torch.no_grad()
-def evaluate(model: HybridBLSTM, data, cfg: TrainConfig) -> dict:
-    """Per-frame CE and frame accuracy on whole utterances, evaluated chunk-wise as in training."""
+def evaluate(model: HybridBLSTM, data, cfg: TrainConfig, rank: int = 0, world_size: int = 1) -> dict:
+    """Per-frame CE and frame accuracy on whole utterances, evaluated chunk-wise as in training.
+
+    Under DDP each of the ``world_size`` ranks evaluates every ``world_size``-th utterance and the
+    sums are all-reduced, so every rank gets the same figures (early stopping agrees)."""
     model.eval()
     device = next(model.parameters()).device
     tot_loss, frames, correct = 0.0, 0, 0
-    for utt in sorted(data):
+    for utt in sorted(data)[rank::world_size]:
         x, y = data[utt]
         windows = chunk_windows(len(x), cfg.chunk_width, cfg.left_context, cfg.right_context)
         batch, lens = windows_to_batch(torch.from_numpy(x), windows)
@@ -256,6 +262,9 @@ def evaluate(model: HybridBLSTM, data, cfg: TrainConfig) -> dict:
         tot_loss += float(torch.nn.functional.cross_entropy(out, target, reduction="sum"))
         correct += int((out.argmax(-1) == target).sum())
         frames += len(y)
+    if world_size > 1:
+        tot_loss, frames, correct = all_reduce_sum([tot_loss, frames, correct])
+        frames, correct = int(frames), int(correct)
     return {"loss": tot_loss / max(frames, 1), "frame_acc": correct / max(frames, 1), "frames": frames}
 
 
@@ -308,9 +317,17 @@ def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
     ``targets_id`` names the alignments the targets come from (e.g. their content hash): a
     checkpoint trained on other targets is not resumed. ``on_step(epoch, step)`` is called after
     every optimiser step (progress hooks, tests that interrupt a run). Returns the best model (eval mode) and the final schedule state.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1; :mod:`weakalign.pipeline.distributed`) every rank calls
+    this with the same data: each takes every ``world_size``-th chunk of each minibatch, DDP averages
+    the gradients, and rank 0 alone writes the checkpoints and ``final.pt`` (the others' ``out_dir``
+    must be the same shared directory). ``batch_size`` stays the chunks of one optimiser step over
+    all ranks, and each rank's loss is divided by that step's frames on all ranks, so a step is the
+    single-process step on the same minibatch (dropout masks and float summation order apart).
     """
     out_dir = Path(out_dir)
-    device = resolve_device(cfg.device)
+    rank, world_size, local_rank = setup_distributed(cfg.device)
+    device = resolve_device(cfg.device, local_rank if world_size > 1 else None)
     torch.manual_seed(cfg.seed)   # the initial weights, so two runs with the same options agree
     model = build_model(model_cfg, cmvn, device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -319,11 +336,14 @@ def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
 
     resume = latest_checkpoint(out_dir)
     ckpt = torch.load(resume, map_location=device, weights_only=False) if resume is not None else None
-    if ckpt is not None and not _same_run(ckpt, model_cfg, cfg, targets_id):
+    stale = ckpt is not None and not _same_run(ckpt, model_cfg, cfg, targets_id)
+    if stale:
         log.warning("hybrid: %s was written with other options or targets (%s, %s, targets %s); starting afresh",
                     resume, ckpt["model_config"], ckpt["train_config"], ckpt.get("targets_id"))
-        shutil.rmtree(out_dir / "checkpoints")
         ckpt = None
+    barrier()   # every rank has read the checkpoint before rank 0 removes a stale one
+    if stale and rank == 0:
+        shutil.rmtree(out_dir / "checkpoints")
     if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
@@ -334,40 +354,61 @@ def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
     torch.set_num_threads(cfg.threads or default_threads())
     try:
         return _train_loop(train_data, heldout_data, model_cfg, cfg, out_dir, model, optimizer, state,
-                           best_path, device, targets_id, on_step)
+                           best_path, device, targets_id, on_step, rank, world_size)
     finally:
         torch.set_num_threads(threads_before)
 
 
+def epoch_seed(cfg: TrainConfig, epoch: int, rank: int = 0) -> int:
+    """The torch seed of ``epoch`` (dropout) on ``rank``: ``(seed, epoch)`` alone on rank 0, as in a
+    single process, so a resumed epoch replays exactly; other ranks draw other dropout masks.
+
+    >>> epoch_seed(TrainConfig(seed=1), 2), epoch_seed(TrainConfig(seed=1), 2, rank=1)
+    (100005, 1000100005)
+    """
+    return cfg.seed * 100003 + epoch + rank * 1_000_000_000
+
+
 def _train_loop(train_data, heldout_data, model_cfg, cfg, out_dir, model, optimizer, state, best_path, device,
-                targets_id, on_step):
+                targets_id, on_step, rank=0, world_size=1):
     table = ChunkTable(train_data, cfg)
     chunks = table.chunks
     num_frames = sum(len(y) for _, y in train_data.values())
-    log.info("hybrid: %d train utterances (%d frames, %d chunks), %d held-out utterances, %d threads",
-             len(train_data), num_frames, len(chunks), len(heldout_data), torch.get_num_threads())
+    log.info("hybrid: %d train utterances (%d frames, %d chunks), %d held-out utterances, %d threads%s",
+             len(train_data), num_frames, len(chunks), len(heldout_data), torch.get_num_threads(),
+             f", rank {rank} of {world_size} (DDP)" if world_size > 1 else "")
+    net = model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
     while state.epoch < cfg.epochs and not state.stopped_early:
         epoch = state.epoch + 1
         lr = scheduled_lr(cfg, epoch, state.lr_scale)
         for group in optimizer.param_groups:
             group["lr"] = lr
         # Seeded by (seed, epoch) only, so a resumed epoch replays exactly.
-        torch.manual_seed(cfg.seed * 100003 + epoch)
+        torch.manual_seed(epoch_seed(cfg, epoch, rank))
         order = random.Random(cfg.seed * 100003 + epoch).sample(range(len(chunks)), len(chunks))
-        model.train()
+        net.train()
         tot_loss, tot_frames, tot_correct = 0.0, 0, 0
         steps = range(0, len(order), cfg.batch_size)
-        for step, start in enumerate(tqdm(steps, desc=f"hybrid epoch {epoch}", leave=False)):
-            loss, frames, correct = table.loss(model, order[start:start + cfg.batch_size], device)
+        for step, start in enumerate(tqdm(steps, desc=f"hybrid epoch {epoch}", leave=False, disable=rank != 0)):
+            batch = order[start:start + cfg.batch_size]
+            mine = batch[rank::world_size]   # the whole minibatch in a single process
+            # A rank with no chunk of a short last minibatch still joins DDP's gradient averaging, with nothing.
+            loss, frames, correct = table.loss(net, mine or batch[:1], device)
+            if not mine:
+                loss, frames, correct = loss * 0.0, 0, 0
             optimizer.zero_grad()
-            (loss / frames).backward()
+            # Per frame of the whole minibatch: DDP's mean over ranks times world_size is the sum over ranks.
+            (loss / (frames if world_size == 1 else table.frames(batch)) * world_size).backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
             tot_loss, tot_frames, tot_correct = tot_loss + loss.item(), tot_frames + frames, tot_correct + correct
             if on_step is not None:
                 on_step(epoch, step)
-        held = evaluate(model, heldout_data, cfg) if heldout_data else {"loss": tot_loss / tot_frames,
-                                                                        "frame_acc": tot_correct / tot_frames}
+        if world_size > 1:
+            tot_loss, tot_frames, tot_correct = all_reduce_sum([tot_loss, tot_frames, tot_correct])
+        held = (evaluate(model, heldout_data, cfg, rank, world_size) if heldout_data
+                else {"loss": tot_loss / tot_frames, "frame_acc": tot_correct / tot_frames})
         record = {"epoch": epoch, "lr": lr, "train_loss": tot_loss / max(tot_frames, 1),
                   "train_frame_acc": tot_correct / max(tot_frames, 1),
                   "heldout_loss": held["loss"], "heldout_frame_acc": held["frame_acc"]}
@@ -375,9 +416,9 @@ def _train_loop(train_data, heldout_data, model_cfg, cfg, out_dir, model, optimi
         log.info("hybrid epoch %d: lr %.2e train loss %.3f acc %.3f | held-out loss %.3f acc %.3f",
                  epoch, lr, record["train_loss"], record["train_frame_acc"],
                  held["loss"], held["frame_acc"])
-        if held["loss"] < state.best_loss:
+        improved = held["loss"] < state.best_loss
+        if improved:
             state.best_loss, state.best_epoch, state.bad_epochs = held["loss"], epoch, 0
-            _save(best_path, {"model_config": model_cfg.to_dict(), "model": model.state_dict(), "epoch": epoch})
         else:
             state.bad_epochs += 1
             state.lr_scale *= cfg.lr_decay
@@ -385,15 +426,20 @@ def _train_loop(train_data, heldout_data, model_cfg, cfg, out_dir, model, optimi
             if state.stopped_early:
                 log.info("hybrid: early stop after epoch %d (best epoch %d)", epoch, state.best_epoch)
         state.epoch = epoch
-        _save(_checkpoint_path(out_dir, epoch), {
-            "model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(), "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(), "state": asdict(state), "targets_id": targets_id})
-        for old in (out_dir / "checkpoints").glob("epoch-*.pt"):
-            if old.name != f"epoch-{epoch}.pt":
-                old.unlink()
+        if rank == 0:
+            if improved:
+                _save(best_path, {"model_config": model_cfg.to_dict(), "model": model.state_dict(), "epoch": epoch})
+            _save(_checkpoint_path(out_dir, epoch), {
+                "model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(), "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "state": asdict(state), "targets_id": targets_id})
+            for old in (out_dir / "checkpoints").glob("epoch-*.pt"):
+                if old.name != f"epoch-{epoch}.pt":
+                    old.unlink()
 
+    barrier()   # rank 0 has written best.pt
     best = torch.load(best_path, map_location=device, weights_only=False)
-    _save(out_dir / "final.pt", {**best, "train_config": cfg.to_dict(), "history": state.history})
-    write_json(out_dir / "train_history.json", asdict(state))
+    if rank == 0:
+        _save(out_dir / "final.pt", {**best, "train_config": cfg.to_dict(), "history": state.history})
+        write_json(out_dir / "train_history.json", asdict(state))
     model.load_state_dict(best["model"])
     return model.eval(), state

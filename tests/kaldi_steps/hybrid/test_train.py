@@ -7,11 +7,9 @@ import torch
 from lhotse import CutSet
 
 from weakalign.kaldi_steps.hybrid.stage import load_fbank, pdf_targets, speed_perturbed_fbank, speed_perturbed_targets
-from weakalign.kaldi_steps.hybrid.realign import tid2pdf_array
 from weakalign.kaldi_steps.hybrid.model import HybridBLSTM, HybridConfig, chunk_windows
 from weakalign.kaldi_steps.hybrid.train import (FrameMismatch, TrainConfig, heldout_split, latest_checkpoint,
                                                 reconcile_frames, scheduled_lr, train_hybrid)
-from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model
 from weakalign.pipeline.report import SkipReport
 
 
@@ -81,16 +79,6 @@ def test_chunked_log_probs_cover_every_frame_once():
 
 class _Interrupt(Exception):
     pass
-
-
-@pytest.fixture(scope="module")
-def slice_targets(an4_slice_tri1):
-    ws = an4_slice_tri1
-    trans_model, _ = read_model(ws.exp / "tri1_ali" / "final.mdl")
-    feats = load_fbank(ws, "train")
-    targets = pdf_targets(feats, read_ali_dir(ws.exp / "tri1_ali"), tid2pdf_array(trans_model),
-                          SkipReport("test"), 2)
-    return targets, int(trans_model.num_pdfs)
 
 
 def test_resume_after_interruption_equals_uninterrupted_run(slice_targets, tmp_path):
