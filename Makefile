@@ -48,8 +48,8 @@ demo-system-%: setup
 	$(WA) train an4 $(ROOTS) --config $* --nj 1
 	$(WA) score an4 $(ROOTS) --config $* --nj 1
 
-# The CORPUS section of RESULTS.md from the published runs in results/$(CORPUS)/ (weakalign publish), no exp/:
-# every run there, grouped by seed (config = run name without _seed<n>): n, dev/test WER mean ± std,
+# The CORPUS sections of RESULTS.md from the published runs in results/$(CORPUS)/ (weakalign publish), no exp/:
+# those results/$(CORPUS)/tables.yaml lists (one per alignment set), else every run there, grouped by seed (config = run name without _seed<n>): n, dev/test WER mean ± std,
 # and the paired p-values (bootstrap; sign-flip pooled over seed pairs) vs the baseline group.
 # Runs trained on different alignments / stopping rules are refused: ALLOW_MIXED=1 tabulates them anyway.
 results: setup

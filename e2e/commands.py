@@ -174,27 +174,33 @@ def results_table(corpus, runs, exp_root, results_root, from_results, splits, gr
                   allow_mixed, section, out):
     """Write the icefall-style results section of CORPUS (from the runs' results.json) into --out.
 
-    Without RUNS: every scored run of the run root (baseline first, then by name).
+    Without RUNS: the sections ``<run root>/tables.yaml`` lists (each: its runs, baseline and
+    references), else one section of every scored run of the run root (baseline first, then by name).
     """
     from pathlib import Path
 
-    from .compare import order_systems, resolve_systems, results_section, runs_root, scored_runs, update_results_md
+    from .compare import (TableSpec, order_systems, read_table_specs, resolve_systems, results_section, runs_root,
+                          scored_runs, update_results_md)
 
     root = runs_root(corpus, exp_root=exp_root, results_root=results_root, from_results=from_results)
-    specs = list(runs) or scored_runs(root)
-    if not specs:
-        raise click.ClickException(f"no scored run under {root}"
-                                   + (" (weakalign publish copies them there)" if from_results else ""))
     try:
-        systems = resolve_systems(root, specs, group_seeds)
-        if not runs:
-            systems = order_systems(systems, baseline)
-        text = results_section(corpus, systems, tuple(splits), baseline=baseline, allow_mixed=allow_mixed,
-                               from_results=from_results, also_vs=tuple(also_vs), section=section)
+        tables = [] if runs else read_table_specs(root)
+        if not tables:
+            every = list(runs) or scored_runs(root)
+            if not every:
+                raise click.ClickException(f"no scored run under {root}"
+                                           + (" (weakalign publish copies them there)" if from_results else ""))
+            tables = [TableSpec(section or corpus, every, baseline, tuple(also_vs), ordered=not runs)]
+        for table in tables:
+            systems = resolve_systems(root, table.run_names(root), group_seeds)
+            if table.ordered:
+                systems = order_systems(systems, table.baseline)
+            text = results_section(corpus, systems, tuple(splits), baseline=table.baseline, allow_mixed=allow_mixed,
+                                   from_results=from_results, also_vs=table.also_vs, section=table.section)
+            update_results_md(Path(out), table.section, text)
+            click.echo(text)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e).strip('"'))
-    update_results_md(Path(out), section or corpus, text)
-    click.echo(text)
 
 
 @click.command("publish")

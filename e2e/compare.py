@@ -348,6 +348,93 @@ def _marker(corpus: str, end: bool) -> str:
     return f"<!-- weakalign results {corpus} {'end' if end else 'begin'} -->"
 
 
+def reproducing_commands(corpus: str, run_dir: Path) -> list[str]:
+    """The commands that train and score ``run_dir`` again under its name.
+
+    ``make train score CONFIG=<c> SEED=<n>`` when the run is a config of ``conf/`` as it stands,
+    under its default name; otherwise ``weakalign train --config <c> --seed <n> --set k=v ... --run
+    <name>`` with the keys where the run's ``config.yaml`` differs from the config (a sweep point,
+    a run published under a prefix) and ``weakalign score --run <name>``.
+    """
+    from .config import load_config, run_name
+
+    seed_match = SEED_SUFFIX.search(run_dir.name)
+    path = run_dir / "config.yaml"
+    try:
+        import yaml
+
+        ran = yaml.safe_load(path.read_text()) if path.exists() else None
+        base = load_config(ran["name"], corpus=corpus) if ran and ran.get("name") else None
+    except (FileNotFoundError, KeyError, TypeError, ValueError):
+        ran = base = None
+    if ran is None or base is None:
+        return [f"make train score CORPUS={corpus} CONFIG={seed_group_name(run_dir.name)}"
+                + (f" SEED={seed_match.group(1)}" if seed_match else "")]
+    try:
+        seed = int(ran.get("seed"))
+    except (TypeError, ValueError):   # no seed asked for: the trainer's default
+        seed = 1
+    # Keys the trainer fills in (cuts, vocab_size_actual; num_senones, null in a config) are not requests.
+    changed = {k: v for k, v in ran.items() if k not in ("name", "seed") and k in base and base[k] is not None and base[k] != v}
+    name = ran["name"]
+    if not changed and run_dir.name in (run_name(name, seed), run_name(name, None) if seed == 1 else None):
+        return [f"make train score CORPUS={corpus} CONFIG={name}"
+                + (f" SEED={seed}" if run_dir.name != name else "")]
+    sets = "".join(f" --set {k}={v}" for k, v in sorted(changed.items()))
+    return [f"weakalign train {corpus} --config {name} --seed {seed}{sets} --run {run_dir.name}",
+            f"weakalign score {corpus} --run {run_dir.name}"]
+
+
+TABLES_FILE = "tables.yaml"
+
+
+@dataclass
+class TableSpec:
+    """One section of RESULTS.md: its runs (names or globs, expanded to the scored runs they match, so
+    that ``--group`` names a seed group by its config), the baseline and further references of its
+    p-value columns. ``ordered``: baseline first, the others by name (else the order given)."""
+    section: str
+    runs: list[str]
+    baseline: str = "baseline"
+    also_vs: tuple[str, ...] = ()
+    ordered: bool = False
+
+    def run_names(self, root: Path) -> list[str]:
+        available = scored_runs(root)
+        names: list[str] = []
+        for spec in self.runs:
+            if Path(spec).is_dir() or not any(ch in spec for ch in "*?["):
+                names.append(spec)
+                continue
+            matches = [n for n in available if fnmatch.fnmatchcase(n, spec)]
+            if not matches:
+                raise FileNotFoundError(f"{TABLES_FILE} section {self.section!r}: no scored run matches {spec!r} "
+                                        f"under {root}")
+            names += [n for n in matches if n not in names]
+        return names
+
+
+def read_table_specs(root: Path) -> list[TableSpec]:
+    """The sections ``root/tables.yaml`` defines (a list of ``{section, runs, baseline, also_vs}``);
+    none when the file is absent. Runs of different alignment sets go in different sections."""
+    import yaml
+
+    path = root / TABLES_FILE
+    if not path.exists():
+        return []
+    entries = yaml.safe_load(path.read_text()) or []
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a list of sections")
+    specs = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "section" not in entry or not entry.get("runs"):
+            raise ValueError(f"{path}: entry {i + 1} needs 'section' and 'runs'")
+        specs.append(TableSpec(str(entry["section"]), [str(r) for r in entry["runs"]],
+                               str(entry.get("baseline", "baseline")), tuple(entry.get("also_vs", ()) or ()),
+                               ordered=bool(entry.get("ordered", False))))
+    return specs
+
+
 def find_system(systems: list[System], name: str) -> System | None:
     """The system called ``name``, or the seed group of that name (``baseline`` finds ``baseline_seed*``)."""
     exact = next((s for s in systems if s.name == name), None)
@@ -433,9 +520,7 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
         commands = [f"make align CORPUS={corpus}"]
         for system in systems:
             for d in system.run_dirs:
-                seed = SEED_SUFFIX.search(d.name)
-                commands.append(f"make train score CORPUS={corpus} CONFIG={seed_group_name(d.name)}"
-                                + (f" SEED={seed.group(1)}" if seed else ""))
+                commands += reproducing_commands(corpus, d)
         run_names = [d.name for s in systems for d in s.run_dirs]
         grouped = any(s.is_group for s in systems)
         if from_results:

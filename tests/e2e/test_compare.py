@@ -303,3 +303,61 @@ def test_paper_table_has_p_values_vs_the_best_one_hot_system_in_its_own_section(
     assert onehot[8] == onehot[9] == "—"
     bad = CliRunner().invoke(cli, common + ["--also-vs", "nosuch"])
     assert bad.exit_code != 0 and "--also-vs nosuch: not a system" in bad.output
+
+
+def test_reproducing_commands_name_the_overrides_of_a_sweep_point_and_a_prefixed_run(tmp_path):
+    """The Commands block of a results section reproduces each run: `make train score` for a conf/
+    config under its own name, `weakalign train --set ... --run NAME` for a sweep point or a run
+    published under a prefix; keys the trainer fills in are not requests."""
+    import yaml
+
+    from weakalign.e2e.compare import reproducing_commands
+    from weakalign.e2e.config import load_config
+
+    def run(name, config, seed, **changes):
+        cfg = {**load_config(config, corpus="an4"), "seed": seed, "cuts": "ali", "num_senones": 259, **changes}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(cfg))
+        return tmp_path / name
+
+    assert reproducing_commands("an4", run("aux_ls0.5_l3_seed3", "aux_ls0.5_l3", 3)) == [
+        "make train score CORPUS=an4 CONFIG=aux_ls0.5_l3 SEED=3"]
+    assert reproducing_commands("an4", run("baseline", "baseline", 1)) == ["make train score CORPUS=an4 CONFIG=baseline"]
+    assert reproducing_commands("an4", run("sweep_aux_onehot_l3_w0.3_seed1", "aux_onehot_l3", 1, aux_weight=0.3)) == [
+        "weakalign train an4 --config aux_onehot_l3 --seed 1 --set aux_weight=0.3 --run sweep_aux_onehot_l3_w0.3_seed1",
+        "weakalign score an4 --run sweep_aux_onehot_l3_w0.3_seed1"]
+    assert reproducing_commands("an4", run("paper_baseline_seed2", "baseline", 2))[0] == \
+        "weakalign train an4 --config baseline --seed 2 --run paper_baseline_seed2"
+    # Without a config.yaml (an old run): the make form from the name.
+    (tmp_path / "old_seed2").mkdir()
+    assert reproducing_commands("an4", tmp_path / "old_seed2") == ["make train score CORPUS=an4 CONFIG=old SEED=2"]
+
+
+def test_tables_yaml_gives_one_section_per_alignment_set(tmp_path):
+    """`make results` with runs of two alignment sets under results/<c>/: tables.yaml names the
+    sections and their runs, so each set gets its own table (one table of both is refused)."""
+    from weakalign.pipeline.cli import cli
+
+    root = tmp_path / "results" / "an4"
+    for seed in (1, 2, 3):
+        make_run(root, f"baseline_seed{seed}", 0.5, seed, training(seed))
+        make_run(root, f"aux_ls0.5_l3_seed{seed}", 0.3, seed, training(seed))
+        make_run(root, f"paper_baseline_seed{seed}", 0.5, seed, training(seed, digest=OTHER_DIGEST))
+        make_run(root, f"paper_onehot_seed{seed}", 0.4, seed, training(seed, digest=OTHER_DIGEST))
+    args = ["results-table", "an4", "--from-results", "--results-root", str(tmp_path / "results"), "--group",
+            "--out", str(tmp_path / "RESULTS.md")]
+    refused = CliRunner().invoke(cli, args)
+    assert refused.exit_code != 0 and "different alignment sets" in refused.output
+    (root / "tables.yaml").write_text(
+        "- section: an4\n  runs: [baseline_seed*, aux_ls0.5_l3_seed*]\n"
+        "- section: an4 paper table\n  runs: ['paper_*']\n  baseline: paper_baseline\n  also_vs: [paper_onehot]\n")
+    done = CliRunner().invoke(cli, args)
+    assert done.exit_code == 0, done.output
+    text = (tmp_path / "RESULTS.md").read_text()
+    first, second = text.split("## an4 paper table")
+    assert "| baseline | 3 |" in first and "| aux_ls0.5_l3 | 3 |" in first and "paper_" not in first.split("Commands")[0]
+    assert "| paper_baseline | 3 |" in second and "| p vs paper_baseline | p_perm vs paper_baseline | p vs paper_onehot |" \
+        in second
+    (root / "tables.yaml").write_text("- section: x\n  runs: ['nomatch_*']\n")
+    missing = CliRunner().invoke(cli, args)
+    assert missing.exit_code != 0 and "no scored run matches 'nomatch_*'" in missing.output

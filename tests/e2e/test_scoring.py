@@ -203,4 +203,5 @@ def test_compare_groups_seeds_and_writes_results_section(tiny_runs, tmp_path):
     for _ in range(2):  # rewriting replaces the corpus' section instead of appending another
         update_results_md(out, "an4", results_section("an4", systems))
     text = out.read_text()
-    assert text.count("## an4") == 1 and "| tiny_seed* | 2 |" in text and "make train score" in text
+    assert text.count("## an4") == 1 and "| tiny_seed* | 2 |" in text
+    assert "weakalign train an4 --config baseline --seed 2 --set " in text and "--run tiny_seed2" in text
