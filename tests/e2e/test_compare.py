@@ -292,14 +292,13 @@ def test_paper_table_has_p_values_vs_the_best_one_hot_system_in_its_own_section(
     text = out.read_text()
     assert "## an4\n" in text and "## an4 paper table\n" in text
     header = next(line for line in text.split("## an4 paper table")[1].splitlines() if line.startswith("| config |"))
-    assert header.endswith("| p vs baseline_seed* | p_perm vs baseline_seed* | p vs onehot_seed* | p_perm vs onehot_seed* "
-                           "| decoding |")
+    assert header.endswith("| p vs baseline | p_perm vs baseline | p vs onehot | p_perm vs onehot | decoding |")
     aux = next(line for line in text.split("## an4 paper table")[1].splitlines()
-               if line.startswith("| aux_ls0.5_l3_seed* |")).split(" | ")
+               if line.startswith("| aux_ls0.5_l3 |")).split(" | ")
     # Same error share as onehot: far from baseline, not different from onehot.
     assert aux[6] == "<0.001" and aux[8] not in ("<0.001", "—")
     onehot = next(line for line in text.split("## an4 paper table")[1].splitlines()
-                  if line.startswith("| onehot_seed* |")).split(" | ")
+                  if line.startswith("| onehot |")).split(" | ")
     assert onehot[8] == onehot[9] == "—"
     bad = CliRunner().invoke(cli, common + ["--also-vs", "nosuch"])
     assert bad.exit_code != 0 and "--also-vs nosuch: not a system" in bad.output
