@@ -375,7 +375,8 @@ def reproducing_commands(corpus: str, run_dir: Path) -> list[str]:
     except (TypeError, ValueError):   # no seed asked for: the trainer's default
         seed = 1
     # Keys the trainer fills in (cuts, vocab_size_actual; num_senones, null in a config) are not requests.
-    changed = {k: v for k, v in ran.items() if k not in ("name", "seed") and k in base and base[k] is not None and base[k] != v}
+    changed = {k: v for k, v in ran.items()
+               if k not in ("name", "seed") and base.get(k) is not None and base[k] != v}
     name = ran["name"]
     if not changed and run_dir.name in (run_name(name, seed), run_name(name, None) if seed == 1 else None):
         return [f"make train score CORPUS={corpus} CONFIG={name}"
@@ -463,11 +464,11 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
     splits = tuple(scored) or tuple(splits)
     last_split = splits[-1]
     names = {s.name for s in systems}
-    missing = [r for r in also_vs if find_system(systems, r) is None]
+    found = {r: find_system(systems, r) for r in dict.fromkeys((baseline, *also_vs))}
+    missing = [r for r in also_vs if found[r] is None]
     if missing:
         raise ValueError(f"--also-vs {', '.join(missing)}: not a system of this table ({', '.join(sorted(names))})")
-    references = [find_system(systems, r).name for r in dict.fromkeys((baseline, *also_vs))
-                  if find_system(systems, r) is not None]
+    references = [system.name for system in found.values() if system is not None]
     has_last = {s.name: all(last_split in split_results(read_json(d / "results.json")) for d in s.run_dirs)
                 for s in systems}
     scores = {s.name: score_system(s, last_split) for s in systems if has_last[s.name]}

@@ -123,6 +123,7 @@ def publish(corpus: str, specs: list[str], *, exp_root: str | Path = "exp",
         raise FileNotFoundError(f"not scored (no results.json): {', '.join(unscored)}; run weakalign score first")
     published: dict[str, list[Path]] = {}
     for name, run_dir in run_dirs.items():
-        published[prefix + name] = publish_run(run_dir, out / (prefix + name))
-        log.info("publish: %s -> %s (%d files)", run_dir, out / (prefix + name), len(published[prefix + name]))
+        dest = prefix + name
+        published[dest] = publish_run(run_dir, out / dest)
+        log.info("publish: %s -> %s (%d files)", run_dir, out / dest, len(published[dest]))
     return published
