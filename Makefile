@@ -2,6 +2,8 @@
 CORPUS ?= an4
 CONFIG ?= aux_ls0.5_l3
 NJ ?= 2
+# Local DDP ranks of the hybrid BLSTM's training (weakalign hybrid --procs): on 2 CPU cores 2 ranks of 1 thread each.
+HYBRID_PROCS ?= 2
 # A Dask scheduler's address (tcp://HOST:8786) or slurm|pbs|sge for the jobs of align and score; empty: a local cluster of NJ processes.
 CLUSTER ?=
 SEED ?=
@@ -27,7 +29,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 align: setup
-	$(WA) align $(CORPUS) $(ROOTS) --nj $(NJ) $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(FROM),--from $(FROM)) $(if $(STOP_AFTER),--stop-after $(STOP_AFTER)) $(if $(ALIGN_CONFIG),--config $(ALIGN_CONFIG))
+	$(WA) align $(CORPUS) $(ROOTS) --nj $(NJ) --hybrid-procs $(HYBRID_PROCS) $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(FROM),--from $(FROM)) $(if $(STOP_AFTER),--stop-after $(STOP_AFTER)) $(if $(ALIGN_CONFIG),--config $(ALIGN_CONFIG))
 
 train: setup
 	$(WA) train $(CORPUS) $(ROOTS) --nj $(NJ) --config $(CONFIG) $(if $(SEED),--seed $(SEED))

@@ -182,6 +182,10 @@ def _cmn_modes() -> list[str]:
 @click.option("--device", default="auto", show_default=True, help="Training device: auto, cpu, cuda, cuda:N.")
 @click.option("--threads", default=None, type=int,
               help="Training threads [OMP_NUM_THREADS, else every core]; use 1 when the machine is shared.")
+@click.option("--procs", default=1, show_default=True, type=int,
+              help="Train as DDP on this many local ranks (as torchrun --nproc-per-node would; each with "
+                   "cores/procs threads unless --threads or OMP_NUM_THREADS says): on CPU, 2 ranks of 1 thread "
+                   "train faster than 1 process of 2 (RESULTS.md). Where the work runs, not part of the request.")
 @click.option("--epochs", default=None, type=int, help="Maximum epochs [AN4 8, speechocean762 5].")
 @click.option("--passes", default=None, type=int,
               help="Training passes, each on the previous pass's realignment [AN4 2, speechocean762 1].")
@@ -224,7 +228,8 @@ def hybrid(ws, force, nj, **options):
     With --passes N, passes 2..N each retrain on the previous realignment (exp/<corpus>/hybrid_pass<k>).
     Rerunning an interrupted stage resumes training from the last epoch's checkpoint.
     Under torchrun (e.g. `torchrun --nproc-per-node 2 .venv/bin/weakalign hybrid an4`) the BLSTM
-    trainings run as DDP on every rank; rank 0 alone realigns, decodes and writes."""
+    trainings run as DDP on every rank; rank 0 alone realigns, decodes and writes. --procs N starts N
+    such ranks itself."""
     from .hybrid.stage import hybrid_stage
 
     run_stage_command_on_ranks("hybrid", ws, hybrid_stage, force=force, nj=nj, **options)

@@ -16,7 +16,7 @@ import click
 from click.core import ParameterSource
 
 from .prerequisites import as_missing_input
-from .stage import MissingInput, log, run_stage
+from .stage import MissingInput, log, run_stage, setup_console_logging
 from .workspace import Workspace
 
 #: Where a value came from when nobody chose it.
@@ -59,14 +59,22 @@ def chosen_by_user(ctx: click.Context, name: str, value) -> bool:
     return param is None or value != param.get_default(ctx)
 
 
+def split_request(ctx: click.Context, options: dict) -> tuple[dict, dict]:
+    """``(chosen, defaults)``: the options the user gave (:func:`chosen_by_user`) and the others."""
+    chosen = {k: v for k, v in options.items() if chosen_by_user(ctx, k, v)}
+    return chosen, {k: v for k, v in options.items() if k not in chosen}
+
+
 def run_stage_command(name: str, ws: Workspace, fn, *, force: bool, **options) -> dict:
     """:func:`run_stage` from inside a stage command: the options the user gave are requested,
     the others pass as defaults (the recorded request wins over them). A missing input ends
     the command with its one-line message; a missing file that another stage writes, with one
     naming that stage (:func:`~weakalign.pipeline.prerequisites.as_missing_input`)."""
-    ctx = click.get_current_context()
-    chosen = {k: v for k, v in options.items() if chosen_by_user(ctx, k, v)}
-    defaults = {k: v for k, v in options.items() if k not in chosen}
+    chosen, defaults = split_request(click.get_current_context(), options)
+    return _run_requested(name, ws, fn, force, chosen, defaults)
+
+
+def _run_requested(name: str, ws: Workspace, fn, force: bool, chosen: dict, defaults: dict) -> dict:
     try:
         return run_stage(name, ws, fn, force=force, defaults=defaults, **chosen)
     except MissingInput as e:
@@ -78,21 +86,47 @@ def run_stage_command(name: str, ws: Workspace, fn, *, force: bool, **options) -
         raise click.ClickException(str(missing)) from e
 
 
-def run_stage_command_on_ranks(name: str, ws: Workspace, fn, *, force: bool, **options) -> dict:
+def run_stage_command_on_ranks(name: str, ws: Workspace, fn, *, force: bool, procs: int = 1, **options) -> dict:
     """:func:`run_stage_command` for a stage that trains under ``torchrun`` (``hybrid``); without it,
-    that function itself.
+    that function itself, or with ``procs`` > 1 the stage on that many local ranks, launched here as
+    ``torchrun --standalone --nproc-per-node procs`` would (:func:`~weakalign.pipeline.distributed.
+    launch_local_ranks`), each rank with an equal share of the cores unless ``OMP_NUM_THREADS`` says.
 
     Rank 0 runs the stage as a single process would: it decides whether the stage is done or is
     redone, with which options (the recorded request included), and keeps its log and marker. The
     other ranks call ``fn`` with exactly the options rank 0 runs it with, received from rank 0 when
     it starts ``fn``, or return ``{}`` when rank 0 does not start it (already done, or failed before).
     ``fn`` itself divides the work and has rank 0 alone write (:mod:`weakalign.pipeline.distributed`).
+    ``procs`` changes where the work runs, not what the stage makes: it is not part of the request.
     """
+    from .distributed import is_distributed, launch_local_ranks
+
+    if procs < 1:
+        raise click.BadParameter(f"must be >= 1, got {procs}", param_hint="--procs")
+    chosen, defaults = split_request(click.get_current_context(), options)
+    if is_distributed() or procs == 1:
+        return _run_on_ranks(name, ws, fn, force, chosen, defaults)
+    try:
+        return launch_local_ranks(procs, _run_on_local_rank, name, ws, fn, force, chosen, defaults)
+    except RuntimeError as e:   # a rank failed: its error, not the launcher's report
+        raise click.ClickException(f"{name} on {procs} local ranks: {e}") from e
+
+
+def _run_on_local_rank(name: str, ws: Workspace, fn, force: bool, chosen: dict, defaults: dict) -> dict:
+    """One rank of :func:`run_stage_command_on_ranks` in a process of its own (no click context)."""
+    setup_console_logging()
+    try:
+        return _run_on_ranks(name, ws, fn, force, chosen, defaults)
+    except click.ClickException as e:   # the one-line message, as the launcher reports it
+        raise RuntimeError(e.format_message()) from None
+
+
+def _run_on_ranks(name: str, ws: Workspace, fn, force: bool, chosen: dict, defaults: dict) -> dict:
     from .distributed import broadcast_from_rank0, is_distributed, setup_distributed
 
     if not is_distributed():
-        return run_stage_command(name, ws, fn, force=force, **options)
-    rank, _, _ = setup_distributed(options.get("device") or "auto")
+        return _run_requested(name, ws, fn, force, chosen, defaults)
+    rank, _, _ = setup_distributed({**defaults, **chosen}.get("device") or "auto")
     if rank != 0:
         log.setLevel(logging.WARNING)   # rank 0 says what the stage does
         kwargs = broadcast_from_rank0(None)
@@ -107,7 +141,7 @@ def run_stage_command_on_ranks(name: str, ws: Workspace, fn, *, force: bool, **o
         return fn(ws, **kwargs)
 
     try:
-        return run_stage_command(name, ws, announced, force=force, **options)
+        return _run_requested(name, ws, announced, force, chosen, defaults)
     finally:
         if not started:
             broadcast_from_rank0(None)

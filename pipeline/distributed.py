@@ -17,7 +17,9 @@ trainers run as they always did. Below both trainers (imports neither).
 from __future__ import annotations
 
 import datetime
+import logging
 import os
+import uuid
 
 import torch
 import torch.distributed as dist
@@ -103,3 +105,37 @@ def all_reduce_sum(values) -> list[float]:
     if active():
         dist.all_reduce(t)
     return t.tolist()
+
+
+def launch_local_ranks(procs: int, fn, *args):
+    """``fn(*args)`` on ``procs`` ranks of this machine, each a fresh process, as ``torchrun
+    --standalone --nproc-per-node procs`` starts them (torch's elastic launcher, no restarts);
+    rank 0's return value. Each rank gets ``cores // procs`` threads unless ``OMP_NUM_THREADS`` is
+    set. A failed rank stops the others and raises ``RuntimeError`` with that rank's error.
+
+    ``fn`` and ``args`` must be picklable (the ranks are spawned, not forked).
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=procs, run_id=f"weakalign-{uuid.uuid4().hex[:8]}",
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=1.0,
+                          start_method="spawn")
+    threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 1) // procs))
+    launcher_log = logging.getLogger("torch.distributed.elastic")
+    level = launcher_log.level
+    launcher_log.setLevel(logging.CRITICAL)   # a rank's traceback is in its stage's log; one line here
+    try:
+        return elastic_launch(config, _on_rank)(threads, fn, *args)[0]
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        message = failure.message.get("message") if isinstance(failure.message, dict) else failure.message
+        raise RuntimeError(f"rank {rank} failed: {message}") from None
+    finally:
+        launcher_log.setLevel(level)
+
+
+def _on_rank(threads: str, fn, *args):
+    os.environ["OMP_NUM_THREADS"] = threads
+    torch.set_num_threads(int(threads))
+    return fn(*args)

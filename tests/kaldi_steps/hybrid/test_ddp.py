@@ -184,3 +184,39 @@ def test_align_under_torchrun_runs_the_hybrid_stage_alone(tmp_path):
     result = CliRunner().invoke(cli, ["align", "an4", "--from", "tri1", "--exp-root", str(tmp_path)],
                                 env={"WORLD_SIZE": "2"})
     assert result.exit_code == 2 and "under torchrun, align runs the hybrid stage alone" in result.output
+
+
+@pytest.mark.timeout(240)
+def test_hybrid_procs_launches_its_own_ranks(an4_slice_tri1, tmp_path):
+    """``weakalign hybrid --procs 2`` without torchrun: the stage starts two gloo ranks itself and
+    trains as under torchrun (rank 0 logs, realigns and marks); --procs is where the work runs, so
+    ``align`` asking the same stage with another --hybrid-procs finds it done. A rank's failure
+    (here a missing input) ends the command with that one-line message."""
+    from click.testing import CliRunner
+
+    from weakalign.pipeline.cli import cli
+
+    src = an4_slice_tri1
+    ws = Workspace(src.corpus, data_root=src.data_root, exp_root=tmp_path / "exp")
+    roots = ["--data-root", str(src.data_root), "--exp-root", str(tmp_path / "exp")]
+    options = ["--device", "cpu", "--threads", "1", "--epochs", "1", "--passes", "1", "--no-decode",
+               "--speed-perturb", "none", "--cells", "16", "--proj", "8", "--layers", "1", "--batch-size", "16",
+               "--chunk-width", "20", "--left-context", "10", "--right-context", "10"]
+    shutil.copytree(src.exp / "tri1", ws.exp / "tri1")
+    missing = CliRunner().invoke(cli, ["hybrid", "an4", *roots, "--nj", "1", "--procs", "2", *options])
+    assert missing.exit_code == 1 and "tri1_ali" in missing.output and "rank 0 failed" in missing.output
+    assert len(missing.output.strip().splitlines()) == 1, missing.output
+    shutil.copytree(src.exp / "tri1_ali", ws.exp / "tri1_ali")
+    run = CliRunner().invoke(cli, ["hybrid", "an4", *roots, "--nj", "1", "--procs", "2", *options])
+    assert run.exit_code == 0, run.output
+    stage_log = (ws.log_dir / "hybrid.log").read_text()
+    assert stage_log.count("rank 0 of 2 (DDP)") == 1 and "rank 1 of 2" not in stage_log
+    marker = (ws.done_dir / "hybrid.json").read_text()
+    recorded = json.loads(marker)
+    assert "procs" not in recorded["options"] and "procs" not in recorded["requested"]
+    assert read_json(ws.exp / "hybrid" / "diagnostics.json")["aligned"] == len(read_ali_dir(ws.exp / "hybrid_ali"))
+    again = CliRunner().invoke(cli, ["align", "an4", *roots, "--nj", "1", "--from", "hybrid", "--stop-after", "hybrid",
+                                     "--hybrid-procs", "1", *[f"--hybrid-{o[2:]}" if o.startswith("--") else o
+                                                              for o in options]])
+    assert again.exit_code == 0, again.output
+    assert (ws.done_dir / "hybrid.json").read_text() == marker               # already done: same request
