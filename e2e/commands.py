@@ -175,12 +175,15 @@ def results_table(corpus, runs, exp_root, results_root, from_results, splits, gr
     """Write the icefall-style results section of CORPUS (from the runs' results.json) into --out.
 
     Without RUNS: the sections ``<run root>/tables.yaml`` lists (each: its runs, baseline and
-    references), else one section of every scored run of the run root (baseline first, then by name).
+    references), else one section of every scored run of the run root (baseline first, then by name);
+    and the figures it lists (a sweep's WER vs one axis, mean ± std over seeds: ``<run root>/<figure>.png``
+    and a section that shows it).
     """
     from pathlib import Path
 
     from .compare import (TableSpec, order_systems, read_table_specs, resolve_systems, results_section, runs_root,
                           scored_runs, update_results_md)
+    from .sweep_figure import build_figure, read_figure_specs
 
     root = runs_root(corpus, exp_root=exp_root, results_root=results_root, from_results=from_results)
     try:
@@ -198,6 +201,10 @@ def results_table(corpus, runs, exp_root, results_root, from_results, splits, gr
             text = results_section(corpus, systems, tuple(splits), baseline=table.baseline, allow_mixed=allow_mixed,
                                    from_results=from_results, also_vs=table.also_vs, section=table.section)
             update_results_md(Path(out), table.section, text)
+            click.echo(text)
+        for figure in [] if runs else read_figure_specs(root):
+            text = build_figure(root, figure, Path(out), tuple(splits), allow_mixed=allow_mixed)
+            update_results_md(Path(out), figure.section, text)
             click.echo(text)
     except (FileNotFoundError, KeyError, ValueError) as e:
         raise click.ClickException(str(e).strip('"'))

@@ -344,7 +344,7 @@ def write_comparison(path: Path, rows: list[dict], corpus: str, warnings: list[s
 
 # ---------------------------------------------------------------- RESULTS.md at the repo root
 
-def _marker(corpus: str, end: bool) -> str:
+def section_marker(corpus: str, end: bool) -> str:
     return f"<!-- weakalign results {corpus} {'end' if end else 'begin'} -->"
 
 
@@ -401,35 +401,48 @@ class TableSpec:
     ordered: bool = False
 
     def run_names(self, root: Path) -> list[str]:
-        available = scored_runs(root)
-        names: list[str] = []
-        for spec in self.runs:
-            if Path(spec).is_dir() or not any(ch in spec for ch in "*?["):
-                names.append(spec)
-                continue
-            matches = [n for n in available if fnmatch.fnmatchcase(n, spec)]
-            if not matches:
-                raise FileNotFoundError(f"{TABLES_FILE} section {self.section!r}: no scored run matches {spec!r} "
-                                        f"under {root}")
-            names += [n for n in matches if n not in names]
-        return names
+        return expand_run_specs(root, self.runs, f"{TABLES_FILE} section {self.section!r}")
 
 
-def read_table_specs(root: Path) -> list[TableSpec]:
-    """The sections ``root/tables.yaml`` defines (a list of ``{section, runs, baseline, also_vs}``);
-    none when the file is absent. Runs of different alignment sets go in different sections."""
+def expand_run_specs(root: Path, specs: list[str], where: str) -> list[str]:
+    """Run names of ``specs`` (names, or globs expanded to the scored runs under ``root`` they match,
+    each name once); a glob that matches nothing is an error naming ``where`` it came from."""
+    available = scored_runs(root)
+    names: list[str] = []
+    for spec in specs:
+        if Path(spec).is_dir() or not any(ch in spec for ch in "*?["):
+            names.append(spec)
+            continue
+        matches = [n for n in available if fnmatch.fnmatchcase(n, spec)]
+        if not matches:
+            raise FileNotFoundError(f"{where}: no scored run matches {spec!r} under {root}")
+        names += [n for n in matches if n not in names]
+    return names
+
+
+def tables_yaml_entries(root: Path) -> list[dict]:
+    """The entries of ``root/tables.yaml`` (none when it is absent)."""
     import yaml
 
     path = root / TABLES_FILE
     if not path.exists():
         return []
     entries = yaml.safe_load(path.read_text()) or []
-    if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a list of sections")
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise ValueError(f"{path}: expected a list of sections and figures")
+    return entries
+
+
+def read_table_specs(root: Path) -> list[TableSpec]:
+    """The sections ``root/tables.yaml`` defines (a list of ``{section, runs, baseline, also_vs}``);
+    none when the file is absent. Runs of different alignment sets go in different sections. Its
+    ``figure`` entries are :class:`~weakalign.e2e.sweep_figure.FigureSpec` s."""
     specs = []
-    for i, entry in enumerate(entries):
-        if not isinstance(entry, dict) or "section" not in entry or not entry.get("runs"):
-            raise ValueError(f"{path}: entry {i + 1} needs 'section' and 'runs'")
+    for i, entry in enumerate(tables_yaml_entries(root)):
+        if "figure" in entry:
+            continue
+        if "section" not in entry or not entry.get("runs"):
+            raise ValueError(f"{root / TABLES_FILE}: entry {i + 1} needs 'section' and 'runs' (or is a 'figure')")
         specs.append(TableSpec(str(entry["section"]), [str(r) for r in entry["runs"]],
                                str(entry.get("baseline", "baseline")), tuple(entry.get("also_vs", ()) or ()),
                                ordered=bool(entry.get("ordered", False))))
@@ -482,7 +495,7 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
     header = (["config", "n"] + [f"{s} WER (%)" for s in splits] + [f"{last_split} 95% CI", f"{last_split} CER (%)"]
               + [f"{p} vs {ref}" for ref in references for p in ("p", "p_perm")] + ["decoding"])
     section = section or corpus
-    lines = [_marker(section, False), f"## {section}", "",
+    lines = [section_marker(section, False), f"## {section}", "",
              "E2E BLSTM encoder (6 layers, ×4 subsampling), CTC + attention decoder over BPE; "
              "`aux_*`: weak senone supervision at an encoder layer (arXiv 2311.14835).", "",
              "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
@@ -535,7 +548,7 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
                    for s in systems for d in s.run_dirs}
         env = environment(next(iter(devices - {None}), None))
     lines += ["", "Commands:", "", "```", *commands, "```", "", "Environment:", "", environment_markdown(env), "",
-              _marker(section, True)]
+              section_marker(section, True)]
     return "\n".join(lines)
 
 
@@ -548,7 +561,7 @@ def update_results_md(path: Path, name: str, section: str) -> None:
     """Replace the section ``name`` (a corpus, or the ``section`` of :func:`results_section`) of ``path``
     (between its markers), or append it."""
     text = path.read_text() if path.exists() else "# RESULTS\n"
-    begin, end = _marker(name, False), _marker(name, True)
+    begin, end = section_marker(name, False), section_marker(name, True)
     if begin in text and end in text:
         text = text[: text.index(begin)] + section + text[text.index(end) + len(end):]
     else:
