@@ -220,11 +220,7 @@ class Executor:
                 self.client = _connect(self.address)
             elif self.nj > 1:
                 _import_shard_modules()
-                self.own_cluster = _start_local_cluster(self.nj)
-                self.client = _connect(self.own_cluster)
-                # On a loaded machine the forked workers can register after LocalCluster returns: wait
-                # for them rather than find an empty cluster ("has no workers") at the first shards().
-                self.client.wait_for_workers(self.nj, timeout=300)
+                self._start_own_local_cluster()
             if self.client is not None:
                 log_where_jobs_run(self.client, embedded=self.address is None)
                 if self.address is not None:
@@ -233,6 +229,31 @@ class Executor:
             self.__exit__()
             raise
         return self
+
+    def _start_own_local_cluster(self) -> None:
+        """A local cluster of forked workers; spawned ones if the forked never all register.
+
+        On a loaded machine the workers can register after ``LocalCluster`` returns: wait for them
+        rather than find an empty cluster ("has no workers") at the first ``shards()``. A forked
+        worker can also hang for good: a fork copies the parent's locks but not the threads holding
+        them (Dask's event loop, torch's pools), which Dask's docs warn of. Seen once in a few hundred
+        test runs; then the cluster starts again with spawned workers (slower to start, no such risk).
+        """
+        for method in ("fork", "spawn"):
+            self.own_cluster = _start_local_cluster(self.nj, method)
+            self.client = _connect(self.own_cluster)
+            try:
+                self.client.wait_for_workers(self.nj, timeout=WORKER_START_TIMEOUT_S[method])
+                return
+            except TimeoutError as e:
+                if method == "spawn":
+                    raise RuntimeError(f"the local Dask cluster's {self.nj} workers did not all start in "
+                                       f"{WORKER_START_TIMEOUT_S[method]} s ({e})") from e
+                log.warning("%d forked Dask workers did not all register in %d s (%s): starting spawned ones",
+                            self.nj, WORKER_START_TIMEOUT_S[method], e)
+                self.client.close()
+                self.own_cluster.close()
+                self.client = self.own_cluster = None
 
     def shards(self, shard_args: list[tuple]):
         """The jobs of one split, as ``call``-able shards: a context manager that releases them."""
@@ -371,7 +392,12 @@ def _import_shard_modules() -> None:
     from . import gmm, lang  # noqa: F401
 
 
-def _start_local_cluster(nj: int):
+#: How long a local cluster's workers may take to register, per start method: a forked worker
+#: starts in about a second (minutes on a loaded machine); a spawned one imports torch again.
+WORKER_START_TIMEOUT_S = {"fork": 120, "spawn": 300}
+
+
+def _start_local_cluster(nj: int, method: str = "fork"):
     import dask
     from distributed import LocalCluster
 
@@ -382,7 +408,7 @@ def _start_local_cluster(nj: int):
     # ":0": free ports, so that two stages (or two checkouts) on one machine never collide.
     # memory_limit=0: no share of the machine's memory per worker that Dask would pause or kill
     # a worker past (the old pool had none; a large corpus's shard should not end the stage).
-    with dask.config.set({"distributed.worker.multiprocessing-method": "fork"}), _thread_env_kept():
+    with dask.config.set({"distributed.worker.multiprocessing-method": method}), _thread_env_kept():
         return LocalCluster(n_workers=nj, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address=":0", memory_limit=0, silence_logs=logging.WARNING)
 

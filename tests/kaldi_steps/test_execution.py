@@ -8,6 +8,8 @@ and must give the same bytes.
 
 import kaldi_hmm_gmm  # noqa: F401  -- before kaldifst
 
+import logging
+import operator
 import os
 import re
 import signal
@@ -116,6 +118,32 @@ def test_the_local_cluster_leaves_this_process_thread_count_alone(monkeypatch):
         assert executor.client is not None
         assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "2"
     assert "OMP_NUM_THREADS" not in os.environ
+
+
+@pytest.mark.timeout(300)
+def test_forked_workers_that_never_register_are_replaced_by_spawned_ones(monkeypatch, caplog):
+    """The rare forked worker that hangs (a lock copied without its thread) must not end the stage
+    after minutes: the cluster starts again with spawned workers, and the jobs run there."""
+    from distributed import LocalCluster
+
+    from weakalign.kaldi_steps import execution
+
+    started = []
+    real_start = execution._start_local_cluster
+
+    def start(nj, method="fork"):
+        started.append(method)
+        if method == "fork":   # a cluster whose workers never come, as when the forked child hangs
+            return LocalCluster(n_workers=0, processes=True, host="127.0.0.1", dashboard_address=":0")
+        return real_start(nj, method)
+
+    monkeypatch.setattr(execution, "_start_local_cluster", start)
+    monkeypatch.setitem(execution.WORKER_START_TIMEOUT_S, "fork", 1)
+    with caplog.at_level(logging.WARNING, logger="weakalign"), execution.Executor(2) as executor:
+        assert started == ["fork", "spawn"]
+        assert len(executor.client.scheduler_info(n_workers=-1)["workers"]) == 2
+        assert executor.map(operator.add, [(1, 2), (3, 4)], "add") == [3, 7]
+    assert "did not all register in 1 s" in caplog.text
 
 
 def test_nj_1_without_a_cluster_runs_in_this_process():
