@@ -132,7 +132,7 @@ def compare_cmd(runs, corpus, exp_root, results_root, from_results, split, group
 @click.option("--epochs", type=int, default=None, help="Override the epochs of every point.")
 @click.option("--max-steps-per-epoch", type=int, default=None, help="Cut epochs short (smoke runs).")
 @click.option("--set", "fixed", multiple=True, metavar="KEY=VALUE", help="Config override for every point.")
-@cluster_option
+@cluster_option(workers="--jobs")
 def sweep(ws, force, nj, grid, seeds, base, jobs, split, mode, device, epochs, max_steps_per_epoch, fixed, cluster):
     """Train + score a grid of configs resumably; writes a table and a PNG of WER vs m per layer.
 

@@ -39,14 +39,17 @@ def corpus_command(fn):
     return wrapper
 
 
-def cluster_option(fn):
+def cluster_option(fn=None, *, workers: str = "--nj"):
     """``--cluster``: where a stage's jobs run (:mod:`weakalign.kaldi_steps.execution`). A runtime
-    option like ``--nj``: never part of the stage's identity, so changing it redoes nothing."""
-    return click.option("--cluster", default=None, metavar="tcp://HOST:8786|slurm|pbs|sge[:CONFIG]",
-                        help="Run the jobs on the Dask scheduler at this address, or on workers in batch jobs "
-                             "of a Slurm/PBS/SGE queue as conf/cluster.yaml (or CONFIG) says [default: a local "
-                             "cluster of --nj worker processes, started and stopped by the stage]. Not part of "
-                             "the stage's identity: the results are the same bytes wherever the jobs run.")(fn)
+    option like ``--nj``: never part of the stage's identity, so changing it redoes nothing.
+    ``workers``: the option that sizes the default local cluster (``--jobs`` for ``sweep``)."""
+    def decorate(f):
+        return click.option("--cluster", default=None, metavar="tcp://HOST:8786|slurm|pbs|sge[:CONFIG]",
+                            help="Run the jobs on the Dask scheduler at this address, or on workers in batch jobs "
+                                 "of a Slurm/PBS/SGE queue as conf/cluster.yaml (or CONFIG) says [default: a local "
+                                 f"cluster of {workers} worker processes, started and stopped by the stage]. Not part "
+                                 "of the stage's identity: the results are the same bytes wherever the jobs run.")(f)
+    return decorate(fn) if fn is not None else decorate
 
 
 def chosen_by_user(ctx: click.Context, name: str, value) -> bool:
