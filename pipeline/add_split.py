@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .corpora import RECIPES, resolve_recipe, write_split_manifests
 from .features import compute_features
+from .io import read_json
 from .report import SkipReport
 from .stage import MissingInput
 from .workspace import Workspace
@@ -67,7 +68,11 @@ def add_split(ws: Workspace, *, src: str | os.PathLike, recipe: str | None = Non
     report.log_summary()
     if not counts:
         raise ValueError(f"add-split: no usable utterance in {', '.join(splits)} under {src} (see the skips above)")
-    features = compute_features(ws, nj=nj, splits=list(counts))
+    # The new split's MFCCs stored as the workspace's others (lilcom before mfcc_storage existed).
+    marker = ws.done_dir / "features.json"
+    storage = read_json(marker)["summary"]["feature_config"].get("mfcc_storage", "lilcom") if marker.exists() \
+        else "kaldi-compressed"
+    features = compute_features(ws, nj=nj, splits=list(counts), mfcc_storage=storage)
     # The features' own skips stay under "features", as that stage reports them.
     return {"recipe": recipe, "src": str(src), "splits": counts, **report.summary(),
             "features": {k: v for k, v in features.items() if k != "outputs"},

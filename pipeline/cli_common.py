@@ -107,12 +107,25 @@ def run_stage_command_on_ranks(name: str, ws: Workspace, fn, *, force: bool, pro
     if procs < 1:
         raise click.BadParameter(f"must be >= 1, got {procs}", param_hint="--procs")
     chosen, defaults = split_request(click.get_current_context(), options)
+    if procs > 1 and not is_distributed():
+        _check_one_gpu_per_rank(procs, {**defaults, **chosen}.get("device") or "auto")
     if is_distributed() or procs == 1:
         return _run_on_ranks(name, ws, fn, force, chosen, defaults)
     try:
         return launch_local_ranks(procs, _run_on_local_rank, name, ws, fn, force, chosen, defaults)
     except RuntimeError as e:   # a rank failed: its error, not the launcher's report
         raise click.ClickException(f"{name} on {procs} local ranks: {e}") from e
+
+
+def _check_one_gpu_per_rank(procs: int, device: str) -> None:
+    """Local ranks on CUDA take one GPU each (``cuda:<local rank>``): refuse more ranks than GPUs."""
+    import torch
+
+    from .distributed import resolve_device
+
+    if resolve_device(device).type == "cuda" and procs > torch.cuda.device_count():
+        raise click.BadParameter(f"{procs} ranks on CUDA need {procs} GPUs, this machine has "
+                                 f"{torch.cuda.device_count()}", param_hint="--procs")
 
 
 def _run_on_local_rank(name: str, ws: Workspace, fn, force: bool, chosen: dict, defaults: dict) -> dict:

@@ -74,11 +74,14 @@ def add_split(ws, force, nj, **options):
 @click.command("features")
 @corpus_command
 @cluster_option
-def features(ws, force, nj, cluster):
+@click.option("--mfcc-storage", type=click.Choice(["kaldi-compressed", "lilcom"]), default="kaldi-compressed",
+              show_default=True, help="How the MFCCs are stored: Kaldi compressed matrices, as make_mfcc.sh stores "
+                                      "them (the GMMs then train on Kaldi's values), or lilcom (closer to the computed ones).")
+def features(ws, force, nj, cluster, mfcc_storage):
     """MFCC (+ per-speaker CMVN) and 80-dim fbank (+ global stats) for every prepared split."""
     from .features import compute_features
 
-    run_stage_command("features", ws, compute_features, force=force, nj=nj, cluster=cluster)
+    run_stage_command("features", ws, compute_features, force=force, nj=nj, cluster=cluster, mfcc_storage=mfcc_storage)
 
 
 @click.command("bench")

@@ -22,6 +22,13 @@ Choices (recorded in the stage summary as ``feature_config``):
   (which reads uncompressed SPHERE; shorten-compressed SPHERE needs ``sph2pipe``).
 - MFCC: 23 mel bins, 13 cepstra, lifter 22, c0 replaced by the raw log energy
   (``use_energy=true``, Kaldi's default). Fbank: 80 mel bins, log power, no energy.
+- **MFCC storage** (``mfcc_storage``): ``kaldi-compressed`` (default) stores them as Kaldi's
+  ``steps/make_mfcc.sh`` does, ``copy-feats --compress=true``: Kaldi compressed matrices
+  (``kAutomaticMethod``; Lhotse's ``KaldiWriter``, ``feats.ark``/``feats.scp`` real Kaldi reads), so the
+  GMMs train on the values Kaldi's GMMs train on. The compression is lossy (8 bits per value with
+  per-column quantiles): on AN4 train, Kaldi's stored MFCCs differ from the uncompressed ones by 0.057
+  on average, and from this project's compressed ones by 7e-5 (issue #20). ``lilcom`` (the stage's
+  storage before) keeps them closer to the computed values. Fbank is stored with lilcom either way.
 
 Skips, one per cut and keyed by cause: audio that does not load (``unreadable audio``, with
 the backend's error; ``prepare`` only decoded the file's end) and audio that is constant
@@ -54,6 +61,7 @@ from typing import Iterable
 import kaldi_native_fbank as knf
 import numpy as np
 from lhotse import CutSet, LilcomChunkyWriter, RecordingSet, SupervisionSet
+from lhotse.features.io import KaldiWriter, close_cached_file_handles
 from lhotse.features.base import FeatureExtractor, register_extractor
 from tqdm import tqdm
 
@@ -313,17 +321,25 @@ def supervision_cuts(ws: Workspace, split: str) -> CutSet:
     return cuts.to_eager()
 
 
-def _extract(cuts: CutSet, extractor, storage: Path, nj: int, report: SkipReport, executor=None) -> CutSet:
-    # A rerun after a crash starts from a clean archive directory.
+#: The writers of ``mfcc_storage``: Kaldi's compressed matrices (kAutomaticMethod, as ``copy-feats
+#: --compress=true``), or lilcom.
+MFCC_STORAGE = {"kaldi-compressed": KaldiWriter, "lilcom": LilcomChunkyWriter}
+
+
+def _extract(cuts: CutSet, extractor, storage: Path, nj: int, report: SkipReport, executor=None,
+             storage_type=LilcomChunkyWriter) -> CutSet:
+    # A rerun after a crash starts from a clean archive directory, and from no reader Lhotse keeps
+    # open on the old one (its Kaldi reader caches a feats.scp's keys for the life of the process).
     for old in (storage, storage.with_name(storage.name + ".lca")):
         if old.is_dir():
             shutil.rmtree(old)
         elif old.exists():
             old.unlink()
+    close_cached_file_handles()
     storage.parent.mkdir(parents=True, exist_ok=True)
     nj = max(1, min(nj, len(cuts)))
     with_feats = cuts.compute_and_store_features(extractor=extractor, storage_path=storage.resolve(),
-                                                 num_jobs=nj, storage_type=LilcomChunkyWriter,
+                                                 num_jobs=nj, storage_type=storage_type,
                                                  executor=executor if nj > 1 else None, progress_bar=True)
     with_feats = with_feats.to_eager()
     done = set(with_feats.ids)
@@ -382,11 +398,14 @@ def _write_cuts(cuts: CutSet, path: Path) -> None:
 
 
 def compute_features(ws: Workspace, *, nj: int = 2, splits: list[str] | None = None,
-                     cluster: str | None = None) -> dict:
+                     cluster: str | None = None, mfcc_storage: str = "kaldi-compressed") -> dict:
     """Stage ``features``: MFCC + per-speaker CMVN and fbank + global stats for every prepared split,
-    in ``nj`` chunks on ``cluster`` (see :func:`_feature_jobs`)."""
+    in ``nj`` chunks on ``cluster`` (see :func:`_feature_jobs`); the MFCCs stored as ``mfcc_storage``
+    says (:data:`MFCC_STORAGE`; the module's docstring)."""
     import torch
 
+    if mfcc_storage not in MFCC_STORAGE:
+        raise ValueError(f"mfcc_storage must be one of {', '.join(MFCC_STORAGE)}, got {mfcc_storage!r}")
     torch.set_num_threads(1)
     splits = splits or ws.available_splits()
     if not splits:
@@ -401,7 +420,8 @@ def compute_features(ws: Workspace, *, nj: int = 2, splits: list[str] | None = N
         for split, cuts in cut_sets.items():
             log.info("features %s/%s: %d cuts, %.2f h", ws.corpus, split, len(cuts),
                      sum(c.duration for c in cuts) / 3600)
-            mfcc_cuts = _extract(cuts, mfcc, ws.data / "mfcc" / f"{ws.corpus}_feats_{split}", nj, report, executor)
+            mfcc_cuts = _extract(cuts, mfcc, ws.data / "mfcc" / f"{ws.corpus}_feats_{split}", nj, report, executor,
+                                 MFCC_STORAGE[mfcc_storage])
             mfcc_cuts = drop_digital_silence(mfcc_cuts, report)
             write_cmvn(ws.cmvn(split), speaker_cmvn(mfcc_cuts, desc=f"CMVN {split}"))
             _write_cuts(mfcc_cuts, ws.mfcc_cuts(split))
@@ -418,5 +438,5 @@ def compute_features(ws: Workspace, *, nj: int = 2, splits: list[str] | None = N
                              "hours": round(sum(c.duration for c in mfcc_cuts) / 3600, 4)}
     report.log_summary()
     return {"splits": counts, "feature_config": {"mfcc": mfcc.config.to_dict(), "fbank": fbank.config.to_dict(),
-                                                 "samples_scaled_to_int16": True},
+                                                 "samples_scaled_to_int16": True, "mfcc_storage": mfcc_storage},
             **report.summary(), "outputs": outputs}

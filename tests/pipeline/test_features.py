@@ -1,15 +1,20 @@
 """The ``features`` stage and the Kaldi-style helpers, on the real AN4 slice."""
 
+import io
 import json
+import shutil
+from pathlib import Path
 
 import kaldi_native_fbank as knf
+import kaldiio
 import numpy as np
+import pytest
 import soundfile as sf
 from lhotse import CutSet
 
-from weakalign.pipeline.features import (add_deltas, apply_cmvn, cmvn_stats, knf_mfcc_options, load_mfcc,
-                                          read_cmvn)
-from weakalign.pipeline.workspace import SPLITS
+from weakalign.pipeline.features import (add_deltas, apply_cmvn, cmvn_stats, compute_features, knf_mfcc_options,
+                                          load_mfcc, read_cmvn)
+from weakalign.pipeline.workspace import SPLITS, Workspace
 
 
 def _expected_frames(num_samples: int) -> int:
@@ -34,18 +39,52 @@ def test_mfcc_and_fbank_shapes_and_frame_counts(an4_slice):
             assert abs(feats_m.shape[0] - m.duration / 0.01) <= 1
 
 
-def test_stored_mfcc_equal_kaldi_native_fbank_on_int16_samples(an4_slice):
-    cut = CutSet.from_file(an4_slice.mfcc_cuts("dev"))[0]
+def _direct_mfcc(cut) -> np.ndarray:
     samples, sr = sf.read(cut.recording.sources[0].source, dtype="int16")
-    opts = knf_mfcc_options()
-    computer = knf.OnlineMfcc(opts)
+    computer = knf.OnlineMfcc(knf_mfcc_options())
     computer.accept_waveform(sr, samples.astype(np.float32))
     computer.input_finished()
-    direct = np.stack([computer.get_frame(i) for i in range(computer.num_frames_ready)])
-    stored = cut.load_features()
-    assert stored.shape == direct.shape
-    # lilcom storage is lossy at ~1e-3 relative precision.
-    assert np.allclose(stored, direct, atol=0.05, rtol=0.01)
+    return np.stack([computer.get_frame(i) for i in range(computer.num_frames_ready)])
+
+
+def _kaldi_compressed(x: np.ndarray) -> np.ndarray:
+    """``x`` through Kaldi's CompressedMatrix (kAutomaticMethod, as ``copy-feats --compress=true``), by kaldiio."""
+    buf = io.BytesIO()
+    kaldiio.save_ark(buf, {"u": x.astype(np.float32)}, compression_method=1)
+    buf.seek(0)
+    return dict(kaldiio.load_ark(buf))["u"]
+
+
+def test_stored_mfcc_are_kaldi_native_fbank_as_make_mfcc_compresses_them(an4_slice):
+    """The default storage is make_mfcc.sh's: Kaldi compressed matrices in a feats.ark real Kaldi
+    reads (kaldiio here, an independent implementation of the format), holding the computed MFCCs
+    as Kaldi's compression leaves them: what Kaldi's GMMs train on (issue #20)."""
+    cuts = CutSet.from_file(an4_slice.mfcc_cuts("dev"))
+    for cut in list(cuts)[:5]:
+        direct, stored = _direct_mfcc(cut), cut.load_features()
+        assert stored.shape == direct.shape
+        # The same codes up to float rounding (now and then one code apart in a narrow column).
+        diff = np.abs(stored - _kaldi_compressed(direct))
+        assert (diff < 1e-4).mean() > 0.97 and diff.max() < 5e-3, cut.id
+        assert np.abs(stored - direct).max() > 0.05          # lossy: 8 bits per value, not the float itself
+    assert cuts[0].features.storage_type == "kaldiio"
+    ark = Path(cuts[0].features.storage_path).parent / "feats.ark"
+    from_kaldi_format = dict(kaldiio.load_ark(str(ark)))
+    assert np.allclose(from_kaldi_format[cuts[0].features.storage_key], cuts[0].load_features(), atol=1e-4)
+    with open(ark, "rb") as f:
+        assert b"\0BCM " in f.read(64)                       # binary, compressed matrix (CM)
+
+
+def test_lilcom_storage_keeps_the_computed_mfcc_closer(an4_slice, tmp_path):
+    ws = Workspace(an4_slice.corpus, data_root=tmp_path / "data", exp_root=tmp_path / "exp")
+    shutil.copytree(an4_slice.data / "manifests", ws.data / "manifests")
+    summary = compute_features(ws, nj=1, splits=["dev"], mfcc_storage="lilcom")
+    assert summary["feature_config"]["mfcc_storage"] == "lilcom"
+    cut = CutSet.from_file(ws.mfcc_cuts("dev"))[0]
+    direct = _direct_mfcc(cut)
+    assert np.allclose(cut.load_features(), direct, atol=0.05, rtol=0.01)   # lilcom: ~1e-3 relative
+    with pytest.raises(ValueError, match="mfcc_storage must be one of"):
+        compute_features(ws, nj=1, splits=["dev"], mfcc_storage="npy")
 
 
 def test_cmvn_archive_has_kaldi_layout_per_speaker(an4_slice):

@@ -220,3 +220,13 @@ def test_hybrid_procs_launches_its_own_ranks(an4_slice_tri1, tmp_path):
                                                               for o in options]])
     assert again.exit_code == 0, again.output
     assert (ws.done_dir / "hybrid.json").read_text() == marker               # already done: same request
+
+
+def test_hybrid_procs_on_cuda_needs_a_gpu_per_rank(tmp_path):
+    from click.testing import CliRunner
+
+    from weakalign.pipeline.cli import cli
+
+    result = CliRunner().invoke(cli, ["hybrid", "an4", "--exp-root", str(tmp_path), "--procs", "2", "--device", "cuda"])
+    assert result.exit_code == 2 and f"2 ranks on CUDA need 2 GPUs, this machine has {torch.cuda.device_count()}" \
+        in result.output
