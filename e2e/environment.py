@@ -12,42 +12,14 @@ from __future__ import annotations
 
 import datetime
 import platform
-import subprocess
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
+
+from ..pipeline.provenance import git_info, package_version
 
 PACKAGES = ("torch", "lhotse", "kaldi-hmm-gmm", "kaldifst", "kaldialign", "kaldi-native-fbank",
             "sentencepiece", "numpy", "weakalign")
 
-REPO = Path(__file__).resolve().parents[1]
-
-
 def package_versions() -> dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            out[name] = "not installed"
-    return out
-
-
-def _git(*args: str) -> str | None:
-    try:
-        return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
-                              timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def git_info() -> dict:
-    """Commit hash (``-dirty`` when the work tree has uncommitted changes) and its date."""
-    commit = _git("rev-parse", "HEAD")
-    if commit is None:
-        return {"git_hash": "unknown", "git_commit_date": "unknown"}
-    dirty = _git("status", "--porcelain", "--untracked-files=no")
-    return {"git_hash": commit + ("-dirty" if dirty else ""),
-            "git_commit_date": _git("log", "-1", "--format=%cd") or "unknown"}
+    return {name: package_version(name) for name in PACKAGES}
 
 
 def device_info(device: str | None = None) -> str:

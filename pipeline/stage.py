@@ -42,6 +42,7 @@ from typing import Callable
 from .io import read_json, unwritable_reason, write_json
 from .options import (RUNTIME_OPTIONS, input_changes, input_fingerprint, option_changes, record_request,
                       recorded_request, signature_defaults, to_json)
+from .provenance import code_version
 from .workspace import Workspace
 
 log = logging.getLogger("weakalign")
@@ -244,6 +245,7 @@ def _run_stage(name: str, ws: Workspace, fn: Callable[..., dict], *, force: bool
         "seconds": round(seconds, 3),
         "finished": datetime.datetime.now().isoformat(timespec="seconds"),
         "pid": os.getpid(),
+        "code": code_version(),   # provenance only: new code alone does not make a stage stale
         "summary": summary,
     })
     return summary

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +31,24 @@ def test_stage_runs_once_logs_and_redoes_with_force(ws):
     assert json.loads(marker_path(ws, "make").read_text())["stage"] == "make"
     run_stage("make", ws, make_file, force=True)
     assert len(calls) == 2
+
+
+def test_the_marker_names_the_code_that_ran_and_new_code_alone_redoes_nothing(ws):
+    """Provenance, not identity: the marker records weakalign's version and this checkout's commit;
+    a marker written by other code is still "already done" for the same request."""
+    import subprocess
+
+    calls = []
+    run_stage("make", ws, lambda ws: calls.append(1) or {})
+    marker = marker_path(ws, "make")
+    code = json.loads(marker.read_text())["code"]
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                          cwd=Path(__file__).parent).stdout.strip()
+    assert code["git_hash"].removesuffix("-dirty") == head and code["weakalign"] != "not installed"
+    older = {**json.loads(marker.read_text()), "code": {"weakalign": "0.0.1", "git_hash": "0" * 40}}
+    marker.write_text(json.dumps(older))
+    run_stage("make", ws, lambda ws: calls.append(1) or {})
+    assert calls == [1]
 
 
 def test_stage_with_missing_output_is_redone(ws):
