@@ -408,9 +408,21 @@ def _start_local_cluster(nj: int, method: str = "fork"):
     # ":0": free ports, so that two stages (or two checkouts) on one machine never collide.
     # memory_limit=0: no share of the machine's memory per worker that Dask would pause or kill
     # a worker past (the old pool had none; a large corpus's shard should not end the stage).
+    if method == "fork":
+        _close_shared_readers()
     with dask.config.set({"distributed.worker.multiprocessing-method": method}), _thread_env_kept():
         return LocalCluster(n_workers=nj, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address=":0", memory_limit=0, silence_logs=logging.WARNING)
+
+
+def _close_shared_readers() -> None:
+    """Close the feature readers Lhotse keeps open in this process before forking workers: a forked
+    worker would inherit them, and a Kaldi ``feats.scp`` reader's file offset is then shared by this
+    process and every worker, whose concurrent seeks and reads would interleave (wrong frames, at
+    random). Each process opens its own on its first read."""
+    from lhotse.features.io import close_cached_file_handles
+
+    close_cached_file_handles()
 
 
 #: What Dask's nanny sets to 1 in this very process before forking its workers

@@ -17,6 +17,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.fixtures_gmm import MONO_SLICE
@@ -146,6 +147,30 @@ def test_forked_workers_that_never_register_are_replaced_by_spawned_ones(monkeyp
     assert "did not all register in 1 s" in caplog.text
 
 
+def _open_feature_readers() -> int:
+    from lhotse.features.io import lookup_reader_cache_or_open
+
+    return lookup_reader_cache_or_open.cache_info().currsize
+
+
+def test_forked_workers_do_not_share_this_process_open_feature_readers(an4_slice):
+    """A Kaldi feats.scp reader Lhotse keeps open here would be inherited by every forked worker,
+    one file offset shared by all: the cluster starts with none open, each worker opens its own."""
+    from lhotse import CutSet
+
+    from weakalign.kaldi_steps.execution import Executor
+
+    cut = CutSet.from_file(an4_slice.mfcc_cuts("dev"))[0]
+    assert cut.features.storage_type == "kaldiio"
+    expected = cut.load_features()
+    assert _open_feature_readers() >= 1
+    with Executor(2) as executor:
+        assert _open_feature_readers() == 0
+        assert set(executor.client.run(_open_feature_readers).values()) == {0}
+        loaded = executor.map(type(cut).load_features, [(cut,), (cut,)], "load")
+    assert all(np.array_equal(x, expected) for x in loaded)
+
+
 def test_nj_1_without_a_cluster_runs_in_this_process():
     from weakalign.kaldi_steps.execution import Executor
 
@@ -236,7 +261,8 @@ def test_features_on_an_external_scheduler_are_the_in_process_arrays(an4_slice, 
     for cuts_of in (lambda w: w.mfcc_cuts("dev"), lambda w: w.fbank_cuts("dev")):
         ours, reference = CutSet.from_file(cuts_of(ws)), CutSet.from_file(cuts_of(an4_slice))
         assert list(ours.ids) == list(reference.ids)
-        assert {c.features.storage_path.rsplit("/", 1)[-1] for c in ours} == {"feats-0.lca", "feats-1.lca"}
+        # one archive per chunk: feats-<i>.lca (fbank, lilcom), feats-<i>/feats.scp (MFCC, Kaldi compressed)
+        assert {re.search(r"feats-\d", c.features.storage_path).group() for c in ours} == {"feats-0", "feats-1"}
         for a, b in zip(ours, reference):
             np.testing.assert_array_equal(a.load_features(), b.load_features(), err_msg=a.id)
     assert ws.cmvn("dev").read_bytes() == an4_slice.cmvn("dev").read_bytes()
