@@ -235,12 +235,20 @@ class Executor:
 
         On a loaded machine the workers can register after ``LocalCluster`` returns: wait for them
         rather than find an empty cluster ("has no workers") at the first ``shards()``. A forked
-        worker can also hang for good: a fork copies the parent's locks but not the threads holding
-        them (Dask's event loop, torch's pools), which Dask's docs warn of. Seen once in a few hundred
-        test runs; then the cluster starts again with spawned workers (slower to start, no such risk).
+        worker can also hang for good, or die at birth ("Nanny failed to start worker process"): a fork
+        copies the parent's locks but not the threads holding them (Dask's event loop, torch's pools),
+        which Dask's docs warn of. Seen in about one test-suite run in five; then the cluster starts
+        again with spawned workers (slower to start, no such risk).
         """
         for method in ("fork", "spawn"):
-            self.own_cluster = _start_local_cluster(self.nj, method)
+            try:
+                self.own_cluster = _start_local_cluster(self.nj, method)
+            except Exception as e:   # a forked worker died at birth, or its nanny gave up waiting for it
+                if method == "spawn":
+                    raise
+                log.warning("a forked Dask worker failed to start (%s: %s): starting spawned ones",
+                            type(e).__name__, e)
+                continue
             self.client = _connect(self.own_cluster)
             try:
                 self.client.wait_for_workers(self.nj, timeout=WORKER_START_TIMEOUT_S[method])
@@ -411,8 +419,11 @@ def _start_local_cluster(nj: int, method: str = "fork"):
     if method == "fork":
         _close_shared_readers()
     with dask.config.set({"distributed.worker.multiprocessing-method": method}), _thread_env_kept():
+        # death_timeout: a nanny whose forked worker never reports gives up (raises) instead of
+        # waiting for ever in LocalCluster(); the caller then starts spawned workers.
         return LocalCluster(n_workers=nj, threads_per_worker=1, processes=True, host="127.0.0.1",
-                            dashboard_address=":0", memory_limit=0, silence_logs=logging.WARNING)
+                            dashboard_address=":0", memory_limit=0, silence_logs=logging.WARNING,
+                            **({"death_timeout": WORKER_START_TIMEOUT_S["fork"]} if method == "fork" else {}))
 
 
 def _close_shared_readers() -> None:

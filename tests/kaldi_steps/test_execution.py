@@ -146,6 +146,18 @@ def test_forked_workers_that_never_register_are_replaced_by_spawned_ones(monkeyp
         assert executor.map(operator.add, [(1, 2), (3, 4)], "add") == [3, 7]
     assert "did not all register in 1 s" in caplog.text
 
+    def dies(nj, method="fork"):   # the other failure: LocalCluster raises as a forked worker dies at birth
+        started.append(method)
+        if method == "fork":
+            raise RuntimeError("Nanny failed to start worker process")
+        return real_start(nj, method)
+
+    started.clear()
+    monkeypatch.setattr(execution, "_start_local_cluster", dies)
+    with caplog.at_level(logging.WARNING, logger="weakalign"), execution.Executor(2) as executor:
+        assert started == ["fork", "spawn"] and executor.map(operator.add, [(5, 6)], "add") == [11]
+    assert "a forked Dask worker failed to start" in caplog.text
+
 
 def _open_feature_readers() -> int:
     from lhotse.features.io import lookup_reader_cache_or_open
