@@ -523,7 +523,7 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
             row = p_values.get((ref, system.name))
             cells += [format_p(row["p_value"]), format_p(row["p_perm"])] if row else ["—", "—"]
         dec = last[0].get("decode", {}) if last else {}
-        cells.append(f"{dec.get('mode', '?')}" + (f" beam {dec.get('beam')} ctc {dec.get('ctc_weight')}"
+        cells.append(f"{dec.get('mode', '?')}" + (f" (width {dec.get('beam')}, CTC weight {dec.get('ctc_weight')})"
                                                     if dec.get("mode") == "beam" else ""))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "n: runs (seeds) of a config; WER: mean ± std over them."
