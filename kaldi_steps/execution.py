@@ -240,28 +240,22 @@ class Executor:
         which Dask's docs warn of. Seen in about one test-suite run in five; then the cluster starts
         again with spawned workers (slower to start, no such risk).
         """
-        for method in ("fork", "spawn"):
-            try:
-                self.own_cluster = _start_local_cluster(self.nj, method)
-            except Exception as e:   # a forked worker died at birth, or its nanny gave up waiting for it
-                if method == "spawn":
-                    raise
-                log.warning("a forked Dask worker failed to start (%s: %s): starting spawned ones",
-                            type(e).__name__, e)
-                continue
-            self.client = _connect(self.own_cluster)
-            try:
-                self.client.wait_for_workers(self.nj, timeout=WORKER_START_TIMEOUT_S[method])
-                return
-            except TimeoutError as e:
-                if method == "spawn":
-                    raise RuntimeError(f"the local Dask cluster's {self.nj} workers did not all start in "
-                                       f"{WORKER_START_TIMEOUT_S[method]} s ({e})") from e
-                log.warning("%d forked Dask workers did not all register in %d s (%s): starting spawned ones",
-                            self.nj, WORKER_START_TIMEOUT_S[method], e)
-                self.client.close()
-                self.own_cluster.close()
-                self.client = self.own_cluster = None
+        try:
+            self._start_and_wait("fork")
+        except Exception as e:   # a forked worker died at birth, hung, or never registered
+            log.warning("a forked Dask worker failed to start (%s: %s): starting spawned ones", type(e).__name__, e)
+            self.__exit__()
+            self._start_and_wait("spawn")
+
+    def _start_and_wait(self, method: str) -> None:
+        self.own_cluster = _start_local_cluster(self.nj, method)
+        self.client = _connect(self.own_cluster)
+        timeout = WORKER_START_TIMEOUT_S[method]
+        try:
+            self.client.wait_for_workers(self.nj, timeout=timeout)
+        except TimeoutError as e:
+            raise RuntimeError(f"the local Dask cluster's {self.nj} {method}ed workers did not all register "
+                               f"in {timeout} s ({e})") from e
 
     def shards(self, shard_args: list[tuple]):
         """The jobs of one split, as ``call``-able shards: a context manager that releases them."""
