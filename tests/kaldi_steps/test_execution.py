@@ -278,3 +278,20 @@ def test_features_on_an_external_scheduler_are_the_in_process_arrays(an4_slice, 
         for a, b in zip(ours, reference):
             np.testing.assert_array_equal(a.load_features(), b.load_features(), err_msg=a.id)
     assert ws.cmvn("dev").read_bytes() == an4_slice.cmvn("dev").read_bytes()
+
+
+def test_a_calls_arguments_are_unpickled_once_per_worker_and_never_reused_by_the_next_call():
+    """Each job of a call gets its own copy of the PackedArgs (Dask pickles it per actor call); the
+    jobs on one worker share one unpickling, and a new call with equal arguments unpickles afresh."""
+    import pickle
+
+    from weakalign.kaldi_steps.execution import PackedArgs
+
+    model = {"means": np.arange(6.0)}
+    call = PackedArgs((model, 10.0), {"beam": 40.0})
+    job1, job2 = (pickle.loads(pickle.dumps(call)) for _ in range(2))
+    (args1, kwargs1), (args2, _) = job1.unpack(), job2.unpack()
+    assert args1[0] is args2[0] and args1[0] is not model
+    assert np.array_equal(args1[0]["means"], model["means"]) and kwargs1 == {"beam": 40.0}
+    next_call = pickle.loads(pickle.dumps(PackedArgs((model, 10.0), {"beam": 40.0})))
+    assert next_call.unpack()[0][0] is not args1[0]

@@ -109,3 +109,72 @@ def test_align_passes_cluster_to_features_too():
     from weakalign.pipeline.cli import cli
 
     assert cluster_args(cli.commands["features"], "slurm") == ["--cluster", "slurm"]
+
+
+#: Stand-ins for Slurm's commands on this machine, as a one-node queue would act: ``sbatch`` keeps a
+#: copy of the job script (dask-jobqueue deletes its temporary file once submitted), starts it
+#: detached in its own process group and prints Slurm's answer; ``scancel`` logs its call and ends
+#: that group.
+FAKE_SBATCH = """#!/usr/bin/env bash
+set -e
+id=$((100 + $(ls "$FAKE_SLURM_DIR" | grep -c '\\.sh$' || true)))
+cp "$1" "$FAKE_SLURM_DIR/job$id.sh"
+setsid bash "$FAKE_SLURM_DIR/job$id.sh" > "$FAKE_SLURM_DIR/job$id.out" 2>&1 < /dev/null &
+echo $! > "$FAKE_SLURM_DIR/job$id.pid"
+echo "Submitted batch job $id"
+"""
+FAKE_SCANCEL = """#!/usr/bin/env bash
+echo "$@" >> "$FAKE_SLURM_DIR/scancel.log"
+for id in "$@"; do kill -TERM -- "-$(cat "$FAKE_SLURM_DIR/job$id.pid")" 2>/dev/null || true; done
+"""
+
+
+def test_mono_through_slurm_submission_runs_in_the_batch_jobs_and_gives_the_local_clusters_bytes(
+        an4_slice_tri1, tmp_path, monkeypatch):
+    """``--cluster slurm:PATH`` end to end, the queue excepted: dask-jobqueue writes the job script
+    from the config and calls ``sbatch``, the job's 2 workers join the stage's scheduler, mono's 2
+    jobs run there and write the bytes the embedded local cluster wrote; the stage's end cancels
+    the batch job (``scancel``), whose workers are then gone."""
+    import os
+    import time
+
+    from tests.kaldi_steps.test_execution import MONO_OUTPUTS, _mono_workspace
+    from tests.fixtures_gmm import MONO_SLICE
+    from weakalign.kaldi_steps.train_mono import mono_stage
+    from weakalign.pipeline.stage import run_stage
+
+    bin_dir, jobs_dir = tmp_path / "bin", tmp_path / "slurm"
+    bin_dir.mkdir(), jobs_dir.mkdir()
+    for name, text in (("sbatch", FAKE_SBATCH), ("scancel", FAKE_SCANCEL)):
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_SLURM_DIR", str(jobs_dir))
+    config = tmp_path / "cluster.yaml"
+    config.write_text(yaml.safe_dump({"cores": 2, "processes": 2, "memory": "4GB", "walltime": "00:30:00",
+                                      "jobs": 1, "start_timeout": 240}))
+
+    ws = _mono_workspace(an4_slice_tri1, tmp_path / "ws")
+    run_stage("mono", ws, mono_stage, nj=2, cluster=f"slurm:{config}", **MONO_SLICE)
+
+    for name in MONO_OUTPUTS:
+        assert (ws.exp / "mono" / name).read_bytes() == (an4_slice_tri1.exp / "mono" / name).read_bytes(), name
+    script = (jobs_dir / "job100.sh").read_text()
+    assert "#SBATCH --cpus-per-task=2" in script and "--nworkers 2" in script and "--nthreads 1" in script
+    assert "on the Dask cluster at tcp://" in (ws.log_dir / "mono.log").read_text()
+    assert (jobs_dir / "scancel.log").read_text().split() == ["100"]
+    job = int((jobs_dir / "job100.pid").read_text())
+    deadline = time.time() + 60
+    while _group_alive(job) and time.time() < deadline:
+        time.sleep(0.5)
+    assert not _group_alive(job), "the batch job's workers outlived the stage"
+
+
+def _group_alive(pgid: int) -> bool:
+    import os
+
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
