@@ -17,6 +17,14 @@ call costs whatever its size -- the model pickled, sent and unpickled, the round
 1-worker time / 2-worker time; 2 at best). Best of 3 each; the alignments must be the same in
 the three.
 
+``gmm_systems``: the alignment speed of every GMM system trained in the workspace (mono, tri1,
+tri2 = LDA+MLLT, tri3 = SAT; issue #16), on the same ``MAX_UTTS`` train utterances in this
+process, each on its own features (Δ+ΔΔ; spliced × ``final.mat``; and those with each speaker's
+fMLLR) and tree: ``align_frames_per_s`` of a Viterbi pass with the final model (best of 3), for
+tri3 also ``align_fmllr_frames_per_s``, the whole of ``align_fmllr.sh`` (speaker-independent pass
+with ``final.alimdl``, one fMLLR estimate per speaker, the final pass); and each stage's recorded
+wall time (its done-marker). A system not trained is listed in ``absent``.
+
 ``wer_check``: the cost of the GMM stages' HCLG WER check with the trained model, side by side
 in one process (``nj`` jobs): one plain decode of dev and of the WER set at acoustic scale 0.1
 (the least a check can do), the old search (``scoring="scales"``: six dev decodes + one), and
@@ -36,6 +44,16 @@ def _model_dir(ws):
         if (ws.exp / name / "final.mdl").exists():
             return ws.exp / name
     raise FileNotFoundError(f"no GMM model under {ws.exp}/{{tri1,mono}}: run `weakalign tri1 {ws.corpus}` first")
+
+
+def _best_of(fn, repeats: int = 3) -> tuple[float, object]:
+    """The least wall time of ``repeats`` calls of ``fn``, and the last call's result."""
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
 
 
 def bare_align_loop(graphs: dict, feats: dict, tm, am, beam: float = 10.0, retry_beam: float = 40.0,
@@ -70,23 +88,15 @@ def bench_gmm_align(ws, nj: int) -> dict:
     shard = Shard(args[0], args[1], args[2], utts)
     shard.compile_graphs(tm, ctx)
 
-    def best_of(fn, repeats=3):
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - start)
-        return min(times), out
-
-    ours_s, res = best_of(lambda: shard.align(tm, am, 10.0, 40.0))
+    ours_s, res = _best_of(lambda: shard.align(tm, am, 10.0, 40.0))
     frames = sum(len(a) for a in shard.alignments.values())
-    bare_s, bare_frames = best_of(lambda: bare_align_loop(shard.graphs, shard.feats, tm, am))
+    bare_s, bare_frames = _best_of(lambda: bare_align_loop(shard.graphs, shard.feats, tm, am))
 
     ali = np.concatenate([shard.alignments[u] for u in shard.utt_ids if u in shard.alignments])
     feats = np.concatenate([shard.feats[u] for u in shard.utt_ids if u in shard.alignments])
     pdfs = np.asarray(tm.id2pdf_id, dtype=np.int64)[ali]
     params = GmmParams.from_am(am)
-    acc_s, _ = best_of(lambda: accumulate_gmm_stats(params, feats, pdfs))
+    acc_s, _ = _best_of(lambda: accumulate_gmm_stats(params, feats, pdfs))
 
     with Executor(nj) as executor, executor.shards(shard_args(ws, "train", nj)) as pool:
         pool.call("compile_graphs", tm, ctx)
@@ -199,5 +209,65 @@ def bench_wer_check(ws, nj: int) -> dict:
     return out
 
 
+#: The GMM systems ``gmm_systems`` looks for, in training order.
+GMM_SYSTEMS = ("mono", "tri1", "tri2", "tri3")
+
+
+def _system_shard(ws, system_dir, utts):
+    """A Shard of ``utts`` on the features ``system_dir``'s model was trained on."""
+    from .gmm import Shard, shard_args
+    from .train_sat import si_features
+
+    features = si_features(system_dir) if (system_dir / "final.mat").exists() else None
+    args = shard_args(ws, "train", 1, features)[0]
+    return Shard(args[0], args[1], args[2], utts, features)
+
+
+
+
+def _align_fmllr(shard, tm, alimdl, am, silence_phones) -> dict:
+    """``align_fmllr.sh`` on one shard: SI pass, fMLLR per speaker from it, the final pass."""
+    shard.use_si_features()
+    shard.align(tm, alimdl, 10.0, 40.0)
+    shard.update_fmllr(tm, am, silence_phones, 0.0)
+    return shard.align(tm, am, 10.0, 40.0)
+
+
+def bench_gmm_systems(ws, nj: int) -> dict:
+    from weakalign.pipeline.benchmarks import recorded_stage_times
+
+    from .gmm import shard_args
+    from .kaldi_io import read_model, read_tree
+
+    present = [s for s in GMM_SYSTEMS if (ws.exp / s / "final.mdl").exists()]
+    if not present:
+        raise FileNotFoundError(f"no GMM model under {ws.exp}/{{{','.join(GMM_SYSTEMS)}}}: "
+                                f"run `weakalign align {ws.corpus}` first")
+    utts = shard_args(ws, "train", 1)[0][3][:MAX_UTTS]
+    stage_seconds = recorded_stage_times(ws.exp_root).get(ws.corpus, {})
+    systems = {}
+    for name in present:
+        system_dir = ws.exp / name
+        tm, am = read_model(system_dir / "final.mdl")
+        shard = _system_shard(ws, system_dir, utts)
+        shard.compile_graphs(tm, read_tree(system_dir / "tree"))
+        out = {"num_pdfs": am.num_pdfs, "num_gauss": am.num_gauss, "feature_dim": am.dim,
+               "stage_seconds": stage_seconds.get(name)}
+        if name == "tri3":
+            _, alimdl = read_model(system_dir / "final.alimdl")
+            silence = list(shard.lang.silence_phone_ids)
+            seconds, _ = _best_of(lambda: _align_fmllr(shard, tm, alimdl, am, silence))
+            out["align_fmllr_frames_per_s"] = round(_frames(shard) / seconds)
+        seconds, _ = _best_of(lambda: shard.align(tm, am, 10.0, 40.0))
+        out.update(frames=_frames(shard), aligned=len(shard.alignments),
+                   align_frames_per_s=round(_frames(shard) / seconds))
+        systems[name] = out
+    return {"utterances": len(utts), "systems": systems, "absent": [s for s in GMM_SYSTEMS if s not in present]}
+
+
+def _frames(shard) -> int:
+    return sum(len(a) for a in shard.alignments.values())
+
+
 BENCHMARKS = [("gmm_align", bench_gmm_align), ("gmm_align_dask", bench_gmm_align_dask),
-              ("wer_check", bench_wer_check)]
+              ("gmm_systems", bench_gmm_systems), ("wer_check", bench_wer_check)]

@@ -78,7 +78,8 @@ def features_throughput(ws: Workspace, nj: int) -> dict:
 
 
 def recorded_stage_times(exp_root: str | Path) -> dict[str, dict[str, float]]:
-    """``corpus -> {stage: seconds}`` from every alignment stage's done-marker under ``exp_root``.
+    """``corpus -> {stage: seconds}`` from every alignment stage's done-marker under ``exp_root``
+    (the opt-in ``tri2``/``tri3`` last, where they were run).
 
     The wall times ``make align`` measured when it ran each stage, gathered per corpus (stages
     not run are absent), so a bench report carries them beside the micro-benchmarks.
@@ -92,12 +93,12 @@ def recorded_stage_times(exp_root: str | Path) -> dict[str, dict[str, float]]:
     """
     import json
 
-    from .recipe import ALIGN_STAGES
+    from .recipe import ALIGN_STAGES, OPT_IN_STAGES
 
     out = {}
     for done_dir in sorted(Path(exp_root).glob("*/done")):
         times = {}
-        for stage in ALIGN_STAGES:
+        for stage in [*ALIGN_STAGES, *OPT_IN_STAGES]:
             marker = done_dir / f"{stage}.json"
             if marker.exists():
                 times[stage] = json.loads(marker.read_text())["seconds"]
