@@ -251,7 +251,7 @@ def kaldi_options(opts, top_level: dict[str, str]) -> list[str]:
     """``--name=value`` lines of a kaldi-native-fbank ``MfccOptions``/``FbankOptions``, as
     ``compute-mfcc-feats --config=...`` / ``compute-fbank-feats --config=...`` read them.
 
-    >>> from weakalign.pipeline.features import knf_mfcc_options
+    >>> from weakalign.pipeline.acoustic_features import knf_mfcc_options
     >>> lines = kaldi_options(knf_mfcc_options(), _MFCC_OPTIONS)
     >>> [line for line in lines if line.startswith(("--snip", "--dither", "--num-ceps"))]
     ['--dither=0', '--snip-edges=false', '--num-ceps=13']
@@ -263,7 +263,7 @@ def kaldi_options(opts, top_level: dict[str, str]) -> list[str]:
 
 def feature_conf_files(feature_config: dict) -> dict[str, list[str]]:
     """``mfcc.conf``, ``fbank.conf`` and ``cmvn_opts`` from the features stage's ``feature_config``."""
-    from ..pipeline.features import KnfFbankConfig, KnfMfccConfig, knf_fbank_options, knf_mfcc_options
+    from ..pipeline.acoustic_features import KnfFbankConfig, KnfMfccConfig, knf_fbank_options, knf_mfcc_options
 
     return {"mfcc.conf": kaldi_options(knf_mfcc_options(KnfMfccConfig.from_dict(feature_config["mfcc"])),
                                        _MFCC_OPTIONS),

@@ -105,7 +105,7 @@ class _Runner:
 
         from .config import load_config
         from .data import AsrDataset
-        from .model import build_model
+        from .build import build_model
         from .tokenizer import Tokenizer
         from .train import make_optimizer
 

@@ -40,12 +40,12 @@ def _model(ws: Workspace):
     for run_dir in _trained_run_dirs(ws):
         run = run_dir.name
         if (run_dir / "model_avg.pt").exists():
-            from .model import load_for_inference
+            from .build import load_for_inference
 
             model, tok, _ = load_for_inference(run_dir, "cpu")
             return model, tok.sos_id, tok.eos_id, f"trained run {run}"
     from .config import load_config
-    from .model import build_model
+    from .build import build_model
 
     config = load_config("baseline", corpus=ws.corpus)
     vocab = int(config.get("vocab_size", 100))

@@ -242,7 +242,7 @@ COMMANDS: list = [train, score, compare_cmd, sweep, results_table, publish_cmd]
 def emnet_plot_cmd(ws, force, nj, run, ref_run, utt, split):
     """EM-Network figures of RUN: teacher vs student losses/WER per epoch (emnet_curves.png) and one
     utterance's frame-wise CTC posteriors of --ref-run, the student and the teacher (emnet_posteriors.png)."""
-    from .emnet_plots import emnet_plot
+    from .emnet_figures import emnet_plot
 
     torch_threads(nj)
     outputs = emnet_plot(ws, run, ref_run=ref_run or None, utt=utt, split=split)

@@ -22,13 +22,13 @@ See ``docs/E2E_INTERFACE.md`` for the contract with decoding and EM-Network code
 
 >>> cfg = dict(DEFAULT_MODEL_CONFIG, conv_channels=4, enc_hidden=8, enc_proj=8, dec_embed=8, dec_hidden=8,
 ...            aux="smoothed_ce", aux_weight=1.0, num_senones=5)
->>> model = build_model(cfg, vocab_size=12)
+>>> model = E2EModel(cfg, vocab_size=12)
 >>> batch = {"feats": torch.randn(2, 40, 80), "feat_lens": torch.tensor([40, 32]),
 ...          "tokens": [[1, 2], [3]], "senone": torch.randint(0, 5, (2, 40))}
 >>> loss, stats = model(batch)
 >>> sorted(stats)
 ['acc', 'aux_acc', 'loss', 'loss_att', 'loss_aux', 'loss_ctc']
->>> loss, stats = build_model(dict(cfg, aux_targets="soft"), vocab_size=12)(batch)
+>>> loss, stats = E2EModel(dict(cfg, aux_targets="soft"), vocab_size=12)(batch)
 >>> bool(torch.isfinite(loss)), "aux_acc" in stats
 (True, True)
 """
@@ -229,7 +229,7 @@ class E2EModel(nn.Module):
 
     def export_state_dict(self, state_dict: dict | None = None) -> dict:
         """The inference view of ``state_dict`` (default: this model's): the entries a model built by
-        ``build_model(config, V, student_only=True)`` loads. A plain model exports everything."""
+        ``weakalign.e2e.build.build_model(config, V, student_only=True)`` loads. A plain model exports everything."""
         return self.state_dict() if state_dict is None else state_dict
 
     def plot_extras(self, metrics: list[dict], run_dir: str | Path, title: str = "") -> None:
@@ -248,25 +248,3 @@ def collapsed_label_sequences(labels: torch.Tensor, shift: int = 0, pad: int = I
         kept = row[row != pad]
         rows.append((torch.unique_consecutive(kept) + shift).tolist())
     return rows
-
-
-def build_model(config: dict, vocab_size: int, *, student_only: bool = False) -> E2EModel:
-    """The model a config describes; ``emnet: true`` adds the EM-Network teacher unless ``student_only``."""
-    if config.get("emnet") and not student_only:
-        # On demand: emnet.py subclasses E2EModel (an intended upward import: LAZY_UPWARD in test_imports.py).
-        from .emnet import EMNetModel
-
-        return EMNetModel(config, vocab_size)
-    return E2EModel(config, vocab_size)
-
-
-def load_for_inference(run_dir: str | Path, device="cpu"):
-    """``(model, tokenizer, config)`` from ``run_dir/model_avg.pt`` and ``bpe.model``; model in eval mode."""
-    from .tokenizer import Tokenizer
-
-    run_dir = Path(run_dir)
-    ckpt = torch.load(run_dir / "model_avg.pt", map_location="cpu", weights_only=False)
-    model = build_model(ckpt["config"], ckpt["vocab_size"], student_only=True)
-    model.load_state_dict(ckpt["state_dict"])
-    model.to(device).eval()
-    return model, Tokenizer(run_dir / "bpe.model"), ckpt["config"]

@@ -245,7 +245,7 @@ def decode_job(run_dir: str, digest: str, batches: list, opts: DecodeOptions, de
     import torch
     from tqdm import tqdm
 
-    from .model import load_for_inference
+    from .build import load_for_inference
 
     if threads is not None:
         torch.set_num_threads(threads)

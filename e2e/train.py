@@ -54,7 +54,8 @@ from .data import (alignment_digest, count_senones, load_cuts, make_loader, make
                    training_cuts_source, usable_cuts)
 from .init import initialize
 from .metrics import StatsMean, read_metrics, write_metrics
-from .model import SENONE_AUX_KINDS, build_model
+from .build import build_model
+from .model import SENONE_AUX_KINDS
 from .plots import plot_loss_curves
 from .schedule import Scheduler
 from .stopping import StoppingRule

@@ -1,7 +1,7 @@
 """Benchmarks of the GMM-HMM stages (``weakalign bench``): alignment speed and its Python overhead.
 
 ``gmm_align``: Viterbi alignment of (up to) 300 train utterances with the trained tri1 model
-(mono if tri1 is absent) through our :class:`~weakalign.kaldi_steps.gmm.Shard` (what the
+(mono if tri1 is absent) through our :class:`~weakalign.kaldi_steps.shard.Shard` (what the
 stages run), against a bare loop over khg calls on the same graphs and model — graph copy,
 ``add_transition_probs``, ``DecodableAmDiagGmmScaled``, ``align_utterance_wrapper`` — and
 ``overhead_ratio`` = bare frames/s / our frames/s (goal ≤ 1.1). Also the vectorised GMM
@@ -77,7 +77,8 @@ def bench_gmm_align(ws, nj: int) -> dict:
     import numpy as np
 
     from .execution import Executor
-    from .gmm import GmmParams, Shard, accumulate_gmm_stats, shard_args
+    from .diag_gmm import GmmParams, accumulate_gmm_stats
+    from .shard import Shard, shard_args
     from .kaldi_io import read_model, read_tree
 
     model_dir = _model_dir(ws)
@@ -135,7 +136,7 @@ def _time_align(jobs, tm, am, repeats: int = 3) -> tuple[float, float, list]:
 
 def bench_gmm_align_dask(ws, nj: int) -> dict:
     from .execution import ActorJobs, InProcessJobs, _connect, _import_shard_modules, _start_local_cluster
-    from .gmm import shard_args
+    from .shard import shard_args
     from .kaldi_io import read_model, read_tree
 
     model_dir = _model_dir(ws)
@@ -178,7 +179,8 @@ def bench_gmm_align_dask(ws, nj: int) -> dict:
 
 def bench_wer_check(ws, nj: int) -> dict:
     from .execution import Executor
-    from .gmm import decode_wer, shard_args
+    from .gmm import decode_wer
+    from .shard import shard_args
     from .graph import compute_wer, make_graph
     from .kaldi_io import read_model
     from .train_mono import wer_split
@@ -215,7 +217,7 @@ GMM_SYSTEMS = ("mono", "tri1", "tri2", "tri3")
 
 def _system_shard(ws, system_dir, utts):
     """A Shard of ``utts`` on the features ``system_dir``'s model was trained on."""
-    from .gmm import Shard, shard_args
+    from .shard import Shard, shard_args
     from .train_sat import si_features
 
     features = si_features(system_dir) if (system_dir / "final.mat").exists() else None
@@ -236,7 +238,7 @@ def _align_fmllr(shard, tm, alimdl, am, silence_phones) -> dict:
 def bench_gmm_systems(ws, nj: int) -> dict:
     from weakalign.pipeline.benchmarks import recorded_stage_times
 
-    from .gmm import shard_args
+    from .shard import shard_args
     from .kaldi_io import read_model, read_tree
 
     present = [s for s in GMM_SYSTEMS if (ws.exp / s / "final.mdl").exists()]

@@ -2,7 +2,7 @@
 
 A GMM stage opens an :class:`Executor` for its whole run and asks it for the jobs of each split
 (``executor.shards(shard_args(ws, split, nj))``); ``jobs.call("align", tm, am, ...)`` runs
-a :class:`~weakalign.kaldi_steps.gmm.Shard` method on every job and returns the results in job
+a :class:`~weakalign.kaldi_steps.shard.Shard` method on every job and returns the results in job
 order. Work without state kept between calls runs as plain tasks: ``executor.map(fn, jobs,
 what)`` returns ``fn(*args)`` of every job in job order (E2E scoring: each job decodes its share
 of a split's batches, :mod:`weakalign.e2e.score`), ``executor.outcomes(fn, jobs, what, at_once)``
@@ -74,12 +74,12 @@ class WorkerLost(RuntimeError):
 
 
 class ShardActor:
-    """A :class:`~weakalign.kaldi_steps.gmm.Shard` living in a Dask worker (the actor's state)."""
+    """A :class:`~weakalign.kaldi_steps.shard.Shard` living in a Dask worker (the actor's state)."""
 
     def __init__(self, *shard_args):
         import kaldi_hmm_gmm  # noqa: F401  -- before anything imports kaldifst
 
-        from .gmm import Shard
+        from .shard import Shard
 
         self.shard = Shard(*shard_args)
 
@@ -124,7 +124,7 @@ class InProcessJobs:
     """The jobs as plain ``Shard`` objects in this process (``nj=1`` without a cluster)."""
 
     def __init__(self, shard_args: list[tuple]):
-        from .gmm import Shard
+        from .shard import Shard
 
         self.shards = [Shard(*args) for args in shard_args]
 
@@ -427,9 +427,9 @@ def _import_shard_modules() -> None:
     import kaldi_hmm_gmm  # noqa: F401  -- before kaldifst
     import lhotse  # noqa: F401
 
-    from weakalign.pipeline import features  # noqa: F401
+    from weakalign.pipeline import acoustic_features  # noqa: F401
 
-    from . import gmm, lang  # noqa: F401
+    from . import lang, shard  # noqa: F401
 
 
 #: How long a local cluster's workers may take to register, per start method: a forked worker

@@ -49,7 +49,7 @@ def apply_transform(feats: np.ndarray, transform: np.ndarray) -> np.ndarray:
 
 @dataclass
 class FeatureSpec:
-    """What a :class:`~weakalign.kaldi_steps.gmm.Shard` computes from the normalised MFCCs."""
+    """What a :class:`~weakalign.kaldi_steps.shard.Shard` computes from the normalised MFCCs."""
 
     kind: str = "deltas"  # "deltas" or "splice"
     context: int = DEFAULT_SPLICE_CONTEXT
@@ -68,7 +68,7 @@ class FeatureSpec:
 
     def base(self, mfcc: np.ndarray) -> np.ndarray:
         """The features before any transform: Δ+ΔΔ, or the spliced frames."""
-        from weakalign.pipeline.features import add_deltas
+        from weakalign.pipeline.acoustic_features import add_deltas
 
         if self.kind == "deltas":
             return add_deltas(mfcc)

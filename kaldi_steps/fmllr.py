@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .gmm import pdf_posteriors
+from .diag_gmm import pdf_posteriors
 
 #: ``FmllrOptions``: passes over the rows and the fewest frames to estimate from.
 FMLLR_ITERS = 40
@@ -90,7 +90,7 @@ def accumulate_fmllr_stats(params, feats: np.ndarray, pdfs: np.ndarray, weights:
                            stats: FmllrStats | None = None, block: int = 4096) -> FmllrStats:
     """``gmm-est-fmllr``'s accumulation for frames ``feats`` (T x D) aligned to ``pdfs`` with frame
     ``weights`` (default 1): Gaussian posteriors within the pdf from the model ``params``
-    (:class:`~.gmm.GmmParams`). Adds to ``stats`` when given; returns the statistics."""
+    (:class:`~.diag_gmm.GmmParams`). Adds to ``stats`` when given; returns the statistics."""
     feats = np.asarray(feats, dtype=np.float64)
     num_frames, dim = feats.shape
     stats = stats or FmllrStats.zeros(dim)
@@ -144,11 +144,22 @@ def estimate_fmllr(stats: FmllrStats, start: np.ndarray | None = None, *, num_it
 
     Returns (W, info) with info ``frames``, ``objf_before``/``objf_after`` (at ``start`` and W),
     ``objf_impr`` and ``updated`` (False: too few frames, or Q did not increase: W is ``start``).
+
+    A speaker whose weighted frames are fewer than the D+1 dimensions of ``x⁺`` has singular
+    statistics ``G``: no full transform is determined (Kaldi's ``gmm-est-fmllr`` stops on such a
+    speaker, "Cannot invert"). Like one below ``min_count``, it keeps ``start``: e.g. a 0.3 s
+    utterance that is its own speaker. ``info["reason"]`` says why a speaker kept ``start``: ``below
+    min_count``, ``singular statistics`` (with its ``rank``) or ``no gain`` (Q did not increase).
     """
     dim = stats.dim
     start = identity_transform(dim) if start is None else np.asarray(start, dtype=np.float64)
     info = {"frames": float(stats.beta), "updated": False, "objf_impr": 0.0}
     if stats.beta <= min_count:
+        info["reason"] = "below min_count"
+        return start.copy(), info
+    rank = int(np.min(np.linalg.matrix_rank(stats.G)))
+    if rank < dim + 1:
+        info.update(reason="singular statistics", rank=rank)
         return start.copy(), info
     before = fmllr_objective(start, stats)
     inv_g = np.linalg.inv(stats.G)
@@ -159,6 +170,7 @@ def estimate_fmllr(stats: FmllrStats, start: np.ndarray | None = None, *, num_it
     after = fmllr_objective(transform, stats)
     info.update(objf_before=before, objf_after=after)
     if after < before and not np.isclose(after, before, rtol=1e-9):
+        info["reason"] = "no gain"
         return start.copy(), info
     info.update(updated=True, objf_impr=after - before)
     return transform, info

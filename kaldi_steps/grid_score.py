@@ -94,7 +94,7 @@ def rescore(candidates: Mapping[str, list[Candidate]], grid: ScoringGrid) -> dic
 
 def gmm_pdf_loglikes(params, feats: np.ndarray) -> np.ndarray:
     """``(frames, num_pdfs)`` GMM log-likelihoods (log-sum-exp over each pdf's Gaussians) from
-    :class:`~weakalign.kaldi_steps.gmm.GmmParams`, as ``DecodableAmDiagGmm`` computes them."""
+    :class:`~weakalign.kaldi_steps.diag_gmm.GmmParams`, as ``DecodableAmDiagGmm`` computes them."""
     x = np.asarray(feats, dtype=np.float64)
     ll = params.gconsts + x @ params.means_invvars.T - 0.5 * ((x * x) @ params.inv_vars.T)
     top = np.maximum.reduceat(ll, params.offsets[:-1], axis=1)

@@ -1,8 +1,9 @@
 """A Kaldi data dir's own features as the GMM jobs' input (``feats.scp`` + ``cmvn.scp``).
 
 To tell feature effects from training effects, the GMM stages can train on the very matrices
-real Kaldi trained on (``kaldi_an4_reference/feats/train``): :func:`kaldi_shard_args` gives the
-:class:`~weakalign.kaldi_steps.gmm.Shard` arguments of a data dir, whose utterances are read by
+real Kaldi trained on (``kaldi_an4_reference/feats/train``):
+:func:`~weakalign.kaldi_steps.shard.kaldi_shard_args` gives the
+:class:`~weakalign.kaldi_steps.shard.Shard` arguments of a data dir, whose utterances are read by
 :func:`read_data_dir` (``text``, ``utt2spk``, and MFCCs with the speaker's CMVN applied, as
 ``apply-cmvn --utt2spk`` does). Paths inside the scp files are taken relative to ``root``
 (the fixture's are relative to the fixture root, not to the data dir).
@@ -53,7 +54,7 @@ class KaldiUtterance:
         """The utterance's MFCCs with its speaker's CMVN applied (``apply-cmvn``: means only)."""
         import kaldiio
 
-        from weakalign.pipeline.features import apply_cmvn
+        from weakalign.pipeline.acoustic_features import apply_cmvn
 
         return apply_cmvn(kaldiio.load_mat(self.feats_entry), kaldiio.load_mat(self.cmvn_entry))
 
@@ -77,20 +78,9 @@ def read_data_dir(data_dir: str | os.PathLike, root: str | os.PathLike | None = 
     return utts
 
 
-def kaldi_shard_args(data_dir, lang_dir, nj: int, root=None, features=None) -> list[tuple]:
-    """``Shard`` arguments for a Kaldi data dir's features, whole speakers per job (as
-    :func:`~weakalign.kaldi_steps.gmm.shard_args` for the pipeline's own features)."""
-    from .gmm import split_by_speaker
-
-    utts = read_data_dir(data_dir, root)
-    by_utt = {u: (x.speaker, 1.0) for u, x in utts.items()}
-    return [(str(lang_dir), KaldiSource(str(data_dir), str(root) if root else None), None, job, features)
-            for job in split_by_speaker(by_utt, nj)]
-
-
 @dataclass(frozen=True)
 class KaldiSource:
-    """Where a :class:`~weakalign.kaldi_steps.gmm.Shard` reads a Kaldi data dir's features from
+    """Where a :class:`~weakalign.kaldi_steps.shard.Shard` reads a Kaldi data dir's features from
     (in place of the pipeline's cuts and CMVN archive)."""
 
     data_dir: str

@@ -585,7 +585,7 @@ def prepare_lm(ws: Workspace, lang: Lang, lexicon: Path, lm: str | os.PathLike |
 
     from lhotse import load_manifest_lazy
 
-    from .graph import extend_lm_vocabulary, fst_size, make_g_fst, train_ngram_lm
+    from .lm import extend_lm_vocabulary, fst_size, make_g_fst, train_ngram_lm
 
     arpa = ws.lang / "lm.arpa"
     source = Path(lm) if lm else default_lm(ws, lexicon)

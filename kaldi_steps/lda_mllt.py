@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .gmm import gmm_from_arrays, pdf_posteriors
+from .diag_gmm import gmm_from_arrays, pdf_posteriors
 
 log = logging.getLogger("weakalign")
 
@@ -205,7 +205,7 @@ def _scatter_per_gaussian(post: np.ndarray, x: np.ndarray, means: np.ndarray, bl
 def accumulate_mllt_stats(params, feats: np.ndarray, pdfs: np.ndarray, weights: np.ndarray) -> MlltStats:
     """``gmm-acc-mllt`` for frames ``feats`` aligned to ``pdfs`` with frame ``weights`` (0 for
     silence): Gaussian posteriors within each frame's pdf (``params``: a
-    :class:`~weakalign.kaldi_steps.gmm.GmmParams` of the current model)."""
+    :class:`~weakalign.kaldi_steps.diag_gmm.GmmParams` of the current model)."""
     feats = np.asarray(feats, dtype=np.float64)
     stats = MlltStats.zeros(feats.shape[1])
     keep = weights > 0

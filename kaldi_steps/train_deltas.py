@@ -48,8 +48,10 @@ from weakalign.pipeline.io import atomic_open, write_json
 from weakalign.pipeline.options import declares_inputs
 from weakalign.pipeline.report import SkipReport
 
-from .gmm import (DECODE_SCALES, GmmParams, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align,
-                  run_em_iterations, shard_args, split_by_count, stage_diagnostics, write_model_dir)
+from .diag_gmm import GmmParams, split_by_count
+from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align, run_em_iterations,
+                  stage_diagnostics, write_model_dir)
+from .shard import shard_args
 from .execution import Executor
 from .tree import (TreeStats, build_tree, cluster_phone_questions, init_gmm_from_tree_stats,
                    tree_to_context_dependency)

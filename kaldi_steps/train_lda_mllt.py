@@ -39,8 +39,10 @@ from weakalign.pipeline.options import declares_inputs
 from weakalign.pipeline.report import SkipReport
 
 from .feature_transform import DEFAULT_SPLICE_CONTEXT, FeatureSpec
-from .gmm import (DECODE_SCALES, GmmParams, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align,
-                  run_em_iterations, shard_args, stage_diagnostics, write_model_dir)
+from .diag_gmm import GmmParams
+from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align, run_em_iterations,
+                  stage_diagnostics, write_model_dir)
+from .shard import shard_args
 from .lda_mllt import (DEFAULT_LDA_DIM, DEFAULT_MLLT_ITERS, LdaStats, MlltStats, estimate_lda, estimate_mllt,
                        transform_means)
 from .execution import Executor

@@ -29,9 +29,10 @@ import numpy as np
 
 from weakalign.pipeline.report import SkipReport
 
-from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, init_mono_model, pool_acc_stats, pool_align,
-                  pool_equal_align, run_em_iterations, shard_args, stage_diagnostics, update_model,
-                  write_model_dir)
+from .diag_gmm import init_mono_model, update_model
+from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align, pool_equal_align,
+                  run_em_iterations, stage_diagnostics, write_model_dir)
+from .shard import shard_args
 from .execution import Executor
 
 log = logging.getLogger("weakalign")
@@ -138,7 +139,7 @@ def init_subset(kaldi_ids: list[dict[str, str]], n: int = INIT_UTTERANCES) -> li
 
 
 def _offsets(am):
-    from .gmm import GmmParams
+    from .diag_gmm import GmmParams
 
     return GmmParams.from_am(am).offsets
 

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +53,10 @@ from weakalign.pipeline.report import SkipReport
 from .execution import Executor
 from .feature_transform import DEFAULT_SPLICE_CONTEXT, FeatureSpec
 from .fmllr import DEFAULT_FMLLR_ITERS, write_trans_archive
-from .gmm import (DECODE_SCALES, GmmParams, GmmStats, ProblemLog, finish_gmm_stage, gmm_from_arrays,
-                  pool_acc_stats, pool_align, run_em_iterations, shard_args, stage_diagnostics, write_model_dir)
+from .diag_gmm import GmmParams, GmmStats, gmm_from_arrays
+from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align, run_em_iterations,
+                  stage_diagnostics, write_model_dir)
+from .shard import shard_args
 from .train_deltas import (DEFAULT_ALIGN_SPLITS, DEFAULT_REALIGN_ITERS, aligned_splits_input,
                            start_from_alignments, start_new_tree, write_ali_dir)
 from .train_lda_mllt import tri2_ali_dir
@@ -93,17 +96,21 @@ def si_features(ali_dir: Path) -> FeatureSpec:
 
 
 def fmllr_pass(pool, tm, am, silence_phones, silence_weight: float, it: int, stage: str = "tri3") -> dict:
-    """One fMLLR estimation for every speaker of the jobs (:meth:`~.gmm.Shard.update_fmllr`), the
+    """One fMLLR estimation for every speaker of the jobs (:meth:`~.shard.Shard.update_fmllr`), the
     features adapted; returns the pass's summary (speakers, updated, frames, objective gain)."""
     infos = {spk: info for part in pool.call("update_fmllr", tm, am, list(silence_phones), silence_weight)
              for spk, info in part.items()}
     frames = sum(i["frames"] for i in infos.values())
     gain = sum(i["objf_impr"] for i in infos.values())
+    kept = Counter(i["reason"] for i in infos.values() if not i["updated"])
     summary = {"iter": it, "speakers": len(infos), "updated": sum(i["updated"] for i in infos.values()),
+               "not_updated": dict(sorted(kept.items())),
                "frames": frames, "objf_impr": gain, "objf_impr_per_frame": gain / max(frames, 1.0),
                "min_speaker_objf_impr": min((i["objf_impr"] for i in infos.values()), default=0.0)}
-    log.info("%s fMLLR (iter %d): %d of %d speakers updated; objective gain %.4f per frame over %.0f frames",
-             stage, it, summary["updated"], summary["speakers"], summary["objf_impr_per_frame"], frames)
+    log.info("%s fMLLR (iter %d): %d of %d speakers updated%s; objective gain %.4f per frame over %.0f frames",
+             stage, it, summary["updated"], summary["speakers"],
+             f" (kept: {', '.join(f'{n} {why}' for why, n in summary['not_updated'].items())})" if kept else "",
+             summary["objf_impr_per_frame"], frames)
     return summary
 
 

@@ -618,7 +618,7 @@ def init_gmm_from_tree_stats(tree: Tree, stats: TreeStats, var_floor: float = DE
     """
     import kaldi_hmm_gmm as khg
 
-    from .gmm import single_gaussian_gmm
+    from .diag_gmm import single_gaussian_gmm
 
     leaf = tree.map_events(stats.events)
     n = tree.num_leaves

@@ -17,8 +17,9 @@ import numpy as np
 import soundfile as sf
 from lhotse import CutSet
 
+from .acoustic_features import INT16_SCALE, knf_fbank_options, knf_mfcc_options
 from .corpora import default_source, prepare
-from .features import INT16_SCALE, compute_features, knf_fbank_options, knf_mfcc_options
+from .features import compute_features
 from .stage import run_stage
 from .workspace import Workspace
 

@@ -16,7 +16,8 @@ def all_modules():
     for pkg_name in PACKAGES:
         pkg = importlib.import_module(pkg_name)
         names.append(pkg_name)
-        names.extend(info.name for info in pkgutil.iter_modules(pkg.__path__, pkg_name + "."))
+        # walk_packages: the sub-packages' modules too (kaldi_steps.hybrid, pipeline.corpora).
+        names.extend(info.name for info in pkgutil.walk_packages(pkg.__path__, pkg_name + "."))
     return sorted(names)
 
 

@@ -18,7 +18,7 @@ import torch
 from weakalign.pipeline.report import SkipReport
 
 from . import realign as ha
-from ..gmm import TrainingGraphs
+from ..shard import TrainingGraphs
 from .stage import hybrid_stage, load_fbank, pdf_targets
 from .model import HybridConfig
 from .train import TrainConfig, _batch_loss, _chunks, build_model, load_model, resolve_device

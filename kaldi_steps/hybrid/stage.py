@@ -52,15 +52,16 @@ from lhotse import CutSet
 from tqdm import tqdm
 
 from weakalign.align.loader import stretch_labels
+from weakalign.pipeline.acoustic_features import (apply_cmvn, cmvn_stats, mean_std_from_stats,
+                                                  speaker_cmvn_stats)
 from weakalign.pipeline.distributed import wait_for_rank0, world
-from weakalign.pipeline.features import apply_cmvn, cmvn_stats, mean_std_from_stats, speaker_cmvn_stats
 from weakalign.pipeline.io import atomic_open, atomic_path, read_json, write_json
 from weakalign.pipeline.options import declares_inputs
 from weakalign.pipeline.report import SkipReport
 from weakalign.pipeline.workspace import Workspace
 
+from ..shard import TrainingGraphs
 from . import realign as ha
-from ..gmm import TrainingGraphs
 from .model import HybridConfig
 from .train import FrameMismatch, TrainConfig, heldout_split, reconcile_frames, resolve_device, train_hybrid
 from .priors import pdf_counts, priors_from_counts, save_priors
@@ -134,7 +135,7 @@ def speed_perturbed_fbank(ws: Workspace, utt_ids, factors, cmn: str) -> dict[str
     mean normalisation treats them as the new speakers they sound like. Returns
     ``copy_id -> (fbank, original utt_id, factor)``; :func:`speed_perturbed_targets` labels them.
     """
-    from weakalign.pipeline.features import KnfFbank, sphere_readable
+    from weakalign.pipeline.acoustic_features import KnfFbank, sphere_readable
 
     factors = [float(f) for f in factors if float(f) != 1.0]
     if not factors:

@@ -179,7 +179,7 @@ def test_label_padding_is_the_ignore_index_not_a_senone(train_cuts):
 
 @pytest.mark.parametrize("factor", [0.9, 1.1])
 def test_speed_perturbation_stretches_the_labels_with_the_audio(train_cuts, factor):
-    from weakalign.pipeline.features import KnfFbank
+    from weakalign.pipeline.acoustic_features import KnfFbank
 
     cut = train_cuts[0]
     fast = perturb_speed_with_labels(cut, factor)

@@ -156,7 +156,7 @@ def test_real_model_beam1_equals_greedy_attention_on_an4_fbank(an4_slice):
 
     from weakalign.e2e.config import load_config
     from weakalign.e2e.decode import pad_feats, _load_one
-    from weakalign.e2e.model import build_model
+    from weakalign.e2e.build import build_model
 
     torch.manual_seed(0)
     model = build_model(load_config("baseline", overrides=TINY), vocab_size=30).eval()
@@ -215,7 +215,7 @@ TRAINED = {**TINY, "enc_hidden": 32, "enc_proj": 32, "dec_hidden": 32, "dec_embe
 def trained_an4_model(an4_slice, tmp_path_factory):
     """``(model, tokenizer)`` of a small run of the real trainer on the AN4 slice (a few short epochs:
     hypotheses of several different tokens, not accuracy)."""
-    from weakalign.e2e.model import load_for_inference
+    from weakalign.e2e.build import load_for_inference
     from weakalign.e2e.train import train_run
     from weakalign.pipeline.workspace import Workspace
 

@@ -11,7 +11,8 @@ from weakalign.e2e.config import load_config
 from weakalign.e2e.data import AsrDataset, cut_text, make_loader
 from weakalign.e2e.emnet import (EMNetModel, maskable_positions, mask_oracle_tokens, oracle_targets,
                                  strip_teacher)
-from weakalign.e2e.model import E2EModel, build_model, load_for_inference
+from weakalign.e2e.build import build_model, load_for_inference
+from weakalign.e2e.model import E2EModel
 from weakalign.e2e.tokenizer import train_bpe
 from weakalign.e2e.train import make_optimizer, train, train_step
 from weakalign.pipeline.workspace import Workspace

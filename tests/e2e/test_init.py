@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from weakalign.e2e.init import initialize
-from weakalign.e2e.model import DEFAULT_MODEL_CONFIG, build_model
+from weakalign.e2e.build import build_model
+from weakalign.e2e.model import DEFAULT_MODEL_CONFIG
 
 PLAIN = dict(DEFAULT_MODEL_CONFIG, enc_hidden=256, enc_proj=128, enc_layers=6, enc_residual=False,
              enc_dropout=0.0, specaug=False, ctc_weight=1.0)

@@ -7,7 +7,8 @@ from lhotse import load_manifest
 from weakalign.align.loader import subsample_labels, subsampled_lengths
 from weakalign.e2e.config import CONFIGS, load_config
 from weakalign.e2e.data import AsrDataset, count_senones
-from weakalign.e2e.model import AUX_TARGETS, build_model
+from weakalign.e2e.build import build_model
+from weakalign.e2e.model import AUX_TARGETS
 from weakalign.e2e.tokenizer import train_bpe
 from weakalign.e2e.data import cut_text
 

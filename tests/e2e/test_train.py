@@ -9,7 +9,7 @@ from lhotse import load_manifest
 
 from weakalign.e2e.config import load_config
 from weakalign.e2e.data import AsrDataset, cut_text
-from weakalign.e2e.model import build_model, load_for_inference
+from weakalign.e2e.build import build_model, load_for_inference
 from weakalign.e2e.tokenizer import train_bpe
 from weakalign.e2e.train import make_optimizer, train, train_step
 

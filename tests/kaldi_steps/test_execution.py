@@ -61,7 +61,7 @@ def test_mono_on_an_external_scheduler_is_the_local_clusters_bytes_and_cluster_r
 
 def test_a_failing_job_is_named_with_its_worker(an4_slice_tri1, external_scheduler):
     from weakalign.kaldi_steps.execution import Executor, JobFailed
-    from weakalign.kaldi_steps.gmm import shard_args
+    from weakalign.kaldi_steps.shard import shard_args
 
     with Executor(2, external_scheduler) as executor, executor.shards(shard_args(an4_slice_tri1, "dev", 2)) as jobs:
         assert [len(refs) for refs in jobs.call("references")] == [6, 6]

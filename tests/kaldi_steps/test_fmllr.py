@@ -13,7 +13,8 @@ from tests.fixtures_gmm import TRI3_SLICE
 from weakalign.kaldi_steps.fmllr import (FmllrStats, accumulate_fmllr_stats, apply_fmllr, compose_affine,
                                          estimate_fmllr, fmllr_objective, identity_transform,
                                          read_trans_archive, update_row, write_trans_archive)
-from weakalign.kaldi_steps.gmm import GmmParams, Shard, shard_args
+from weakalign.kaldi_steps.diag_gmm import GmmParams
+from weakalign.kaldi_steps.shard import Shard, shard_args
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model
 from weakalign.kaldi_steps.lang import Lang
 from weakalign.kaldi_steps.train_sat import si_features, tri3_stage
@@ -107,6 +108,21 @@ def test_the_identity_is_returned_without_data(tri2_speakers):
     assert not infos[speaker]["updated"] and infos[speaker]["frames"] == 0
     assert np.array_equal(bare.get_speaker_transforms()[speaker], identity_transform(40))
     assert all(np.allclose(bare.feats[u], before[u], atol=1e-5) for u in utts)
+
+
+def test_a_speaker_with_fewer_frames_than_dimensions_keeps_its_transform():
+    """35 frames above min_count (weights 1) but fewer than the 41 dimensions of x+: G is singular;
+    the estimate keeps the start instead of stopping the stage (as on the first 300 AN4 train
+    utterances, whose last speaker had 35 speech frames)."""
+    rng = np.random.default_rng(0)
+    dim, frames = 40, 35
+    x = np.hstack([rng.normal(size=(frames, dim)), np.ones((frames, 1))])
+    stats = FmllrStats(float(frames), rng.normal(size=(dim, dim + 1)),
+                       np.repeat((x.T @ x)[None], dim, axis=0))
+    start = identity_transform(dim) * 1.5
+    transform, info = estimate_fmllr(stats, start)
+    assert np.array_equal(transform, start) and not info["updated"]
+    assert info["reason"] == "singular statistics" and info["rank"] == 35
 
 
 def test_compose_transforms_applies_b_then_a():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from lhotse import CutSet
 
-from weakalign.kaldi_steps.gmm import (GmmParams, Shard, accumulate_gmm_stats, gmm_from_arrays,
-                                       split_by_speaker, update_model)
+from weakalign.kaldi_steps.diag_gmm import GmmParams, accumulate_gmm_stats, gmm_from_arrays, update_model
+from weakalign.kaldi_steps.shard import Shard, split_by_speaker
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model, read_tree
 from weakalign.kaldi_steps.lang import Lang
 from weakalign.pipeline.io import read_json
@@ -183,7 +183,7 @@ def test_grid_scoring_picks_its_point_on_dev_only(an4_slice_tri1):
 
 
 def test_mixing_up_follows_occupancy_and_is_reproducible():
-    from weakalign.kaldi_steps.gmm import split_by_count, split_targets
+    from weakalign.kaldi_steps.diag_gmm import split_by_count, split_targets
 
     occs = np.array([1000.0, 10.0, 0.0, 300.0])
     targets = split_targets(occs, 12, power=0.25, min_count=20.0)
@@ -232,7 +232,7 @@ def test_mono_killed_mid_run_reruns_to_the_same_bytes(an4_slice_tri1, tmp_path):
 def test_update_removes_low_count_gaussians_as_kaldi_keeping_the_last_with_its_old_parameters():
     """MleDiagGmmUpdate: a Gaussian is re-estimated only with occupancy *above* the minimum; the others
     are removed in index order, but the last one left keeps its old mean and variance."""
-    from weakalign.kaldi_steps.gmm import gmm_from_arrays, mle_update_gmm
+    from weakalign.kaldi_steps.diag_gmm import gmm_from_arrays, mle_update_gmm
 
     old = gmm_from_arrays(np.array([0.5, 0.5]), np.array([[1.0], [5.0]]), np.array([[2.0], [3.0]]))
     x = np.array([[30.0], [40.0]])

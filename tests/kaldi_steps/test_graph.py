@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from weakalign.kaldi_steps import kaldi_io as kio
-from weakalign.kaldi_steps.graph import (compute_wer, decode_set, extend_lm_vocabulary, make_g_fst, make_graph,
-                                         train_ngram_lm)
+from weakalign.kaldi_steps.graph import compute_wer, decode_set, make_graph
+from weakalign.kaldi_steps.lm import extend_lm_vocabulary, make_g_fst, train_ngram_lm
 
 SENTENCES = [["TWO", "FIVE"], ["H", "E", "L", "P"], ["ENTER", "FIFTY", "SEVEN"], ["NO"],
              ["G", "RUBOUT", "SIXTY", "THOUSAND"]]  # no homophones (O/OH would be one)

@@ -23,10 +23,10 @@ def kaldi_mono(kaldi_an4_dir, tmp_path_factory):
     import kaldifst
     import kaldiio
 
-    from weakalign.kaldi_steps.gmm import GmmParams
+    from weakalign.kaldi_steps.diag_gmm import GmmParams
     from weakalign.kaldi_steps.graph import make_graph
     from weakalign.kaldi_steps.kaldi_io import read_model
-    from weakalign.pipeline.features import add_deltas, apply_cmvn
+    from weakalign.pipeline.acoustic_features import add_deltas, apply_cmvn
 
     d = kaldi_an4_dir
     tm, am = read_model(d / "mono" / "final.mdl")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from weakalign.kaldi_steps.execution import Executor
-from weakalign.kaldi_steps.kaldi_features import kaldi_shard_args
+from weakalign.kaldi_steps.shard import kaldi_shard_args
 from weakalign.kaldi_steps.kaldi_random import GlibcRandom
 from weakalign.kaldi_steps.train_mono import train_mono
 
@@ -76,7 +76,7 @@ def test_glibc_random_is_the_c_librarys_rand():
 def test_initial_model_is_gmm_init_monos(kaldi_an4_dir):
     """gmm-init-mono's single Gaussian (``mono/0.mdl``) is the mean/variance of the first 10
     utterances (by Kaldi id) of train: :func:`init_subset` picks those."""
-    from weakalign.kaldi_steps.gmm import Shard
+    from weakalign.kaldi_steps.shard import Shard
     from weakalign.kaldi_steps.kaldi_io import parse_model
     from weakalign.kaldi_steps.train_mono import init_subset
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.fixtures_gmm import TRI2_SLICE, linked_tri1_workspace
 from weakalign.kaldi_steps.feature_transform import FeatureSpec, apply_transform, splice_frames
-from weakalign.kaldi_steps.gmm import Shard, shard_args
+from weakalign.kaldi_steps.shard import Shard, shard_args
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_kaldi_matrix, read_model, write_kaldi_matrix
 from weakalign.kaldi_steps.lang import Lang
 from weakalign.kaldi_steps.lda_mllt import (LdaStats, estimate_lda, estimate_mllt, frame_weights, mllt_objective)

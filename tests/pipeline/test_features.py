@@ -12,8 +12,9 @@ import pytest
 import soundfile as sf
 from lhotse import CutSet
 
-from weakalign.pipeline.features import (add_deltas, apply_cmvn, cmvn_stats, compute_features, knf_mfcc_options,
-                                          load_mfcc, read_cmvn)
+from weakalign.pipeline.acoustic_features import (add_deltas, apply_cmvn, cmvn_stats, knf_mfcc_options, load_mfcc,
+                                                  read_cmvn)
+from weakalign.pipeline.features import compute_features
 from weakalign.pipeline.workspace import SPLITS, Workspace
 
 

@@ -2,7 +2,7 @@ import torch, sys
 from lhotse import load_manifest
 from weakalign.e2e.config import load_config
 from weakalign.e2e.data import AsrDataset
-from weakalign.e2e.model import build_model
+from weakalign.e2e.build import build_model
 from weakalign.e2e.init import initialize
 from weakalign.e2e.tokenizer import Tokenizer
 torch.set_num_threads(1)

@@ -1,6 +1,7 @@
 import torch, math
 from torch import nn
-from weakalign.e2e.model import build_model, DEFAULT_MODEL_CONFIG
+from weakalign.e2e.build import build_model
+from weakalign.e2e.model import DEFAULT_MODEL_CONFIG
 def lecun(m):
     for n,p in m.named_parameters():
         if n.startswith('cmvn'): continue

@@ -2,7 +2,7 @@ import torch, sys, time
 from lhotse import load_manifest
 from weakalign.e2e.config import load_config
 from weakalign.e2e.data import AsrDataset
-from weakalign.e2e.model import build_model
+from weakalign.e2e.build import build_model
 from weakalign.e2e.init import initialize
 from weakalign.e2e.tokenizer import Tokenizer
 from weakalign.e2e.train import make_optimizer, train_step

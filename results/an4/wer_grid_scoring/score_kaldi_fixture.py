@@ -19,12 +19,12 @@ import kaldifst
 import kaldiio
 import numpy as np
 
-from weakalign.kaldi_steps.gmm import GmmParams
+from weakalign.kaldi_steps.diag_gmm import GmmParams
 from weakalign.kaldi_steps.graph import _word_table, compute_wer, make_graph
 from weakalign.kaldi_steps.grid_score import (LoglikeDecoder, ScoringGrid, decode_candidates, decode_point,
                                               gmm_pdf_loglikes, penalised_graph, pick_point, rescore)
 from weakalign.kaldi_steps.kaldi_io import read_model
-from weakalign.pipeline.features import add_deltas, apply_cmvn
+from weakalign.pipeline.acoustic_features import add_deltas, apply_cmvn
 
 F = Path(__file__).resolve().parents[3].parent / "shared" / "fixtures" / "kaldi_an4_reference"
 

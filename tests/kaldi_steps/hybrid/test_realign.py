@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from lhotse import CutSet
 
-from weakalign.kaldi_steps.gmm import TrainingGraphs
+from weakalign.kaldi_steps.shard import TrainingGraphs
 from weakalign.kaldi_steps.hybrid.realign import (align_utterances, pseudo_log_likelihoods,
                                                 tid2pdf_array, transition_id_matrix)
 from weakalign.kaldi_steps.kaldi_io import read_ali_dir, read_model, read_tree

@@ -11,7 +11,7 @@ import kaldiio
 import numpy as np
 from lhotse import CutSet
 
-from weakalign.pipeline.features import KnfMfcc
+from weakalign.pipeline.acoustic_features import KnfMfcc
 
 FIXTURE = Path(__file__).resolve().parents[5] / "shared" / "fixtures" / "kaldi_an4_reference"
 ref = dict(kaldiio.load_ark(str(FIXTURE / "feats" / "train" / "feats.ark")))
