@@ -211,6 +211,9 @@ def _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, f
     from .grid_score import pick_point, rescore
 
     table = _word_table(words)
+    # Minutes on a large dev set: say what runs (kaldi-hmm-gmm gives no lattice, so one decode per weight).
+    log.info("grid scoring: decoding dev once per LM weight (%s), beam %g, in %d job(s)",
+             ", ".join(map(str, grid.lm_weights)), beam, executor.nj)
     with executor.shards(shard_args(ws, "dev", executor.nj, features)) as pool:
         refs, candidates = {}, {}
         for r in pool.call("references"):
