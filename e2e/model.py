@@ -229,7 +229,8 @@ class E2EModel(nn.Module):
 
     def export_state_dict(self, state_dict: dict | None = None) -> dict:
         """The inference view of ``state_dict`` (default: this model's): the entries a model built by
-        ``weakalign.e2e.build.build_model(config, V, student_only=True)`` loads. A plain model exports everything."""
+        ``weakalign.e2e.build.build_model(config, V, student_only=True)`` loads. A plain model
+        exports everything."""
         return self.state_dict() if state_dict is None else state_dict
 
     def plot_extras(self, metrics: list[dict], run_dir: str | Path, title: str = "") -> None:

@@ -13,9 +13,9 @@ of train (every utterance, graphs compiled first: one ``align`` call of a traini
 aligned by a plain loop over ``Shard`` objects in this process, by the same shards as Dask actors
 on a local cluster of 1 worker (``dask_overhead_ratio`` = Dask time / loop time, goal ≤ 1.05;
 ``dask_call_overhead_ms``: a call's time outside its jobs' own work on the worker, i.e. what a
-call costs whatever its size -- the model pickled, sent and unpickled, the round trips), and on 2 workers (``scaling_1_to_2_workers`` =
-1-worker time / 2-worker time; 2 at best). Best of 3 each; the alignments must be the same in
-the three.
+call costs whatever its size -- the model pickled, sent and unpickled, the round trips), and on
+2 workers (``scaling_1_to_2_workers`` = 1-worker time / 2-worker time; 2 at best). Best of 3
+each; the alignments must be the same in the three.
 
 ``gmm_systems``: the alignment speed of every GMM system trained in the workspace (mono, tri1,
 tri2 = LDA+MLLT, tri3 = SAT; issue #16), on the same ``MAX_UTTS`` train utterances in this
@@ -76,10 +76,10 @@ def bare_align_loop(graphs: dict, feats: dict, tm, am, beam: float = 10.0, retry
 def bench_gmm_align(ws, nj: int) -> dict:
     import numpy as np
 
-    from .execution import Executor
     from .diag_gmm import GmmParams, accumulate_gmm_stats
-    from .shard import Shard, shard_args
+    from .execution import Executor
     from .kaldi_io import read_model, read_tree
+    from .shard import Shard, shard_args
 
     model_dir = _model_dir(ws)
     tm, am = read_model(model_dir / "final.mdl")
@@ -90,7 +90,7 @@ def bench_gmm_align(ws, nj: int) -> dict:
     shard.compile_graphs(tm, ctx)
 
     ours_s, res = _best_of(lambda: shard.align(tm, am, 10.0, 40.0))
-    frames = sum(len(a) for a in shard.alignments.values())
+    frames = res["frames"]
     bare_s, bare_frames = _best_of(lambda: bare_align_loop(shard.graphs, shard.feats, tm, am))
 
     ali = np.concatenate([shard.alignments[u] for u in shard.utt_ids if u in shard.alignments])
@@ -136,8 +136,8 @@ def _time_align(jobs, tm, am, repeats: int = 3) -> tuple[float, float, list]:
 
 def bench_gmm_align_dask(ws, nj: int) -> dict:
     from .execution import ActorJobs, InProcessJobs, _connect, _import_shard_modules, _start_local_cluster
-    from .shard import shard_args
     from .kaldi_io import read_model, read_tree
+    from .shard import shard_args
 
     model_dir = _model_dir(ws)
     tm, am = read_model(model_dir / "final.mdl")
@@ -180,9 +180,9 @@ def bench_gmm_align_dask(ws, nj: int) -> dict:
 def bench_wer_check(ws, nj: int) -> dict:
     from .execution import Executor
     from .gmm import decode_wer
-    from .shard import shard_args
     from .graph import compute_wer, make_graph
     from .kaldi_io import read_model
+    from .shard import shard_args
     from .train_mono import wer_split
 
     model_dir = _model_dir(ws)
@@ -225,8 +225,6 @@ def _system_shard(ws, system_dir, utts):
     return Shard(args[0], args[1], args[2], utts, features)
 
 
-
-
 def _align_fmllr(shard, tm, alimdl, am, silence_phones) -> dict:
     """``align_fmllr.sh`` on one shard: SI pass, fMLLR per speaker from it, the final pass."""
     shard.use_si_features()
@@ -238,8 +236,8 @@ def _align_fmllr(shard, tm, alimdl, am, silence_phones) -> dict:
 def bench_gmm_systems(ws, nj: int) -> dict:
     from weakalign.pipeline.benchmarks import recorded_stage_times
 
-    from .shard import shard_args
     from .kaldi_io import read_model, read_tree
+    from .shard import shard_args
 
     present = [s for s in GMM_SYSTEMS if (ws.exp / s / "final.mdl").exists()]
     if not present:
@@ -258,17 +256,13 @@ def bench_gmm_systems(ws, nj: int) -> dict:
         if name == "tri3":
             _, alimdl = read_model(system_dir / "final.alimdl")
             silence = list(shard.lang.silence_phone_ids)
-            seconds, _ = _best_of(lambda: _align_fmllr(shard, tm, alimdl, am, silence))
-            out["align_fmllr_frames_per_s"] = round(_frames(shard) / seconds)
-        seconds, _ = _best_of(lambda: shard.align(tm, am, 10.0, 40.0))
-        out.update(frames=_frames(shard), aligned=len(shard.alignments),
-                   align_frames_per_s=round(_frames(shard) / seconds))
+            seconds, aligned = _best_of(lambda: _align_fmllr(shard, tm, alimdl, am, silence))
+            out["align_fmllr_frames_per_s"] = round(aligned["frames"] / seconds)
+        seconds, aligned = _best_of(lambda: shard.align(tm, am, 10.0, 40.0))
+        out.update(frames=aligned["frames"], aligned=aligned["aligned"],
+                   align_frames_per_s=round(aligned["frames"] / seconds))
         systems[name] = out
     return {"utterances": len(utts), "systems": systems, "absent": [s for s in GMM_SYSTEMS if s not in present]}
-
-
-def _frames(shard) -> int:
-    return sum(len(a) for a in shard.alignments.values())
 
 
 BENCHMARKS = [("gmm_align", bench_gmm_align), ("gmm_align_dask", bench_gmm_align_dask),

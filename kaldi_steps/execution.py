@@ -32,9 +32,9 @@ Shard state: one Dask *actor* per job, pinned to one worker (jobs are dealt to t
 address order), holds the job's ``Shard`` as a worker of the old hand-made pool did: features and
 training graphs are loaded once and stay in the worker; only a call's arguments (the model)
 travel and only results come back. A call's arguments are pickled once for all its jobs, and
-unpickled once per worker (:class:`PackedArgs`), as :class:`InProcessJobs` hands every shard the same
-objects: a Shard method must not change its arguments. Results are gathered in job order, so sums over jobs do not depend on which worker
-answers first: for a given ``nj`` the models and alignments are the same bytes whatever runs
+unpickled once per worker (:class:`PackedArgs`), as :class:`InProcessJobs` hands every shard the
+same objects: a Shard method must not change its arguments. Results are gathered in job order,
+so sums over jobs do not depend on which worker answers first: for a given ``nj`` the models and alignments are the same bytes whatever runs
 them. That is why ``cluster`` is a runtime option (:data:`weakalign.pipeline.options.RUNTIME_OPTIONS`):
 it is never compared with a finished run, so changing it does not redo a stage.
 
@@ -55,6 +55,7 @@ import os
 import pickle
 import socket
 import threading
+import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -94,9 +95,10 @@ class ShardActor:
 class PackedArgs:
     """One call's ``(args, kwargs)`` as one pickle, shared by every job of the call.
 
-    Handing a GMM (a few hundred kB pickled) to each actor as a Python object costs ~50 ms per job
-    in Dask's own serialisation, per call: on a 0.4 s alignment of 2 jobs, a quarter of the time
-    (``weakalign bench gmm_align_dask``). As bytes it travels in a few ms; the first job of the call
+    Handing a GMM (~700 kB pickled) to each actor as a Python object went through Dask's own
+    serialisation once per job: a 2-job ``align`` call on one worker spent 59 ms outside its jobs'
+    work, against 25 ms this way (idle; ``weakalign bench gmm_align_dask``,
+    ``results/an4/bench_session10/``). As bytes it travels in a few ms; the first job of the call
     on a worker unpickles it and the worker's other jobs of that call reuse the objects (the
     worker keeps the last call's only).
 
@@ -109,7 +111,7 @@ class PackedArgs:
     _last: tuple[str, tuple] | None = None  # per worker process: (call token, (args, kwargs))
 
     def __init__(self, args: tuple, kwargs: dict):
-        self.token = _token() + _token()
+        self.token = uuid.uuid4().hex
         self.data = pickle.dumps((args, kwargs), protocol=pickle.HIGHEST_PROTOCOL)
 
     def unpack(self) -> tuple[tuple, dict]:
@@ -226,8 +228,6 @@ class ActorJobs:
 
 
 def _token() -> str:
-    import uuid
-
     return uuid.uuid4().hex[:8]
 
 

@@ -107,10 +107,9 @@ def fmllr_pass(pool, tm, am, silence_phones, silence_weight: float, it: int, sta
                "not_updated": dict(sorted(kept.items())),
                "frames": frames, "objf_impr": gain, "objf_impr_per_frame": gain / max(frames, 1.0),
                "min_speaker_objf_impr": min((i["objf_impr"] for i in infos.values()), default=0.0)}
+    kept_said = f" (kept: {', '.join(f'{n} {why}' for why, n in sorted(kept.items()))})" if kept else ""
     log.info("%s fMLLR (iter %d): %d of %d speakers updated%s; objective gain %.4f per frame over %.0f frames",
-             stage, it, summary["updated"], summary["speakers"],
-             f" (kept: {', '.join(f'{n} {why}' for why, n in summary['not_updated'].items())})" if kept else "",
-             summary["objf_impr_per_frame"], frames)
+             stage, it, summary["updated"], summary["speakers"], kept_said, summary["objf_impr_per_frame"], frames)
     return summary
 
 

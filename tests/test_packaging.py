@@ -8,15 +8,19 @@ E2E configs of ``conf/``, which ``weakalign train`` reads beside the code).
 
 import subprocess
 import sys
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-#: The folders installed as weakalign's packages (pyproject's package-dir), and the file kinds shipped.
-INSTALLED = {"weakalign_ns": "weakalign", "pipeline": "weakalign/pipeline", "kaldi_steps": "weakalign/kaldi_steps",
-             "align": "weakalign/align", "e2e": "weakalign/e2e", "conf": "weakalign/conf"}
+
+
+def installed_folders() -> dict[str, str]:
+    """Each folder pyproject's ``package-dir`` installs, and where it lands in a wheel."""
+    package_dir = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    return {folder: package.replace(".", "/") for package, folder in package_dir.items()}
 
 
 @pytest.mark.timeout(180)
@@ -33,7 +37,8 @@ def test_the_wheel_holds_every_module_and_config_of_the_checkout(tmp_path):
                     "-w", str(tmp_path / "wheel")], check=True, capture_output=True)
     (wheel,) = (tmp_path / "wheel").glob("weakalign-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    wanted = {INSTALLED[name.split("/")[0]] + name[name.index("/"):] for name in tracked
-              if name.split("/")[0] in INSTALLED and name.endswith((".py", ".yaml"))}
+    installed = installed_folders()
+    wanted = {installed[name.split("/")[0]] + name[name.index("/"):] for name in tracked
+              if name.split("/")[0] in installed and name.endswith((".py", ".yaml"))}
     assert "weakalign/pipeline/corpora/an4.py" in wanted and "weakalign/conf/an4/defaults.yaml" in wanted
     assert not wanted - shipped, f"missing from the wheel: {sorted(wanted - shipped)}"
