@@ -205,20 +205,21 @@ def _scales_wer(ws, split_executor, wer_set, trans_model, am, hclg, words, beam,
 
 
 def _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, features) -> dict:
-    """Kaldi's ``score.sh`` way (:mod:`.grid_score`): one decode of dev per LM weight, the paths
+    """Kaldi's ``score.sh`` way (:mod:`.grid_score`): one decode of dev per decoded LM weight, the paths
     rescored over ``grid``, the point picked on dev, ``wer_set`` decoded once at that point."""
     from .graph import _word_table, compute_wer, word_strings
     from .grid_score import pick_point, rescore
 
     table = _word_table(words)
     # Minutes on a large dev set: say what runs (kaldi-hmm-gmm gives no lattice, so one decode per weight).
-    log.info("grid scoring: decoding dev once per LM weight (%s), beam %g, in %d job(s)",
-             ", ".join(map(str, grid.lm_weights)), beam, executor.nj)
+    log.info("grid scoring: decoding dev once per LM weight (%s; the grid: %s..%s), beam %g, in %d job(s)",
+             ", ".join(map(str, grid.decode_lm_weights)), min(grid.lm_weights), max(grid.lm_weights), beam,
+             executor.nj)
     with executor.shards(shard_args(ws, "dev", executor.nj, features)) as pool:
         refs, candidates = {}, {}
         for r in pool.call("references"):
             refs.update(r)
-        for c in pool.call("grid_candidates", str(hclg), trans_model, am, list(grid.lm_weights), beam=beam):
+        for c in pool.call("grid_candidates", str(hclg), trans_model, am, list(grid.decode_lm_weights), beam=beam):
             candidates.update(c)
     dev = {pt: compute_wer(refs, {u: word_strings(table, ids) for u, ids in hyps.items()})
            for pt, hyps in rescore(candidates, grid).items()}

@@ -249,8 +249,8 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
                 gmm_dir: Path, scales=None, scoring: str = "kaldi-grid", grid=None) -> dict:
     """WER of the hybrid with the source GMM's HCLG, scored as the GMM stages score theirs
     (:func:`~weakalign.kaldi_steps.gmm.decode_wer`): ``scoring="kaldi-grid"`` (default) picks
-    Kaldi's ``score.sh`` LM weight x insertion penalty point on dev from one decode per LM weight
-    of the prior-divided log-likelihoods, then decodes the test split (dev if none) once at it;
+    Kaldi's ``score.sh`` LM weight x insertion penalty point on dev from one decode per decoded LM
+    weight of the prior-divided log-likelihoods, then decodes the test split (dev if none) once at it;
     ``scoring="scales"``: the old search over acoustic ``scales``, no penalty."""
     import kaldifst
 
@@ -285,7 +285,7 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
         w, p, dev = 10, 0.0, {}   # without dev: Kaldi's acoustic scale 0.1, no penalty
         if has_dev:
             refs, ratios = split_ratios("dev")
-            candidates = decode_candidates(LoglikeDecoder(hclg, trans_model), ratios.items(), grid.lm_weights)
+            candidates = decode_candidates(LoglikeDecoder(hclg, trans_model), ratios.items(), grid.decode_lm_weights)
             dev = {pt: compute_wer(refs, as_words(hyps)) for pt, hyps in rescore(candidates, grid).items()}
             w, p = pick_point(dev)
             log.info("hybrid: grid scoring on dev: best LM weight %s, penalty %s: WER %.2f%%", w, p, dev[(w, p)]["wer"])

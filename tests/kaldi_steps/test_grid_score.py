@@ -111,3 +111,28 @@ def test_the_point_is_picked_by_lowest_wer_then_smaller_weight_then_smaller_pena
     assert rescore({"u": c}, ScoringGrid((10,), (0.0, 1.0))) == {(10, 0.0): {"u": [1, 2, 3]}, (10, 1.0): {"u": [1, 2]}}
     with pytest.raises(ValueError, match="positive LM weights"):
         ScoringGrid((0, 10), (0.0,))
+
+
+def test_every_other_lm_weight_is_decoded_by_default_and_only_the_grids_own():
+    assert ScoringGrid().decode_lm_weights == (7, 9, 11, 13, 15, 17)
+    assert GRID.decode_lm_weights == (8, 13, 16)
+    assert ScoringGrid((9, 12), (0.0,)).as_dict()["decode_lm_weights"] == [9, 12]
+    with pytest.raises(ValueError, match="some of the grid's"):
+        ScoringGrid((9, 10, 11), (0.0,), decode_lm_weights=(9, 12))
+
+
+@pytest.mark.timeout(120)
+def test_paths_of_every_other_lm_weight_rescored_at_all_of_them_match_kaldis_lattice(kaldi_mono, rescored):
+    """The default check decodes only GRID.decode_lm_weights (8, 13, 16) and rescores those paths
+    at 10 as well: at most one utterance differs from Kaldi's own best path at any point, and at
+    a decoded weight the hypotheses are those of decoding every weight."""
+    km = kaldi_mono
+    _, every_hyps = rescored
+    hyps = rescore(decode_candidates(LoglikeDecoder(km["hclg"], km["tm"]), km["loglikes"].items(),
+                                     GRID.decode_lm_weights), GRID)
+    for (w, p), by_utt in hyps.items():
+        kaldi = _kaldi_hyps(km["decode_dir"], w, p)
+        differ = [u for u, ids in by_utt.items() if [km["words"][i] for i in ids] != kaldi[u]]
+        assert len(differ) <= 1, ((w, p), differ)
+        if w in GRID.decode_lm_weights and p == 0.0:
+            assert by_utt == every_hyps[(w, p)]
