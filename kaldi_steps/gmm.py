@@ -207,8 +207,7 @@ def _scales_wer(ws, split_executor, wer_set, trans_model, am, hclg, words, beam,
 def _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, features) -> dict:
     """Kaldi's ``score.sh`` way (:mod:`.grid_score`): one decode of dev per decoded LM weight, the paths
     rescored over ``grid``, the point picked on dev, ``wer_set`` decoded once at that point."""
-    from .graph import _word_table, compute_wer, word_strings
-    from .grid_score import pick_point, rescore
+    from .graph import _word_table, compute_wer
 
     table = _word_table(words)
     # Minutes on a large dev set: say what runs (kaldi-hmm-gmm gives no lattice, so one decode per weight).
@@ -221,11 +220,7 @@ def _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, f
             refs.update(r)
         for c in pool.call("grid_candidates", str(hclg), trans_model, am, list(grid.decode_lm_weights), beam=beam):
             candidates.update(c)
-    dev = {pt: compute_wer(refs, {u: word_strings(table, ids) for u, ids in hyps.items()})
-           for pt, hyps in rescore(candidates, grid).items()}
-    w, p = pick_point(dev)
-    log.info("grid scoring on dev: best LM weight %s, penalty %s: WER %.2f%% (%d paths per utterance on average)",
-             w, p, dev[(w, p)]["wer"], sum(map(len, candidates.values())) / max(len(candidates), 1))
+    dev, (w, p) = grid_dev_wers(refs, candidates, grid, table)
     if wer_set == "dev":
         result = dev[(w, p)]
     else:
@@ -236,6 +231,26 @@ def _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, f
             for h in pool.call("decode_at", str(hclg), trans_model, am, str(words), w, p, beam=beam):
                 hyps.update(h)
         result = compute_wer(refs, hyps)
+    return grid_result(result, grid, (w, p), dev)
+
+
+def grid_dev_wers(refs: dict, candidates: dict, grid, word_table) -> tuple[dict, tuple]:
+    """``({(w, p): dev WER dict}, the point picked)`` from dev's decoded paths (:mod:`.grid_score`)."""
+    from .graph import compute_wer, word_strings
+    from .grid_score import pick_point, rescore
+
+    dev = {pt: compute_wer(refs, {u: word_strings(word_table, ids) for u, ids in hyps.items()})
+           for pt, hyps in rescore(candidates, grid).items()}
+    w, p = pick_point(dev)
+    log.info("grid scoring on dev: best LM weight %s, penalty %s: WER %.2f%% (%d paths per utterance on average)",
+             w, p, dev[(w, p)]["wer"], sum(map(len, candidates.values())) / max(len(candidates), 1))
+    return dev, (w, p)
+
+
+def grid_result(result: dict, grid, point: tuple, dev: dict) -> dict:
+    """A Kaldi-grid WER check's ``wer_details``: ``result`` (the WER at ``point``) with the grid,
+    the point and every dev point's WER."""
+    w, p = point
     return {**result, "scoring": "kaldi-grid", "grid": grid.as_dict(), "lm_weight": w, "penalty": p,
             "acoustic_scale": round(1.0 / w, 6),
             "dev_wer": {f"{pw}_{pp}": r["wer"] for (pw, pp), r in dev.items()}}

@@ -27,7 +27,8 @@ features), train's jobs then each split's, with their ``trans.N`` beside ``ali.N
 The WER check is ``decode_fmllr.sh``'s two passes (:func:`decode_fmllr_wer`): SI decoding with
 ``final.alimdl`` at acoustic scale 1/12, fMLLR per speaker from the best paths (silence weighted 0.01),
 a second decoding with ``final.mdl`` on the adapted features and fMLLR re-estimated from it (composed),
-then the final decoding at each acoustic scale of the check. Differences from Kaldi: best paths
+then the final decoding, scored as the other GMM stages' checks (Kaldi's ``score.sh`` grid on dev,
+:mod:`.grid_score`; each split is adapted with its own passes). Differences from Kaldi: best paths
 instead of lattice posteriors, and the first fMLLR's Gaussian posteriors come from ``final.mdl`` on
 the SI features (Kaldi takes them from ``final.alimdl``, ``gmm-post-to-gpost``).
 
@@ -54,8 +55,8 @@ from .execution import Executor
 from .feature_transform import DEFAULT_SPLICE_CONTEXT, FeatureSpec
 from .fmllr import DEFAULT_FMLLR_ITERS, write_trans_archive
 from .diag_gmm import GmmParams, GmmStats, gmm_from_arrays
-from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align, run_em_iterations,
-                  stage_diagnostics, write_model_dir)
+from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, grid_dev_wers, grid_result, pool_acc_stats,
+                  pool_align, run_em_iterations, stage_diagnostics, write_model_dir)
 from .shard import shard_args
 from .train_deltas import (DEFAULT_ALIGN_SPLITS, DEFAULT_REALIGN_ITERS, aligned_splits_input,
                            start_from_alignments, start_new_tree, write_ali_dir)
@@ -207,57 +208,101 @@ def _merge(parts: list[dict]) -> dict:
     return out
 
 
-def _decode_split_fmllr(ws, split, executor, hclg, words, tm, am, alimdl, silence_phones, scales, beam,
-                        features) -> tuple[dict, dict]:
-    """decode_fmllr.sh on one split: returns ({scale: WER dict of the final pass}, the passes' info)."""
+def _adapt_for_decoding(pool, split, refs, hclg, words, tm, am, alimdl, silence_phones, beam) -> dict:
+    """decode_fmllr.sh's two adaptation passes on the jobs of ``split``, which keep the adapted
+    features: returns the passes' info (SI and second-pass WER, the fMLLR summaries)."""
     from .graph import compute_wer
 
+    # Pass 1: speaker-independent, final.alimdl on the SI features; its best paths kept.
+    hyps = _merge(pool.call("decode", str(hclg), tm, alimdl, str(words), DECODE_ADAPT_SCALE,
+                            keep_best_paths=True, beam=beam))
+    si = compute_wer(refs, hyps)
+    first = fmllr_pass(pool, tm, am, silence_phones, DECODE_SILENCE_WEIGHT, 1, stage=f"decode_fmllr {split}")
+    # Pass 2: final.mdl on the adapted features; fMLLR re-estimated from its best paths, composed.
+    hyps = _merge(pool.call("decode", str(hclg), tm, am, str(words), DECODE_ADAPT_SCALE,
+                            keep_best_paths=True, beam=beam))
+    second_wer = compute_wer(refs, hyps)
+    second = fmllr_pass(pool, tm, am, silence_phones, DECODE_SILENCE_WEIGHT, 2, stage=f"decode_fmllr {split}")
+    return {"si_wer": si["wer"], "pass2_wer": second_wer["wer"], "adapt_scale": DECODE_ADAPT_SCALE,
+            "fmllr": [first, second]}
+
+
+def _decode_split_fmllr(ws, split, executor, hclg, words, tm, am, alimdl, silence_phones, beam, features,
+                        final_pass) -> tuple[dict, object]:
+    """decode_fmllr.sh on one split: the two adaptation passes, then ``final_pass(pool, refs)`` on
+    the adapted jobs. Returns (the passes' info, what ``final_pass`` returned)."""
     with executor.shards(shard_args(ws, split, executor.nj, features)) as pool:
         refs = _merge(pool.call("references"))
-        # Pass 1: speaker-independent, final.alimdl on the SI features; its best paths kept.
-        hyps = _merge(pool.call("decode", str(hclg), tm, alimdl, str(words), DECODE_ADAPT_SCALE,
-                                keep_best_paths=True, beam=beam))
-        si = compute_wer(refs, hyps)
-        first = fmllr_pass(pool, tm, am, silence_phones, DECODE_SILENCE_WEIGHT, 1, stage=f"decode_fmllr {split}")
-        # Pass 2: final.mdl on the adapted features; fMLLR re-estimated from its best paths, composed.
-        hyps = _merge(pool.call("decode", str(hclg), tm, am, str(words), DECODE_ADAPT_SCALE,
-                                keep_best_paths=True, beam=beam))
-        second_wer = compute_wer(refs, hyps)
-        second = fmllr_pass(pool, tm, am, silence_phones, DECODE_SILENCE_WEIGHT, 2, stage=f"decode_fmllr {split}")
-        results = {}
-        for scale in scales:
-            hyps = _merge(pool.call("decode", str(hclg), tm, am, str(words), scale, beam=beam))
-            results[scale] = compute_wer(refs, hyps)
-            log.info("decode_fmllr %s at acoustic scale %.4g: WER %.2f%% (SI pass %.2f%%)", split, scale,
-                     results[scale]["wer"], si["wer"])
-    info = {"si_wer": si["wer"], "pass2_wer": second_wer["wer"], "adapt_scale": DECODE_ADAPT_SCALE,
-            "fmllr": [first, second]}
-    return results, info
+        info = _adapt_for_decoding(pool, split, refs, hclg, words, tm, am, alimdl, silence_phones, beam)
+        return info, final_pass(pool, refs)
 
 
 def decode_fmllr_wer(ws, model_dir, wer_set: str, executor, trans_model, am, *, alimdl, silence_phones,
-                     beam: float = 13.0, scales=DECODE_SCALES, features=None, lm=None) -> dict:
-    """:func:`~.gmm.decode_wer` with decode_fmllr.sh's passes (module docstring): the final pass's
-    acoustic scale chosen on dev, ``wer_set`` decoded at it. Adds ``si_wer`` (first pass at 1/12) and
-    ``passes`` (each split's pass WERs and fMLLR gains) to decode_wer's dict."""
-    from .graph import make_graph
+                     beam: float = 13.0, scales=DECODE_SCALES, features=None, lm=None, scoring: str = "kaldi-grid",
+                     grid=None) -> dict:
+    """:func:`~.gmm.decode_wer` with decode_fmllr.sh's passes (module docstring): on each split the
+    SI pass, fMLLR, the second pass and fMLLR again, then the final pass on the adapted features,
+    scored as the other GMM stages score theirs: ``scoring="kaldi-grid"`` (default) picks Kaldi's
+    ``score.sh`` point on dev from the final pass's decodes (:mod:`.grid_score`, ``grid``) and
+    decodes ``wer_set`` at it; ``"scales"``: the old search over acoustic ``scales``. Adds
+    ``si_wer`` (first pass at 1/12) and ``passes`` (each split's pass WERs and fMLLR gains)."""
+    from .graph import _word_table, compute_wer, make_graph
+    from .grid_score import ScoringGrid
 
     graph_dir = Path(model_dir) / "graph"
     make_graph(ws.lang, model_dir, graph_dir, **({"lm": lm} if lm else {}))
     hclg, words = graph_dir / "HCLG.fst", graph_dir / "words.txt"
-    args = (executor, hclg, words, trans_model, am, alimdl, silence_phones)
-    dev, dev_info = _decode_split_fmllr(ws, "dev", *args, scales, beam, features)
-    best = min(scales, key=lambda s: (dev[s]["wer"], s))
-    passes = {"dev": dev_info}
-    if wer_set == "dev":
-        result = dev[best]
+    args = (executor, hclg, words, trans_model, am, alimdl, silence_phones, beam, features)
+
+    def decode_at(point):
+        def final_pass(pool, refs):
+            hyps = _merge(pool.call("decode_at", str(hclg), trans_model, am, str(words), *point, beam=beam))
+            return compute_wer(refs, hyps)
+        return final_pass
+
+    def decode_at_scale(scale):
+        def final_pass(pool, refs):
+            return compute_wer(refs, _merge(pool.call("decode", str(hclg), trans_model, am, str(words), scale,
+                                                      beam=beam)))
+        return final_pass
+
+    if scoring == "kaldi-grid":
+        grid = grid or ScoringGrid()
+        log.info("decode_fmllr grid scoring: final pass on dev decoded once per LM weight (%s), beam %g",
+                 ", ".join(map(str, grid.decode_lm_weights)), beam)
+
+        def dev_grid(pool, refs):
+            candidates = _merge(pool.call("grid_candidates", str(hclg), trans_model, am,
+                                          list(grid.decode_lm_weights), beam=beam))
+            return grid_dev_wers(refs, candidates, grid, _word_table(words))
+
+        dev_info, (dev, point) = _decode_split_fmllr(ws, "dev", *args, dev_grid)
+        passes = {"dev": dev_info}
+        if wer_set == "dev":
+            result = dev[point]
+        else:
+            passes[wer_set], result = _decode_split_fmllr(ws, wer_set, *args, decode_at(point))
+        result = grid_result(result, grid, point, dev)
+        said = f"LM weight {point[0]}, penalty {point[1]}"
+    elif scoring == "scales":
+        def dev_scales(pool, refs):
+            return {scale: decode_at_scale(scale)(pool, refs) for scale in scales}
+
+        dev_info, dev = _decode_split_fmllr(ws, "dev", *args, dev_scales)
+        best = min(scales, key=lambda sc: (dev[sc]["wer"], sc))
+        passes = {"dev": dev_info}
+        if wer_set == "dev":
+            result = dev[best]
+        else:
+            passes[wer_set], result = _decode_split_fmllr(ws, wer_set, *args, decode_at_scale(best))
+        result = {**result, "scoring": "scales", "acoustic_scale": best,
+                  "dev_wer": {str(sc): dev[sc]["wer"] for sc in scales}}
+        said = f"acoustic scale {best:.4g}"
     else:
-        results, passes[wer_set] = _decode_split_fmllr(ws, wer_set, *args, [best], beam, features)
-        result = results[best]
-    result = {**result, "acoustic_scale": best, "dev_wer": {str(s): dev[s]["wer"] for s in scales},
-              "si_wer": passes[wer_set]["si_wer"], "passes": passes}
-    log.info("%s: decode_fmllr WER on %s = %.2f%% at acoustic scale %.4g (SI first pass %.2f%%; best on dev %.2f%%)",
-             Path(model_dir).name, wer_set, result["wer"], best, result["si_wer"], dev[best]["wer"])
+        raise ValueError(f"unknown WER scoring {scoring!r}: use 'kaldi-grid' or 'scales'")
+    result = {**result, "si_wer": passes[wer_set]["si_wer"], "passes": passes}
+    log.info("%s: decode_fmllr WER on %s = %.2f%% at %s, chosen on dev (SI first pass %.2f%%)",
+             Path(model_dir).name, wer_set, result["wer"], said, result["si_wer"])
     return result
 
 
@@ -341,9 +386,7 @@ def train_sat(ws, executor, *, num_leaves: int | None = None, total_gauss: int |
                                     fmllr=fmllr_history,
                                     alimdl_avg_loglike_per_frame=two_feats.loglike / max(two_feats.frames, 1))
 
-    def wer_check(ws, out_dir, wer_set, executor, trans_model, am, scoring=None, **kw):
-        # The two passes still pick an acoustic scale on dev: the Kaldi-grid scoring of the other
-        # GMM stages (grid_score.py) is not yet applied to the fMLLR passes.
+    def wer_check(ws, out_dir, wer_set, executor, trans_model, am, **kw):
         return decode_fmllr_wer(ws, out_dir, wer_set, executor, trans_model, am, alimdl=alimdl,
                                 silence_phones=silence, **kw)
 

@@ -197,6 +197,35 @@ def test_tri3_stage_runs_and_a_rerun_of_the_same_request_is_already_done(an4_sli
     assert (ws.exp / "tri3" / "final.mdl").read_bytes() == model and is_done(ws, "tri3")
 
 
+@pytest.mark.timeout(600)
+def test_two_pass_wer_check_is_grid_scored_on_adapted_dev_and_decodes_test_at_its_point(an4_slice_tri3):
+    """decode_fmllr.sh's check scored as the other GMM stages': each split adapted by its own SI
+    and second pass, the point picked from the final pass's dev WERs alone, test decoded there."""
+    from weakalign.kaldi_steps.execution import Executor
+    from weakalign.kaldi_steps.grid_score import ScoringGrid, pick_point
+    from weakalign.kaldi_steps.kaldi_io import read_model as read
+    from weakalign.kaldi_steps.train_sat import decode_fmllr_wer
+
+    ws = an4_slice_tri3
+    tm, am = read(ws.exp / "tri3" / "final.mdl")
+    _, alimdl = read(ws.exp / "tri3" / "final.alimdl")
+    grid = ScoringGrid(lm_weights=(9, 12), penalties=(0.0, 1.0))
+    with Executor(nj=1) as in_process:
+        result = decode_fmllr_wer(ws, ws.exp / "tri3", "test", in_process, tm, am, alimdl=alimdl,
+                                  silence_phones=list(Lang.load(ws.lang).silence_phone_ids),
+                                  features=si_features(ws.exp / "tri3"),
+                                  grid=grid)
+    assert result["scoring"] == "kaldi-grid" and result["grid"]["decode_lm_weights"] == [9, 12]
+    dev = {tuple(map(float, k.split("_"))): {"wer": v} for k, v in result["dev_wer"].items()}
+    assert (result["lm_weight"], result["penalty"]) == pick_point(dev) and len(dev) == 4
+    assert set(result["passes"]) == {"dev", "test"} and result["si_wer"] == result["passes"]["test"]["si_wer"]
+    for info in result["passes"].values():
+        assert [f["updated"] for f in info["fmllr"]] == [f["speakers"] for f in info["fmllr"]]
+        assert all(f["objf_impr_per_frame"] > 0 for f in info["fmllr"])
+    # The adapted final pass beats the speaker-independent first pass on the slice's test.
+    assert result["wer"] < result["si_wer"], result
+
+
 def test_tri3_is_opt_in_after_tri2_and_goes_stale_with_it():
     assert "tri3" not in select_stages(None, None) and "tri3" not in select_stages(None, "tri2")
     assert select_stages(None, "tri3")[-3:] == ["tri1", "tri2", "tri3"]
