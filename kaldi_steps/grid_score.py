@@ -36,6 +36,7 @@ LM weight** (``ScoringGrid.decode_lm_weights``: every other weight of the grid b
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
@@ -178,16 +179,24 @@ class LoglikeDecoder:
 
 
 def decode_candidates(decoder: LoglikeDecoder, loglikes: Iterable[tuple[str, np.ndarray]],
-                      lm_weights: Iterable[float]) -> dict[str, list[Candidate]]:
-    """``utt -> distinct best paths`` of one decode per LM weight in ``lm_weights`` (acoustic scale ``1/w``)."""
+                      lm_weights: Iterable[float], report_every_s: float = 60.0) -> dict[str, list[Candidate]]:
+    """``utt -> distinct best paths`` of one decode per LM weight in ``lm_weights`` (acoustic scale ``1/w``).
+    Says how far it got every ``report_every_s`` seconds: on a large dev set this runs for many
+    minutes, and a job in this process has no other progress display."""
+    weights = list(lm_weights)
     out: dict[str, list[Candidate]] = {}
+    started = last = time.monotonic()
     for utt_id, ll in loglikes:
         found = []
-        for w in lm_weights:
+        for w in weights:
             c = decoder.best_path(utt_id, ll, 1.0 / w)
             if c is not None and all(c.words != f.words or c.acoustic != f.acoustic for f in found):
                 found.append(c)
         out[utt_id] = found
+        if time.monotonic() - last >= report_every_s:
+            last = time.monotonic()
+            log.info("grid decode: %d utterance(s) decoded at %d LM weight(s) in %.0f s", len(out), len(weights),
+                     last - started)
     return out
 
 

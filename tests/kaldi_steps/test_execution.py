@@ -295,3 +295,40 @@ def test_a_calls_arguments_are_unpickled_once_per_worker_and_never_reused_by_the
     assert np.array_equal(args1[0]["means"], model["means"]) and kwargs1 == {"beam": 40.0}
     next_call = pickle.loads(pickle.dumps(PackedArgs((model, 10.0), {"beam": 40.0})))
     assert next_call.unpack()[0][0] is not args1[0]
+
+
+@pytest.mark.timeout(300)
+def test_no_shard_method_changes_its_arguments(an4_slice_tri1, an4_slice_tri3, tmp_path, monkeypatch):
+    """The jobs of a call share its argument objects (in this process, and per worker through
+    PackedArgs), so a Shard method must leave them as it found them: checked on every call of
+    mono's training and WER check and of tri3's two-pass check (fMLLR passes, grid decodes)."""
+    import pickle
+
+    from weakalign.kaldi_steps import execution
+    from weakalign.kaldi_steps.grid_score import ScoringGrid
+    from weakalign.kaldi_steps.kaldi_io import read_model
+    from weakalign.kaldi_steps.lang import Lang
+    from weakalign.kaldi_steps.train_mono import mono_stage
+    from weakalign.kaldi_steps.train_sat import decode_fmllr_wer, si_features
+    from weakalign.pipeline.stage import run_stage
+
+    checked = []
+    call = execution.InProcessJobs.call
+
+    def checking_call(self, method, *args, **kwargs):
+        before = pickle.dumps((args, kwargs))
+        out = call(self, method, *args, **kwargs)
+        assert pickle.dumps((args, kwargs)) == before, f"Shard.{method} changed its arguments"
+        checked.append(method)
+        return out
+
+    monkeypatch.setattr(execution.InProcessJobs, "call", checking_call)
+    ws = _mono_workspace(an4_slice_tri1, tmp_path)
+    run_stage("mono", ws, mono_stage, nj=1, **{**MONO_SLICE, "decode": True})
+    tri3 = an4_slice_tri3.exp / "tri3"
+    tm, am = read_model(tri3 / "final.mdl")
+    with execution.Executor(nj=1) as in_process:
+        decode_fmllr_wer(an4_slice_tri3, tri3, "test", in_process, tm, am, alimdl=read_model(tri3 / "final.alimdl")[1],
+                         silence_phones=list(Lang.load(an4_slice_tri3.lang).silence_phone_ids),
+                         features=si_features(tri3), grid=ScoringGrid((9, 12), (0.0,)))
+    assert {"align", "acc_stats", "grid_candidates", "decode_at", "update_fmllr", "decode"} <= set(checked)
