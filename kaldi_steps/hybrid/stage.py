@@ -570,6 +570,9 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
         **{f"agreement_with_tri1_{split}": senone_agreement(by_split[split], reference, tid2pdf)
            for split in inputs.evaluation},
         "source": src_ali.name,
+        # The GMM system whose alignments, tree and HCLG the hybrid uses: the "tri1" keys
+        # (agreement_with_tri1, tri1_wer) are this system's, whichever it is.
+        "gmm": gmm_path.name,
         "pass": stamp["pass"],
         "speed_perturb": list(speed_perturb),
         "utterances": len(items),
@@ -596,10 +599,10 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
         diag.update(wer=wer["wer"], wer_set=wer["wer_set"], wer_details=wer)
     diag["times"] = {k: round(v, 1) for k, v in times.items()}
     report.log_summary()
-    log.info("hybrid pass %d: frame acc train %.3f held-out %.3f, agreement with tri1 %.3f, %d/%d aligned "
-             "(%d retried, %d failed), WER %s (tri1 %s)", stamp["pass"], diag["frame_acc_train"],
-             diag["frame_acc_heldout"], diag["agreement_with_tri1"], len(new_ali), len(items), retried, failed,
-             diag["wer"], diag["tri1_wer"])
+    log.info("hybrid pass %d: frame acc train %.3f held-out %.3f, agreement with %s %.3f, %d/%d aligned "
+             "(%d retried, %d failed), WER %s (%s %s)", stamp["pass"], diag["frame_acc_train"],
+             diag["frame_acc_heldout"], diag["gmm"], diag["agreement_with_tri1"], len(new_ali), len(items), retried,
+             failed, diag["wer"], diag["gmm"], diag["tri1_wer"])
     summary = {**{k: diag[k] for k in ("frame_acc_train", "frame_acc_heldout", "agreement_with_tri1",
                                        "utterances", "aligned", "retried", "failed", "wer", "wer_set",
                                        "tri1_wer")},
@@ -646,6 +649,7 @@ def _evaluation_splits_of(diagnostics: dict) -> list[str]:
 
 
 def results_markdown(ws: Workspace, d: dict) -> str:
+    gmm = d.get("gmm", "tri1")
     lines = [
         f"# Hybrid BLSTM on {ws.corpus}",
         "",
@@ -663,13 +667,13 @@ def results_markdown(ws: Workspace, d: dict) -> str:
         f"| frame accuracy, dev | {_pct(d.get('frame_acc_dev'))} |",
         *[f"| frame accuracy, {split} (realigned for export only) | {_pct(d[f'frame_acc_{split}'])} |"
           for split in _evaluation_splits_of(d)],
-        f"| realignment agreement with tri1 (senone, per frame; train and dev) | {_pct(d['agreement_with_tri1'])} |",
-        *[f"| realignment agreement with tri1, {split} | {_pct(d[f'agreement_with_tri1_{split}'])} |"
+        f"| realignment agreement with {gmm} (senone, per frame; train and dev) | {_pct(d['agreement_with_tri1'])} |",
+        *[f"| realignment agreement with {gmm}, {split} | {_pct(d[f'agreement_with_tri1_{split}'])} |"
           for split in _evaluation_splits_of(d)],
         f"| realignment agreement with the targets | {_pct(d.get('agreement_with_source'))} |",
         f"| utterances realigned | {d['aligned']} / {d['utterances']} ({d['retried']} retried, {d['failed']} failed) |",
-        f"| WER on {d['wer_set']} (tri1 HCLG) | {_wer(d['wer'])} |",
-        f"| tri1 WER, same graph and split | {_wer(d['tri1_wer'])} |",
+        f"| WER on {d['wer_set']} ({gmm} HCLG) | {_wer(d['wer'])} |",
+        f"| {gmm} WER, same graph and split | {_wer(d['tri1_wer'])} |",
         "",
         "Per epoch:",
         "",

@@ -243,3 +243,30 @@ def test_the_hybrids_source_ali_is_a_declared_input_only_when_not_tri1(an4_slice
     assert tri3.startswith("tri3_ali sha256:") and tri3 != source_ali_input(ws, {"source_ali": "tri2_ali"})["source_ali"]
     with pytest.raises(ValueError, match="source_ali must be one of"):
         hybrid_stage(ws, source_ali="mono_ali")
+
+
+@pytest.mark.timeout(600)
+def test_the_hybrid_trains_on_tri3_alignments_and_realigns_with_tri3s_model_and_tree(an4_slice_tri1, an4_slice_tri3,
+                                                                                    tmp_path):
+    """``--source-ali tri3_ali``: targets, tree, transition model and the agreement figure are
+    tri3's, and its RESULTS.md says so (issue #16 item 4)."""
+    import shutil
+
+    from weakalign.kaldi_steps.hybrid.stage import hybrid_stage
+    from weakalign.pipeline.workspace import Workspace
+    from tests.kaldi_steps.hybrid.test_stage import TINY
+
+    src = an4_slice_tri3
+    # The slice's own data root (fbank too); tri3's workspace links only what the GMMs read.
+    ws = Workspace(src.corpus, data_root=an4_slice_tri1.data_root, exp_root=tmp_path / "exp")
+    for name in ("tri3", "tri3_ali"):
+        shutil.copytree(src.exp / name, ws.exp / name)
+    run_stage("hybrid", ws, hybrid_stage, nj=1, device="cpu", source_ali="tri3_ali", decode=False,
+              **{**TINY, "epochs": 2})
+    diagnostics = read_json(ws.exp / "hybrid" / "diagnostics.json")
+    assert diagnostics["gmm"] == "tri3" and diagnostics["source"] == "tri3_ali"
+    assert diagnostics["num_pdfs"] == read_model(src.exp / "tri3" / "final.mdl")[0].num_pdfs
+    for name in ("tree", "final.mdl"):
+        assert (ws.exp / "hybrid_ali" / name).read_bytes() == (src.exp / "tri3" / name).read_bytes(), name
+    assert "agreement with tri3" in (ws.exp / "hybrid" / "RESULTS.md").read_text()
+    assert 0.2 < diagnostics["agreement_with_tri1"] < 1.0
