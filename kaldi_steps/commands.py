@@ -216,11 +216,12 @@ def _cmn_modes() -> list[str]:
 @click.option("--beam", default=_hybrid_default("beam"), show_default=True, type=float, help="Alignment beam.")
 @click.option("--retry-beam", default=_hybrid_default("retry_beam"), show_default=True, type=float, help="Retry beam.")
 @click.option("--seed", default=_hybrid_default("seed"), show_default=True, type=int)
-@click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) with the tri1 HCLG.")
+@click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) with the source GMM's HCLG.")
 @click.option("--source-ali", default="tri1_ali", show_default=True,
               type=click.Choice(["tri1_ali", "tri2_ali", "tri3_ali"]),
-              help="GMM alignments to train on (and that system's tree and HCLG). The default stays tri1_ali "
-                   "until a hybrid on tri2/tri3 alignments is compared on dev (RESULTS.md).")
+              help="GMM alignments to train on (and that system's tree and HCLG). tri1_ali by dev WER: on AN4 "
+                   "the hybrid on tri3_ali was worse on dev (one seed each); speechocean762 not compared yet "
+                   "(RESULTS.md).")
 def hybrid(ws, force, nj, **options):
     """Train the hybrid BLSTM on the tri1 senone alignments of train (exp/<corpus>/hybrid) and realign
     every split tri1 aligned with it (exp/<corpus>/hybrid_ali: train, dev, test), as Kaldi's nnet3 BLSTM

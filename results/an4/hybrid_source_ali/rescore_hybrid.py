@@ -1,0 +1,44 @@
+"""Score a finished hybrid pass again with the current WER check (Kaldi's grid, every other LM weight
+decoded; kaldi_steps/hybrid/stage.py _decode_wer), on the HCLG of the GMM system it was trained from.
+
+    OMP_NUM_THREADS=1 .venv/bin/python results/an4/hybrid_source_ali/rescore_hybrid.py DATA_ROOT EXP_ROOT HYBRID_DIR OUT.json
+
+Used to put the tri1-based hybrid of session 7's demo (scored then with the old acoustic-scale search)
+beside the tri3-based one on one scoring.
+"""
+import kaldi_hmm_gmm as khg  # noqa: F401  -- keep first
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from weakalign.kaldi_steps.hybrid.stage import _decode_wer
+from weakalign.kaldi_steps.hybrid.train import TrainConfig, load_model
+from weakalign.kaldi_steps.kaldi_io import read_model
+from weakalign.pipeline.workspace import Workspace
+
+data_root, exp_root, hybrid_dir, out = sys.argv[1:5]
+torch.set_num_threads(1)
+ws = Workspace("an4", data_root, exp_root)
+d = Path(exp_root) / "an4" / hybrid_dir
+diag = json.loads((d / "diagnostics.json").read_text())
+gmm = diag.get("gmm") or "tri1"
+cfg = diag["train_config"]
+train_cfg = TrainConfig(**{k: cfg[k] for k in ("chunk_width", "left_context", "right_context")})
+model = load_model(d / "final.pt", "cpu").eval()
+log_priors = np.log(np.load(d / "priors.npy")).astype(np.float32)
+trans_model, _ = read_model(ws.exp / gmm / "final.mdl")
+t0 = time.time()
+with torch.no_grad():
+    wer = _decode_wer(ws, model, train_cfg, log_priors, trans_model, ws.exp / gmm)
+keep = ("wer", "errors", "ins", "del", "sub", "words", "wer_set", "lm_weight", "penalty", "grid", "dev_wer")
+result = {"hybrid_dir": str(d), "gmm": gmm, "pass": diag.get("pass"), "source": diag.get("source"),
+          "frame_acc_heldout": diag["frame_acc_heldout"], "frame_acc_dev": diag.get("frame_acc_dev"),
+          "wer_at_training_time": diag.get("wer"), "seconds": round(time.time() - t0, 1),
+          **{k: wer.get(k) for k in keep}}
+Path(out).write_text(json.dumps(result, indent=1) + "\n")
+print({k: result[k] for k in ("gmm", "pass", "wer", "errors", "lm_weight", "penalty", "frame_acc_heldout", "seconds")})
