@@ -254,9 +254,9 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
     ``scoring="scales"``: the old search over acoustic ``scales``, no penalty."""
     import kaldifst
 
+    from ..gmm import grid_dev_wers, grid_result
     from ..graph import _word_table, compute_wer, decode_set, make_graph, word_strings
-    from ..grid_score import LoglikeDecoder, ScoringGrid, decode_candidates, decode_point, penalised_graph, \
-        pick_point, rescore
+    from ..grid_score import LoglikeDecoder, ScoringGrid, decode_candidates, decode_point, penalised_graph
 
     wer_set = "test" if ws.fbank_cuts("test").exists() else "dev"
     graph_dir = gmm_dir / "graph"
@@ -281,23 +281,19 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
     if scoring == "kaldi-grid":
         grid = grid or ScoringGrid()
         table = _word_table(words)
-        as_words = lambda hyps: {u: word_strings(table, ids) for u, ids in hyps.items()}  # noqa: E731
         w, p, dev = 10, 0.0, {}   # without dev: Kaldi's acoustic scale 0.1, no penalty
         if has_dev:
             refs, ratios = split_ratios("dev")
             candidates = decode_candidates(LoglikeDecoder(hclg, trans_model), ratios.items(), grid.decode_lm_weights)
-            dev = {pt: compute_wer(refs, as_words(hyps)) for pt, hyps in rescore(candidates, grid).items()}
-            w, p = pick_point(dev)
-            log.info("hybrid: grid scoring on dev: best LM weight %s, penalty %s: WER %.2f%%", w, p, dev[(w, p)]["wer"])
+            dev, (w, p) = grid_dev_wers(refs, candidates, grid, table)
         if wer_set == "dev":
             result = dev[(w, p)]
         else:
             refs, ratios = split_ratios(wer_set)
             decoder = LoglikeDecoder(penalised_graph(hclg, p), trans_model)
-            result = compute_wer(refs, as_words(decode_point(decoder, ratios.items(), w)))
-        return {**result, "wer_set": wer_set, "scoring": "kaldi-grid", "grid": grid.as_dict(), "lm_weight": w,
-                "penalty": p, "acoustic_scale": round(1.0 / w, 6), "graph": str(graph_dir),
-                "dev_wer": {f"{pw}_{pp}": r["wer"] for (pw, pp), r in dev.items()}}
+            hyps = decode_point(decoder, ratios.items(), w)
+            result = compute_wer(refs, {u: word_strings(table, ids) for u, ids in hyps.items()})
+        return {**grid_result(result, grid, (w, p), dev), "wer_set": wer_set, "graph": str(graph_dir)}
     if scoring != "scales":
         raise ValueError(f"unknown WER scoring {scoring!r}: use 'kaldi-grid' or 'scales'")
 

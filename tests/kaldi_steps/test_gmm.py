@@ -181,6 +181,7 @@ def test_grid_scoring_picks_its_point_on_dev_only(an4_slice_tri1):
     assert (on_dev["lm_weight"], on_dev["penalty"]) == (on_test["lm_weight"], on_test["penalty"])
     assert on_dev["wer"] == on_test["dev_wer"][f"{on_dev['lm_weight']}_{on_dev['penalty']}"]
     assert on_test["words"] > 30 and on_test["wer"] < 80.0, on_test
+    assert on_test["at_grid_edge"] is True  # a grid of two weights: whichever is picked is at its edge
 
 
 def test_mixing_up_follows_occupancy_and_is_reproducible():
