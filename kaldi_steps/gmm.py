@@ -208,6 +208,7 @@ def _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, f
     """Kaldi's ``score.sh`` way (:mod:`.grid_score`): one decode of dev per decoded LM weight, the paths
     rescored over ``grid``, the point picked on dev, ``wer_set`` decoded once at that point."""
     from .graph import _word_table, compute_wer
+    from .grid_score import grid_dev_wers, grid_result
 
     table = _word_table(words)
     # Minutes on a large dev set: say what runs (kaldi-hmm-gmm gives no lattice, so one decode per weight).
@@ -232,41 +233,6 @@ def _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, f
                 hyps.update(h)
         result = compute_wer(refs, hyps)
     return grid_result(result, grid, (w, p), dev)
-
-
-def grid_dev_wers(refs: dict, candidates: dict, grid, word_table) -> tuple[dict, tuple]:
-    """``({(w, p): dev WER dict}, the point picked)`` from dev's decoded paths (:mod:`.grid_score`)."""
-    from .graph import compute_wer, word_strings
-    from .grid_score import pick_point, rescore
-
-    dev = {pt: compute_wer(refs, {u: word_strings(word_table, ids) for u, ids in hyps.items()})
-           for pt, hyps in rescore(candidates, grid).items()}
-    w, p = pick_point(dev)
-    log.info("grid scoring on dev: best LM weight %s, penalty %s: WER %.2f%% (%d paths per utterance on average)",
-             w, p, dev[(w, p)]["wer"], sum(map(len, candidates.values())) / max(len(candidates), 1))
-    if at_grid_edge(grid, w):
-        log.warning("grid scoring: the LM weight picked on dev, %s, is at the edge of the grid (%s..%s): a "
-                    "wider grid might do better on dev", w, min(grid.lm_weights), max(grid.lm_weights))
-    return dev, (w, p)
-
-
-def at_grid_edge(grid, lm_weight) -> bool:
-    """Whether ``lm_weight`` is the grid's smallest or largest (the dev optimum may lie outside).
-
-    >>> from weakalign.kaldi_steps.grid_score import ScoringGrid
-    >>> at_grid_edge(ScoringGrid(), 17), at_grid_edge(ScoringGrid(), 12)
-    (True, False)
-    """
-    return len(grid.lm_weights) > 1 and lm_weight in (min(grid.lm_weights), max(grid.lm_weights))
-
-
-def grid_result(result: dict, grid, point: tuple, dev: dict) -> dict:
-    """A Kaldi-grid WER check's ``wer_details``: ``result`` (the WER at ``point``) with the grid,
-    the point and every dev point's WER."""
-    w, p = point
-    return {**result, "scoring": "kaldi-grid", "grid": grid.as_dict(), "lm_weight": w, "penalty": p,
-            "acoustic_scale": round(1.0 / w, 6), "at_grid_edge": bool(dev) and at_grid_edge(grid, w),
-            "dev_wer": {f"{pw}_{pp}": r["wer"] for (pw, pp), r in dev.items()}}
 
 
 def decode_wer(ws, model_dir, wer_set: str, executor, trans_model, am, *, lm=None, beam: float = 13.0,

@@ -55,8 +55,8 @@ from .execution import Executor
 from .feature_transform import DEFAULT_SPLICE_CONTEXT, FeatureSpec
 from .fmllr import DEFAULT_FMLLR_ITERS, write_trans_archive
 from .diag_gmm import GmmParams, GmmStats, gmm_from_arrays
-from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, grid_dev_wers, grid_result, pool_acc_stats,
-                  pool_align, run_em_iterations, stage_diagnostics, write_model_dir)
+from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align, run_em_iterations,
+                  stage_diagnostics, write_model_dir)
 from .shard import shard_args
 from .train_deltas import (DEFAULT_ALIGN_SPLITS, DEFAULT_REALIGN_ITERS, aligned_splits_input,
                            start_from_alignments, start_new_tree, write_ali_dir)
@@ -247,7 +247,7 @@ def decode_fmllr_wer(ws, model_dir, wer_set: str, executor, trans_model, am, *, 
     decodes ``wer_set`` at it; ``"scales"``: the old search over acoustic ``scales``. Adds
     ``si_wer`` (first pass at 1/12) and ``passes`` (each split's pass WERs and fMLLR gains)."""
     from .graph import _word_table, compute_wer, make_graph
-    from .grid_score import ScoringGrid
+    from .grid_score import ScoringGrid, grid_dev_wers, grid_result
 
     graph_dir = Path(model_dir) / "graph"
     make_graph(ws.lang, model_dir, graph_dir, **({"lm": lm} if lm else {}))
@@ -286,7 +286,11 @@ def decode_fmllr_wer(ws, model_dir, wer_set: str, executor, trans_model, am, *, 
         said = f"LM weight {point[0]}, penalty {point[1]}"
     elif scoring == "scales":
         def dev_scales(pool, refs):
-            return {scale: decode_at_scale(scale)(pool, refs) for scale in scales}
+            results = {}
+            for scale in scales:
+                results[scale] = decode_at_scale(scale)(pool, refs)
+                log.info("decode_fmllr dev at acoustic scale %.4g: WER %.2f%%", scale, results[scale]["wer"])
+            return results
 
         dev_info, dev = _decode_split_fmllr(ws, "dev", *args, dev_scales)
         best = min(scales, key=lambda sc: (dev[sc]["wer"], sc))

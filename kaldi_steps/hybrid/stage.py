@@ -254,9 +254,9 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
     ``scoring="scales"``: the old search over acoustic ``scales``, no penalty."""
     import kaldifst
 
-    from ..gmm import grid_dev_wers, grid_result
     from ..graph import _word_table, compute_wer, decode_set, make_graph, word_strings
-    from ..grid_score import LoglikeDecoder, ScoringGrid, decode_candidates, decode_point, penalised_graph
+    from ..grid_score import (LoglikeDecoder, ScoringGrid, decode_candidates, decode_point, grid_dev_wers,
+                              grid_result, penalised_graph)
 
     wer_set = "test" if ws.fbank_cuts("test").exists() else "dev"
     graph_dir = gmm_dir / "graph"
