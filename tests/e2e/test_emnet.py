@@ -12,6 +12,7 @@ from weakalign.e2e.data import AsrDataset, cut_text, make_loader
 from weakalign.e2e.emnet import (EMNetModel, maskable_positions, mask_oracle_tokens, oracle_targets,
                                  strip_teacher)
 from weakalign.e2e.build import build_model, load_for_inference
+from weakalign.e2e.init import initialize
 from weakalign.e2e.model import E2EModel
 from weakalign.e2e.tokenizer import train_bpe
 from weakalign.e2e.train import make_optimizer, train, train_step
@@ -34,9 +35,11 @@ def _dev_batch(ws, tok, n=4):
 
 
 def _model(name, tok, ws, **extra):
+    """The model of config ``name``, initialised as the trainer does (the recipe's ``init``)."""
     torch.manual_seed(0)
     config = {**load_config(name), **TINY, **extra}
     model = build_model(config, tok.vocab_size) if not config.get("emnet") else EMNetModel(config, tok.vocab_size)
+    initialize(model, str(config.get("init", "pytorch")))
     model.cmvn.load_stats(ws.fbank_stats)
     return model, config
 
@@ -178,7 +181,8 @@ def test_teacher_dev_ctc_loss_falls_below_the_students_on_real_an4(an4_slice, an
         return out
 
     optimizer, scheduler = make_optimizer(model, config)
-    for step in range(150):
+    # 500 steps: from the recipe's LeCun init the teacher's attention layers need ~400 to pull ahead here.
+    for step in range(500):
         train_step(model, batches[step % len(batches)], optimizer, scheduler, grad_clip=5.0)
     after = dev_losses()
     assert after["teacher"] < 0.95 * after["student"], after

@@ -56,3 +56,27 @@ def test_layer_norm_option_normalises_every_layer_output():
     for layer in enc.layers:
         assert layer.std(-1).mean().item() == pytest.approx(1.0, abs=0.05)
     assert not any(isinstance(m, torch.nn.LayerNorm) for m in build_model(PLAIN, vocab_size=30).modules())
+
+
+def test_lecun_keeps_layer_norms_at_unit_scale_so_the_emnet_teacher_hears_its_inputs():
+    """Session 12: zeroing LayerNorm's scale as a 'bias' made the EM-Network teacher's oracle and fusion
+    output a constant (every state equal, no gradient through them ever again)."""
+    from weakalign.e2e.emnet import EMNetModel, oracle_targets
+
+    config = dict(DEFAULT_MODEL_CONFIG, conv_channels=4, enc_hidden=16, enc_proj=16, dec_embed=8, dec_hidden=8,
+                  dec_heads=2, emnet=True, emnet_heads=2, emnet_ffn=16, enc_layer_norm=True)
+    torch.manual_seed(0)
+    model = EMNetModel(config, vocab_size=12)
+    initialize(model, "lecun")
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert len(norms) >= 4 + config["enc_layers"]
+    for m in norms:
+        assert torch.all(m.weight == 1.0) and torch.all(m.bias == 0.0)
+    model.eval()
+    with torch.no_grad():
+        enc = model.encode(torch.randn(2, 60, 80), torch.tensor([60, 48]))
+        ys, lens = oracle_targets([[1, 2, 3], [4, 5]], model.sos_id, model.eos_id, model.emnet.oracle.pad_id)
+        r, _ = model.emnet.oracle(ys, lens)
+        fused = model.teacher_fused(enc, ys, lens)
+    assert r.std(1).mean() > 0.1, "oracle states do not vary over the target"
+    assert fused[0, :15].std(0).mean() > 0.1, "teacher states do not vary over time"
