@@ -18,7 +18,7 @@ VENV := .venv
 WA := $(VENV)/bin/weakalign
 ROOTS := --data-root $(DATA) --exp-root $(EXP)
 
-.PHONY: setup align train score demo results test bench clean
+.PHONY: setup tools align train score demo results test bench clean
 
 setup: $(VENV)/.installed
 
@@ -57,8 +57,14 @@ demo-system-%: setup
 results: setup
 	$(WA) results-table $(CORPUS) --from-results --results-root results --group --baseline baseline $(if $(ALLOW_MIXED),--allow-mixed) --out RESULTS.md
 
-test: setup
+test: setup tools
 	$(VENV)/bin/python -m pytest -q tests
+
+# Debian's sox: the Kaldi data dirs' wav.scp pipes (export-kaldi) and their test. Installed with apt-get
+# when missing and we are root (a fresh machine, CI); otherwise say how.
+tools:
+	@command -v sox >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq sox >/dev/null; } \
+	  || { echo "sox is needed (Kaldi wav.scp pipes): apt-get install sox" >&2; exit 1; }
 
 # exp/bench/*.json; time_to_accuracy.json also reads the published runs of results/ when it exists.
 bench: setup
