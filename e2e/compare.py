@@ -22,16 +22,19 @@ two two-sided p-values vs the first system, both paired over the same utterances
   when the seed sets differ, on the seed-averaged per-utterance differences.
 
 Fairness: before comparing, every run's training record (``"training"`` of its
-``results.json``, else its ``training.json``) is read. Runs trained on different
-alignment sets (``alignment_digest``; ``fbank`` cuts have none, and are a different cut
-list than the alignment cuts), with different stopping rules, or with checkpoints
-selected by different criteria are not compared -- nor runs without a record -- unless
-``allow_mixed`` (``--allow-mixed``), which turns the refusal into a warning above the
-table. A system of fewer than 3 runs is compared with a warning.
+``results.json``, else its ``training.json``) is read. Runs trained on different cuts
+(``ali`` vs ``fbank``; ``cut_list_digest``, where both record it), with different stopping
+rules, or with checkpoints selected by different criteria are not compared -- nor runs
+without a record -- and neither are runs *whose loss reads the alignments* trained on
+different alignment sets (``alignment_digest``). A run whose loss does not read them (the
+baseline, BPE inter-CTC, EM-Network without an aux term; :func:`run_reads_alignments`)
+trains on the same bytes whatever alignment set its cuts carry, so it is compared with
+the runs of any set. ``allow_mixed`` (``--allow-mixed``) turns a refusal into a warning
+above the table. A system of fewer than 3 runs is compared with a warning.
 
 >>> seed_group_name("aux_ls0.5_l3_seed2")
 'aux_ls0.5_l3'
->>> describe_value("alignment set", ("ali", "3f2a9c0d11aa22bb"))
+>>> describe_value("alignment set", "3f2a9c0d11aa22bb")
 '3f2a9c0d…'
 >>> describe_value("stopping rule", {"rule": "early_stopping", "patience": 8})
 'rule=early_stopping, patience=8'
@@ -48,8 +51,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from weakalign.pipeline.io import atomic_open, read_json
+
+from .config import reads_alignments
 
 from .scoring import read_trn, score_set, split_results
 from .significance import bootstrap_ci, paired_bootstrap_test, paired_permutation_test
@@ -140,24 +146,41 @@ def run_seed(run_dir: Path, record: dict | None = None) -> int | None:
     return record.get("seed") if record else None
 
 
-# What must agree across compared runs: (name in messages, value from a training record).
+def run_reads_alignments(run_dir: Path, record: dict) -> bool:
+    """Whether the run's loss read its cuts' alignments: the record's ``reads_alignments``; for a
+    record written before it was kept, the run's ``config.yaml`` (its ``aux``); when neither says,
+    True (the strict check)."""
+    if "reads_alignments" in record:
+        return bool(record["reads_alignments"])
+    config_path = Path(run_dir) / "config.yaml"
+    config = yaml.safe_load(config_path.read_text()) if config_path.exists() else None
+    if isinstance(config, dict) and "aux" in config:
+        return reads_alignments(config)
+    return True
+
+
+# What must agree across compared runs: (name in messages, value from a training record, which runs
+# it binds: every run, or those whose loss reads the alignments, or those that record the value).
 FAIRNESS_KEYS = (
-    ("alignment set", lambda r: (r.get("cuts"), r.get("alignment_digest"))),
-    ("stopping rule", lambda r: r.get("stopping")),
-    ("checkpoint-selection criterion", lambda r: (r.get("selection") or {}).get("criterion")),
+    ("cuts", lambda r: r.get("cuts"), "all"),
+    ("cut list", lambda r: r.get("cut_list_digest"), "recorded"),
+    ("alignment set", lambda r: r.get("alignment_digest"), "reads_alignments"),
+    ("stopping rule", lambda r: r.get("stopping"), "all"),
+    ("checkpoint-selection criterion", lambda r: (r.get("selection") or {}).get("criterion"), "all"),
 )
-MISMATCH = {"alignment set": "runs trained on different alignment sets",
+MISMATCH = {"cuts": "runs trained on different cuts",
+            "cut list": "runs trained on different cut lists",
+            "alignment set": "runs whose loss reads the alignments trained on different alignment sets",
             "stopping rule": "runs trained with different stopping rules",
             "checkpoint-selection criterion": "runs whose checkpoints were selected by different criteria"}
 
 
 def describe_value(what: str, value) -> str:
     """A training-record value as the error message shows it."""
-    if what == "alignment set":
-        cuts, digest = value
-        if digest:
-            return f"{digest[:8]}…"
-        return f"{cuts or 'unknown'} cuts, no alignment digest"
+    if what in ("alignment set", "cut list"):
+        return f"{value[:8]}…" if value else "none recorded"
+    if what == "cuts":
+        return f"{value or 'unknown'} cuts"
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     return "none" if value is None else str(value)
@@ -181,8 +204,11 @@ def fairness_problems(systems: list[System]) -> list[str]:
         problems.append(f"runs without a training record (no training.json, no \"training\" in results.json): "
                         f"{', '.join(missing)}; what they trained on and how they stopped is unknown")
     known = {d: r for d, r in records.items() if r is not None}
-    for what, get in FAIRNESS_KEYS:
-        values = {d: get(r) for d, r in known.items()}
+    for what, get, binds in FAIRNESS_KEYS:
+        values = {d: get(r) for d, r in known.items()
+                  if binds != "reads_alignments" or run_reads_alignments(d, r)}
+        if binds == "recorded":
+            values = {d: v for d, v in values.items() if v is not None}
         by_value: dict[str, list[Path]] = {}
         for d, v in values.items():
             by_value.setdefault(_key(v), []).append(d)

@@ -9,6 +9,8 @@ YAML file (e.g. one a sweep wrote); its corpus override is then looked up by its
 ('smoothed_ce', 3, 0.5, 6)
 >>> run_name("baseline", None), run_name("baseline", 3)
 ('baseline', 'baseline_seed3')
+>>> reads_alignments(load_config("emnet_ctc")), reads_alignments(load_config("emnet_ctc_aux"))
+(False, True)
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ import yaml
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 CONFIGS = ("baseline", "aux_ls0.5_l3", "aux_onehot_l3", "aux_senonectc_l3", "auxctc_l3", "ctc_only")
 EMNET_CONFIGS = ("emnet_ctc_only", "emnet_ctc", "emnet_hybrid", "emnet_ctc_aux")
+SENONE_AUX_KINDS = ("smoothed_ce", "onehot_ce", "senone_ctc")   # the aux terms that read the alignments
+
+
+def reads_alignments(config: dict) -> bool:
+    """Whether a system's loss reads the senone alignments of its cuts. One that does not (the
+    baseline, BPE inter-CTC, EM-Network without an aux term) trains on the same bytes whichever
+    alignment set the cuts carry, so its runs are comparable across alignment sets."""
+    return config.get("aux") in SENONE_AUX_KINDS
 
 
 def _read_yaml(path: Path) -> dict:

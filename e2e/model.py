@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..align.loader import IGNORE_INDEX, subsample_labels, window_label_distribution
+from .config import SENONE_AUX_KINDS
 from .decode import greedy_ctc
 from .decoder import AttentionDecoder
 from .encoder import BLSTMEncoder, EncoderOutput, GlobalCMVN
@@ -50,7 +51,6 @@ from .metrics import GreedyErrors, StatsMean
 from .specaug import SpecAugment
 
 AUX_KINDS = ("none", "smoothed_ce", "onehot_ce", "senone_ctc", "ctc")
-SENONE_AUX_KINDS = ("smoothed_ce", "onehot_ce", "senone_ctc")   # the terms that read the alignments
 AUX_TARGETS = ("centre", "majority", "soft")
 
 # Model part of conf/defaults.yaml, so the model can be built from a partial dict in tests.

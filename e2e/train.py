@@ -50,12 +50,12 @@ from ..pipeline.io import atomic_open, atomic_torch_save
 from ..pipeline.report import SkipReport
 from ..pipeline.workspace import Workspace
 from .checkpoints import average_state_dicts, checkpoint_dir, latest_checkpoint, save_checkpoint
-from .data import (alignment_digest, count_senones, load_cuts, make_loader, make_sortagrad_loader,
-                   training_cuts_source, usable_cuts)
+from .data import (alignment_digest, count_senones, cut_list_digest, load_cuts, make_loader,
+                   make_sortagrad_loader, training_cuts_source, usable_cuts)
 from .init import initialize
 from .metrics import StatsMean, read_metrics, write_metrics
 from .build import build_model
-from .model import SENONE_AUX_KINDS
+from .config import SENONE_AUX_KINDS, reads_alignments
 from .plots import plot_loss_curves
 from .schedule import Scheduler
 from .stopping import StoppingRule
@@ -194,6 +194,7 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
     dev_cuts = usable_cuts(dev_cuts, tokenizer, report)
     report.log_summary()
     alignment = alignment_digest(list(train_cuts) + list(dev_cuts))
+    cut_list = cut_list_digest(list(train_cuts) + list(dev_cuts))
 
     model = build_model(config, tokenizer.vocab_size)
     initialize(model, str(config.get("init", "pytorch")))
@@ -312,7 +313,8 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
             model.plot_extras(metrics, run_dir, title=run_dir.name)
         last = metrics[-1] if metrics else {}
         write_training_record(run_dir, config, rule, metrics, best, world_size=world_size, device=dev,
-                              train_seconds=sum(r["time_s"] for r in metrics), alignment=alignment)
+                              train_seconds=sum(r["time_s"] for r in metrics), alignment=alignment,
+                              cut_list=cut_list)
         summary.update({"averaged_epochs": best, "final_dev": last.get("dev"),
                         "outputs": [run_dir / "model_avg.pt", run_dir / "metrics.jsonl"]})
         log.info("%s: averaged epochs %s into model_avg.pt", run_dir.name, summary["averaged_epochs"])
@@ -325,14 +327,16 @@ TRAINING_RECORD = "training.json"
 
 
 def write_training_record(run_dir: Path, config: dict, rule: StoppingRule, metrics: list[dict], best: list[int], *,
-                          world_size: int, device: torch.device, train_seconds: float, alignment: str | None) -> dict:
-    """``training.json``: what a fair comparison must hold equal (alignment set, stopping and selection
-    rule) and what it must report (seed, threads, updates, epochs)."""
+                          world_size: int, device: torch.device, train_seconds: float, alignment: str | None,
+                          cut_list: str | None = None) -> dict:
+    """``training.json``: what a fair comparison must hold equal (cut list; alignment set where the loss
+    reads it; stopping and selection rule) and what it must report (seed, threads, updates, epochs)."""
     last = metrics[-1] if metrics else {}
     record = {
         "config_name": config.get("name"), "seed": int(config.get("seed", 1)),
         "threads": torch.get_num_threads(), "world_size": world_size, "device": str(device),
-        "cuts": config.get("cuts"), "alignment_digest": alignment,
+        "cuts": config.get("cuts"), "cut_list_digest": cut_list, "alignment_digest": alignment,
+        "reads_alignments": reads_alignments(config),
         "updates": int(last.get("updates", 0)), "epochs_run": int(last.get("epoch", 0)),
         "stopped_early": bool(metrics) and int(last["epoch"]) < rule.max_epochs,
         "stopping": rule.identity(),

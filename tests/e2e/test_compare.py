@@ -13,8 +13,8 @@ import shutil
 import pytest
 from click.testing import CliRunner
 
-from weakalign.e2e.compare import (MixedRunsError, check_comparable, compare, format_table, resolve_systems,
-                                   results_section, runs_root)
+from weakalign.e2e.compare import (MixedRunsError, check_comparable, compare, fairness_problems, format_table,
+                                   resolve_systems, results_section, runs_root)
 from weakalign.e2e.publish import MAX_PLOT_BYTES, publish
 from weakalign.e2e.score import score_split_dir, write_run_results
 from weakalign.e2e.scoring import split_results, write_trn
@@ -119,7 +119,7 @@ def test_compare_refuses_mixed_alignment_sets(e2e_dir):
         compare(systems, "test")
     # fbank cuts (no digest) vs alignment cuts of the same utterances: a different cut list too.
     make_run(e2e_dir, "fbank_seed1", 0.15, 1, training(1, digest=None, cuts="fbank"))
-    with pytest.raises(MixedRunsError, match=r"fbank_seed1 \(fbank cuts, no alignment digest\)"):
+    with pytest.raises(MixedRunsError, match=r"different cuts: baseline_seed1 \(ali cuts\) vs fbank_seed1 \(fbank cuts\)"):
         compare(resolve_systems(e2e_dir, ["baseline_seed1", "fbank_seed1"]), "test")
     # A mismatch inside a group counts as well; runs sharing a value are named together.
     with pytest.raises(MixedRunsError, match=r"alignment sets: aux_ls0.5_l3_seed1, aux_ls0.5_l3_seed2, "
@@ -129,6 +129,40 @@ def test_compare_refuses_mixed_alignment_sets(e2e_dir):
                                 group_seeds=True), "test")
     rows = compare(systems, "test", replicas=200, allow_mixed=True)
     assert len(rows) == 2 and rows[1]["p_perm"] is not None
+
+
+def _set_aux(run, aux: str):
+    (run / "config.yaml").write_text(f"name: {run.name}\nseed: 1\naux: {aux}\n")
+
+
+def test_runs_whose_loss_does_not_read_the_alignments_compare_across_alignment_sets(e2e_dir):
+    """A baseline or EM-Network run trains on the same bytes whatever labels its cuts carry: its
+    alignment digest binds nothing. Systems that read the labels still must share one set."""
+    old_style = make_run(e2e_dir, "emnet_seed1", 0.3, 1, training(1, digest=OTHER_DIGEST))
+    _set_aux(old_style, "none")                     # a record from before reads_alignments: the config says
+    new_style = make_run(e2e_dir, "emnet_seed2", 0.3, 2, {**training(2, digest=OTHER_DIGEST),
+                                                         "reads_alignments": False})
+    aux = ["aux_ls0.5_l3_seed1", "aux_ls0.5_l3_seed2", "aux_ls0.5_l3_seed3"]
+    systems = resolve_systems(e2e_dir, aux + [old_style.name, new_style.name])
+    assert fairness_problems(systems) == []
+    # The same run reading the alignments (its config's aux, or its record) is refused.
+    _set_aux(old_style, "smoothed_ce")
+    with pytest.raises(MixedRunsError, match=r"loss reads the alignments trained on different alignment sets: "
+                                             r"aux_ls0.5_l3_seed1, aux_ls0.5_l3_seed2, aux_ls0.5_l3_seed3 "
+                                             r"\(3f2a0000…\) vs emnet_seed1 \(9c0d1111…\)"):
+        check_comparable(systems)
+    _set_aux(old_style, "none")
+    write_json(new_style / "training.json", {**training(2, digest=OTHER_DIGEST), "reads_alignments": True})
+    write_run_results(new_style, split_results(read_json(new_style / "results.json")))
+    assert any("emnet_seed2 (9c0d1111…)" in p for p in fairness_problems(systems))
+
+
+def test_a_recorded_cut_list_binds_where_both_runs_have_it(e2e_dir):
+    a = make_run(e2e_dir, "a_seed1", 0.3, 1, {**training(1), "cut_list_digest": "ab" * 20})
+    b = make_run(e2e_dir, "b_seed1", 0.3, 1, {**training(1), "cut_list_digest": "cd" * 20})
+    assert fairness_problems(resolve_systems(e2e_dir, ["baseline_seed1", a.name])) == []   # one unrecorded
+    assert fairness_problems(resolve_systems(e2e_dir, [a.name, b.name])) == [
+        "runs trained on different cut lists: a_seed1 (abababab…) vs b_seed1 (cdcdcdcd…)"]
 
 
 def test_compare_refuses_mixed_stopping_rules_selection_and_missing_records(e2e_dir):
@@ -153,7 +187,7 @@ def test_cli_refuses_then_allow_mixed_warns_above_the_table(e2e_dir, tmp_path):
             "--exp-root", str(tmp_path / "exp"), "--replicas", "200", "--out", str(tmp_path / "cmp.md")]
     refused = CliRunner().invoke(cli, args)
     assert refused.exit_code != 0
-    assert "runs trained on different alignment sets: baseline_seed1 (3f2a0000…) vs realigned_seed1 (9c0d1111…)" \
+    assert "trained on different alignment sets: baseline_seed1 (3f2a0000…) vs realigned_seed1 (9c0d1111…)" \
         in refused.output and "--allow-mixed" in refused.output
     assert not (tmp_path / "cmp.md").exists()
     allowed = CliRunner().invoke(cli, args + ["--allow-mixed"])

@@ -7,6 +7,7 @@ import torch
 from lhotse import load_manifest
 
 from weakalign.e2e.config import load_config
+from weakalign.e2e.data import cut_list_digest
 from weakalign.e2e.schedule import Scheduler
 from weakalign.e2e.stopping import StoppingRule, score
 from weakalign.e2e.train import train
@@ -78,6 +79,10 @@ def test_a_run_that_stops_learning_stops_early_and_resumes_to_the_same_stop(an4_
                                   "max_epochs": 10}
     assert record["selection"]["criterion"] == "cer" and record["selection"]["averaged_epochs"] == [1, 2]
     assert record["alignment_digest"] and record["threads"] == torch.get_num_threads()
+    # aux_ls0.5_l3 reads the alignments; the cut list is the train + dev cuts the run used.
+    assert record["reads_alignments"] is True
+    assert record["cut_list_digest"] == cut_list_digest(list(_kw(an4_standin_ali)["train_cuts"])
+                                                        + list(_kw(an4_standin_ali)["dev_cuts"]))
 
     train(an4_standin_ali, config, resumed, epochs=1, **_kw(an4_standin_ali))   # "killed" after epoch 1
     train(an4_standin_ali, config, resumed, **_kw(an4_standin_ali))
