@@ -3,6 +3,7 @@
 import click
 
 from ..pipeline.cli_common import corpus_command, run_stage_command
+from ..pipeline.io import read_json
 from .formats import ALIGNMENT_FILE_FORMATS
 
 
@@ -64,4 +65,18 @@ def ali_info(ws, force, nj, ali_dir, split, top_k, utt, no_plot):
     click.echo(format_info(alignment_info(ws, ali_dir, split=split, top_k=top_k, utt=utt, plot=not no_plot)))
 
 
-COMMANDS: list = [export, export_kaldi, ali_info]
+@click.command("archive-ali")
+@corpus_command
+@click.option("--out", "out_root", default=None, type=click.Path(file_okay=False),
+              help="Where the archive goes, as <out>/<digest8>/ [default: results/<corpus>/alignment_sets].")
+def archive_ali(ws, force, nj, out_root):
+    """Keep the alignment set of the last export (its Kaldi alignment dir + alignment_set.json with
+    the digest E2E runs record), so runs can be retrained on the same labels elsewhere:
+    `weakalign export CORPUS --ali-dir <out>/<digest8>` restores it."""
+    from .archive import MANIFEST, archive_alignment_set
+
+    dest = archive_alignment_set(ws, out_root or f"results/{ws.corpus}/alignment_sets")
+    click.echo(f"{dest} ({MANIFEST}: alignment digest {read_json(dest / MANIFEST)['alignment_digest']})")
+
+
+COMMANDS: list = [export, export_kaldi, ali_info, archive_ali]

@@ -36,6 +36,7 @@ array([3, 7])
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Sequence
@@ -244,6 +245,25 @@ def collate_alignments(alignments: Sequence, pad: int = IGNORE_INDEX) -> tuple[t
     for i, a in enumerate(alignments):
         padded[i, : len(a)] = torch.as_tensor(_integer_labels(a, f"alignment {i}"))
     return padded, lengths
+
+
+def cut_list_digest(cuts) -> str:
+    """Content hash of which utterances ``cuts`` holds (their sorted ids): two runs trained on the
+    same cut list share it, whatever labels the cuts carry."""
+    return hashlib.sha1("\n".join(sorted(c.id for c in cuts)).encode()).hexdigest()
+
+
+def alignment_digest(cuts) -> str | None:
+    """Content hash of the senone labels of ``cuts`` (ids and arrays, order-free); ``None`` when
+    no cut carries them. Two runs trained on the same alignment set share it."""
+    labelled = sorted((c for c in cuts if c.has_custom("senone")), key=lambda c: c.id)
+    if not labelled:
+        return None
+    h = hashlib.sha1()
+    for cut in labelled:
+        h.update(cut.id.encode())
+        h.update(load_cut_labels(cut, "senone").tobytes())
+    return h.hexdigest()
 
 
 def load_cut_labels(cut, field: str = "senone") -> np.ndarray:

@@ -105,29 +105,6 @@ def count_senones(cuts: CutSet) -> int:
     return top + 1
 
 
-def cut_list_digest(cuts) -> str:
-    """Content hash of which utterances ``cuts`` holds (their sorted ids): two runs trained on the
-    same cut list share it, whatever labels the cuts carry."""
-    import hashlib
-
-    return hashlib.sha1("\n".join(sorted(c.id for c in cuts)).encode()).hexdigest()
-
-
-def alignment_digest(cuts) -> str | None:
-    """Content hash of the senone labels of ``cuts`` (ids and arrays, order-free); ``None`` when
-    no cut carries them. Two runs trained on the same alignment set share it."""
-    import hashlib
-
-    labelled = sorted((c for c in cuts if c.has_custom("senone")), key=lambda c: c.id)
-    if not labelled:
-        return None
-    h = hashlib.sha1()
-    for cut in labelled:
-        h.update(cut.id.encode())
-        h.update(load_cut_labels(cut, "senone").tobytes())
-    return h.hexdigest()
-
-
 class AsrDataset(torch.utils.data.Dataset):
     """Maps a CutSet (one batch from the sampler) to the interface's batch dict."""
 

@@ -45,13 +45,13 @@ import torch.distributed as dist
 import yaml
 from tqdm import tqdm
 
+from ..align.loader import alignment_digest, cut_list_digest
 from ..pipeline.distributed import is_distributed, resolve_device, setup_distributed, world
 from ..pipeline.io import atomic_open, atomic_torch_save
 from ..pipeline.report import SkipReport
 from ..pipeline.workspace import Workspace
 from .checkpoints import average_state_dicts, checkpoint_dir, latest_checkpoint, save_checkpoint
-from .data import (alignment_digest, count_senones, cut_list_digest, load_cuts, make_loader,
-                   make_sortagrad_loader, training_cuts_source, usable_cuts)
+from .data import count_senones, load_cuts, make_loader, make_sortagrad_loader, training_cuts_source, usable_cuts
 from .init import initialize
 from .metrics import StatsMean, read_metrics, write_metrics
 from .build import build_model

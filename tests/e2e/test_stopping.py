@@ -7,7 +7,7 @@ import torch
 from lhotse import load_manifest
 
 from weakalign.e2e.config import load_config
-from weakalign.e2e.data import cut_list_digest
+from weakalign.align.loader import cut_list_digest
 from weakalign.e2e.schedule import Scheduler
 from weakalign.e2e.stopping import StoppingRule, score
 from weakalign.e2e.train import train
@@ -98,7 +98,7 @@ def test_a_run_that_stops_learning_stops_early_and_resumes_to_the_same_stop(an4_
 
 
 def test_the_alignment_digest_names_the_labels(an4_standin_ali, tmp_path):
-    from weakalign.e2e.data import alignment_digest
+    from weakalign.align.loader import alignment_digest
 
     cuts = list(load_manifest(an4_standin_ali.ali_cuts("dev")))
     assert alignment_digest(cuts) == alignment_digest(list(reversed(cuts)))
