@@ -56,7 +56,7 @@ from weakalign.pipeline.acoustic_features import (apply_cmvn, cmvn_stats, mean_s
                                                   speaker_cmvn_stats)
 from weakalign.pipeline.distributed import wait_for_rank0, world
 from weakalign.pipeline.io import atomic_open, atomic_path, read_json, write_json
-from weakalign.pipeline.options import declares_inputs
+from weakalign.pipeline.options import content_digest, declares_inputs
 from weakalign.pipeline.report import SkipReport
 from weakalign.pipeline.workspace import Workspace
 
@@ -327,8 +327,6 @@ def source_ali_input(ws: Workspace, options: dict) -> dict:
     that dir's alignments' content, so that redoing tri2/tri3 redoes the hybrid trained on them (the
     recipe's graph says tri1 only). Nothing for tri1_ali: its staleness is the graph's, and markers
     written before this option match."""
-    from weakalign.pipeline.options import content_digest
-
     source = options.get("source_ali") or DEFAULT_SOURCE_ALI
     if source == DEFAULT_SOURCE_ALI:
         return {}
@@ -347,7 +345,7 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
                  acoustic_scale: float = 0.1, beam: float = 10.0, retry_beam: float = 40.0,
                  prior_floor: float = 1e-5, max_mismatch: int = 2, seed: int = 0, decode: bool = True,
                  gmm_dir: str = "tri1", src_ali_dir: str = "tri1_ali", threads: int | None = None,
-                 source_ali: str | None = None) -> dict:
+                 source_ali: str | None = None, warm_start: bool = False, later_epochs: int | None = None) -> dict:
     """Train the hybrid BLSTM on the train alignments of ``exp/<c>/<src_ali_dir>`` and realign every
     split it holds (train, dev, test) into ``hybrid_ali``.
 
@@ -360,7 +358,9 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
     realignment of pass k-1, as Kaldi recipes realign before training a bigger system; pass k < last
     writes ``hybrid_pass<k>/`` and ``hybrid_ali_pass<k>/``, the last pass ``hybrid/`` and ``hybrid_ali/``.
     A finished earlier pass (its ``diagnostics.json`` names the same options and source alignments)
-    is reused on a rerun.
+    is reused on a rerun. ``warm_start``: pass k > 1 starts from pass k-1's weights instead of fresh
+    ones; ``later_epochs``: the epoch budget of passes 2..N (default: ``epochs``), e.g. one epoch to
+    adapt a warm-started network to the new targets (issue #17: fewer frames for the stage).
     """
     if source_ali:
         if source_ali not in SOURCE_ALI_DIRS:
@@ -390,23 +390,26 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
              time.time() - t0)
     reference = read_ali_dir(source)   # agreement is always reported against the GMM alignments
     alignments = reference
-    summaries = []
+    summaries, previous_out = [], None
     for k in range(1, passes + 1):
         last = k == passes
         out_dir = ws.exp / (HYBRID_DIR if last else f"{HYBRID_DIR}_pass{k}")
         ali_out = ws.exp / (HYBRID_ALI_DIR if last else f"{HYBRID_ALI_DIR}_pass{k}")
         log.info("hybrid: pass %d of %d: %s -> %s", k, passes, source.name, ali_out.name)
         # nj, device and threads change where the work runs, not what a pass produces
+        pass_options = {**options, "epochs": options["epochs"] if k == 1 else later_epochs or options["epochs"]}
+        init_from = previous_out / "final.pt" if warm_start and k > 1 else None
         stamp = {"pass": k, "source": source.name, "source_digest": alignment_digest(alignments),
-                 "options": {o: v for o, v in options.items() if o not in ("nj", "device", "threads")}}
+                 "options": {o: v for o, v in pass_options.items() if o not in ("nj", "device", "threads")},
+                 **({"warm_start_from": previous_out.name} if init_from else {})}
         summary = None if last else _finished_pass(out_dir, stamp)
         if summary is None:
             summary = hybrid_pass(ws, inputs, source, alignments, reference, out_dir, ali_out, ws.exp / gmm_dir,
-                                  stamp, **options)
+                                  stamp, init_from=init_from, **pass_options)
         else:
             log.info("hybrid: pass %d already done (%s), reusing it", k, out_dir / "diagnostics.json")
         summaries.append(summary)
-        source = ali_out
+        source, previous_out = ali_out, out_dir
         if not last:
             alignments = read_ali_dir(ali_out)
     final = summaries[-1]
@@ -456,7 +459,8 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
                 chunk_width: int, left_context: int, right_context: int, batch_size: int, lr: float,
                 lr_final: float | None, patience: int, heldout_fraction: float, cmn: str,
                 speed_perturb: list[float], acoustic_scale: float, beam: float, retry_beam: float,
-                prior_floor: float, max_mismatch: int, seed: int, decode: bool, threads: int | None = None) -> dict:
+                prior_floor: float, max_mismatch: int, seed: int, decode: bool, threads: int | None = None,
+                init_from: Path | None = None) -> dict:
     """One pass: train on ``source`` (the alignments of ``src_ali``, whose model and tree they use)
     into ``out_dir``, realign into ``ali_out``, report; agreement is measured against ``reference``."""
     from ..kaldi_io import read_model, read_tree
@@ -500,8 +504,11 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
         train_data.update(copies)
     times["load_s"] = time.time() - t0
     t0 = time.time()
+    targets_id = training_targets_digest(source, inputs)
+    if init_from is not None:   # a checkpoint of a fresh start (or of another start) is not resumed
+        targets_id += f"+init:{content_digest([init_from])}"
     model, state = train_hybrid(train_data, {u: targets[u] for u in held_ids}, model_cfg, train_cfg, out_dir,
-                                cmvn=inputs.cmvn, targets_id=training_targets_digest(source, inputs))
+                                cmvn=inputs.cmvn, targets_id=targets_id, init_from=init_from)
     times["train_s"] = time.time() - t0
     if rank != 0:
         # Under torchrun the other ranks only train: rank 0 alone realigns, decodes and writes the pass.
@@ -584,6 +591,7 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
         "history": state.history,
         "model": model_cfg.to_dict(),
         "train_config": train_cfg.to_dict(),
+        "warm_start_from": str(init_from) if init_from else None,
         "acoustic_scale": acoustic_scale,
         "wer": None, "wer_set": None, "tri1_wer": _tri1_wer(gmm_path),
         "skipped": report.summary(),

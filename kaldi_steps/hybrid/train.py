@@ -310,8 +310,13 @@ def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
                  heldout_data: dict[str, tuple[np.ndarray, np.ndarray]],
                  model_cfg: HybridConfig, cfg: TrainConfig, out_dir: str | os.PathLike, *,
                  cmvn: dict | None = None, targets_id: str | None = None,
-                 on_step: Callable[[int, int], None] | None = None) -> tuple[HybridBLSTM, TrainState]:
+                 on_step: Callable[[int, int], None] | None = None,
+                 init_from: str | os.PathLike | None = None) -> tuple[HybridBLSTM, TrainState]:
     """Train (or resume training) and write ``out_dir/final.pt`` = the best held-out epoch.
+
+    ``init_from``: a ``final.pt`` of the same architecture whose weights a fresh run starts from
+    (a warm start: the hybrid stage's later passes) instead of random ones; a resumed run ignores it.
+    Give it a part in ``targets_id`` so a checkpoint of another start is not resumed.
 
     ``train_data``/``heldout_data`` map utterance ids to ``(fbank (T, D) float32, pdf-ids (T,))``.
     ``targets_id`` names the alignments the targets come from (e.g. their content hash): a
@@ -349,6 +354,13 @@ def train_hybrid(train_data: dict[str, tuple[np.ndarray, np.ndarray]],
         optimizer.load_state_dict(ckpt["optimizer"])
         state = TrainState(**ckpt["state"])
         log.info("hybrid: resuming from %s (epoch %d done)", resume, state.epoch)
+    elif init_from is not None:
+        start = torch.load(init_from, map_location=device, weights_only=False)
+        if start["model_config"] != model_cfg.to_dict():
+            raise ValueError(f"hybrid: cannot warm-start from {init_from}: its model {start['model_config']} "
+                             f"is not {model_cfg.to_dict()}")
+        model.load_state_dict(start["model"])
+        log.info("hybrid: starting from the weights of %s (warm start)", init_from)
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(cfg.threads or default_threads())

@@ -191,3 +191,22 @@ def test_rerun_reuses_a_finished_pass_unless_its_source_changed(two_pass_ws):
 
 def first_pass_aligned(ws) -> int:
     return len(read_ali_dir(ws.exp / "hybrid_ali_pass1"))
+
+
+def test_warm_start_trains_later_passes_from_the_previous_network(two_pass_ws, tmp_path):
+    """--warm-start --later-epochs 1 (issue #17): pass 1 as before (reused), pass 2 one epoch from pass 1's weights."""
+    ws, opts, _ = two_pass_ws
+    warm = Workspace(ws.corpus, data_root=ws.data_root, exp_root=tmp_path / "exp")
+    shutil.copytree(ws.exp, warm.exp)
+    before = (warm.exp / "hybrid_pass1" / "final.pt").stat().st_mtime_ns
+    run_stage("hybrid", warm, hybrid_stage, force=True, nj=2, device="cpu",
+              **{**opts, "warm_start": True, "later_epochs": 1})
+    assert (warm.exp / "hybrid_pass1" / "final.pt").stat().st_mtime_ns == before      # pass 1 is the same pass
+    last = read_json(warm.exp / "hybrid" / "diagnostics.json")
+    assert last["warm_start_from"] == str(warm.exp / "hybrid_pass1" / "final.pt")
+    assert last["epochs_run"] == 1 and last["train_config"]["epochs"] == 1
+    assert last["pass_stamp"]["warm_start_from"] == "hybrid_pass1"
+    # A fresh pass 2 starts near chance; the warm one starts from a network that already fits tri1's
+    # senones, so its first epoch ends with a far lower train loss than the fresh run's first epoch.
+    fresh = read_json(ws.exp / "hybrid" / "diagnostics.json")["history"][0]["train_loss"]
+    assert last["history"][0]["train_loss"] < fresh - 0.3

@@ -137,6 +137,29 @@ def test_checkpoint_of_other_targets_is_not_resumed(slice_targets, tmp_path):
     assert set(epochs_seen) == {1, 2}               # other targets: started afresh
 
 
+def test_a_warm_start_begins_from_the_given_weights_and_a_resume_ignores_it(slice_targets, tmp_path):
+    targets, num_pdfs = slice_targets
+    train = {u: targets[u] for u in sorted(targets)[:8]}
+    model_cfg = HybridConfig(num_pdfs=num_pdfs, cells=8, proj=4, layers=1, dropout=0.0)
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=3e-3, lr_final=None, chunk_width=20, left_context=5,
+                      right_context=5, seed=1)
+    first, _ = train_hybrid(train, {}, model_cfg, cfg, tmp_path / "first")
+    # lr 0: the run cannot move, so its weights are exactly where it started
+    still = TrainConfig(**{**cfg.to_dict(), "lr": 0.0, "seed": 2})
+    warm, _ = train_hybrid(train, {}, model_cfg, still, tmp_path / "warm", init_from=tmp_path / "first" / "final.pt")
+    fresh, _ = train_hybrid(train, {}, model_cfg, still, tmp_path / "fresh")
+    for k, v in first.state_dict().items():
+        assert torch.equal(warm.state_dict()[k], v), k
+    assert any(not torch.equal(fresh.state_dict()[k], v) for k, v in first.state_dict().items())
+    # a finished run is resumed as it is, whatever init_from now says
+    again, _ = train_hybrid(train, {}, model_cfg, still, tmp_path / "fresh", init_from=tmp_path / "first" / "final.pt")
+    for k, v in fresh.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="cannot warm-start"):
+        train_hybrid(train, {}, HybridConfig(num_pdfs=num_pdfs, cells=4, proj=4, layers=1), still,
+                     tmp_path / "other", init_from=tmp_path / "first" / "final.pt")
+
+
 def test_speed_perturbed_copies_of_real_audio(an4_slice, slice_targets):
     targets, _ = slice_targets
     some = dict(sorted(targets.items())[:6])
