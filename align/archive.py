@@ -61,7 +61,8 @@ def source_stage(ws: Workspace, ali_dir: Path) -> dict | None:
     if not marker.exists():
         return None
     done = read_json(marker)
-    return {k: done.get(k) for k in ("stage", "options", "code", "finished")}
+    summary = {k: v for k, v in (done.get("summary") or {}).items() if k != "outputs"}   # accuracy, WER, counts
+    return {**{k: done.get(k) for k in ("stage", "options", "code", "finished")}, "summary": summary}
 
 
 def archive_alignment_set(ws: Workspace, out_root: str | Path) -> Path:
