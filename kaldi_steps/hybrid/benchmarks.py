@@ -8,7 +8,6 @@ untrained network of the default size, which aligns as fast but badly; the resul
 from __future__ import annotations
 
 import inspect
-import os
 import resource
 import time
 
@@ -21,7 +20,7 @@ from . import realign as ha
 from ..shard import TrainingGraphs
 from .stage import hybrid_stage, load_fbank, pdf_targets
 from .model import HybridConfig
-from .train import TrainConfig, _batch_loss, _chunks, build_model, load_model, resolve_device
+from .train import TrainConfig, _batch_loss, build_model, load_model, resolve_device
 
 TRAIN_STEPS = 30
 REALIGN_UTTS = 200
