@@ -29,6 +29,7 @@ from lhotse import load_manifest
 from ..pipeline.io import atomic_dir, read_json, write_json
 from ..pipeline.stage import MissingInput
 from ..pipeline.workspace import Workspace
+from .export import alignment_source
 from .loader import alignment_digest, cut_list_digest
 
 KEPT_FILES = ("final.mdl", "tree", "phones.txt", "num_jobs")
@@ -37,11 +38,16 @@ MANIFEST = "alignment_set.json"
 
 
 def exported_ali_dir(ws: Workspace) -> Path:
-    """The alignment dir the workspace's last export read (its done-marker's summary)."""
+    """The alignment dir the workspace's last export read (its done-marker's summary), refused when
+    its model or alignments changed since (the exported cuts, and so the digest, would not be theirs)."""
     marker = ws.done_dir / "export.json"
     if not marker.exists():
         raise MissingInput(f"{marker} not found: run the export stage before archiving its alignments")
-    return Path(read_json(marker)["summary"]["ali_dir"])
+    done = read_json(marker)
+    src = Path(done["summary"]["ali_dir"])
+    if alignment_source(ws, {"ali_dir": str(src)}) != {"alignments": done["inputs"].get("alignments")}:
+        raise MissingInput(f"{src} changed since the export read it: run the export stage again first")
+    return src
 
 
 def exported_digests(ws: Workspace) -> dict:

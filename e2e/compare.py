@@ -56,7 +56,6 @@ import yaml
 from weakalign.pipeline.io import atomic_open, read_json
 
 from .config import reads_alignments
-
 from .scoring import read_trn, score_set, split_results
 from .significance import bootstrap_ci, paired_bootstrap_test, paired_permutation_test
 

@@ -47,6 +47,19 @@ def test_an_archived_set_restores_the_same_labels_in_another_workspace(an4_slice
     assert exported_digests(again)["alignment_digest"] != digests["alignment_digest"]
 
 
+def test_alignments_changed_since_the_export_are_not_archived(an4_slice_tri1, tmp_path):
+    ws = linked_workspace(an4_slice_tri1, tmp_path / "ws", ali_dirs=())
+    own = tmp_path / "own_ali"
+    shutil.copytree(an4_slice_tri1.exp / "tri1_ali", own)
+    run_stage("export", ws, export_stage, ali_dir=str(own))
+    first = sorted(own.glob("ali.*.gz"))[0]
+    write_ali_archive(first, list(iter_ali_archive(first))[1:])      # realigned in place after the export
+    with pytest.raises(MissingInput, match="changed since the export"):
+        archive_alignment_set(ws, tmp_path / "sets")
+    run_stage("export", ws, export_stage, ali_dir=str(own))           # a new export: archived
+    assert archive_alignment_set(ws, tmp_path / "sets").name == exported_digests(ws)["alignment_digest"][:8]
+
+
 def test_cli_archives_under_results_by_default(an4_slice_tri1, tmp_path, monkeypatch):
     from weakalign.pipeline.cli import cli
 
