@@ -37,9 +37,10 @@ DIGEST_SPLITS = ("train", "dev")   # what an E2E run trains and selects on: its 
 MANIFEST = "alignment_set.json"
 
 
-def exported_ali_dir(ws: Workspace) -> Path:
-    """The alignment dir the workspace's last export read (its done-marker's summary), refused when
-    its model or alignments changed since (the exported cuts, and so the digest, would not be theirs)."""
+def last_export(ws: Workspace) -> tuple[Path, dict]:
+    """The alignment dir the workspace's last export read and that export's summary (its done-marker),
+    refused when the dir has no final.mdl or ali.*.gz (:func:`alignment_source` checks) or its model or
+    alignments changed since (the exported cuts, and so the digest, would not be theirs)."""
     marker = ws.done_dir / "export.json"
     if not marker.exists():
         raise MissingInput(f"{marker} not found: run the export stage before archiving its alignments")
@@ -47,7 +48,7 @@ def exported_ali_dir(ws: Workspace) -> Path:
     src = Path(done["summary"]["ali_dir"])
     if alignment_source(ws, {"ali_dir": str(src)}) != {"alignments": done["inputs"].get("alignments")}:
         raise MissingInput(f"{src} changed since the export read it: run the export stage again first")
-    return src
+    return src, done["summary"]
 
 
 def exported_digests(ws: Workspace) -> dict:
@@ -74,12 +75,9 @@ def source_stage(ws: Workspace, ali_dir: Path) -> dict | None:
 def archive_alignment_set(ws: Workspace, out_root: str | Path) -> Path:
     """Copy the alignment dir of the workspace's export to ``out_root/<digest8>/`` with its
     ``alignment_set.json``; returns that dir. Rewrites an archive of the same digest whole."""
-    src = exported_ali_dir(ws)
+    src, export = last_export(ws)
     alis = sorted(src.glob("ali.*.gz"))
-    if not (src / "final.mdl").exists() or not alis:
-        raise MissingInput(f"{src}: the export's alignment dir has no final.mdl or no ali.*.gz")
     digests = exported_digests(ws)
-    export = read_json(ws.done_dir / "export.json")["summary"]
     manifest = {
         "corpus": ws.corpus, **digests, "digest_splits": list(DIGEST_SPLITS),
         "source_ali_dir": str(src), "source_stage": source_stage(ws, src),

@@ -193,8 +193,8 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
     train_cuts = usable_cuts(train_cuts, tokenizer, report)
     dev_cuts = usable_cuts(dev_cuts, tokenizer, report)
     report.log_summary()
-    alignment = alignment_digest(list(train_cuts) + list(dev_cuts))
-    cut_list = cut_list_digest(list(train_cuts) + list(dev_cuts))
+    used = list(train_cuts) + list(dev_cuts)
+    alignment, cut_list = alignment_digest(used), cut_list_digest(used)
 
     model = build_model(config, tokenizer.vocab_size)
     initialize(model, str(config.get("init", "pytorch")))
