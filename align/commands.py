@@ -51,14 +51,14 @@ def export_kaldi(ws, force, nj, **options):
 
 
 @click.command("ali-info")
-@corpus_command
+@corpus_command(force=False, nj=False)
 @click.option("--ali-dir", default=None, type=click.Path(file_okay=False),
               help="Alignment dir [default: as export].")
 @click.option("--split", default="train", show_default=True)
 @click.option("--top-k", default=10, show_default=True, type=int, help="Most frequent senones to list.")
 @click.option("--utt", default=None, help="Utterance to draw [default: the split's first aligned one].")
 @click.option("--no-plot", is_flag=True, help="Skip the PNG.")
-def ali_info(ws, force, nj, ali_dir, split, top_k, utt, no_plot):
+def ali_info(ws, ali_dir, split, top_k, utt, no_plot):
     """Counts, senone inventory, phone durations, segments lost at 40 ms, and a PNG of one utterance."""
     from .info import alignment_info, format_info
 
@@ -66,10 +66,10 @@ def ali_info(ws, force, nj, ali_dir, split, top_k, utt, no_plot):
 
 
 @click.command("archive-ali")
-@corpus_command
+@corpus_command(force=False, nj=False)
 @click.option("--out", "out_root", default=None, type=click.Path(file_okay=False),
               help="Where the archive goes, as <out>/<digest8>/ [default: results/<corpus>/alignment_sets].")
-def archive_ali(ws, force, nj, out_root):
+def archive_ali(ws, out_root):
     """Keep the alignment set of the last export (its Kaldi alignment dir + alignment_set.json with
     the digest E2E runs record), so runs can be retrained on the same labels elsewhere:
     `weakalign export CORPUS --ali-dir <out>/<digest8>` restores it."""

@@ -149,7 +149,7 @@ def sweep(ws, force, nj, grid, seeds, base, jobs, split, mode, device, epochs, m
     train_args = (["--epochs", str(epochs)] if epochs else []) + (
         ["--max-steps-per-epoch", str(max_steps_per_epoch)] if max_steps_per_epoch else [])
     settings = SweepSettings(base=base, split=split, decode=mode, device=device, threads=max(1, nj // max(1, jobs)),
-                             train_args=train_args, fixed=fixed)
+                             train_args=train_args, fixed=fixed, force=force)
     result = run_sweep(ws, parsed, [int(s) for s in seeds.split(",") if s.strip()] or None, settings, jobs=jobs,
                        cluster=cluster)
     click.echo(result["table"])
@@ -233,13 +233,13 @@ COMMANDS: list = [train, score, compare_cmd, sweep, results_table, publish_cmd]
 
 
 @click.command("emnet-plot")
-@corpus_command
+@corpus_command(force=False)
 @click.argument("run")
 @click.option("--ref-run", default="ctc_only", show_default=True,
               help="Run whose CTC posteriors are drawn above the student's and teacher's ('' for none).")
 @click.option("--utt", default=None, help="Utterance to draw (default: the first of --split).")
 @click.option("--split", default="dev", show_default=True)
-def emnet_plot_cmd(ws, force, nj, run, ref_run, utt, split):
+def emnet_plot_cmd(ws, nj, run, ref_run, utt, split):
     """EM-Network figures of RUN: teacher vs student losses/WER per epoch (emnet_curves.png) and one
     utterance's frame-wise CTC posteriors of --ref-run, the student and the teacher (emnet_posteriors.png)."""
     from .emnet_figures import emnet_plot

@@ -13,7 +13,7 @@ worker processes, or on ``cluster`` (a scheduler's address, or ``slurm``/``pbs``
 points' subprocesses then run on the cluster's machines; data and exp roots on a shared
 filesystem, checked first). A point that fails is named with its error and the others go on.
 A point whose ``results.json`` holds the scored set is skipped, so a rerun
-resumes a killed sweep. The aggregate table (mean ± std over seeds) goes to
+resumes a killed sweep; ``force`` retrains and rescores every point instead. The aggregate table (mean ± std over seeds) goes to
 ``exp/<c>/sweep/<base>/sweep_<set>.md`` with a PNG of WER vs each swept axis
 (``wer_vs_m_<set>.png`` one line per layer, ``wer_vs_l_<set>.png`` one line per m, ...).
 
@@ -109,22 +109,29 @@ class SweepSettings:
     threads: int = 1
     train_args: list[str] = field(default_factory=list)   # e.g. ["--epochs", "3"]
     fixed: dict = field(default_factory=dict)              # config overrides shared by every point
+    force: bool = False                                    # redo finished points too
 
 
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-c", "from weakalign.pipeline.cli import cli; cli()", *args]
 
 
-def subprocess_runner(ws: Workspace, point: SweepPoint, settings: SweepSettings, log_path: Path) -> None:
-    """Train then score one point with the real commands, each a subprocess, output to ``log_path``."""
+def point_commands(ws: Workspace, point: SweepPoint, settings: SweepSettings) -> list[list[str]]:
+    """The ``weakalign train`` and ``weakalign score`` command lines of one point."""
     roots = ["--data-root", str(ws.data_root), "--exp-root", str(ws.exp_root), "--nj", str(settings.threads)]
+    roots += ["--force"] if settings.force else []
     sets = [a for k, v in {**settings.fixed, **point.overrides}.items() for a in ("--set", f"{k}={v}")]
     seed = ["--seed", str(point.seed)] if point.seed is not None else []
-    commands = [
+    return [
         _cli("train", ws.corpus, *roots, "--config", settings.base, *seed, *sets, "--run", point.name,
              "--device", settings.device, *settings.train_args),
         _cli("score", ws.corpus, *roots, "--run", point.name, "--decode", settings.decode, "--device", settings.device),
     ]
+
+
+def subprocess_runner(ws: Workspace, point: SweepPoint, settings: SweepSettings, log_path: Path) -> None:
+    """Train then score one point with the real commands, each a subprocess, output to ``log_path``."""
+    commands = point_commands(ws, point, settings)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as out:
         for cmd in commands:
@@ -151,7 +158,7 @@ def run_sweep(ws: Workspace, grid: dict[str, list], seeds: list[int] | None, set
     out_dir = sweep_dir(ws, settings.base)
     write_json(out_dir / "grid.json", {"base": settings.base, "grid": grid, "seeds": seeds,
                                        "points": [p.__dict__ for p in points]})
-    todo = [p for p in points if not is_finished(ws.exp / "e2e" / p.name, settings.split)]
+    todo = [p for p in points if settings.force or not is_finished(ws.exp / "e2e" / p.name, settings.split)]
     jobs = max(1, jobs)
     log.info("sweep %s: %d point(s), %d finished, %d to run, %d at a time", settings.base, len(points),
              len(points) - len(todo), len(todo), jobs)

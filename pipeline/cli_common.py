@@ -23,20 +23,33 @@ from .workspace import Workspace
 _NOT_CHOSEN = (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP)
 
 
-def corpus_command(fn):
-    """Decorate a click command body ``fn(ws, force, nj, **options)``."""
+def corpus_command(fn=None, *, force: bool = True, nj: bool = True):
+    """Decorate a click command body ``fn(ws, force, nj, **options)``. A command that has no use for
+    ``--force`` or ``--nj`` drops it (``force=False`` / ``nj=False``) and its body's parameter too,
+    so no command takes an option that changes nothing.
 
-    @click.argument("corpus")
-    @click.option("--data-root", default="data", show_default=True, help="Parent of data/<corpus>.")
-    @click.option("--exp-root", default="exp", show_default=True, help="Parent of exp/<corpus>.")
-    @click.option("--force", is_flag=True, help="Redo the stage even if its done-marker exists.")
-    @click.option("--nj", default=2, show_default=True, type=int, help="Parallel processes.")
-    @functools.wraps(fn)
-    def wrapper(corpus, data_root, exp_root, force, nj, **options):
-        ws = Workspace(corpus, data_root=data_root, exp_root=exp_root)
-        return fn(ws, force=force, nj=nj, **options)
+    >>> @click.command()
+    ... @corpus_command(force=False, nj=False)
+    ... def show(ws):
+    ...     click.echo(ws.corpus)
+    >>> [p.name for p in show.params]
+    ['corpus', 'data_root', 'exp_root']
+    """
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(corpus, data_root, exp_root, **options):
+            return fn(Workspace(corpus, data_root=data_root, exp_root=exp_root), **options)
 
-    return wrapper
+        if nj:
+            wrapper = click.option("--nj", default=2, show_default=True, type=int, help="Parallel processes.")(wrapper)
+        if force:
+            wrapper = click.option("--force", is_flag=True,
+                                   help="Redo the stage even if its done-marker exists.")(wrapper)
+        wrapper = click.option("--exp-root", default="exp", show_default=True, help="Parent of exp/<corpus>.")(wrapper)
+        wrapper = click.option("--data-root", default="data", show_default=True, help="Parent of data/<corpus>.")(wrapper)
+        return click.argument("corpus")(wrapper)
+
+    return decorate(fn) if fn is not None else decorate
 
 
 def cluster_option(fn=None, *, workers: str = "--nj"):

@@ -85,11 +85,11 @@ def features(ws, force, nj, cluster, mfcc_storage):
 
 
 @click.command("bench")
-@corpus_command
+@corpus_command(force=False)
 @click.option("--only", multiple=True, help="Run only these benchmarks (repeatable).")
 @click.option("--results-root", default=None,
               help="Parent of published results/<corpus>/ run dirs that time_to_accuracy reads besides exp/.")
-def bench(ws, force, nj, only, results_root):
+def bench(ws, nj, only, results_root):
     """Run the benchmarks; each writes exp/bench/<name>.json."""
     for path in run_benchmarks(ws, nj, tuple(only), results_root=results_root):
         click.echo(path)

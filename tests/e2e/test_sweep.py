@@ -1,5 +1,6 @@
 """The sweep: grid expansion, resumption, aggregation (injected runner), and a real tiny grid."""
 
+import dataclasses
 import json
 import os
 import time
@@ -117,6 +118,11 @@ def test_real_tiny_grid_trains_and_scores(an4_slice, tmp_path):
     assert [r["seeds"] for r in result["rows"]] == [1]
     again = run_sweep(ws, parse_grid(["ctc_weight=0.5"]), None, settings, jobs=1)
     assert again["ran"] == 0
+    # --force: the finished point is trained and scored again, by the real commands.
+    results_json = ws.exp / "e2e" / "sweep_baseline_ctc_weight0.5" / "results.json"
+    before = results_json.stat().st_mtime_ns
+    forced = run_sweep(ws, parse_grid(["ctc_weight=0.5"]), None, dataclasses.replace(settings, force=True), jobs=1)
+    assert forced["ran"] == 1 and forced["failed"] == {} and results_json.stat().st_mtime_ns > before
 
 
 def test_cli_reports_a_set_and_overrides_config_keys():
@@ -128,6 +134,17 @@ def test_cli_reports_a_set_and_overrides_config_keys():
                                        "--set", "epochs=3", "--set", "ctc_weight=0.5"])
     assert ctx.params["split"] == "dev"
     assert ctx.params["fixed"] == ("epochs=3", "ctc_weight=0.5")
+    assert sweep.make_context("sweep", ["an4", "--grid", "m=0.3", "--force"]).params["force"] is True
+
+
+def test_sweep_force_reaches_both_commands_of_a_point(tmp_path):
+    from weakalign.e2e.sweep import point_commands
+
+    ws = Workspace("an4", data_root=tmp_path / "data", exp_root=tmp_path / "exp")
+    point = expand_grid("baseline", {"ctc_weight": [0.5]}, [1])[0]
+    assert all("--force" not in cmd for cmd in point_commands(ws, point, SweepSettings(base="baseline")))
+    forced = point_commands(ws, point, SweepSettings(base="baseline", force=True))
+    assert [cmd[3] for cmd in forced] == ["train", "score"] and all("--force" in cmd for cmd in forced)
 
 
 def test_score_and_sweep_commands_take_cluster():

@@ -124,3 +124,14 @@ def test_log_lines_clear_a_progress_bar_before_they_are_written(monkeypatch):
     line_start = text.index("between the bars") - len("HH:MM:SS WARNING ")
     assert text[line_start - 1] == "\r", repr(text[:line_start])   # a plain handler writes after the bar's "]"
     assert text.count("between the bars") == 1
+
+
+@pytest.mark.parametrize("command, dropped", [("ali-info", "--force"), ("ali-info", "--nj"),
+                                              ("archive-ali", "--force"), ("archive-ali", "--nj"),
+                                              ("bench", "--force"), ("emnet-plot", "--force")])
+def test_a_command_refuses_a_shared_option_it_would_ignore(command, dropped):
+    """No command takes an option that changes nothing: ``archive-ali --force`` is a usage error,
+    not a silently ignored flag."""
+    args = [command, "an4", dropped] + (["2"] if dropped == "--nj" else [])
+    result = CliRunner().invoke(cli, args + (["RUN"] if command == "emnet-plot" else []))
+    assert result.exit_code == 2 and f"No such option '{dropped}'" in result.output, result.output
