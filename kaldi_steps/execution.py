@@ -362,11 +362,22 @@ class Executor:
             self.client.cancel(list(running.futures))
 
     def __exit__(self, *exc):
-        if self.client is not None:
-            self.client.close()
-        if self.own_cluster is not None:
-            self.own_cluster.close()
-        self.client = self.own_cluster = None
+        try:
+            if self.client is not None:
+                self.client.close()
+            if self.own_cluster is not None:
+                self.own_cluster.close()
+        except Exception as e:
+            # Tearing down a cluster whose workers were lost can itself fail (distributed's nanny
+            # asserts on a worker still "starting"). That must not hide the stage's own error, the
+            # one that says which job failed and why; with no error the jobs' outputs are complete.
+            if exc[0] is None:
+                log.warning("closing the Dask cluster failed after the jobs finished: %s: %s", type(e).__name__, e)
+            else:
+                log.warning("closing the Dask cluster failed (%s: %s) while this error propagated: %s",
+                            type(e).__name__, e, exc[1])
+        finally:
+            self.client = self.own_cluster = None
 
 
 def check_shared_filesystem(client, folders) -> None:

@@ -108,6 +108,27 @@ def _kill_when_logged(log: Path, line: str, pid: int, timeout: float = 180) -> N
     os.kill(pid, signal.SIGKILL)
 
 
+def test_a_cluster_that_fails_to_close_does_not_hide_the_stages_error(caplog):
+    """Workers lost under load make distributed's teardown fail too (seen on speechocean762's mono:
+    ``AssertionError: Status.starting`` from the nanny). The user must still see the error naming the
+    failed job; the teardown's own error is logged beside it."""
+    from weakalign.kaldi_steps.execution import Executor, JobFailed
+
+    with pytest.raises(JobFailed, match="job 2 .* its worker was lost"):
+        with Executor(2) as executor:
+            cluster = executor.own_cluster
+            real_close = cluster.close
+
+            def close_then_fail(*args, **kwargs):
+                real_close(*args, **kwargs)
+                raise AssertionError("Status.starting")
+
+            cluster.close = close_then_fail
+            raise JobFailed("job 2 (worker tcp://127.0.0.1:1): grid_candidates failed: its worker was lost")
+    assert "closing the Dask cluster failed (AssertionError: Status.starting)" in caplog.text
+    assert executor.client is None and executor.own_cluster is None
+
+
 def test_the_local_cluster_leaves_this_process_thread_count_alone(monkeypatch):
     """Dask's nanny sets OMP_NUM_THREADS=1 in the parent before forking its workers; left there, the
     stages after a sharded one (the hybrid's training) would run on one thread."""
