@@ -13,7 +13,8 @@ worker processes, or on ``cluster`` (a scheduler's address, or ``slurm``/``pbs``
 points' subprocesses then run on the cluster's machines; data and exp roots on a shared
 filesystem, checked first). A point that fails is named with its error and the others go on.
 A point whose ``results.json`` holds the scored set is skipped, so a rerun
-resumes a killed sweep; ``force`` retrains and rescores every point instead. The aggregate table (mean ± std over seeds) goes to
+resumes a killed sweep; ``force`` retrains and rescores every point instead.
+The aggregate table (mean ± std over seeds) goes to
 ``exp/<c>/sweep/<base>/sweep_<set>.md`` with a PNG of WER vs each swept axis
 (``wer_vs_m_<set>.png`` one line per layer, ``wer_vs_l_<set>.png`` one line per m, ...).
 

@@ -362,22 +362,19 @@ class Executor:
             self.client.cancel(list(running.futures))
 
     def __exit__(self, *exc):
-        try:
-            if self.client is not None:
-                self.client.close()
-            if self.own_cluster is not None:
-                self.own_cluster.close()
-        except Exception as e:
-            # Tearing down a cluster whose workers were lost can itself fail (distributed's nanny
-            # asserts on a worker still "starting"). That must not hide the stage's own error, the
-            # one that says which job failed and why; with no error the jobs' outputs are complete.
-            if exc[0] is None:
-                log.warning("closing the Dask cluster failed after the jobs finished: %s: %s", type(e).__name__, e)
-            else:
-                log.warning("closing the Dask cluster failed (%s: %s) while this error propagated: %s",
-                            type(e).__name__, e, exc[1])
-        finally:
-            self.client = self.own_cluster = None
+        # Tearing down a cluster whose workers were lost can itself fail (distributed's nanny asserts
+        # on a worker still "starting"). That must neither hide the stage's own error, the one that
+        # says which job failed and why, nor leave the cluster running because the client's close
+        # failed first; with no error the jobs' outputs are complete.
+        for closable in (self.client, self.own_cluster):
+            if closable is None:
+                continue
+            try:
+                closable.close()
+            except Exception as e:
+                log.warning("closing the Dask cluster failed (%s: %s)%s", type(e).__name__, e,
+                            f" while this error propagated: {exc[1]}" if exc[1] is not None else "")
+        self.client = self.own_cluster = None
 
 
 def check_shared_filesystem(client, folders) -> None:
