@@ -221,11 +221,10 @@ def _cmn_modes() -> list[str]:
 @click.option("--retry-beam", default=_hybrid_default("retry_beam"), show_default=True, type=float, help="Retry beam.")
 @click.option("--seed", default=_hybrid_default("seed"), show_default=True, type=int)
 @click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) with the source GMM's HCLG.")
-@click.option("--source-ali", default="tri1_ali", show_default=True,
-              type=click.Choice(["tri1_ali", "tri2_ali", "tri3_ali"]),
-              help="GMM alignments to train on (and that system's tree and HCLG). tri1_ali by dev WER: on AN4 "
-                   "the hybrid on tri3_ali was worse on dev (one seed each); speechocean762 not compared yet "
-                   "(RESULTS.md).")
+@click.option("--source-ali", default=None, type=click.Choice(["tri1_ali", "tri2_ali", "tri3_ali"]),
+              help="GMM alignments to train on (and that system's tree and HCLG) [per corpus, by the hybrid's "
+                   "dev WER: hybrid.DEFAULT_SOURCE_ALI, else tri1_ali; RESULTS.md]. align runs tri2/tri3 "
+                   "first when the source needs them.")
 def hybrid(ws, force, nj, **options):
     """Train the hybrid BLSTM on the tri1 senone alignments of train (exp/<corpus>/hybrid) and realign
     every split tri1 aligned with it (exp/<corpus>/hybrid_ali: train, dev, test), as Kaldi's nnet3 BLSTM

@@ -11,6 +11,7 @@ import click
 from . import recipe
 from .align_options import cluster_args, forwarded_parameters, invoke_stage, read_config, requested_on_command_line
 from .cli_common import ErrorsInOneLine, cluster_option
+from .options import recorded_option
 from .report import log_skip_table
 from .stage import log, setup_console_logging
 from .workspace import Workspace
@@ -44,7 +45,7 @@ _add_package_commands()
 
 @cli.command("align", help="Run the alignment stages in order: " + " -> ".join(recipe.ALIGN_STAGES) + "; "
              "the opt-in " + ", ".join(f"{s} (after {a})" for s, a in recipe.OPT_IN_STAGES.items())
-             + " only when --from or --stop-after names it (its options: --<stage>-<option>). "
+             + " only when --from or --stop-after names it or the hybrid trains on its alignments (--source-ali; its options: --<stage>-<option>). "
              "Every stage option is an option here too (--<stage>-<option>, or --<option> when one stage has it), "
              "or goes in --config; a stage not given an option runs with the one it was last asked for.")
 @click.argument("corpus")
@@ -59,17 +60,18 @@ _add_package_commands()
               help="YAML of per-stage options ({stage: {option: value}}); the command line wins over it.")
 @click.pass_context
 def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, cluster, force, config, **forwarded):
+    chosen = read_config(ctx, config, cli.commands, recipe.stage_order()) if config else {}
+    for stage, options in requested_on_command_line(ctx, _FORWARDED, forwarded).items():
+        chosen.setdefault(stage, {}).update(options)
+    ws = Workspace(corpus, data_root=data_root, exp_root=exp_root)
     try:
-        stages = recipe.select_stages(start, stop_after)
+        stages = recipe.select_stages(start, stop_after, needed=[hybrid_source_stage(ws, chosen.get("hybrid", {}))])
     except ValueError as e:
         raise click.UsageError(str(e))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and stages != ["hybrid"]:
         raise click.UsageError("under torchrun, align runs the hybrid stage alone (--from hybrid --stop-after "
                                f"hybrid), not {' -> '.join(stages)}: run the other stages without torchrun "
                                "(--cluster puts the GMM stages' jobs on several machines)")
-    chosen = read_config(ctx, config, cli.commands, recipe.stage_order()) if config else {}
-    for stage, options in requested_on_command_line(ctx, _FORWARDED, forwarded).items():
-        chosen.setdefault(stage, {}).update(options)
     unused = [f"{stage}.{name}" for stage, options in chosen.items() if stage not in stages for name in options]
     if unused:
         log.warning("[%s] options for stages this run leaves out, not used: %s", corpus, ", ".join(unused))
@@ -77,7 +79,17 @@ def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, cluster, forc
     for name in stages:
         command = cli.commands[name]
         invoke_stage(ctx, command, args + cluster_args(command, cluster), chosen.get(name, {}))
-    log_skip_table(Workspace(corpus, data_root=data_root, exp_root=exp_root), recipe.stage_order())
+    log_skip_table(ws, recipe.stage_order())
+
+
+def hybrid_source_stage(ws: Workspace, hybrid_options: dict) -> str:
+    """The GMM stage whose alignments the hybrid will train on: ``--source-ali`` as given to ``align``,
+    else as last asked of the hybrid stage (its recorded request), else the corpus's default."""
+    from ..kaldi_steps.hybrid.stage import default_source_ali
+
+    source = (hybrid_options.get("source_ali") or recorded_option(ws, "hybrid", "source_ali")
+              or default_source_ali(ws.corpus))
+    return recipe.source_stage_of(source)
 
 
 _FORWARDED = forwarded_parameters(cli.commands, recipe.stage_order(), prefixed_only=tuple(recipe.OPT_IN_STAGES))

@@ -81,6 +81,12 @@ def recorded_request(ws: Workspace, name: str, fn: Callable) -> dict:
     return {k: v for k, v in request.items() if k not in unknown}
 
 
+def recorded_option(ws: Workspace, name: str, option: str):
+    """One option of the request last recorded for stage ``name`` (``None`` when not recorded)."""
+    path = options_path(ws, name)
+    return read_json(path).get("options", {}).get(option) if path.exists() else None
+
+
 def record_request(ws: Workspace, name: str, request: dict) -> None:
     write_json(options_path(ws, name), {"stage": name, "options": request})
 

@@ -100,9 +100,10 @@ def _with_opt_in_ancestors(stages) -> tuple[str, ...]:
     return tuple(out)
 
 
-def select_stages(start: str | None, stop_after: str | None) -> list[str]:
+def select_stages(start: str | None, stop_after: str | None, needed=()) -> list[str]:
     """Stages from ``start`` to ``stop_after`` inclusive; an opt-in stage (:data:`OPT_IN_STAGES`) is
-    among them only when it is ``start`` or ``stop_after``.
+    among them only when it is ``start`` or ``stop_after``, or among ``needed`` (the GMM system the
+    hybrid trains on, :func:`source_stage_of`) with the hybrid in the range.
 
     >>> select_stages("features", "features")
     ['features']
@@ -110,18 +111,35 @@ def select_stages(start: str | None, stop_after: str | None) -> list[str]:
     (['mono', 'tri1', 'tri2'], ['tri1', 'hybrid'])
     >>> select_stages("tri1", "tri3"), select_stages("tri3", None)
     (['tri1', 'tri2', 'tri3'], ['tri3', 'hybrid', 'export'])
+    >>> select_stages(None, None, needed=["tri3"])[3:], select_stages("hybrid", None, needed=["tri3"])
+    (['mono', 'tri1', 'tri2', 'tri3', 'hybrid', 'export'], ['hybrid', 'export'])
+    >>> select_stages(None, "tri1", needed=["tri3"])[-1]
+    'tri1'
     """
     known = stage_order()
     for name in (start, stop_after):
         if name is not None and name not in known:
             raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(known)} "
                              f"({', '.join(OPT_IN_STAGES)} only when named)")
-    order = stage_order(_with_opt_in_ancestors(s for s in (start, stop_after) if s))
-    i = order.index(start) if start else 0
-    j = order.index(stop_after) + 1 if stop_after else len(order)
+    named = [s for s in (start, stop_after) if s]
+    named_only = stage_order(_with_opt_in_ancestors(named))
+    i = named_only.index(start) if start else 0
+    j = named_only.index(stop_after) + 1 if stop_after else len(named_only)
     if i >= j:
         raise ValueError(f"FROM={start} comes after STOP_AFTER={stop_after}")
-    return order[i:j]
+    if "hybrid" not in named_only[i:j]:
+        return named_only[i:j]
+    order = stage_order(_with_opt_in_ancestors([*named, *needed]))
+    return order[order.index(named_only[i]):order.index(named_only[j - 1]) + 1]
+
+
+def source_stage_of(source_ali: str) -> str:
+    """The GMM stage that writes a hybrid source alignment dir.
+
+    >>> source_stage_of("tri3_ali")
+    'tri3'
+    """
+    return source_ali.removesuffix("_ali")
 
 
 def prerequisites(name: str) -> list[str]:

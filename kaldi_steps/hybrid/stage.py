@@ -316,19 +316,29 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
             "dev_wer": {str(s): dev[s]["wer"] for s in dev}}
 
 
-#: The GMM alignment dirs the hybrid can train on (``--source-ali``). The default stays tri1_ali on
-#: every corpus until a hybrid trained on tri2/tri3 alignments is compared on dev (issue #16; RESULTS.md).
+#: The GMM alignment dirs the hybrid can train on (``--source-ali``).
 SOURCE_ALI_DIRS = ("tri1_ali", "tri2_ali", "tri3_ali")
-DEFAULT_SOURCE_ALI = "tri1_ali"
+#: ``--source-ali`` per corpus when not given, chosen by the hybrid's dev WER (issue #16; RESULTS.md);
+#: a corpus not named here trains on tri1_ali. ``align`` runs the GMM stages a default needs.
+DEFAULT_SOURCE_ALI: dict[str, str] = {}
+
+
+def default_source_ali(corpus: str) -> str:
+    """The alignments the hybrid trains on when ``--source-ali`` is not given.
+
+    >>> default_source_ali("an4"), default_source_ali("a-new-corpus")
+    ('tri1_ali', 'tri1_ali')
+    """
+    return DEFAULT_SOURCE_ALI.get(corpus, "tri1_ali")
 
 
 def source_ali_input(ws: Workspace, options: dict) -> dict:
-    """The hybrid's declared input when it trains on another GMM system than tri1 (``source_ali``):
-    that dir's alignments' content, so that redoing tri2/tri3 redoes the hybrid trained on them (the
-    recipe's graph says tri1 only). Nothing for tri1_ali: its staleness is the graph's, and markers
-    written before this option match."""
-    source = options.get("source_ali") or DEFAULT_SOURCE_ALI
-    if source == DEFAULT_SOURCE_ALI:
+    """The hybrid's declared input when it trains on another GMM system than tri1 (``source_ali``,
+    else the corpus's :func:`default_source_ali`): that dir's alignments' content, so that redoing
+    tri2/tri3 redoes the hybrid trained on them (the recipe's graph says tri1 only). Nothing for
+    tri1_ali: its staleness is the graph's, and markers written before this option match."""
+    source = options.get("source_ali") or default_source_ali(ws.corpus)
+    if source == "tri1_ali":
         return {}
     alis = sorted((ws.exp / source).glob("ali.*.gz"))
     return {"source_ali": f"{source} {content_digest(alis, gunzip=True)}" if alis else f"{source} (missing)"}
@@ -349,7 +359,8 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
     """Train the hybrid BLSTM on the train alignments of ``exp/<c>/<src_ali_dir>`` and realign every
     split it holds (train, dev, test) into ``hybrid_ali``.
 
-    ``source_ali`` (``--source-ali``, one of :data:`SOURCE_ALI_DIRS`) sets both: the alignments of
+    ``source_ali`` (``--source-ali``, one of :data:`SOURCE_ALI_DIRS`; ``None``: the corpus's
+    :func:`default_source_ali`) sets both: the alignments of
     ``exp/<c>/<source_ali>`` and the model, tree and HCLG of the GMM system that made them
     (``tri3_ali`` -> ``tri3``). The BLSTM reads fbank, so a tri2/tri3 source changes only the targets
     (its tree and segmentation), not the network's input.
@@ -362,6 +373,7 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
     ones; ``later_epochs``: the epoch budget of passes 2..N (default: ``epochs``), e.g. one epoch to
     adapt a warm-started network to the new targets (issue #17: fewer frames for the stage).
     """
+    source_ali = source_ali or DEFAULT_SOURCE_ALI.get(ws.corpus)
     if source_ali:
         if source_ali not in SOURCE_ALI_DIRS:
             raise ValueError(f"source_ali must be one of {', '.join(SOURCE_ALI_DIRS)}, got {source_ali!r}")

@@ -155,3 +155,25 @@ def test_align_stop_after_tri3_runs_tri2_then_tri3_with_its_own_options(calls, w
     assert calls["tri2"][-1]["num_leaves"] is None and calls["hybrid"] == []
     weakalign("align", "--from", "tri3", "--stop-after", "tri3", "--tri3-fmllr-iters", "none")
     assert len(calls["tri2"]) == 1 and calls["tri3"][-1]["fmllr_iters"] == ()
+
+
+def test_align_runs_the_gmm_system_the_hybrid_trains_on_first(calls, weakalign, monkeypatch):
+    weakalign("align", "--from", "tri1", "--source-ali", "tri3_ali")
+    assert len(calls["tri2"]) == len(calls["tri3"]) == len(calls["hybrid"]) == 1
+    assert calls["hybrid"][-1]["source_ali"] == "tri3_ali"
+    weakalign("align", "--from", "tri1", "--force")       # the hybrid's recorded request still needs tri3
+    assert len(calls["tri3"]) == 2 and calls["hybrid"][-1]["source_ali"] == "tri3_ali"
+    weakalign("align", "--from", "tri1", "--stop-after", "tri1", "--force")  # the hybrid left out: so are they
+    assert len(calls["tri3"]) == 2
+    weakalign("align", "--from", "tri1", "--source-ali", "tri2_ali", "--force")
+    assert (len(calls["tri2"]), len(calls["tri3"])) == (3, 2) and calls["hybrid"][-1]["source_ali"] == "tri2_ali"
+
+
+def test_a_corpus_default_source_ali_runs_its_gmm_stages(calls, weakalign, monkeypatch):
+    from weakalign.kaldi_steps.hybrid import stage
+
+    weakalign("align", "--from", "tri1")
+    assert calls["tri3"] == [] and calls["hybrid"][-1]["source_ali"] is None   # an4: tri1_ali
+    monkeypatch.setitem(stage.DEFAULT_SOURCE_ALI, "an4", "tri3_ali")
+    weakalign("align", "--from", "tri1", "--force")
+    assert len(calls["tri2"]) == len(calls["tri3"]) == 1
