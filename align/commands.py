@@ -8,7 +8,7 @@ from .formats import ALIGNMENT_FILE_FORMATS
 
 
 @click.command("export")
-@corpus_command
+@corpus_command(nj=False)
 @click.option("--ali-dir", default=None, type=click.Path(file_okay=False),
               help="Kaldi alignment dir (final.mdl + ali.*.gz [+ phones.txt]) "
                    "[default: exp/<corpus>/hybrid_ali, else exp/<corpus>/tri1_ali].")
@@ -22,7 +22,7 @@ from .formats import ALIGNMENT_FILE_FORMATS
 @click.option("--relative-to", default=None, type=click.Path(file_okay=False),
               help="Write the cuts' paths (audio, fbank, senone/phone arrays) relative to this dir "
                    "[default: absolute]; load with weakalign.align.paths.rebase_cuts(cuts, DIR).")
-def export(ws, force, nj, **options):
+def export(ws, force, **options):
     """Alignments -> data/<corpus>/cuts_<split>_ali.jsonl.gz (senone/phone arrays, word/phone alignment),
     CTMs and MFA-style TextGrids, for every prepared split with alignments."""
     from .export import export_stage
@@ -36,10 +36,10 @@ def export(ws, force, nj, **options):
 
 
 @click.command("export-kaldi")
-@corpus_command
+@corpus_command(nj=False)
 @click.option("--kaldi-dir", default=None, type=click.Path(file_okay=False),
               help="Where the data dirs go, one per prepared split, plus conf/ [default: data/<corpus>/kaldi].")
-def export_kaldi(ws, force, nj, **options):
+def export_kaldi(ws, force, **options):
     """Kaldi data dirs of every prepared split (text, wav.scp, utt2spk, spk2utt, utt2dur, utt2num_frames
     [, segments, spk2gender, utt_map]) and conf/{mfcc,fbank}.conf + cmvn_opts: the features' options."""
     from .kaldi_data import export_kaldi_stage

@@ -6,7 +6,7 @@ from ..pipeline.cli_common import cluster_option, corpus_command, run_stage_comm
 
 
 @click.command("lang")
-@corpus_command
+@corpus_command(nj=False)
 @click.option("--lexicon", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Pronunciation lexicon (default: AN4 etc/an4.dic, speechocean762 resource/lexicon.txt, "
                    "else lexicon.txt or *.dic in the corpus source).")
@@ -14,7 +14,7 @@ from ..pipeline.cli_common import cluster_option, corpus_command, run_stage_comm
 @click.option("--lm", type=click.Path(exists=True, dir_okay=False), default=None,
               help="ARPA LM for G.fst (default: AN4's etc/an4.ug.lm, else a 3-gram trained on train text).")
 @click.option("--lm-order", default=3, show_default=True, type=int, help="Order of the LM trained when none is given.")
-def lang(ws, force, nj, **options):
+def lang(ws, force, **options):
     """Build data/<corpus>/lang (phones, words, L.fst, L_disambig.fst, topo, lm.arpa, G.fst) from a lexicon."""
     from .lang import lang_stage
 

@@ -35,10 +35,12 @@ def stage_parameters(command: click.Command) -> list[click.Option]:
     return [p for p in command.params if isinstance(p, click.Option) and p.name not in SHARED]
 
 
-def cluster_args(command: click.Command, cluster: str | None) -> list[str]:
-    """``["--cluster", cluster]`` for a stage command whose jobs can run on a cluster, else []."""
-    takes_it = any(p.name == "cluster" for p in command.params)
-    return ["--cluster", cluster] if cluster and takes_it else []
+def runtime_args(command: click.Command, nj: int, cluster: str | None) -> list[str]:
+    """``--nj`` and ``--cluster`` for a stage command that takes them (a stage without parallel jobs
+    takes neither)."""
+    takes = {p.name for p in command.params}
+    return ((["--nj", str(nj)] if "nj" in takes else [])
+            + (["--cluster", cluster] if cluster and "cluster" in takes else []))
 
 
 def forwarded_parameters(commands: dict, stages: list[str], prefixed_only=()) -> list[tuple[str, click.Option,

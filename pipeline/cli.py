@@ -9,7 +9,7 @@ import kaldi_hmm_gmm  # noqa: F401  -- must be imported before kaldifst (the oth
 import click
 
 from . import recipe
-from .align_options import cluster_args, forwarded_parameters, invoke_stage, read_config, requested_on_command_line
+from .align_options import forwarded_parameters, invoke_stage, runtime_args, read_config, requested_on_command_line
 from .cli_common import ErrorsInOneLine, cluster_option
 from .options import recorded_option
 from .report import log_skip_table
@@ -75,10 +75,10 @@ def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, cluster, forc
     unused = [f"{stage}.{name}" for stage, options in chosen.items() if stage not in stages for name in options]
     if unused:
         log.warning("[%s] options for stages this run leaves out, not used: %s", corpus, ", ".join(unused))
-    args = [corpus, "--data-root", data_root, "--exp-root", exp_root, "--nj", str(nj)] + (["--force"] if force else [])
+    args = [corpus, "--data-root", data_root, "--exp-root", exp_root] + (["--force"] if force else [])
     for name in stages:
         command = cli.commands[name]
-        invoke_stage(ctx, command, args + cluster_args(command, cluster), chosen.get(name, {}))
+        invoke_stage(ctx, command, args + runtime_args(command, nj, cluster), chosen.get(name, {}))
     log_skip_table(ws, recipe.stage_order())
 
 

@@ -20,7 +20,7 @@ def layout_options(fn):
 
 
 @click.command("prepare")
-@corpus_command
+@corpus_command(nj=False)
 @click.option("--src", default=None, type=click.Path(file_okay=False),
               help="Corpus directory [default: $WEAKALIGN_CORPORA/<corpus> or <repo>/../shared/corpora/<corpus>].")
 @layout_options
@@ -29,7 +29,7 @@ def layout_options(fn):
 @click.option("--utts-per-speaker", default=None, type=int,
               help="With a slice: at most this many per speaker (0: no limit).")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the dev split and of slices.")
-def prepare(ws, force, nj, **options):
+def prepare(ws, force, **options):
     """Corpus -> Lhotse manifests data/<corpus>/manifests/<corpus>_{recordings,supervisions}_<split>.jsonl.gz."""
     from .corpora import prepare as prepare_stage
 

@@ -149,9 +149,9 @@ def test_sweep_force_reaches_both_commands_of_a_point(tmp_path):
 
 def test_score_and_sweep_commands_take_cluster():
     """``--cluster`` of ``weakalign score`` and ``weakalign sweep`` is the option ``align`` forwards."""
-    from weakalign.pipeline.align_options import cluster_args
+    from weakalign.pipeline.align_options import runtime_args
     from weakalign.pipeline.cli import cli
 
     address = "tcp://127.0.0.1:8786"
     for command in ("score", "sweep"):
-        assert cluster_args(cli.commands[command], address) == ["--cluster", address], command
+        assert runtime_args(cli.commands[command], 2, address)[-2:] == ["--cluster", address], command

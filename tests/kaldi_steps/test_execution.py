@@ -211,15 +211,17 @@ def test_nj_1_without_a_cluster_runs_in_this_process():
         assert executor.client is None
 
 
-def test_align_passes_cluster_to_the_gmm_stages_only():
-    from weakalign.pipeline.align_options import cluster_args
+def test_align_passes_cluster_and_nj_to_the_stages_with_jobs_only():
+    from weakalign.pipeline.align_options import runtime_args
     from weakalign.pipeline.cli import cli
 
     address = "tcp://127.0.0.1:8786"
-    assert cluster_args(cli.commands["mono"], address) == ["--cluster", address]
-    assert cluster_args(cli.commands["tri1"], address) == ["--cluster", address]
-    assert cluster_args(cli.commands["lang"], address) == []
-    assert cluster_args(cli.commands["mono"], None) == []
+    assert runtime_args(cli.commands["mono"], 3, address) == ["--nj", "3", "--cluster", address]
+    assert runtime_args(cli.commands["tri1"], 2, address) == ["--nj", "2", "--cluster", address]
+    assert runtime_args(cli.commands["hybrid"], 2, address) == ["--nj", "2"]
+    for stage in ("prepare", "lang", "export", "export-kaldi"):   # no parallel jobs: neither option
+        assert runtime_args(cli.commands[stage], 2, address) == [], stage
+    assert runtime_args(cli.commands["mono"], 2, None) == ["--nj", "2"]
     assert "--cluster" in [o for p in cli.commands["align"].params for o in p.opts]
 
 

@@ -105,10 +105,10 @@ def test_a_stage_asked_for_slurm_without_its_config_stops_before_any_job(tmp_pat
 
 
 def test_align_passes_cluster_to_features_too():
-    from weakalign.pipeline.align_options import cluster_args
+    from weakalign.pipeline.align_options import runtime_args
     from weakalign.pipeline.cli import cli
 
-    assert cluster_args(cli.commands["features"], "slurm") == ["--cluster", "slurm"]
+    assert runtime_args(cli.commands["features"], 2, "slurm") == ["--nj", "2", "--cluster", "slurm"]
 
 
 #: Stand-ins for Slurm's commands on this machine, as a one-node queue would act: ``sbatch`` keeps a

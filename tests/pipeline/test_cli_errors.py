@@ -128,7 +128,9 @@ def test_log_lines_clear_a_progress_bar_before_they_are_written(monkeypatch):
 
 @pytest.mark.parametrize("command, dropped", [("ali-info", "--force"), ("ali-info", "--nj"),
                                               ("archive-ali", "--force"), ("archive-ali", "--nj"),
-                                              ("bench", "--force"), ("emnet-plot", "--force")])
+                                              ("bench", "--force"), ("emnet-plot", "--force"),
+                                              ("prepare", "--nj"), ("lang", "--nj"), ("export", "--nj"),
+                                              ("export-kaldi", "--nj")])
 def test_a_command_refuses_a_shared_option_it_would_ignore(command, dropped):
     """No command takes an option that changes nothing: ``archive-ali --force`` is a usage error,
     not a silently ignored flag."""

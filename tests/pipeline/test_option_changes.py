@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from lhotse import load_manifest
 
+from weakalign.pipeline.align_options import runtime_args
 from weakalign.pipeline.cli import cli
 from weakalign.pipeline.io import read_json
 from weakalign.pipeline.stage import is_done, marker_path, setup_console_logging
@@ -23,10 +24,11 @@ TINY = ["--max-utts-per-split", "train=4,dev=2,test=2", "--utts-per-speaker", "2
 
 @pytest.fixture
 def weakalign(tmp_path, corpora_dir):
-    roots = ["--data-root", str(tmp_path / "data"), "--exp-root", str(tmp_path / "exp"), "--nj", "1"]
+    roots = ["--data-root", str(tmp_path / "data"), "--exp-root", str(tmp_path / "exp")]
 
     def run(command, *args):
-        result = CliRunner().invoke(cli, [command, "an4", *roots, *args], catch_exceptions=False,
+        nj = runtime_args(cli.commands[command], 1, None)
+        result = CliRunner().invoke(cli, [command, "an4", *roots, *nj, *args], catch_exceptions=False,
                                     env={"WEAKALIGN_CORPORA": str(corpora_dir)})
         assert result.exit_code == 0, result.output
         return result
