@@ -11,9 +11,7 @@ Alignment runs over the training graphs (transition/self-loop scales 0 at
 compilation, then ``add_transition_probs`` 1.0 / 0.1 with the model, as the GMM
 stage does), beam 10 and retry beam 40, in ``nj`` worker processes of a local Dask cluster
 (:class:`~weakalign.kaldi_steps.execution.Executor`); the network's forward pass runs in the
-main process, one block of utterances ahead of the workers. The WER check's decodes of the
-prior-divided log-likelihoods run the same way, one share of the utterances per job
-(:func:`decode_candidates_in_jobs`, :func:`decode_point_in_jobs`).
+main process, one block of utterances ahead of the workers.
 
 >>> import numpy as np
 >>> tid2pdf = np.array([0, 0, 0, 1, 1, 2])      # index 0 unused: transition-ids are 1-based
@@ -25,7 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -180,53 +178,3 @@ def decode_hybrid(hclg, items: Iterable[tuple[str, np.ndarray]], trans_model, wo
     tid2pdf = tid2pdf_array(trans_model)
     decodables = ((utt, khg.DecodableCtc(transition_id_matrix(ll, tid2pdf))) for utt, ll in items)
     return decode_set(hclg, decodables, words, **decode_options)
-
-
-def _candidates_job(items: list, hclg_path: str, trans_model, lm_weights: list, beam: float) -> dict:
-    import kaldifst
-
-    from ..grid_score import LoglikeDecoder, decode_candidates
-
-    decoder = LoglikeDecoder(kaldifst.StdVectorFst.read(hclg_path), trans_model, beam=beam)
-    return decode_candidates(decoder, items, lm_weights)
-
-
-def _point_job(items: list, hclg_path: str, trans_model, lm_weight: float, penalty: float, beam: float) -> dict:
-    import kaldifst
-
-    from ..grid_score import LoglikeDecoder, decode_point, penalised_graph
-
-    decoder = LoglikeDecoder(penalised_graph(kaldifst.StdVectorFst.read(hclg_path), penalty), trans_model, beam=beam)
-    return decode_point(decoder, items, lm_weight)
-
-
-def _in_jobs(job, loglikes: Mapping[str, np.ndarray], nj: int, what: str, *args) -> dict:
-    """``job(items, *args)`` over ``nj`` interleaved shares of ``loglikes`` as tasks of a local Dask
-    cluster (in this process for ``nj`` 1), merged back in the order of ``loglikes``."""
-    from ..execution import Executor
-
-    utts = list(loglikes)
-    shares = [[(u, loglikes[u]) for u in utts[j::nj]] for j in range(max(1, nj)) if utts[j::nj]]
-    if len(shares) <= 1:
-        return job(shares[0] if shares else [], *args)
-    with Executor(len(shares)) as executor:
-        merged = {k: v for part in executor.map(job, [(share, *args) for share in shares], what)
-                  for k, v in part.items()}
-    return {u: merged[u] for u in utts}
-
-
-def decode_candidates_in_jobs(hclg_path, trans_model, loglikes: Mapping[str, np.ndarray], lm_weights,
-                              nj: int, beam: float = 13.0) -> dict[str, list]:
-    """:func:`~weakalign.kaldi_steps.grid_score.decode_candidates` of precomputed log-likelihoods (the hybrid's) in ``nj`` jobs, each
-    with its own decoder over the HCLG at ``hclg_path``: the same paths as one job (each utterance is
-    decoded on its own), in about 1/nj of the time."""
-    return _in_jobs(_candidates_job, loglikes, nj, "grid decode", str(hclg_path), trans_model, list(lm_weights),
-                    beam)
-
-
-def decode_point_in_jobs(hclg_path, trans_model, loglikes: Mapping[str, np.ndarray], lm_weight: float,
-                         penalty: float, nj: int, beam: float = 13.0) -> dict[str, list[int]]:
-    """:func:`~weakalign.kaldi_steps.grid_score.decode_point` over the HCLG at ``hclg_path`` with ``penalty`` per word, in ``nj`` jobs."""
-    return _in_jobs(_point_job, loglikes, nj, "decode at the grid point", str(hclg_path), trans_model, lm_weight,
-                    penalty, beam)
-

@@ -256,7 +256,8 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
     import kaldifst
 
     from ..graph import _word_table, compute_wer, decode_set, make_graph, word_strings
-    from ..grid_score import ScoringGrid, grid_dev_wers, grid_result
+    from ..grid_score import (ScoringGrid, decode_candidates_in_jobs, decode_point_in_jobs, grid_dev_wers,
+                              grid_result)
 
     wer_set = "test" if ws.fbank_cuts("test").exists() else "dev"
     graph_dir = gmm_dir / "graph"
@@ -284,14 +285,14 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
         w, p, dev = 10, 0.0, {}   # without dev: Kaldi's acoustic scale 0.1, no penalty
         if has_dev:
             refs, ratios = split_ratios("dev")
-            candidates = ha.decode_candidates_in_jobs(graph_dir / "HCLG.fst", trans_model, ratios,
+            candidates = decode_candidates_in_jobs(graph_dir / "HCLG.fst", trans_model, ratios,
                                                    grid.decode_lm_weights, nj)
             dev, (w, p) = grid_dev_wers(refs, candidates, grid, table)
         if wer_set == "dev":
             result = dev[(w, p)]
         else:
             refs, ratios = split_ratios(wer_set)
-            hyps = ha.decode_point_in_jobs(graph_dir / "HCLG.fst", trans_model, ratios, w, p, nj)
+            hyps = decode_point_in_jobs(graph_dir / "HCLG.fst", trans_model, ratios, w, p, nj)
             result = compute_wer(refs, {u: word_strings(table, ids) for u, ids in hyps.items()})
         return {**grid_result(result, grid, (w, p), dev), "wer_set": wer_set, "graph": str(graph_dir)}
     if scoring != "scales":

@@ -10,8 +10,8 @@ import pytest
 
 from weakalign.kaldi_steps.graph import _word_table, compute_wer, decode_set
 from weakalign.kaldi_steps.grid_score import (Candidate, LoglikeDecoder, ScoringGrid, decode_candidates,
-                                              decode_point, gmm_pdf_loglikes, penalised_graph, pick_point, rescore)
-from weakalign.kaldi_steps.hybrid.realign import decode_candidates_in_jobs, decode_point_in_jobs
+                                              decode_candidates_in_jobs, decode_point, decode_point_in_jobs,
+                                              gmm_pdf_loglikes, penalised_graph, pick_point, rescore)
 
 NUM_UTTS = 8
 GRID = ScoringGrid(lm_weights=(8, 10, 13, 16), penalties=(0.0, 0.5, 1.0))
