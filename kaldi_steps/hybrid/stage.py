@@ -246,18 +246,17 @@ def _describes_alignments(name: str) -> bool:
 
 
 def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, trans_model,
-                gmm_dir: Path, scales=None, scoring: str = "kaldi-grid", grid=None, nj: int = 1) -> dict:
+                gmm_dir: Path, scales=None, scoring: str = "kaldi-grid", grid=None) -> dict:
     """WER of the hybrid with the source GMM's HCLG, scored as the GMM stages score theirs
     (:func:`~weakalign.kaldi_steps.gmm.decode_wer`): ``scoring="kaldi-grid"`` (default) picks
     Kaldi's ``score.sh`` LM weight x insertion penalty point on dev from one decode per decoded LM
-    weight of the prior-divided log-likelihoods, then decodes the test split (dev if none) once at it,
-    in ``nj`` jobs (the network's forward pass runs here, the searches in the jobs);
+    weight of the prior-divided log-likelihoods, then decodes the test split (dev if none) once at it;
     ``scoring="scales"``: the old search over acoustic ``scales``, no penalty."""
     import kaldifst
 
     from ..graph import _word_table, compute_wer, decode_set, make_graph, word_strings
-    from ..grid_score import (ScoringGrid, decode_candidates_in_jobs, decode_point_in_jobs, grid_dev_wers,
-                              grid_result)
+    from ..grid_score import (LoglikeDecoder, ScoringGrid, decode_candidates, decode_point, grid_dev_wers,
+                              grid_result, penalised_graph)
 
     wer_set = "test" if ws.fbank_cuts("test").exists() else "dev"
     graph_dir = gmm_dir / "graph"
@@ -285,14 +284,14 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
         w, p, dev = 10, 0.0, {}   # without dev: Kaldi's acoustic scale 0.1, no penalty
         if has_dev:
             refs, ratios = split_ratios("dev")
-            candidates = decode_candidates_in_jobs(graph_dir / "HCLG.fst", trans_model, ratios,
-                                                   grid.decode_lm_weights, nj)
+            candidates = decode_candidates(LoglikeDecoder(hclg, trans_model), ratios.items(), grid.decode_lm_weights)
             dev, (w, p) = grid_dev_wers(refs, candidates, grid, table)
         if wer_set == "dev":
             result = dev[(w, p)]
         else:
             refs, ratios = split_ratios(wer_set)
-            hyps = decode_point_in_jobs(graph_dir / "HCLG.fst", trans_model, ratios, w, p, nj)
+            decoder = LoglikeDecoder(penalised_graph(hclg, p), trans_model)
+            hyps = decode_point(decoder, ratios.items(), w)
             result = compute_wer(refs, {u: word_strings(table, ids) for u, ids in hyps.items()})
         return {**grid_result(result, grid, (w, p), dev), "wer_set": wer_set, "graph": str(graph_dir)}
     if scoring != "scales":
@@ -611,7 +610,7 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     }
     if decode:
         t0 = time.time()
-        wer = _decode_wer(ws, model, train_cfg, log_priors, trans_model, gmm_path, nj=nj)
+        wer = _decode_wer(ws, model, train_cfg, log_priors, trans_model, gmm_path)
         times["decode_s"] = time.time() - t0
         diag.update(wer=wer["wer"], wer_set=wer["wer_set"], wer_details=wer)
     diag["times"] = {k: round(v, 1) for k, v in times.items()}

@@ -10,7 +10,6 @@ import pytest
 
 from weakalign.kaldi_steps.graph import _word_table, compute_wer, decode_set
 from weakalign.kaldi_steps.grid_score import (Candidate, LoglikeDecoder, ScoringGrid, decode_candidates,
-                                              decode_candidates_in_jobs, decode_point, decode_point_in_jobs,
                                               gmm_pdf_loglikes, penalised_graph, pick_point, rescore)
 
 NUM_UTTS = 8
@@ -41,8 +40,7 @@ def kaldi_mono(kaldi_an4_dir, tmp_path_factory):
     feats = {u: add_deltas(apply_cmvn(x, cmvn[utt2spk[u]])).astype(np.float32) for u, x in raw.items()}
     params = GmmParams.from_am(am)
     loglikes = {u: gmm_pdf_loglikes(params, x) for u, x in feats.items()}
-    return dict(tm=tm, am=am, hclg=kaldifst.StdVectorFst.read(str(hclg_path)), hclg_path=hclg_path, feats=feats,
-                loglikes=loglikes,
+    return dict(tm=tm, am=am, hclg=kaldifst.StdVectorFst.read(str(hclg_path)), feats=feats, loglikes=loglikes,
                 words=_word_table(d / "lang" / "words.txt"), decode_dir=d / "decode" / "mono" / "dev")
 
 
@@ -148,16 +146,3 @@ def test_a_long_grid_decode_says_how_far_it_got(kaldi_mono, caplog):
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("grid decode:")]
     assert [m.split(" in ")[0] for m in said] == ["grid decode: 1 utterance(s) decoded at 2 LM weight(s)",
                                                   "grid decode: 2 utterance(s) decoded at 2 LM weight(s)"]
-
-
-@pytest.mark.timeout(300)
-def test_decoding_in_jobs_finds_the_same_paths_as_one_decoder(kaldi_mono, rescored):
-    """The hybrid's grid decode in Dask jobs (each its own decoder over the HCLG file): the same
-    candidates per utterance, in the same order, and the same exact decode at a penalised point."""
-    km, (candidates, _) = kaldi_mono, rescored
-    in_jobs = decode_candidates_in_jobs(km["hclg_path"], km["tm"], km["loglikes"], GRID.lm_weights, nj=2)
-    assert list(in_jobs) == list(candidates) and in_jobs == candidates
-    one = decode_point(LoglikeDecoder(penalised_graph(km["hclg"], 0.5), km["tm"]), km["loglikes"].items(), 13)
-    assert decode_point_in_jobs(km["hclg_path"], km["tm"], km["loglikes"], 13, 0.5, nj=2) == one
-    assert decode_point_in_jobs(km["hclg_path"], km["tm"], km["loglikes"], 13, 0.5, nj=1) == one
-
