@@ -3,6 +3,7 @@
 import click
 
 from ..pipeline.cli_common import cluster_option, corpus_command, run_stage_command, run_stage_command_on_ranks
+from ..pipeline.recipe import SOURCE_ALI_DIRS
 
 
 @click.command("lang")
@@ -221,9 +222,9 @@ def _cmn_modes() -> list[str]:
 @click.option("--retry-beam", default=_hybrid_default("retry_beam"), show_default=True, type=float, help="Retry beam.")
 @click.option("--seed", default=_hybrid_default("seed"), show_default=True, type=int)
 @click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) with the source GMM's HCLG.")
-@click.option("--source-ali", default=None, type=click.Choice(["tri1_ali", "tri2_ali", "tri3_ali"]),
+@click.option("--source-ali", default=None, type=click.Choice(list(SOURCE_ALI_DIRS)),
               help="GMM alignments to train on (and that system's tree and HCLG) [per corpus, by the hybrid's "
-                   "dev WER: hybrid.DEFAULT_SOURCE_ALI, else tri1_ali; RESULTS.md]. align runs tri2/tri3 "
+                   "dev WER: pipeline.recipe.DEFAULT_SOURCE_ALI, else tri1_ali; RESULTS.md]. align runs tri2/tri3 "
                    "first when the source needs them.")
 def hybrid(ws, force, nj, **options):
     """Train the hybrid BLSTM on the tri1 senone alignments of train (exp/<corpus>/hybrid) and realign

@@ -85,10 +85,8 @@ def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, cluster, forc
 def hybrid_source_stage(ws: Workspace, hybrid_options: dict) -> str:
     """The GMM stage whose alignments the hybrid will train on: ``--source-ali`` as given to ``align``,
     else as last asked of the hybrid stage (its recorded request), else the corpus's default."""
-    from ..kaldi_steps.hybrid.stage import default_source_ali
-
     source = (hybrid_options.get("source_ali") or recorded_option(ws, "hybrid", "source_ali")
-              or default_source_ali(ws.corpus))
+              or recipe.default_source_ali(ws.corpus))
     return recipe.source_stage_of(source)
 
 

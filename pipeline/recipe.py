@@ -133,6 +133,22 @@ def select_stages(start: str | None, stop_after: str | None, needed=()) -> list[
     return order[order.index(named_only[i]):order.index(named_only[j - 1]) + 1]
 
 
+#: The GMM alignment dirs the hybrid can train on (``--source-ali``).
+SOURCE_ALI_DIRS = ("tri1_ali", "tri2_ali", "tri3_ali")
+#: ``--source-ali`` per corpus when not given, chosen by the hybrid's dev WER (issue #16; RESULTS.md);
+#: a corpus not named here trains on tri1_ali. ``align`` runs the GMM stages a default needs.
+DEFAULT_SOURCE_ALI: dict[str, str] = {}
+
+
+def default_source_ali(corpus: str) -> str:
+    """The alignments the hybrid trains on when ``--source-ali`` is not given.
+
+    >>> default_source_ali("an4"), default_source_ali("a-new-corpus")
+    ('tri1_ali', 'tri1_ali')
+    """
+    return DEFAULT_SOURCE_ALI.get(corpus, "tri1_ali")
+
+
 def source_stage_of(source_ali: str) -> str:
     """The GMM stage that writes a hybrid source alignment dir.
 

@@ -57,6 +57,7 @@ from weakalign.pipeline.acoustic_features import (apply_cmvn, cmvn_stats, mean_s
 from weakalign.pipeline.distributed import wait_for_rank0, world
 from weakalign.pipeline.io import atomic_open, atomic_path, read_json, write_json
 from weakalign.pipeline.options import content_digest, declares_inputs
+from weakalign.pipeline.recipe import SOURCE_ALI_DIRS, default_source_ali, source_stage_of
 from weakalign.pipeline.report import SkipReport
 from weakalign.pipeline.workspace import Workspace
 
@@ -316,22 +317,6 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
             "dev_wer": {str(s): dev[s]["wer"] for s in dev}}
 
 
-#: The GMM alignment dirs the hybrid can train on (``--source-ali``).
-SOURCE_ALI_DIRS = ("tri1_ali", "tri2_ali", "tri3_ali")
-#: ``--source-ali`` per corpus when not given, chosen by the hybrid's dev WER (issue #16; RESULTS.md);
-#: a corpus not named here trains on tri1_ali. ``align`` runs the GMM stages a default needs.
-DEFAULT_SOURCE_ALI: dict[str, str] = {}
-
-
-def default_source_ali(corpus: str) -> str:
-    """The alignments the hybrid trains on when ``--source-ali`` is not given.
-
-    >>> default_source_ali("an4"), default_source_ali("a-new-corpus")
-    ('tri1_ali', 'tri1_ali')
-    """
-    return DEFAULT_SOURCE_ALI.get(corpus, "tri1_ali")
-
-
 def source_ali_input(ws: Workspace, options: dict) -> dict:
     """The hybrid's declared input when it trains on another GMM system than tri1 (``source_ali``,
     else the corpus's :func:`default_source_ali`): that dir's alignments' content, so that redoing
@@ -354,9 +339,9 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
                  speed_perturb: tuple[float, ...] | None = None,
                  acoustic_scale: float = 0.1, beam: float = 10.0, retry_beam: float = 40.0,
                  prior_floor: float = 1e-5, max_mismatch: int = 2, seed: int = 0, decode: bool = True,
-                 gmm_dir: str = "tri1", src_ali_dir: str = "tri1_ali", threads: int | None = None,
+                 threads: int | None = None,
                  source_ali: str | None = None, warm_start: bool = False, later_epochs: int | None = None) -> dict:
-    """Train the hybrid BLSTM on the train alignments of ``exp/<c>/<src_ali_dir>`` and realign every
+    """Train the hybrid BLSTM on the train alignments of ``exp/<c>/<source_ali>`` and realign every
     split it holds (train, dev, test) into ``hybrid_ali``.
 
     ``source_ali`` (``--source-ali``, one of :data:`SOURCE_ALI_DIRS`; ``None``: the corpus's
@@ -373,11 +358,10 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
     ones; ``later_epochs``: the epoch budget of passes 2..N (default: ``epochs``), e.g. one epoch to
     adapt a warm-started network to the new targets (issue #17: fewer frames for the stage).
     """
-    source_ali = source_ali or DEFAULT_SOURCE_ALI.get(ws.corpus)
-    if source_ali:
-        if source_ali not in SOURCE_ALI_DIRS:
-            raise ValueError(f"source_ali must be one of {', '.join(SOURCE_ALI_DIRS)}, got {source_ali!r}")
-        src_ali_dir, gmm_dir = source_ali, source_ali.removesuffix("_ali")
+    source_ali = source_ali or default_source_ali(ws.corpus)
+    if source_ali not in SOURCE_ALI_DIRS:
+        raise ValueError(f"source_ali must be one of {', '.join(SOURCE_ALI_DIRS)}, got {source_ali!r}")
+    src_ali_dir, gmm_dir = source_ali, source_stage_of(source_ali)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
     passes = passes or DEFAULT_PASSES.get(ws.corpus, 1)
     speed_perturb = sorted({float(f) for f in (DEFAULT_SPEED_PERTURB.get(ws.corpus, ()) if speed_perturb is None

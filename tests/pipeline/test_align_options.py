@@ -170,10 +170,10 @@ def test_align_runs_the_gmm_system_the_hybrid_trains_on_first(calls, weakalign, 
 
 
 def test_a_corpus_default_source_ali_runs_its_gmm_stages(calls, weakalign, monkeypatch):
-    from weakalign.kaldi_steps.hybrid import stage
+    from weakalign.pipeline import recipe
 
     weakalign("align", "--from", "tri1")
     assert calls["tri3"] == [] and calls["hybrid"][-1]["source_ali"] is None   # an4: tri1_ali
-    monkeypatch.setitem(stage.DEFAULT_SOURCE_ALI, "an4", "tri3_ali")
+    monkeypatch.setitem(recipe.DEFAULT_SOURCE_ALI, "an4", "tri3_ali")
     weakalign("align", "--from", "tri1", "--force")
     assert len(calls["tri2"]) == len(calls["tri3"]) == 1
