@@ -224,7 +224,8 @@ def _cmn_modes() -> list[str]:
 @click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) with the source GMM's HCLG.")
 @click.option("--source-ali", default=None, type=click.Choice(list(SOURCE_ALI_DIRS)),
               help="GMM alignments to train on (and that system's tree and HCLG) [per corpus, by the hybrid's "
-                   "dev WER: pipeline.recipe.DEFAULT_SOURCE_ALI, else tri1_ali; RESULTS.md]. align runs tri2/tri3 "
+                   "dev WER: speechocean762 tri3_ali, AN4 and others tri1_ali (pipeline.recipe."
+                   "DEFAULT_SOURCE_ALI; RESULTS.md)]. align runs tri2/tri3 "
                    "first when the source needs them.")
 def hybrid(ws, force, nj, **options):
     """Train the hybrid BLSTM on the tri1 senone alignments of train (exp/<corpus>/hybrid) and realign
