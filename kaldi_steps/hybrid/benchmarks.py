@@ -1,14 +1,17 @@
-"""Benchmarks of the hybrid stage: BLSTM training throughput and memory, realignment throughput.
+"""Benchmarks of the hybrid stage: BLSTM training throughput and memory, realignment throughput,
+the WER check's decode in one job vs ``nj``.
 
-Both need ``exp/<c>/tri1_ali`` (the tri1 stage) and the fbank features; the realignment
+All need ``exp/<c>/tri1_ali`` (the tri1 stage) and the fbank features; the realignment
 benchmark uses ``exp/<c>/hybrid/final.pt`` when the hybrid stage has run (else an
 untrained network of the default size, which aligns as fast but badly; the result says which).
+The decode benchmark needs the finished hybrid stage (a trained network's scores and its HCLG).
 """
 
 from __future__ import annotations
 
 import inspect
 import resource
+import shutil
 import time
 
 import numpy as np
@@ -24,6 +27,7 @@ from .train import TrainConfig, _batch_loss, build_model, load_model, resolve_de
 
 TRAIN_STEPS = 30
 REALIGN_UTTS = 200
+DECODE_UTTS = 60
 
 
 def _defaults() -> dict:
@@ -203,4 +207,48 @@ def bench_hybrid_realign(ws, nj: int) -> dict:
             "failed": sum(r.alignment is None for r in results)}
 
 
-BENCHMARKS = [("hybrid_train", bench_hybrid_train), ("hybrid_realign", bench_hybrid_realign)]
+def bench_hybrid_decode(ws, nj: int) -> dict:
+    """The WER check's grid decode of the first :data:`DECODE_UTTS` dev utterances, from archives of
+    the finished hybrid's scores, in one job (this process) and in ``nj`` Dask jobs, side by side:
+    wall time of each (the ``nj`` jobs' cluster start apart) and their ratio; the same paths asserted."""
+    from ..execution import Executor
+    from ..grid_score import ScoringGrid
+    from ..mapped_decode import decode_candidates_in_jobs, write_loglike_arks
+    from .stage import decoding_graph, finished_pass
+
+    torch.set_num_threads(1)
+    hybrid = finished_pass(ws, ws.exp / "hybrid")
+    cfg, graph = hybrid.train_config, decoding_graph(ws, hybrid.gmm_dir) / "HCLG.fst"
+    feats = load_fbank(ws, "dev", hybrid.model.config.input_cmn)
+    scores = {}
+    with torch.no_grad():
+        for u in sorted(feats)[:DECODE_UTTS]:
+            lp = hybrid.model.utterance_log_probs(torch.from_numpy(feats[u][0]), cfg.chunk_width, cfg.left_context,
+                                                  cfg.right_context).numpy()
+            scores[u] = ha.pseudo_log_likelihoods(lp, hybrid.log_priors, 1.0)
+    frames = sum(len(x) for x in scores.values())
+    weights = ScoringGrid().decode_lm_weights
+    out, timing = {}, {}
+    scratch = ws.exp / "bench" / "hybrid_decode_scratch"
+    for jobs in (1, nj):
+        arks, order = write_loglike_arks(scores, scratch / str(jobs), jobs)
+        start = time.time()
+        with Executor(jobs) as executor:
+            cluster_s = time.time() - start
+            start = time.time()
+            out[jobs] = decode_candidates_in_jobs(arks, order, graph, hybrid.trans_model, weights, executor)
+            timing[jobs] = (time.time() - start, cluster_s)
+    shutil.rmtree(scratch, ignore_errors=True)
+    if out[1] != out[nj]:
+        raise AssertionError(f"the decode in {nj} jobs found other paths than one job's")
+    return {"utterances": len(scores), "frames": frames, "nj": nj, "lm_weights_decoded": list(weights),
+            "one_job_s": round(timing[1][0], 2), "nj_jobs_s": round(timing[nj][0], 2),
+            "nj_cluster_start_s": round(timing[nj][1], 2),
+            "speedup": round(timing[1][0] / timing[nj][0], 3),
+            "one_job_frames_per_s": round(frames * len(weights) / timing[1][0], 1),
+            "nj_jobs_frames_per_s": round(frames * len(weights) / timing[nj][0], 1),
+            "note": "frames/s count one decode per LM weight; the network's forward pass is not timed"}
+
+
+BENCHMARKS = [("hybrid_train", bench_hybrid_train), ("hybrid_realign", bench_hybrid_realign),
+              ("hybrid_decode", bench_hybrid_decode)]

@@ -20,7 +20,9 @@ Kaldi's nnet3 BLSTM recipe + ``steps/nnet3/align.sh`` in one stage:
    targets it was trained on (:func:`training_targets_digest`), so a rerun caused by test
    alignments alone resumes the finished training instead of repeating it;
 5. a decode of the test split (dev when there is none) with the tri1 HCLG, and the report
-   ``exp/<c>/hybrid/{diagnostics.json,RESULTS.md}``;
+   ``exp/<c>/hybrid/{diagnostics.json,RESULTS.md}``: the network scores each split once, into
+   one Kaldi archive per job, and ``nj`` Dask jobs decode them (:mod:`~weakalign.kaldi_steps.mapped_decode`, as
+   ``nnet-forward | latgen-faster-mapped``);
 6. with ``passes`` > 1, steps 1-5 again on the previous pass's realignment instead of tri1's
    (``hybrid_pass<k>/`` and ``hybrid_ali_pass<k>/`` hold the earlier passes). On AN4 a first
    pass deletes words at junctions of similar syllables (E after /IY/, EIGHT EIGHT) that tri1's
@@ -64,7 +66,8 @@ from weakalign.pipeline.workspace import Workspace
 from ..shard import TrainingGraphs
 from . import realign as ha
 from .model import HybridConfig
-from .train import FrameMismatch, TrainConfig, heldout_split, reconcile_frames, resolve_device, train_hybrid
+from .train import (FrameMismatch, TrainConfig, heldout_split, load_model, reconcile_frames, resolve_device,
+                    train_hybrid)
 from .priors import pdf_counts, priors_from_counts, save_priors
 
 log = logging.getLogger("weakalign")
@@ -246,26 +249,38 @@ def _describes_alignments(name: str) -> bool:
     return not name.startswith(("ali.", ".")) and name not in ("diagnostics.json", "log")
 
 
-def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, trans_model,
-                gmm_dir: Path, scales=None, scoring: str = "kaldi-grid", grid=None) -> dict:
-    """WER of the hybrid with the source GMM's HCLG, scored as the GMM stages score theirs
-    (:func:`~weakalign.kaldi_steps.gmm.decode_wer`): ``scoring="kaldi-grid"`` (default) picks
-    Kaldi's ``score.sh`` LM weight x insertion penalty point on dev from one decode per decoded LM
-    weight of the prior-divided log-likelihoods, then decodes the test split (dev if none) once at it;
-    ``scoring="scales"``: the old search over acoustic ``scales``, no penalty."""
-    import kaldifst
+def decoding_graph(ws: Workspace, gmm_dir: Path) -> Path:
+    """The dir of the HCLG the hybrid decodes with: its GMM system's graph, else one built for it
+    once under ``exp/<c>/hybrid/graph_tri1`` (a GMM stage run without its WER check has none)."""
+    from ..graph import make_graph
 
-    from ..graph import _word_table, compute_wer, decode_set, make_graph, word_strings
-    from ..grid_score import (LoglikeDecoder, ScoringGrid, decode_candidates, decode_point, grid_dev_wers,
-                              grid_result, penalised_graph)
-
-    wer_set = "test" if ws.fbank_cuts("test").exists() else "dev"
     graph_dir = gmm_dir / "graph"
     if not (graph_dir / "HCLG.fst").exists():
         graph_dir = ws.exp / HYBRID_DIR / "graph_tri1"
         if not (graph_dir / "HCLG.fst").exists():
             make_graph(ws.lang, gmm_dir, graph_dir)
-    hclg = kaldifst.StdVectorFst.read(str(graph_dir / "HCLG.fst"))
+    return graph_dir
+
+
+def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, trans_model,
+                gmm_dir: Path, scales=None, scoring: str = "kaldi-grid", grid=None, nj: int = 1,
+                scratch: Path | None = None) -> dict:
+    """WER of the hybrid with the source GMM's HCLG, scored as the GMM stages score theirs
+    (:func:`~weakalign.kaldi_steps.gmm.decode_wer`): ``scoring="kaldi-grid"`` (default) picks
+    Kaldi's ``score.sh`` LM weight x insertion penalty point on dev from one decode per decoded LM
+    weight of the prior-divided log-likelihoods, then decodes the test split (dev if none) once at it.
+    The network scores each split here, into one archive per job under ``scratch`` (removed after),
+    and ``nj`` Dask jobs decode them (:mod:`~weakalign.kaldi_steps.mapped_decode`).
+    ``scoring="scales"``: the old search over acoustic ``scales``, no penalty, in this process."""
+    import kaldifst
+
+    from ..execution import Executor
+    from ..graph import _word_table, compute_wer, decode_set, word_strings
+    from ..grid_score import ScoringGrid, grid_dev_wers, grid_result
+    from ..mapped_decode import decode_candidates_in_jobs, decode_point_in_jobs, write_loglike_arks
+
+    wer_set = "test" if ws.fbank_cuts("test").exists() else "dev"
+    graph_dir = decoding_graph(ws, gmm_dir)
     words = graph_dir / "words.txt"
 
     def split_ratios(split: str) -> tuple[dict, dict]:
@@ -282,23 +297,35 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
     if scoring == "kaldi-grid":
         grid = grid or ScoringGrid()
         table = _word_table(words)
+        scratch = Path(scratch or ws.exp / HYBRID_DIR / "decode_scratch")
+        shutil.rmtree(scratch, ignore_errors=True)   # a killed run's archives: never reused
+
+        def split_arks(split: str):
+            refs, ratios = split_ratios(split)
+            return (refs, *write_loglike_arks(ratios, scratch / split, nj))
+
         w, p, dev = 10, 0.0, {}   # without dev: Kaldi's acoustic scale 0.1, no penalty
-        if has_dev:
-            refs, ratios = split_ratios("dev")
-            candidates = decode_candidates(LoglikeDecoder(hclg, trans_model), ratios.items(), grid.decode_lm_weights)
-            dev, (w, p) = grid_dev_wers(refs, candidates, grid, table)
-        if wer_set == "dev":
-            result = dev[(w, p)]
-        else:
-            refs, ratios = split_ratios(wer_set)
-            decoder = LoglikeDecoder(penalised_graph(hclg, p), trans_model)
-            hyps = decode_point(decoder, ratios.items(), w)
-            result = compute_wer(refs, {u: word_strings(table, ids) for u, ids in hyps.items()})
+        try:
+            with Executor(nj) as executor:
+                if has_dev:
+                    refs, arks, order = split_arks("dev")
+                    candidates = decode_candidates_in_jobs(arks, order, graph_dir / "HCLG.fst", trans_model,
+                                                           grid.decode_lm_weights, executor)
+                    dev, (w, p) = grid_dev_wers(refs, candidates, grid, table)
+                if wer_set == "dev":
+                    result = dev[(w, p)]
+                else:
+                    refs, arks, order = split_arks(wer_set)
+                    hyps = decode_point_in_jobs(arks, order, graph_dir / "HCLG.fst", trans_model, w, p, executor)
+                    result = compute_wer(refs, {u: word_strings(table, ids) for u, ids in hyps.items()})
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return {**grid_result(result, grid, (w, p), dev), "wer_set": wer_set, "graph": str(graph_dir)}
     if scoring != "scales":
         raise ValueError(f"unknown WER scoring {scoring!r}: use 'kaldi-grid' or 'scales'")
 
     scales = tuple(scales or DECODE_SCALES)
+    hclg = kaldifst.StdVectorFst.read(str(graph_dir / "HCLG.fst"))
 
     def decode(split: str, split_scales) -> dict[float, dict]:
         refs, ratios = split_ratios(split)
@@ -315,6 +342,33 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
     result = dev[best] if wer_set == "dev" else decode(wer_set, [best])[best]
     return {**result, "wer_set": wer_set, "scoring": "scales", "acoustic_scale": best, "graph": str(graph_dir),
             "dev_wer": {str(s): dev[s]["wer"] for s in dev}}
+
+
+@dataclass
+class FinishedPass:
+    """What a finished pass's WER check needs, read back from its dir (:func:`finished_pass`)."""
+    model: torch.nn.Module
+    train_config: TrainConfig
+    log_priors: np.ndarray
+    trans_model: object
+    gmm_dir: Path
+    diagnostics: dict
+
+
+def finished_pass(ws: Workspace, pass_dir: Path, device: str = "cpu") -> FinishedPass:
+    """The network (in eval mode), context, log-priors and source GMM of the pass in ``pass_dir``
+    (``exp/<c>/hybrid`` or a ``hybrid_pass<k>``), so its decode can be run again:
+    ``_decode_wer(ws, p.model, p.train_config, p.log_priors, p.trans_model, p.gmm_dir)``."""
+    from ..kaldi_io import read_model
+
+    diag = read_json(Path(pass_dir) / "diagnostics.json")
+    gmm_dir = ws.exp / (diag.get("gmm") or "tri1")
+    cfg = diag["train_config"]
+    return FinishedPass(
+        model=load_model(Path(pass_dir) / "final.pt", device).eval(),
+        train_config=TrainConfig(**{k: cfg[k] for k in ("chunk_width", "left_context", "right_context")}),
+        log_priors=np.log(np.load(Path(pass_dir) / "priors.npy")).astype(np.float32),
+        trans_model=read_model(gmm_dir / "final.mdl")[0], gmm_dir=gmm_dir, diagnostics=diag)
 
 
 def source_ali_input(ws: Workspace, options: dict) -> dict:
@@ -594,7 +648,8 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     }
     if decode:
         t0 = time.time()
-        wer = _decode_wer(ws, model, train_cfg, log_priors, trans_model, gmm_path)
+        wer = _decode_wer(ws, model, train_cfg, log_priors, trans_model, gmm_path, nj=nj,
+                          scratch=out_dir / "decode_scratch")
         times["decode_s"] = time.time() - t0
         diag.update(wer=wer["wer"], wer_set=wer["wer_set"], wer_details=wer)
     diag["times"] = {k: round(v, 1) for k, v in times.items()}

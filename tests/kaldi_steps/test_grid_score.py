@@ -10,7 +10,7 @@ import pytest
 
 from weakalign.kaldi_steps.graph import _word_table, compute_wer, decode_set
 from weakalign.kaldi_steps.grid_score import (Candidate, LoglikeDecoder, ScoringGrid, decode_candidates,
-                                              gmm_pdf_loglikes, penalised_graph, pick_point, rescore)
+                                              decode_point, gmm_pdf_loglikes, penalised_graph, pick_point, rescore)
 
 NUM_UTTS = 8
 GRID = ScoringGrid(lm_weights=(8, 10, 13, 16), penalties=(0.0, 0.5, 1.0))
@@ -40,7 +40,8 @@ def kaldi_mono(kaldi_an4_dir, tmp_path_factory):
     feats = {u: add_deltas(apply_cmvn(x, cmvn[utt2spk[u]])).astype(np.float32) for u, x in raw.items()}
     params = GmmParams.from_am(am)
     loglikes = {u: gmm_pdf_loglikes(params, x) for u, x in feats.items()}
-    return dict(tm=tm, am=am, hclg=kaldifst.StdVectorFst.read(str(hclg_path)), feats=feats, loglikes=loglikes,
+    return dict(tm=tm, am=am, hclg=kaldifst.StdVectorFst.read(str(hclg_path)), hclg_path=hclg_path, feats=feats,
+                loglikes=loglikes,
                 words=_word_table(d / "lang" / "words.txt"), decode_dir=d / "decode" / "mono" / "dev")
 
 
@@ -146,3 +147,24 @@ def test_a_long_grid_decode_says_how_far_it_got(kaldi_mono, caplog):
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("grid decode:")]
     assert [m.split(" in ")[0] for m in said] == ["grid decode: 1 utterance(s) decoded at 2 LM weight(s)",
                                                   "grid decode: 2 utterance(s) decoded at 2 LM weight(s)"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("nj", [1, 2])
+def test_decoding_archives_in_jobs_finds_the_same_paths_as_one_decoder(kaldi_mono, rescored, tmp_path, nj):
+    """Log-likelihoods written as one Kaldi archive per job, each decoded by its own job's decoder
+    over the HCLG file (in Dask workers for nj 2): the same candidates per utterance, in the same
+    order, and the same exact decode at a penalised point, as one decoder in this process."""
+    from weakalign.kaldi_steps.execution import Executor
+    from weakalign.kaldi_steps.mapped_decode import (decode_candidates_in_jobs, decode_point_in_jobs,
+                                                     write_loglike_arks)
+
+    km, (candidates, _) = kaldi_mono, rescored
+    arks, order = write_loglike_arks(km["loglikes"], tmp_path, nj)
+    assert len(arks) == nj and order == list(km["loglikes"])
+    one = decode_point(LoglikeDecoder(penalised_graph(km["hclg"], 0.5), km["tm"]), km["loglikes"].items(), 13)
+    with Executor(nj) as executor:
+        in_jobs = decode_candidates_in_jobs(arks, order, km["hclg_path"], km["tm"], GRID.lm_weights, executor)
+        at_point = decode_point_in_jobs(arks, order, km["hclg_path"], km["tm"], 13, 0.5, executor)
+    assert list(in_jobs) == list(candidates) and in_jobs == candidates
+    assert list(at_point) == list(one) and at_point == one

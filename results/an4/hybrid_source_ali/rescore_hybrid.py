@@ -13,28 +13,20 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
-from weakalign.kaldi_steps.hybrid.stage import _decode_wer
-from weakalign.kaldi_steps.hybrid.train import TrainConfig, load_model
-from weakalign.kaldi_steps.kaldi_io import read_model
+from weakalign.kaldi_steps.hybrid.stage import _decode_wer, finished_pass
 from weakalign.pipeline.workspace import Workspace
 
 data_root, exp_root, hybrid_dir, out = sys.argv[1:5]
 torch.set_num_threads(1)
 ws = Workspace("an4", data_root, exp_root)
 d = Path(exp_root) / "an4" / hybrid_dir
-diag = json.loads((d / "diagnostics.json").read_text())
-gmm = diag.get("gmm") or "tri1"
-cfg = diag["train_config"]
-train_cfg = TrainConfig(**{k: cfg[k] for k in ("chunk_width", "left_context", "right_context")})
-model = load_model(d / "final.pt", "cpu").eval()
-log_priors = np.log(np.load(d / "priors.npy")).astype(np.float32)
-trans_model, _ = read_model(ws.exp / gmm / "final.mdl")
+p = finished_pass(ws, d)
+diag, gmm = p.diagnostics, p.gmm_dir.name
 t0 = time.time()
 with torch.no_grad():
-    wer = _decode_wer(ws, model, train_cfg, log_priors, trans_model, ws.exp / gmm)
+    wer = _decode_wer(ws, p.model, p.train_config, p.log_priors, p.trans_model, p.gmm_dir)
 keep = ("wer", "errors", "ins", "del", "sub", "words", "wer_set", "lm_weight", "penalty", "grid", "dev_wer")
 result = {"hybrid_dir": str(d), "gmm": gmm, "pass": diag.get("pass"), "source": diag.get("source"),
           "frame_acc_heldout": diag["frame_acc_heldout"], "frame_acc_dev": diag.get("frame_acc_dev"),

@@ -106,6 +106,8 @@ def test_diagnostics_and_results(hybrid_ws):
     assert details["lm_weight"] in details["grid"]["lm_weights"] and details["penalty"] in details["grid"]["penalties"]
     dev = details["dev_wer"]
     assert len(dev) == 33 and dev[f"{details['lm_weight']}_{details['penalty']}"] == min(dev.values())
+    # The scores the decode jobs read were scratch: gone once the check is done.
+    assert not list(ws.exp.rglob("decode_scratch"))
     # test is realigned and reported on its own: dev's figure counts dev's frames only
     split_frames = {split: sum(c.num_frames for c in CutSet.from_file(ws.fbank_cuts(split))
                                if c.id in read_ali_dir(ws.exp / "tri1_ali")) for split in SPLITS}
@@ -134,6 +136,20 @@ def test_no_test_utterance_reaches_the_hybrid_training(hybrid_ws):
     ckpt = torch.load(next((ws.exp / "hybrid" / "checkpoints").glob("epoch-*.pt")), weights_only=False)
     tri1 = read_ali_dir(ws.exp / "tri1_ali")
     assert ckpt["targets_id"] == alignment_digest({u: a for u, a in tri1.items() if u not in test_ids})
+
+
+def test_the_decode_benchmark_times_one_job_against_nj_on_the_finished_hybrid(hybrid_ws):
+    """``make bench``'s hybrid_decode: the same paths in 1 and 2 jobs (it raises otherwise), both timed,
+    and the scratch archives gone after."""
+    from weakalign.kaldi_steps.hybrid.benchmarks import bench_hybrid_decode
+
+    ws, _, _ = hybrid_ws
+    result = bench_hybrid_decode(ws, 2)
+    dev = len(CutSet.from_file(ws.fbank_cuts("dev")))
+    assert result["utterances"] == min(dev, 60) and result["frames"] > 0 and result["nj"] == 2
+    assert result["one_job_s"] > 0 and result["nj_jobs_s"] > 0
+    assert result["speedup"] == pytest.approx(result["one_job_s"] / result["nj_jobs_s"], rel=0.01)
+    assert not (ws.exp / "bench" / "hybrid_decode_scratch").exists()
 
 
 def test_rerun_is_skipped_and_resumes(hybrid_ws):
