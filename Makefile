@@ -10,6 +10,8 @@ SEED ?=
 FROM ?=
 STOP_AFTER ?=
 ALIGN_CONFIG ?=
+# DRY_RUN=1: align runs nothing, says per stage whether it is done or would run, and why.
+DRY_RUN ?=
 DATA ?= data
 EXP ?= exp
 PYTHON ?= python3
@@ -29,7 +31,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 align: setup
-	$(WA) align $(CORPUS) $(ROOTS) --nj $(NJ) --hybrid-procs $(HYBRID_PROCS) $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(FROM),--from $(FROM)) $(if $(STOP_AFTER),--stop-after $(STOP_AFTER)) $(if $(ALIGN_CONFIG),--config $(ALIGN_CONFIG))
+	$(WA) align $(CORPUS) $(ROOTS) --nj $(NJ) --hybrid-procs $(HYBRID_PROCS) $(if $(CLUSTER),--cluster $(CLUSTER)) $(if $(FROM),--from $(FROM)) $(if $(STOP_AFTER),--stop-after $(STOP_AFTER)) $(if $(ALIGN_CONFIG),--config $(ALIGN_CONFIG)) $(if $(DRY_RUN),--dry-run)
 
 train: setup
 	$(WA) train $(CORPUS) $(ROOTS) --nj $(NJ) --config $(CONFIG) $(if $(SEED),--seed $(SEED))

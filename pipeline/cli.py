@@ -13,7 +13,7 @@ from .align_options import forwarded_parameters, invoke_stage, runtime_args, rea
 from .cli_common import ErrorsInOneLine, cluster_option
 from .options import recorded_option
 from .report import log_skip_table
-from .stage import log, setup_console_logging
+from .stage import PlannedStage, log, planning, setup_console_logging
 from .workspace import Workspace
 
 
@@ -58,8 +58,10 @@ _add_package_commands()
 @click.option("--force", is_flag=True, help="Redo the selected stages even if done.")
 @click.option("--config", "config", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML of per-stage options ({stage: {option: value}}); the command line wins over it.")
+@click.option("--dry-run", is_flag=True,
+              help="Run nothing: say which stages are done with these options and which would run, and why.")
 @click.pass_context
-def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, cluster, force, config, **forwarded):
+def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, cluster, force, config, dry_run, **forwarded):
     chosen = read_config(ctx, config, cli.commands, recipe.stage_order()) if config else {}
     for stage, options in requested_on_command_line(ctx, _FORWARDED, forwarded).items():
         chosen.setdefault(stage, {}).update(options)
@@ -76,10 +78,34 @@ def align(ctx, corpus, start, stop_after, data_root, exp_root, nj, cluster, forc
     if unused:
         log.warning("[%s] options for stages this run leaves out, not used: %s", corpus, ", ".join(unused))
     args = [corpus, "--data-root", data_root, "--exp-root", exp_root] + (["--force"] if force else [])
+    if dry_run:
+        plan_stages(ctx, stages, args, chosen, reads={"hybrid": [hybrid_source_stage(ws, chosen.get("hybrid", {}))]})
+        return
     for name in stages:
         command = cli.commands[name]
         invoke_stage(ctx, command, args + runtime_args(command, nj, cluster), chosen.get(name, {}))
     log_skip_table(ws, recipe.stage_order())
+
+
+def plan_stages(ctx, stages: list[str], args: list[str], chosen: dict, reads: dict) -> list[PlannedStage]:
+    """``align --dry-run``: each stage's command as align would invoke it, stopped where it would
+    start running (:func:`~weakalign.pipeline.stage.planning`, with its ``reads``); one line per stage
+    on stdout."""
+    planned = []
+    with planning(reads):
+        for name in stages:
+            try:
+                invoke_stage(ctx, cli.commands[name], args, chosen.get(name, {}))
+            except PlannedStage as decision:
+                planned.append(decision)
+            except (click.ClickException, FileNotFoundError):
+                # Its inputs are an earlier stage's outputs, not made yet: it runs after that one.
+                earlier = [p.name for p in planned if p.action == "run"]
+                if not earlier:
+                    raise
+                planned.append(PlannedStage(name, "run", [f"{earlier[-1]} would run first"]))
+            click.echo(str(planned[-1]))
+    return planned
 
 
 def hybrid_source_stage(ws: Workspace, hybrid_options: dict) -> str:

@@ -16,7 +16,7 @@ import click
 from click.core import ParameterSource
 
 from .prerequisites import as_missing_input
-from .stage import MissingInput, log, run_stage, setup_console_logging
+from .stage import MissingInput, is_planning, log, run_stage, setup_console_logging
 from .workspace import Workspace
 
 #: Where a value came from when nobody chose it.
@@ -122,6 +122,8 @@ def run_stage_command_on_ranks(name: str, ws: Workspace, fn, *, force: bool, pro
     chosen, defaults = split_request(click.get_current_context(), options)
     if procs > 1 and not is_distributed():
         _check_one_gpu_per_rank(procs, {**defaults, **chosen}.get("device") or "auto")
+    if is_planning():   # deciding only: nothing to launch
+        return _run_requested(name, ws, fn, force, chosen, defaults)
     if is_distributed() or procs == 1:
         return _run_on_ranks(name, ws, fn, force, chosen, defaults)
     try:

@@ -26,10 +26,20 @@ the ones last asked for, not the defaults. ``force=True`` redoes it regardless.
 'y'
 >>> calls
 ['x', 'y']
+
+:func:`planning` says what calls would do without running them (``weakalign align --dry-run``):
+
+>>> with planning() as plan:
+...     try:
+...         run_stage("hello", ws, hello, name="z")
+...     except PlannedStage as planned:
+...         print(planned)
+hello: would run (name: 'y' -> 'z')
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -168,6 +178,65 @@ def _invalidate_dependents(ws: Workspace, name: str) -> None:
         log.info("[%s] %s is being redone: %s now stale and will rerun", ws.corpus, name, ", ".join(stale))
 
 
+class PlannedStage(Exception):
+    """Raised by :func:`run_stage` instead of running while :func:`planning`: ``action`` is
+    ``"done"`` (the finished run matches the request), ``"run"``, or ``"maybe"`` (done, but it reads
+    the outputs of a stage that would run first: redone if they change); ``reasons`` say why."""
+
+    def __init__(self, name: str, action: str, reasons: list[str]):
+        super().__init__(name, action, reasons)
+        self.name, self.action, self.reasons = name, action, reasons
+
+    def __str__(self) -> str:
+        said = {"done": "done, nothing to redo", "run": "would run", "maybe": "may run"}[self.action]
+        return f"{self.name}: {said}" + (f" ({'; '.join(self.reasons)})" if self.reasons else "")
+
+
+_PLAN: dict | None = None   # while planning: {"actions": {stage: action}, "reads": {stage: [stages]}}
+
+
+@contextlib.contextmanager
+def planning(reads: dict[str, list[str]] | None = None):
+    """Within it, :func:`run_stage` decides and raises :class:`PlannedStage` instead of running. A
+    stage after one that would run is stale when it reads that one's outputs (:func:`recipe.dependents`);
+    ``reads``: other stages whose outputs a stage reads through a declared input (the hybrid, its
+    source GMM's alignments), which redo it only if their content changes."""
+    global _PLAN
+    _PLAN = {"actions": {}, "reads": reads or {}}
+    try:
+        yield _PLAN["actions"]
+    finally:
+        _PLAN = None
+
+
+def is_planning() -> bool:
+    return _PLAN is not None
+
+
+def _plan(name: str, ws: Workspace, request: "StageRequest", force: bool) -> PlannedStage:
+    from .recipe import dependents
+
+    if force:
+        reasons = ["--force"]
+    elif not marker_path(ws, name).exists():
+        reasons = ["never finished"]
+    elif not is_done(ws, name):
+        reasons = ["outputs of the finished run are missing"]
+    else:
+        reasons = request.changes_since(read_json(marker_path(ws, name)))
+    actions = _PLAN["actions"]
+    upstream = [e for e, a in actions.items() if a != "done" and name in dependents(e)]
+    reasons += [f"{e} would run first" for e in upstream if actions[e] == "run"]
+    action = "run" if reasons else "done"
+    if action == "done":
+        maybe = [e for e in upstream if actions[e] == "maybe"]
+        maybe += [e for e in _PLAN["reads"].get(name, ()) if actions.get(e, "done") != "done" and e not in maybe]
+        if maybe:
+            action, reasons = "maybe", [f"if {e}'s rerun changes its outputs, which {name} reads" for e in maybe]
+    actions[name] = action
+    return PlannedStage(name, action, reasons)
+
+
 @dataclass
 class StageRequest:
     """One call of a stage: what the stage function gets and what identifies its result."""
@@ -206,6 +275,8 @@ def run_stage(name: str, ws: Workspace, fn: Callable[..., dict], /, *, force: bo
     """
     try:
         return _run_stage(name, ws, fn, force=force, defaults=defaults, options=options)
+    except PlannedStage:
+        raise
     except Exception as e:
         log_failure(ws, name, e)
         raise
@@ -215,6 +286,8 @@ def _run_stage(name: str, ws: Workspace, fn: Callable[..., dict], *, force: bool
                options: dict) -> dict:
     setup_console_logging()
     request = StageRequest.build(name, ws, fn, options, defaults)
+    if _PLAN is not None:
+        raise _plan(name, ws, request, force)
     marker = marker_path(ws, name)
     if not force and is_done(ws, name):
         changes = request.changes_since(read_json(marker))

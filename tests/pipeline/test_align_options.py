@@ -177,3 +177,35 @@ def test_a_corpus_default_source_ali_runs_its_gmm_stages(calls, weakalign, monke
     monkeypatch.setitem(recipe.DEFAULT_SOURCE_ALI, "an4", "tri3_ali")
     weakalign("align", "--from", "tri1", "--force")
     assert len(calls["tri2"]) == len(calls["tri3"]) == 1
+
+
+def _plan_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.split(":")[0] in STAGE_FUNCTIONS]
+
+
+def test_align_dry_run_says_what_would_run_and_why_and_runs_nothing(calls, weakalign):
+    plan = _plan_lines(weakalign("align", "--dry-run").output)
+    assert not any(calls.values()) and not weakalign.ws.done_dir.exists()
+    assert plan[0] == "prepare: would run (never finished)"
+    assert plan[1] == "features: would run (never finished; prepare would run first)"
+    assert [line.split(":")[0] for line in plan] == list(ALIGN_STAGES)
+    weakalign("align")
+    ran = {name: len(c) for name, c in calls.items()}
+    assert _plan_lines(weakalign("align", "--dry-run").output) == [f"{s}: done, nothing to redo" for s in ALIGN_STAGES]
+    plan = _plan_lines(weakalign("align", "--dry-run", "--num-leaves", "400").output)
+    assert plan[ALIGN_STAGES.index("tri1")] == "tri1: would run (num_leaves: None -> 400)"
+    assert plan[-2:] == ["hybrid: would run (tri1 would run first)", "export: would run (tri1 would run first; "
+                         "hybrid would run first)"]
+    assert plan[ALIGN_STAGES.index("mono")] == "mono: done, nothing to redo"
+    assert {name: len(c) for name, c in calls.items()} == ran and is_done(weakalign.ws, "tri1")
+
+
+def test_a_dry_run_says_the_hybrid_may_rerun_when_its_source_gmm_would(calls, weakalign):
+    """The hybrid reads tri3's alignments through a declared input: a tri3 rerun that rewrites the
+    same alignments leaves it done, so the plan says it may run, not that it will."""
+    weakalign("align", "--source-ali", "tri3_ali")
+    marker_path(weakalign.ws, "tri3").unlink()
+    plan = _plan_lines(weakalign("align", "--dry-run").output)
+    assert plan[-3:] == ["tri3: would run (never finished)",
+                         "hybrid: may run (if tri3's rerun changes its outputs, which hybrid reads)",
+                         "export: may run (if hybrid's rerun changes its outputs, which export reads)"]
