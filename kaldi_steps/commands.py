@@ -180,6 +180,7 @@ def _cmn_modes() -> list[str]:
 
 @click.command("hybrid")
 @corpus_command
+@cluster_option
 @click.option("--device", default="auto", show_default=True, help="Training device: auto, cpu, cuda, cuda:N.")
 @click.option("--threads", default=None, type=int,
               help="Training threads [OMP_NUM_THREADS, else every core]; use 1 when the machine is shared.")

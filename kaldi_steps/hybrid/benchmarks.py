@@ -214,10 +214,10 @@ def bench_hybrid_decode(ws, nj: int) -> dict:
     from ..execution import Executor
     from ..grid_score import ScoringGrid
     from ..mapped_decode import decode_candidates_in_jobs, write_loglike_arks
-    from .stage import decoding_graph, finished_pass
+    from .stage import decoding_graph, load_finished_pass
 
     torch.set_num_threads(1)
-    hybrid = finished_pass(ws, ws.exp / "hybrid")
+    hybrid = load_finished_pass(ws, ws.exp / "hybrid")
     cfg, graph = hybrid.train_config, decoding_graph(ws, hybrid.gmm_dir) / "HCLG.fst"
     feats = load_fbank(ws, "dev", hybrid.model.config.input_cmn)
     scores = {}

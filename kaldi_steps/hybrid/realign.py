@@ -9,9 +9,9 @@ transition model's transition-id -> pdf map (:func:`transition_id_matrix`).
 
 Alignment runs over the training graphs (transition/self-loop scales 0 at
 compilation, then ``add_transition_probs`` 1.0 / 0.1 with the model, as the GMM
-stage does), beam 10 and retry beam 40, in ``nj`` worker processes of a local Dask cluster
-(:class:`~weakalign.kaldi_steps.execution.Executor`); the network's forward pass runs in the
-main process, one block of utterances ahead of the workers.
+stage does), beam 10 and retry beam 40, in ``nj`` jobs of a local Dask cluster or of the stage's
+``--cluster`` (:class:`~weakalign.kaldi_steps.execution.Executor`); the network's forward pass runs
+in the main process, one block of utterances ahead of the workers.
 
 >>> import numpy as np
 >>> tid2pdf = np.array([0, 0, 0, 1, 1, 2])      # index 0 unused: transition-ids are 1-based
@@ -114,7 +114,8 @@ def _align_one(task: tuple[str, list[int], np.ndarray]) -> AlignResult:
 
 def align_utterances(tasks: Iterable[tuple[str, list[int], Callable[[], np.ndarray]]], *,
                      compile_graph: Callable[[list[int]], object], trans_model,
-                     nj: int = 1, beam: float = 10.0, retry_beam: float = 40.0,
+                     nj: int = 1, cluster: str | None = None, shared: tuple = (),
+                     beam: float = 10.0, retry_beam: float = 40.0,
                      transition_scale: float = 1.0, self_loop_scale: float = 0.1,
                      block: int = 32) -> Iterator[AlignResult]:
     """Align ``(utt_id, word_ids, make_pdf_loglikes)`` tasks; yields results in input order.
@@ -122,25 +123,28 @@ def align_utterances(tasks: Iterable[tuple[str, list[int], Callable[[], np.ndarr
     ``make_pdf_loglikes()`` returns the utterance's scaled ``(T, num_pdfs)`` pseudo-log-likelihoods
     (called in this process, e.g. the network's forward pass); ``compile_graph(word_ids)``
     returns its training graph compiled with transition/self-loop scale 0 (it must pickle
-    when ``nj > 1``: a module-level function or a ``functools.partial`` of one).
+    when ``nj > 1``: a module-level function or a ``functools.partial`` of one). ``cluster``: where
+    the ``nj`` jobs run (:class:`~..execution.Executor`; None: a local cluster), ``shared`` the folders
+    its workers must see as this process does.
     """
     init_args = (compile_graph, trans_model, beam, retry_beam, transition_scale, self_loop_scale)
-    if nj <= 1:
+    if nj <= 1 and not cluster:
         _init_worker(*init_args)
         for utt_id, word_ids, make in tasks:
             yield _align_one((utt_id, word_ids, make()))
         return
-    yield from _align_on_dask(tasks, init_args, nj, block)
+    yield from _align_on_dask(tasks, init_args, max(1, nj), block, cluster, shared)
 
 
-def _align_on_dask(tasks, init_args: tuple, nj: int, block: int) -> Iterator[AlignResult]:
-    """``nj`` local Dask workers align each block of tasks, split into ``nj`` chunks, while this
-    process computes the next block's scores; results gathered in input order."""
+def _align_on_dask(tasks, init_args: tuple, nj: int, block: int, cluster: str | None = None,
+                   shared: tuple = ()) -> Iterator[AlignResult]:
+    """``nj`` Dask jobs (on ``cluster``, else on local workers) align each block of tasks, split into
+    ``nj`` chunks, while this process computes the next block's scores; results gathered in input order."""
     import uuid
 
     from ..execution import Executor
 
-    with Executor(nj) as executor:
+    with Executor(nj, cluster, shared=shared) as executor:
         client = executor.client
         # One copy of the graph compiler and model on every worker (a list: scatter it whole).
         [state] = client.scatter([init_args], broadcast=True, hash=False)

@@ -249,6 +249,10 @@ def _describes_alignments(name: str) -> bool:
     return not name.startswith(("ali.", ".")) and name not in ("diagnostics.json", "log")
 
 
+#: Options that change where a pass runs, not what it produces (never in its stamp).
+WHERE_IT_RUNS = ("nj", "cluster", "device", "threads")
+
+
 def decoding_graph(ws: Workspace, gmm_dir: Path) -> Path:
     """The dir of the HCLG the hybrid decodes with: its GMM system's graph, else one built for it
     once under ``exp/<c>/hybrid/graph_tri1`` (a GMM stage run without its WER check has none)."""
@@ -264,13 +268,13 @@ def decoding_graph(ws: Workspace, gmm_dir: Path) -> Path:
 
 def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, trans_model,
                 gmm_dir: Path, scales=None, scoring: str = "kaldi-grid", grid=None, nj: int = 1,
-                scratch: Path | None = None) -> dict:
+                cluster: str | None = None, scratch: Path | None = None) -> dict:
     """WER of the hybrid with the source GMM's HCLG, scored as the GMM stages score theirs
     (:func:`~weakalign.kaldi_steps.gmm.decode_wer`): ``scoring="kaldi-grid"`` (default) picks
     Kaldi's ``score.sh`` LM weight x insertion penalty point on dev from one decode per decoded LM
     weight of the prior-divided log-likelihoods, then decodes the test split (dev if none) once at it.
     The network scores each split here, into one archive per job under ``scratch`` (removed after),
-    and ``nj`` Dask jobs decode them (:mod:`~weakalign.kaldi_steps.mapped_decode`).
+    and ``nj`` Dask jobs on ``cluster`` decode them (:mod:`~weakalign.kaldi_steps.mapped_decode`).
     ``scoring="scales"``: the old search over acoustic ``scales``, no penalty, in this process."""
     import kaldifst
 
@@ -306,7 +310,7 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
 
         w, p, dev = 10, 0.0, {}   # without dev: Kaldi's acoustic scale 0.1, no penalty
         try:
-            with Executor(nj) as executor:
+            with Executor(nj, cluster, shared=(scratch.parent,)) as executor:
                 if has_dev:
                     refs, arks, order = split_arks("dev")
                     candidates = decode_candidates_in_jobs(arks, order, graph_dir / "HCLG.fst", trans_model,
@@ -345,8 +349,8 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
 
 
 @dataclass
-class FinishedPass:
-    """What a finished pass's WER check needs, read back from its dir (:func:`finished_pass`)."""
+class LoadedPass:
+    """What a finished pass's WER check needs, read back from its dir (:func:`load_finished_pass`)."""
     model: torch.nn.Module
     train_config: TrainConfig
     log_priors: np.ndarray
@@ -355,7 +359,7 @@ class FinishedPass:
     diagnostics: dict
 
 
-def finished_pass(ws: Workspace, pass_dir: Path, device: str = "cpu") -> FinishedPass:
+def load_finished_pass(ws: Workspace, pass_dir: Path, device: str = "cpu") -> LoadedPass:
     """The network (in eval mode), context, log-priors and source GMM of the pass in ``pass_dir``
     (``exp/<c>/hybrid`` or a ``hybrid_pass<k>``), so its decode can be run again:
     ``_decode_wer(ws, p.model, p.train_config, p.log_priors, p.trans_model, p.gmm_dir)``."""
@@ -364,7 +368,7 @@ def finished_pass(ws: Workspace, pass_dir: Path, device: str = "cpu") -> Finishe
     diag = read_json(Path(pass_dir) / "diagnostics.json")
     gmm_dir = ws.exp / (diag.get("gmm") or "tri1")
     cfg = diag["train_config"]
-    return FinishedPass(
+    return LoadedPass(
         model=load_model(Path(pass_dir) / "final.pt", device).eval(),
         train_config=TrainConfig(**{k: cfg[k] for k in ("chunk_width", "left_context", "right_context")}),
         log_priors=np.log(np.load(Path(pass_dir) / "priors.npy")).astype(np.float32),
@@ -384,7 +388,8 @@ def source_ali_input(ws: Workspace, options: dict) -> dict:
 
 
 @declares_inputs(source_ali_input)
-def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int | None = None,
+def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device: str = "auto",
+                 epochs: int | None = None,
                  passes: int | None = None,
                  cells: int = 256, proj: int = 128, layers: int = 3, dropout: float = 0.1,
                  chunk_width: int = 40, left_context: int = 20, right_context: int = 20,
@@ -396,7 +401,9 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
                  threads: int | None = None,
                  source_ali: str | None = None, warm_start: bool = False, later_epochs: int | None = None) -> dict:
     """Train the hybrid BLSTM on the train alignments of ``exp/<c>/<source_ali>`` and realign every
-    split it holds (train, dev, test) into ``hybrid_ali``.
+    split it holds (train, dev, test) into ``hybrid_ali``. The realignment and the WER check's decode
+    run in ``nj`` jobs on ``cluster`` (a Dask scheduler's address or a queue, as the GMM stages'; None:
+    a local cluster of ``nj`` processes; :mod:`~weakalign.kaldi_steps.execution`), the training here.
 
     ``source_ali`` (``--source-ali``, one of :data:`SOURCE_ALI_DIRS`; ``None``: the corpus's
     :func:`default_source_ali`) sets both: the alignments of
@@ -428,7 +435,7 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
         batch_size=batch_size, lr=lr, lr_final=lr_final, patience=patience, heldout_fraction=heldout_fraction,
         cmn=cmn, speed_perturb=speed_perturb, acoustic_scale=acoustic_scale, beam=beam, retry_beam=retry_beam,
         prior_floor=prior_floor, max_mismatch=max_mismatch, seed=seed, decode=decode, device=device, nj=nj,
-        threads=threads)
+        cluster=cluster, threads=threads)
     from ..kaldi_io import read_ali_dir
 
     t0 = time.time()
@@ -446,11 +453,11 @@ def hybrid_stage(ws: Workspace, nj: int = 2, device: str = "auto", epochs: int |
         out_dir = ws.exp / (HYBRID_DIR if last else f"{HYBRID_DIR}_pass{k}")
         ali_out = ws.exp / (HYBRID_ALI_DIR if last else f"{HYBRID_ALI_DIR}_pass{k}")
         log.info("hybrid: pass %d of %d: %s -> %s", k, passes, source.name, ali_out.name)
-        # nj, device and threads change where the work runs, not what a pass produces
+        # nj, cluster, device and threads change where the work runs, not what a pass produces
         pass_options = {**options, "epochs": options["epochs"] if k == 1 else later_epochs or options["epochs"]}
         init_from = previous_out / "final.pt" if warm_start and k > 1 else None
         stamp = {"pass": k, "source": source.name, "source_digest": alignment_digest(alignments),
-                 "options": {o: v for o, v in pass_options.items() if o not in ("nj", "device", "threads")},
+                 "options": {o: v for o, v in pass_options.items() if o not in WHERE_IT_RUNS},
                  **({"warm_start_from": previous_out.name} if init_from else {})}
         summary = None if last else _finished_pass(out_dir, stamp)
         if summary is None:
@@ -505,7 +512,7 @@ def _finished_pass(out_dir: Path, stamp: dict) -> dict | None:
 
 def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict[str, np.ndarray],
                 reference: dict[str, np.ndarray], out_dir: Path, ali_out: Path, gmm_path: Path, stamp: dict, *,
-                nj: int, device: str, epochs: int, cells: int, proj: int, layers: int, dropout: float,
+                nj: int, cluster: str | None, device: str, epochs: int, cells: int, proj: int, layers: int, dropout: float,
                 chunk_width: int, left_context: int, right_context: int, batch_size: int, lr: float,
                 lr_final: float | None, patience: int, heldout_fraction: float, cmn: str,
                 speed_perturb: list[float], acoustic_scale: float, beam: float, retry_beam: float,
@@ -594,7 +601,7 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
 
     new_ali, retried, failed, frames = {}, 0, 0, 0
     for res in tqdm(ha.align_utterances(tasks(), compile_graph=compile_graph, trans_model=trans_model,
-                                        nj=nj, beam=beam,
+                                        nj=nj, cluster=cluster, shared=(ws.data, ws.exp), beam=beam,
                                         retry_beam=retry_beam),
                     total=len(items), desc="hybrid realign"):
         retried += res.retried
@@ -648,7 +655,7 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     }
     if decode:
         t0 = time.time()
-        wer = _decode_wer(ws, model, train_cfg, log_priors, trans_model, gmm_path, nj=nj,
+        wer = _decode_wer(ws, model, train_cfg, log_priors, trans_model, gmm_path, nj=nj, cluster=cluster,
                           scratch=out_dir / "decode_scratch")
         times["decode_s"] = time.time() - t0
         diag.update(wer=wer["wer"], wer_set=wer["wer_set"], wer_details=wer)

@@ -218,7 +218,7 @@ def test_align_passes_cluster_and_nj_to_the_stages_with_jobs_only():
     address = "tcp://127.0.0.1:8786"
     assert runtime_args(cli.commands["mono"], 3, address) == ["--nj", "3", "--cluster", address]
     assert runtime_args(cli.commands["tri1"], 2, address) == ["--nj", "2", "--cluster", address]
-    assert runtime_args(cli.commands["hybrid"], 2, address) == ["--nj", "2"]
+    assert runtime_args(cli.commands["hybrid"], 2, address) == ["--nj", "2", "--cluster", address]
     for stage in ("prepare", "lang", "export", "export-kaldi"):   # no parallel jobs: neither option
         assert runtime_args(cli.commands[stage], 2, address) == [], stage
     assert runtime_args(cli.commands["mono"], 2, None) == ["--nj", "2"]

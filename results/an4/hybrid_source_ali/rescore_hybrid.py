@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from weakalign.kaldi_steps.hybrid.stage import _decode_wer, finished_pass
+from weakalign.kaldi_steps.hybrid.stage import _decode_wer, load_finished_pass
 from weakalign.pipeline.workspace import Workspace
 
 data_root, exp_root, hybrid_dir, out = sys.argv[1:5]
 torch.set_num_threads(1)
 ws = Workspace("an4", data_root, exp_root)
 d = Path(exp_root) / "an4" / hybrid_dir
-p = finished_pass(ws, d)
+p = load_finished_pass(ws, d)
 diag, gmm = p.diagnostics, p.gmm_dir.name
 t0 = time.time()
 with torch.no_grad():

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from weakalign.kaldi_steps.execution import Executor
-from weakalign.kaldi_steps.hybrid.stage import _decode_wer, finished_pass
+from weakalign.kaldi_steps.hybrid.stage import _decode_wer, load_finished_pass
 from weakalign.pipeline.workspace import Workspace
 
 corpus, data_root, exp_root, hybrid_dir, nj, out = sys.argv[1:7]
@@ -26,7 +26,7 @@ nj = int(nj)
 torch.set_num_threads(1)
 ws = Workspace(corpus, data_root, exp_root)
 d = ws.exp / hybrid_dir
-p = finished_pass(ws, d)
+p = load_finished_pass(ws, d)
 diag, gmm = p.diagnostics, p.gmm_dir.name
 with Executor(nj):   # the realignment's cluster, opened and closed before the decode's
     pass

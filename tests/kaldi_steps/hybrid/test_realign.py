@@ -48,10 +48,9 @@ def test_pseudo_log_likelihoods_divide_by_priors():
         pseudo_log_likelihoods(log_post, log_prior[:2])
 
 
-def test_oracle_scores_reproduce_tri1_alignments(an4_slice_tri1):
-    """Pseudo-likelihoods peaked on tri1's own pdfs realign to tri1's pdf sequence: the graph,
-    transition probabilities and DecodableCtc plumbing are right; 2 workers give the same result."""
-    ws = an4_slice_tri1
+def _oracle_realignment(ws, **where):
+    """10 train utterances realigned from pseudo-likelihoods peaked on tri1's own pdfs, in one
+    process and as ``align_utterances(**where)`` says: ``(utterances, tid2pdf, tri1, {where: results})``."""
     trans_model, _ = read_model(ws.exp / "tri1_ali" / "final.mdl")
     ctx_dep = read_tree(ws.exp / "tri1_ali" / "tree")
     lang = Lang.load(ws.lang)
@@ -68,10 +67,30 @@ def test_oracle_scores_reproduce_tri1_alignments(an4_slice_tri1):
 
     tasks = [(c.id, lang.words_to_ids(c.supervisions[0].text.split()), lambda u=c.id: oracle(u)) for c in cuts]
     graphs = TrainingGraphs(lang, trans_model, ctx_dep)
-    results = {nj: list(align_utterances(tasks, compile_graph=graphs, trans_model=trans_model, nj=nj, block=4))
-               for nj in (1, 2)}
-    assert [r.utt_id for r in results[2]] == [c.id for c in cuts]
-    for r1, r2 in zip(results[1], results[2]):
+    results = {key: list(align_utterances(tasks, compile_graph=graphs, trans_model=trans_model, block=4, **kw))
+               for key, kw in (("one", {"nj": 1}), ("jobs", where))}
+    return cuts, tid2pdf, tri1, results
+
+
+def test_oracle_scores_reproduce_tri1_alignments(an4_slice_tri1):
+    """Pseudo-likelihoods peaked on tri1's own pdfs realign to tri1's pdf sequence: the graph,
+    transition probabilities and DecodableCtc plumbing are right; 2 workers give the same result."""
+    _assert_oracle_realignment(*_oracle_realignment(an4_slice_tri1, nj=2))
+
+
+def test_the_realignment_on_an_external_scheduler_is_the_same(an4_slice_tri1, external_scheduler, caplog):
+    """``--cluster``: the jobs run on a running scheduler's workers, with the same alignments."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="weakalign")
+    _assert_oracle_realignment(*_oracle_realignment(an4_slice_tri1, nj=2, cluster=external_scheduler,
+                                                    shared=(an4_slice_tri1.exp,)))
+    assert "on the Dask cluster at " + external_scheduler in caplog.text
+
+
+def _assert_oracle_realignment(cuts, tid2pdf, tri1, results):
+    assert [r.utt_id for r in results["jobs"]] == [c.id for c in cuts]
+    for r1, r2 in zip(results["one"], results["jobs"]):
         assert r1.alignment is not None, r1.error
         assert np.array_equal(r1.alignment, r2.alignment)
         assert np.array_equal(tid2pdf[r1.alignment], tid2pdf[tri1[r1.utt_id]]), r1.utt_id

@@ -152,6 +152,28 @@ def test_the_decode_benchmark_times_one_job_against_nj_on_the_finished_hybrid(hy
     assert not (ws.exp / "bench" / "hybrid_decode_scratch").exists()
 
 
+def test_the_wer_check_on_an_external_scheduler_finds_the_stages_result(hybrid_ws, external_scheduler, caplog):
+    """``--cluster``: the decode jobs of the WER check run on a running scheduler's workers, reading
+    the archives the stage wrote, and find what the stage's local jobs found."""
+    import logging
+
+    import torch
+
+    from weakalign.kaldi_steps.hybrid.stage import _decode_wer, load_finished_pass
+
+    ws, _, _ = hybrid_ws
+    caplog.set_level(logging.INFO, logger="weakalign")
+    p = load_finished_pass(ws, ws.exp / "hybrid")
+    with torch.no_grad():
+        wer = _decode_wer(ws, p.model, p.train_config, p.log_priors, p.trans_model, p.gmm_dir, nj=2,
+                          cluster=external_scheduler, scratch=ws.exp / "hybrid" / "decode_scratch")
+    assert "on the Dask cluster at " + external_scheduler in caplog.text
+    stage = p.diagnostics["wer_details"]
+    assert {k: wer[k] for k in ("dev_wer", "lm_weight", "penalty", "wer", "errors")} == \
+        {k: stage[k] for k in ("dev_wer", "lm_weight", "penalty", "wer", "errors")}
+    assert not (ws.exp / "hybrid" / "decode_scratch").exists()
+
+
 def test_rerun_is_skipped_and_resumes(hybrid_ws):
     ws, summary, _ = hybrid_ws
     assert run_stage("hybrid", ws, hybrid_stage, nj=2, device="cpu", **TINY) == summary
