@@ -192,7 +192,7 @@ def _cmn_modes() -> list[str]:
 @click.option("--passes", default=None, type=int,
               help="Training passes, each on the previous pass's realignment [AN4 2, speechocean762 1].")
 @click.option("--warm-start/--no-warm-start", default=False, show_default=True,
-              help="Passes 2..N start from the previous pass's network instead of fresh weights.")
+              help="Passes 2..N start from the previous pass's network instead of fresh weights, at --lr-final.")
 @click.option("--later-epochs", default=None, type=int,
               help="Maximum epochs of passes 2..N [default: --epochs's]; with --warm-start, e.g. 1.")
 @click.option("--speed-perturb", default=None, callback=lambda ctx, param, v: _speed_factors(v),

@@ -416,8 +416,9 @@ def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device:
     writes ``hybrid_pass<k>/`` and ``hybrid_ali_pass<k>/``, the last pass ``hybrid/`` and ``hybrid_ali/``.
     A finished earlier pass (its ``diagnostics.json`` names the same options and source alignments)
     is reused on a rerun. ``warm_start``: pass k > 1 starts from pass k-1's weights instead of fresh
-    ones; ``later_epochs``: the epoch budget of passes 2..N (default: ``epochs``), e.g. one epoch to
-    adapt a warm-started network to the new targets (issue #17: fewer frames for the stage).
+    ones, at the rate the previous pass ended on (``lr_final``, constant); ``later_epochs``: the epoch
+    budget of passes 2..N (default: ``epochs``), e.g. one epoch to adapt a warm-started network to the
+    new targets (issue #17: fewer frames for the stage).
     """
     source_ali = source_ali or default_source_ali(ws.corpus)
     if source_ali not in SOURCE_ALI_DIRS:
@@ -456,6 +457,10 @@ def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device:
         # nj, cluster, device and threads change where the work runs, not what a pass produces
         pass_options = {**options, "epochs": options["epochs"] if k == 1 else later_epochs or options["epochs"]}
         init_from = previous_out / "final.pt" if warm_start and k > 1 else None
+        if init_from is not None and lr_final is not None:
+            # Fine-tuning goes on where the previous pass's schedule ended: at lr 2e-3, a fresh run's
+            # first rate, one epoch undid pass 1 on AN4 (held-out acc. 0.748, test WER 12.94; RESULTS.md).
+            pass_options.update(lr=lr_final, lr_final=lr_final)
         stamp = {"pass": k, "source": source.name, "source_digest": alignment_digest(alignments),
                  "options": {o: v for o, v in pass_options.items() if o not in WHERE_IT_RUNS},
                  **({"warm_start_from": previous_out.name} if init_from else {})}

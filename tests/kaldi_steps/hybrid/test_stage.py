@@ -244,6 +244,9 @@ def test_warm_start_trains_later_passes_from_the_previous_network(two_pass_ws, t
     assert last["warm_start_from"] == str(warm.exp / "hybrid_pass1" / "final.pt")
     assert last["epochs_run"] == 1 and last["train_config"]["epochs"] == 1
     assert last["pass_stamp"]["warm_start_from"] == "hybrid_pass1"
+    # It fine-tunes at the rate pass 1 ended on, not at a fresh run's first rate.
+    first = read_json(warm.exp / "hybrid_pass1" / "diagnostics.json")["train_config"]
+    assert last["train_config"]["lr"] == last["train_config"]["lr_final"] == first["lr_final"] < first["lr"]
     # A fresh pass 2 starts near chance; the warm one starts from a network that already fits tri1's
     # senones, so its first epoch ends with a far lower train loss than the fresh run's first epoch.
     fresh = read_json(ws.exp / "hybrid" / "diagnostics.json")["history"][0]["train_loss"]
