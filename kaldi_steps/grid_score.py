@@ -193,6 +193,13 @@ class LoglikeDecoder:
         self.trans_model = trans_model
         self.tid_to_pdf = np.asarray(trans_model.transition_id_to_pdf_array())
 
+    @classmethod
+    def from_file(cls, hclg_path, trans_model, penalty: float = 0.0, beam: float = 13.0) -> "LoglikeDecoder":
+        """A decoder over the HCLG at ``hclg_path``, with ``penalty`` per word (:func:`penalised_graph`)."""
+        import kaldifst
+
+        return cls(penalised_graph(kaldifst.StdVectorFst.read(str(hclg_path)), penalty), trans_model, beam=beam)
+
     def best_path(self, utt_id: str, loglikes: np.ndarray, acoustic_scale: float) -> Candidate | None:
         """The best path at ``acoustic_scale`` as a :class:`Candidate`, or None (with a warning)
         when no path survived the beam. A path that reached no final state is kept, with a warning."""

@@ -22,7 +22,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .grid_score import Candidate, LoglikeDecoder, decode_candidates, decode_point, penalised_graph
+from .grid_score import Candidate, LoglikeDecoder, decode_candidates, decode_point
 
 log = logging.getLogger("weakalign")
 
@@ -58,24 +58,18 @@ def write_loglike_arks(loglikes: Mapping[str, np.ndarray], out_dir: Path, nj: in
     return paths, list(loglikes)
 
 
-def _read_ark(path: str):
+def _candidates_job(ark: str, hclg_path: str, trans_model, lm_weights: list, beam: float) -> dict:
     import kaldiio
 
-    return kaldiio.load_ark(path)
-
-
-def _candidates_job(ark: str, hclg_path: str, trans_model, lm_weights: list, beam: float) -> dict:
-    import kaldifst   # kaldi_hmm_gmm is imported first, by this package's __init__
-
-    decoder = LoglikeDecoder(kaldifst.StdVectorFst.read(hclg_path), trans_model, beam=beam)
-    return decode_candidates(decoder, _read_ark(ark), lm_weights)
+    return decode_candidates(LoglikeDecoder.from_file(hclg_path, trans_model, beam=beam), kaldiio.load_ark(ark),
+                             lm_weights)
 
 
 def _point_job(ark: str, hclg_path: str, trans_model, lm_weight: float, penalty: float, beam: float) -> dict:
-    import kaldifst   # kaldi_hmm_gmm is imported first, by this package's __init__
+    import kaldiio
 
-    graph = penalised_graph(kaldifst.StdVectorFst.read(hclg_path), penalty)
-    return decode_point(LoglikeDecoder(graph, trans_model, beam=beam), _read_ark(ark), lm_weight)
+    return decode_point(LoglikeDecoder.from_file(hclg_path, trans_model, penalty, beam), kaldiio.load_ark(ark),
+                        lm_weight)
 
 
 def _in_jobs(job, arks: list[Path], order: list[str], executor, what: str, *args) -> dict:

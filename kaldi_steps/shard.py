@@ -442,14 +442,12 @@ class Shard:
     def _loglike_decoder(self, hclg_path: str, trans_model, penalty: float, beam: float):
         """A :class:`~.grid_score.LoglikeDecoder` over ``hclg_path`` (with ``penalty`` per word),
         cached for the shard's next call with the same graph."""
-        from .grid_score import LoglikeDecoder, penalised_graph
-        import kaldifst
+        from .grid_score import LoglikeDecoder
 
         key = (str(hclg_path), penalty, beam)
         cached = getattr(self, "_grid_decoder", None)
         if cached is None or cached[0] != key:
-            graph = penalised_graph(kaldifst.StdVectorFst.read(str(hclg_path)), penalty)
-            self._grid_decoder = cached = (key, LoglikeDecoder(graph, trans_model, beam=beam))
+            self._grid_decoder = cached = (key, LoglikeDecoder.from_file(hclg_path, trans_model, penalty, beam))
         return cached[1]
 
     def _pdf_loglikes(self, am):

@@ -213,17 +213,24 @@ def is_planning() -> bool:
     return _PLAN is not None
 
 
+def _redo_reasons(name: str, ws: Workspace, request: "StageRequest", force: bool) -> tuple[str, list[str]]:
+    """Whether a call runs the stage, as ``(why, reasons)``: ``why`` is ``"done"`` (a finished run
+    matches the request; no reasons), ``"force"``, ``"unfinished"`` or ``"changed"`` (the request's
+    differences from the finished run)."""
+    if force:
+        return "force", ["--force"]
+    if not marker_path(ws, name).exists():
+        return "unfinished", ["never finished"]
+    if not is_done(ws, name):
+        return "unfinished", ["outputs of the finished run are missing"]
+    changes = request.changes_since(read_json(marker_path(ws, name)))
+    return ("changed", changes) if changes else ("done", [])
+
+
 def _plan(name: str, ws: Workspace, request: "StageRequest", force: bool) -> PlannedStage:
     from .recipe import dependents
 
-    if force:
-        reasons = ["--force"]
-    elif not marker_path(ws, name).exists():
-        reasons = ["never finished"]
-    elif not is_done(ws, name):
-        reasons = ["outputs of the finished run are missing"]
-    else:
-        reasons = request.changes_since(read_json(marker_path(ws, name)))
+    _, reasons = _redo_reasons(name, ws, request, force)
     actions = _PLAN["actions"]
     upstream = [e for e, a in actions.items() if a != "done" and name in dependents(e)]
     reasons += [f"{e} would run first" for e in upstream if actions[e] == "run"]
@@ -289,13 +296,13 @@ def _run_stage(name: str, ws: Workspace, fn: Callable[..., dict], *, force: bool
     if _PLAN is not None:
         raise _plan(name, ws, request, force)
     marker = marker_path(ws, name)
-    if not force and is_done(ws, name):
-        changes = request.changes_since(read_json(marker))
-        if not changes:
-            log.info("[%s] %s: already done with these options (%s); --force to redo", ws.corpus, name, marker)
-            return read_json(marker)["summary"]
+    why, reasons = _redo_reasons(name, ws, request, force)
+    if why == "done":
+        log.info("[%s] %s: already done with these options (%s); --force to redo", ws.corpus, name, marker)
+        return read_json(marker)["summary"]
+    if why == "changed":
         log.info("[%s] %s: the request differs from the finished run, redoing it: %s",
-                 ws.corpus, name, "; ".join(changes))
+                 ws.corpus, name, "; ".join(reasons))
     check_outputs_writable(name, ws)
     record_request(ws, name, request.requested)
     # Whatever the old marker said no longer holds, nor do the results built on this stage's outputs.

@@ -214,18 +214,15 @@ def bench_hybrid_decode(ws, nj: int) -> dict:
     from ..execution import Executor
     from ..grid_score import ScoringGrid
     from ..mapped_decode import decode_candidates_in_jobs, write_loglike_arks
-    from .stage import decoding_graph, load_finished_pass
+    from .stage import decoding_graph, likelihood_ratios, load_finished_pass
 
     torch.set_num_threads(1)
     hybrid = load_finished_pass(ws, ws.exp / "hybrid")
-    cfg, graph = hybrid.train_config, decoding_graph(ws, hybrid.gmm_dir) / "HCLG.fst"
+    graph = decoding_graph(ws, hybrid.gmm_dir) / "HCLG.fst"
     feats = load_fbank(ws, "dev", hybrid.model.config.input_cmn)
-    scores = {}
     with torch.no_grad():
-        for u in sorted(feats)[:DECODE_UTTS]:
-            lp = hybrid.model.utterance_log_probs(torch.from_numpy(feats[u][0]), cfg.chunk_width, cfg.left_context,
-                                                  cfg.right_context).numpy()
-            scores[u] = ha.pseudo_log_likelihoods(lp, hybrid.log_priors, 1.0)
+        scores = likelihood_ratios(hybrid.model, hybrid.train_config, hybrid.log_priors,
+                                   {u: feats[u] for u in sorted(feats)[:DECODE_UTTS]})
     frames = sum(len(x) for x in scores.values())
     weights = ScoringGrid().decode_lm_weights
     out, timing = {}, {}

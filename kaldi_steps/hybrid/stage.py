@@ -266,6 +266,16 @@ def decoding_graph(ws: Workspace, gmm_dir: Path) -> Path:
     return graph_dir
 
 
+def likelihood_ratios(model, cfg: TrainConfig, log_priors: np.ndarray, feats: dict, desc: str = "hybrid forward"
+                      ) -> dict[str, np.ndarray]:
+    """``utt -> log p(pdf | x) - log p(pdf)`` of the network over ``feats`` (:func:`load_fbank`'s),
+    unscaled: each decode applies its own acoustic scale."""
+    return {u: ha.pseudo_log_likelihoods(
+        model.utterance_log_probs(torch.from_numpy(x), cfg.chunk_width, cfg.left_context,
+                                  cfg.right_context).numpy(), log_priors, 1.0)
+            for u, (x, _, _) in tqdm(feats.items(), desc=desc, leave=False)}
+
+
 def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, trans_model,
                 gmm_dir: Path, scales=None, scoring: str = "kaldi-grid", grid=None, nj: int = 1,
                 cluster: str | None = None, scratch: Path | None = None) -> dict:
@@ -291,11 +301,7 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
         """References and unscaled log-likelihood ratios (computed once, scaled per decode)."""
         feats = load_fbank(ws, split, model.config.input_cmn)
         refs = {u: t.split() for u, (_, _, t) in feats.items()}
-        ratios = {u: ha.pseudo_log_likelihoods(
-            model.utterance_log_probs(torch.from_numpy(x), cfg.chunk_width, cfg.left_context,
-                                      cfg.right_context).numpy(), log_priors, 1.0)
-                  for u, (x, _, _) in tqdm(feats.items(), desc=f"hybrid forward {split}", leave=False)}
-        return refs, ratios
+        return refs, likelihood_ratios(model, cfg, log_priors, feats, f"hybrid forward {split}")
 
     has_dev = ws.fbank_cuts("dev").exists()
     if scoring == "kaldi-grid":
