@@ -234,10 +234,13 @@ def _plan(name: str, ws: Workspace, request: "StageRequest", force: bool) -> Pla
     actions = _PLAN["actions"]
     upstream = [e for e, a in actions.items() if a != "done" and name in dependents(e)]
     reasons += [f"{e} would run first" for e in upstream if actions[e] == "run"]
+    read = [e for e in _PLAN["reads"].get(name, ()) if e not in upstream]
+    if reasons:   # it runs anyway; a stage whose outputs it reads and that runs first is named too
+        reasons += [f"{e} would run first" for e in read if actions.get(e) == "run"]
     action = "run" if reasons else "done"
     if action == "done":
         maybe = [e for e in upstream if actions[e] == "maybe"]
-        maybe += [e for e in _PLAN["reads"].get(name, ()) if actions.get(e, "done") != "done" and e not in maybe]
+        maybe += [e for e in read if actions.get(e, "done") != "done" and e not in maybe]
         if maybe:
             action, reasons = "maybe", [f"if {e}'s rerun changes its outputs, which {name} reads" for e in maybe]
     actions[name] = action

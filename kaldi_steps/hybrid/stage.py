@@ -532,7 +532,6 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     """One pass: train on ``source`` (the alignments of ``src_ali``, whose model and tree they use)
     into ``out_dir``, realign into ``ali_out``, report; agreement is measured against ``reference``."""
     from ..kaldi_io import read_model, read_tree
-    from ..lang import Lang
 
     report = SkipReport("hybrid")
     times = {}
@@ -541,35 +540,19 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     ctx_dep = read_tree(src_ali / "tree")
     tid2pdf = ha.tid2pdf_array(trans_model)
     num_pdfs = int(trans_model.num_pdfs)
-    train_feats, dev_feats = inputs.train, inputs.dev
 
     t0 = time.time()
-    targets = pdf_targets(train_feats, source, tid2pdf, report, max_mismatch)
-    dev_targets = pdf_targets(dev_feats, source, tid2pdf, report, max_mismatch)
-    if not targets:
-        raise RuntimeError(f"hybrid: none of the {len(train_feats)} train utterances has a usable "
-                           f"alignment in {src_ali}")
-
-    counts = pdf_counts((y for _, y in targets.values()), num_pdfs)
-    priors = priors_from_counts(counts, prior_floor)
-    rank = world()[0]
-    if rank == 0:
-        save_priors(out_dir, priors, counts)
-    log_priors = np.log(priors).astype(np.float32)
-
-    utt2spk = {u: train_feats[u][1] for u in targets}
+    split_targets = _split_targets(inputs, source, src_ali, tid2pdf, report, max_mismatch)
+    targets = split_targets["train"]
+    log_priors = _pass_log_priors(out_dir, targets, num_pdfs, prior_floor)
+    utt2spk = {u: inputs.train[u][1] for u in targets}
     train_ids, held_ids = heldout_split(utt2spk, heldout_fraction, seed)
     train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_final=lr_final, patience=patience,
                             chunk_width=chunk_width, left_context=left_context, right_context=right_context,
                             seed=seed, device=str(resolve_device(device)), threads=threads)
     model_cfg = HybridConfig(num_pdfs=num_pdfs, feat_dim=next(iter(targets.values()))[0].shape[1],
                              cells=cells, proj=proj, layers=layers, dropout=dropout, input_cmn=cmn)
-    train_data = {u: targets[u] for u in train_ids}
-    if speed_perturb:
-        copies = speed_perturbed_targets(inputs.perturbed, train_data)
-        log.info("hybrid: %d speed-perturbed copies (factors %s) beside %d train utterances",
-                 len(copies), speed_perturb, len(train_data))
-        train_data.update(copies)
+    train_data = _training_data(targets, train_ids, inputs, speed_perturb)
     times["load_s"] = time.time() - t0
     t0 = time.time()
     targets_id = training_targets_digest(source, inputs)
@@ -578,63 +561,25 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     model, state = train_hybrid(train_data, {u: targets[u] for u in held_ids}, model_cfg, train_cfg, out_dir,
                                 cmvn=inputs.cmvn, targets_id=targets_id, init_from=init_from)
     times["train_s"] = time.time() - t0
-    if rank != 0:
+    if world()[0] != 0:
         # Under torchrun the other ranks only train: rank 0 alone realigns, decodes and writes the pass.
         wait_for_rank0()
         return read_json(out_dir / "diagnostics.json")["summary"]
     torch.set_num_threads(1)
     model.to("cpu")  # realignment and decoding run on CPU: one utterance at a time, next to CPU workers
 
-    # Realignment of every utterance the source aligned: train, dev and the evaluation splits.
     t0 = time.time()
-    lang = Lang.load(ws.lang)
-    compile_graph = TrainingGraphs(lang, trans_model, ctx_dep)
-    split_feats = {"train": train_feats, "dev": dev_feats, **inputs.evaluation}
-    split_targets = {"train": targets, "dev": dev_targets,
-                     **{s: pdf_targets(f, source, tid2pdf, report, max_mismatch) for s, f in inputs.evaluation.items()}}
-    items = {u: (split_feats[split][u], split) for split, split_t in split_targets.items() for u in split_t}
-    # One tally per split (train's split in the trained-on and held-out speakers): no split's frames
-    # count towards another's figure.
-    acc = {part: [0, 0] for part in ("train", "heldout", *split_targets)}
-    held_set = set(held_ids)
-
-    def tasks():
-        for utt, ((x, _, text), split) in items.items():
-            def make(utt=utt, x=x, split=split):
-                lp = model.utterance_log_probs(torch.from_numpy(x), chunk_width, left_context,
-                                               right_context).numpy()
-                ref = split_targets[split][utt][1]
-                part = "heldout" if split == "train" and utt in held_set else split
-                acc[part][0] += int((lp.argmax(-1) == ref).sum())
-                acc[part][1] += len(ref)
-                return ha.pseudo_log_likelihoods(lp, log_priors, acoustic_scale)
-            yield utt, lang.words_to_ids(text.split(), report, utt), make
-
-    new_ali, retried, failed, frames = {}, 0, 0, 0
-    for res in tqdm(ha.align_utterances(tasks(), compile_graph=compile_graph, trans_model=trans_model,
-                                        nj=nj, cluster=cluster, shared=(ws.data, ws.exp), beam=beam,
-                                        retry_beam=retry_beam),
-                    total=len(items), desc="hybrid realign"):
-        retried += res.retried
-        if res.alignment is None:
-            failed += 1
-            report.skip(res.utt_id, f"realignment failed: {res.error}")
-            continue
-        new_ali[res.utt_id] = res.alignment
-        frames += len(res.alignment)
+    realigned = realign_splits(ws, model, train_cfg, log_priors, trans_model, ctx_dep, inputs, split_targets,
+                               set(held_ids), report, acoustic_scale=acoustic_scale, beam=beam,
+                               retry_beam=retry_beam, nj=nj, cluster=cluster)
     times["realign_s"] = time.time() - t0
-    written = write_hybrid_ali(ali_out, src_ali, new_ali)
+    written = write_hybrid_ali(ali_out, src_ali, realigned.alignments)
     # Agreement figures stay over train and dev, as before test was realigned; each evaluation split's apart.
-    by_split = {split: {u: new_ali[u] for u in split_t if u in new_ali} for split, split_t in split_targets.items()}
+    by_split = realigned.by_split(split_targets)
     trained_side = {u: a for split in TRAINING_SPLITS for u, a in by_split.get(split, {}).items()}
 
     diag = {
-        "frame_acc_train": acc["train"][0] / max(acc["train"][1], 1),
-        "frame_acc_heldout": acc["heldout"][0] / max(acc["heldout"][1], 1),
-        "frame_acc_dev": acc["dev"][0] / max(acc["dev"][1], 1) if acc["dev"][1] else None,
-        **{f"frame_acc_{split}": acc[split][0] / acc[split][1] if acc[split][1] else None
-           for split in inputs.evaluation},
-        "frames_scored": {part: n for part, (_, n) in acc.items()},
+        **realigned.accuracies(inputs.evaluation),
         "realigned_per_split": {split: len(alis) for split, alis in by_split.items()},
         "agreement_with_tri1": senone_agreement(trained_side, reference, tid2pdf),
         "agreement_with_source": senone_agreement(trained_side, source, tid2pdf),
@@ -646,12 +591,7 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
         "gmm": gmm_path.name,
         "pass": stamp["pass"],
         "speed_perturb": list(speed_perturb),
-        "utterances": len(items),
-        "aligned": len(new_ali),
-        "retried": retried,
-        "failed": failed,
-        "failed_fraction": failed / max(len(items), 1),
-        "frames": frames,
+        **realigned.counts(),
         "num_pdfs": num_pdfs,
         "heldout_utterances": len(held_ids),
         "best_epoch": state.best_epoch,
@@ -674,15 +614,129 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     report.log_summary()
     log.info("hybrid pass %d: frame acc train %.3f held-out %.3f, agreement with %s %.3f, %d/%d aligned "
              "(%d retried, %d failed), WER %s (%s %s)", stamp["pass"], diag["frame_acc_train"],
-             diag["frame_acc_heldout"], diag["gmm"], diag["agreement_with_tri1"], len(new_ali), len(items), retried,
-             failed, diag["wer"], diag["gmm"], diag["tri1_wer"])
+             diag["frame_acc_heldout"], diag["gmm"], diag["agreement_with_tri1"], diag["aligned"],
+             diag["utterances"], diag["retried"], diag["failed"], diag["wer"], diag["gmm"], diag["tri1_wer"])
+    return _write_pass_report(ws, out_dir, diag, stamp, report, written)
+
+
+def _split_targets(inputs: HybridInputs, source: dict[str, np.ndarray], src_ali: Path, tid2pdf: np.ndarray,
+                   report: SkipReport, max_mismatch: int) -> dict[str, dict]:
+    """Per split, the pdf targets of every utterance whose ``source`` alignment is usable: train
+    (what the network learns), dev, and the evaluation splits (scored and realigned only)."""
+    feats = {"train": inputs.train, "dev": inputs.dev, **inputs.evaluation}
+    targets = {split: pdf_targets(f, source, tid2pdf, report, max_mismatch) for split, f in feats.items()}
+    if not targets["train"]:
+        raise RuntimeError(f"hybrid: none of the {len(inputs.train)} train utterances has a usable "
+                           f"alignment in {src_ali}")
+    return targets
+
+
+def _pass_log_priors(out_dir: Path, targets: dict, num_pdfs: int, prior_floor: float) -> np.ndarray:
+    """Log pdf priors from the train targets' counts; rank 0 saves them with the pass."""
+    counts = pdf_counts((y for _, y in targets.values()), num_pdfs)
+    priors = priors_from_counts(counts, prior_floor)
+    if world()[0] == 0:
+        save_priors(out_dir, priors, counts)
+    return np.log(priors).astype(np.float32)
+
+
+def _training_data(targets: dict, train_ids, inputs: HybridInputs, speed_perturb: list[float]) -> dict:
+    """The utterances trained on: the train speakers' (held-out speakers apart), with their
+    speed-perturbed copies when asked."""
+    train_data = {u: targets[u] for u in train_ids}
+    if speed_perturb:
+        copies = speed_perturbed_targets(inputs.perturbed, train_data)
+        log.info("hybrid: %d speed-perturbed copies (factors %s) beside %d train utterances",
+                 len(copies), speed_perturb, len(train_data))
+        train_data.update(copies)
+    return train_data
+
+
+@dataclass
+class Realignment:
+    """What realigning every split gave: the new alignments, the failures, and per-part frame
+    accuracy tallies ``[correct, scored]`` against the source alignments (train's split into
+    the trained-on and held-out speakers, so no split's frames count towards another's figure)."""
+
+    alignments: dict[str, np.ndarray]
+    tallies: dict[str, list[int]]
+    utterances: int
+    retried: int = 0
+    failed: int = 0
+    frames: int = 0
+
+    def by_split(self, split_targets: dict[str, dict]) -> dict[str, dict[str, np.ndarray]]:
+        return {split: {u: self.alignments[u] for u in split_t if u in self.alignments}
+                for split, split_t in split_targets.items()}
+
+    def accuracies(self, evaluation_splits) -> dict:
+        acc = self.tallies
+        return {
+            "frame_acc_train": acc["train"][0] / max(acc["train"][1], 1),
+            "frame_acc_heldout": acc["heldout"][0] / max(acc["heldout"][1], 1),
+            "frame_acc_dev": acc["dev"][0] / max(acc["dev"][1], 1) if acc["dev"][1] else None,
+            **{f"frame_acc_{split}": acc[split][0] / acc[split][1] if acc[split][1] else None
+               for split in evaluation_splits},
+            "frames_scored": {part: n for part, (_, n) in acc.items()},
+        }
+
+    def counts(self) -> dict:
+        return {"utterances": self.utterances, "aligned": len(self.alignments), "retried": self.retried,
+                "failed": self.failed, "failed_fraction": self.failed / max(self.utterances, 1),
+                "frames": self.frames}
+
+
+def realign_splits(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, trans_model, ctx_dep,
+                   inputs: HybridInputs, split_targets: dict[str, dict], held_set: set[str], report: SkipReport, *,
+                   acoustic_scale: float, beam: float, retry_beam: float, nj: int,
+                   cluster: str | None) -> Realignment:
+    """Realign every utterance the source aligned (train, dev and the evaluation splits) over its
+    training graph with the network's ``acoustic_scale * (log-posterior - log-prior)`` scores,
+    tallying frame accuracy against the source's pdfs on the way."""
+    from ..lang import Lang
+
+    lang = Lang.load(ws.lang)
+    compile_graph = TrainingGraphs(lang, trans_model, ctx_dep)
+    split_feats = {"train": inputs.train, "dev": inputs.dev, **inputs.evaluation}
+    items = {u: (split_feats[split][u], split) for split, split_t in split_targets.items() for u in split_t}
+    result = Realignment({}, {part: [0, 0] for part in ("train", "heldout", *split_targets)}, len(items))
+
+    def tasks():
+        for utt, ((x, _, text), split) in items.items():
+            def make(utt=utt, x=x, split=split):
+                lp = model.utterance_log_probs(torch.from_numpy(x), cfg.chunk_width, cfg.left_context,
+                                               cfg.right_context).numpy()
+                ref = split_targets[split][utt][1]
+                part = "heldout" if split == "train" and utt in held_set else split
+                result.tallies[part][0] += int((lp.argmax(-1) == ref).sum())
+                result.tallies[part][1] += len(ref)
+                return ha.pseudo_log_likelihoods(lp, log_priors, acoustic_scale)
+            yield utt, lang.words_to_ids(text.split(), report, utt), make
+
+    for res in tqdm(ha.align_utterances(tasks(), compile_graph=compile_graph, trans_model=trans_model,
+                                        nj=nj, cluster=cluster, shared=(ws.data, ws.exp), beam=beam,
+                                        retry_beam=retry_beam),
+                    total=len(items), desc="hybrid realign"):
+        result.retried += res.retried
+        if res.alignment is None:
+            result.failed += 1
+            report.skip(res.utt_id, f"realignment failed: {res.error}")
+            continue
+        result.alignments[res.utt_id] = res.alignment
+        result.frames += len(res.alignment)
+    return result
+
+
+def _write_pass_report(ws: Workspace, out_dir: Path, diag: dict, stamp: dict, report: SkipReport,
+                       written: list[Path]) -> dict:
+    """The pass's ``RESULTS.md`` and ``diagnostics.json`` (written last: its presence, with the pass
+    stamp, marks the pass finished); returns the summary the stage reports."""
     summary = {**{k: diag[k] for k in ("frame_acc_train", "frame_acc_heldout", "agreement_with_tri1",
                                        "utterances", "aligned", "retried", "failed", "wer", "wer_set",
                                        "tri1_wer")},
                **report.summary(),
                "outputs": [str(p) for p in (out_dir / "final.pt", out_dir / "priors.npy",
                                             out_dir / "diagnostics.json", *written)]}
-    # Written last: its presence (with the pass stamp) is what marks the pass finished.
     with atomic_open(out_dir / "RESULTS.md") as f:
         f.write(results_markdown(ws, diag))
     write_json(out_dir / "diagnostics.json", {**diag, "pass_stamp": stamp, "summary": summary})

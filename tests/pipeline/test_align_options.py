@@ -209,3 +209,11 @@ def test_a_dry_run_says_the_hybrid_may_rerun_when_its_source_gmm_would(calls, we
     assert plan[-3:] == ["tri3: would run (never finished)",
                          "hybrid: may run (if tri3's rerun changes its outputs, which hybrid reads)",
                          "export: may run (if hybrid's rerun changes its outputs, which export reads)"]
+
+
+def test_a_dry_run_names_the_source_gmm_among_what_runs_before_a_hybrid_that_runs(calls, weakalign):
+    plan = _plan_lines(weakalign("align", "--dry-run", "--source-ali", "tri3_ali").output)
+    hybrid = next(line for line in plan if line.startswith("hybrid:"))
+    assert hybrid.startswith("hybrid: would run (never finished; prepare would run first;")
+    assert hybrid.endswith("; tri1 would run first; tri3 would run first)")
+    assert not any(calls.values())
