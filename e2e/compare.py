@@ -493,7 +493,7 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
     warnings are listed under the table. ``section`` names the section (its heading and markers;
     default the corpus) so that one corpus can have several tables in one file.
     """
-    from .environment import environment, environment_markdown
+    from .environment import environment, environment_markdown, recorded_environment, runs_environment
 
     warnings = check_comparable(systems, allow_mixed)
     # A corpus without a scored test set (speechocean762 before its test half is added) reports dev.
@@ -568,11 +568,17 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
                         f"--corpus {corpus} --set {last_split}" + (" --group" if grouped else "")
                         + (" --from-results" if from_results else "")
                         + (" --allow-mixed" if any(w.startswith("compared anyway") for w in warnings) else ""))
+    env_label = "Environment:"
     if env is None:
-        devices = {split_results(read_json(d / "results.json")).get(last_split, {}).get("device")
-                   for s in systems for d in s.run_dirs}
-        env = environment(next(iter(devices - {None}), None))
-    lines += ["", "Commands:", "", "```", *commands, "```", "", "Environment:", "", environment_markdown(env), "",
+        recorded = [recorded_environment(d / "RESULTS.md") for s in systems for d in s.run_dirs]
+        if recorded and all(recorded):
+            env = runs_environment(recorded)
+            env_label = "Environment (where the runs were scored, from their RESULTS.md):"
+        else:
+            devices = {split_results(read_json(d / "results.json")).get(last_split, {}).get("device")
+                       for s in systems for d in s.run_dirs}
+            env = environment(next(iter(devices - {None}), None))
+    lines += ["", "Commands:", "", "```", *commands, "```", "", env_label, "", environment_markdown(env), "",
               section_marker(section, True)]
     return "\n".join(lines)
 
