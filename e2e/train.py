@@ -175,6 +175,89 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
     seed = int(config.get("seed", 1))
     seed_everything(seed)
 
+    train_cuts, dev_cuts, tokenizer, report = _training_cuts(ws, config, run_dir, rank, train_cuts, dev_cuts)
+    used = list(train_cuts) + list(dev_cuts)
+    alignment, cut_list = alignment_digest(used), cut_list_digest(used)
+
+    model = _new_model(ws, config, tokenizer, train_cuts, dev)
+    optimizer, scheduler = make_optimizer(model, config)
+    if rank == 0:
+        with atomic_open(run_dir / "config.yaml", "w") as f:
+            yaml.safe_dump(config, f, sort_keys=False)
+
+    rule = StoppingRule.from_config(config)
+    # The plateau lr schedule watches a smooth criterion: error rates sit at 100% while CTC is on
+    # its blank plateau, which would halve the lr before learning starts.
+    lr_rule = dataclasses.replace(rule, criterion=str(config.get("lr_criterion", "loss_main")))
+    keep_best = int(config["keep_best"])
+    start_epoch, updates, metrics = _resume(run_dir, config, model, optimizer, scheduler)
+
+    ddp_model = model
+    if world_size > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[dev.index] if dev.type == "cuda" else None)
+
+    max_duration = float(config["max_duration"])
+    train_loader, train_sampler = make_loader(train_cuts, tokenizer, max_duration, shuffle=True, seed=seed,
+                                              num_buckets=int(config["num_buckets"]),
+                                              world_size=world_size, rank=rank)
+    dev_loader, _ = make_loader(dev_cuts, tokenizer, max_duration, shuffle=False, world_size=1, rank=0)
+    sortagrad_epochs = int(config.get("sortagrad_epochs", 0))
+    sorted_loader = (make_sortagrad_loader(train_cuts, tokenizer, max_duration, world_size=world_size, rank=rank)
+                     if sortagrad_epochs > 0 else None)
+    grad_clip = float(config["grad_clip"])
+    run_start = time.time()
+
+    epoch = start_epoch - 1
+    while not rule.should_stop(metrics):
+        epoch += 1
+        t0 = time.time()
+        train_sampler.set_epoch(epoch)
+        model.train()
+        loader = sorted_loader if epoch <= sortagrad_epochs else train_loader
+        bar = tqdm(loader, desc=f"epoch {epoch}/{rule.max_epochs}", disable=not progress or rank != 0, leave=False)
+        with _join(ddp_model, world_size):
+            mean, steps, frames = _train_epoch(ddp_model, bar, optimizer, scheduler, grad_clip, max_steps_per_epoch)
+        # After the Join: a rank that ran out of batches first must not reduce while another still steps.
+        mean.reduce_distributed()
+        train_stats = mean.result()
+        updates += steps
+        dev_stats = model.validate(dev_loader, tokenizer)
+        row = {"epoch": epoch, "train": fill_loss_keys(train_stats), "dev": fill_loss_keys(dev_stats),
+               "lr": optimizer.param_groups[0]["lr"], "updates": updates,
+               "time_s": round(time.time() - t0, 2), "train_frames": frames}
+        metrics.append(row)
+        scheduler.end_epoch(improved=lr_rule.epochs_since_best(metrics) == 0)
+        _log_epoch(row, train_stats, dev_stats)
+        if rank == 0:
+            # Metrics before the checkpoint: a kill in between leaves a row that resuming from the
+            # previous checkpoint drops, never a checkpoint whose epoch has no row (the resumed
+            # run's best epochs, hence its pruning and averaging, would differ).
+            write_metrics(run_dir, metrics)
+            save_checkpoint(checkpoint_dir(run_dir) / f"epoch-{epoch}.pt", epoch=epoch, model=model.state_dict(),
+                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state(),
+                            updates=updates, config=config, vocab_size=tokenizer.vocab_size)
+            _prune_checkpoints(run_dir, keep=set(rule.best_epochs(metrics, keep_best)) | {epoch})
+        if world_size > 1:
+            dist.barrier()
+
+    best = rule.best_epochs(metrics, keep_best)
+    epochs_run = int(metrics[-1]["epoch"]) if metrics else 0
+    summary = {"run_dir": str(run_dir), "epochs": epochs_run, "train_seconds": round(time.time() - run_start, 1),
+               "skipped": report.count, "train_cuts": len(train_cuts), "dev_cuts": len(dev_cuts),
+               "rank": rank, "world_size": world_size, "model_sha1": state_dict_sha1(model.state_dict())}
+    if rank == 0:
+        summary.update(_finish_run(run_dir, model, config, tokenizer, rule, metrics, best, world_size=world_size,
+                                   device=dev, alignment=alignment, cut_list=cut_list))
+    if world_size > 1:
+        dist.barrier()
+    return summary
+
+
+def _training_cuts(ws: Workspace, config: dict, run_dir: Path, rank: int, train_cuts, dev_cuts):
+    """The train and dev cuts the run uses (the workspace's, unless given; those the tokenizer can
+    encode), its BPE tokenizer (trained on train's text by rank 0), and the skips' report. Records
+    in ``config`` which cuts were read, the vocabulary size and, for a senone loss, the senone count."""
     if train_cuts is None or dev_cuts is None:
         source = training_cuts_source(ws)
         train_cuts = load_cuts(ws, "train", source) if train_cuts is None else train_cuts
@@ -193,9 +276,11 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
     train_cuts = usable_cuts(train_cuts, tokenizer, report)
     dev_cuts = usable_cuts(dev_cuts, tokenizer, report)
     report.log_summary()
-    used = list(train_cuts) + list(dev_cuts)
-    alignment, cut_list = alignment_digest(used), cut_list_digest(used)
+    return train_cuts, dev_cuts, tokenizer, report
 
+
+def _new_model(ws: Workspace, config: dict, tokenizer: Tokenizer, train_cuts, device: torch.device):
+    """The config's model, initialised, with the workspace's global CMVN (else the train cuts')."""
     model = build_model(config, tokenizer.vocab_size)
     initialize(model, str(config.get("init", "pytorch")))
     if Path(ws.fbank_stats).exists():
@@ -205,122 +290,74 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
         stats = global_cmvn_from_cuts(train_cuts)
         model.cmvn.mean.copy_(torch.tensor(stats["mean"]))
         model.cmvn.std.copy_(torch.tensor(stats["std"]).clamp(min=1e-5))
-    model.to(dev)
-    optimizer, scheduler = make_optimizer(model, config)
+    return model.to(device)
 
-    if rank == 0:
-        with atomic_open(run_dir / "config.yaml", "w") as f:
-            yaml.safe_dump(config, f, sort_keys=False)
 
-    rule = StoppingRule.from_config(config)
-    # The plateau lr schedule watches a smooth criterion: error rates sit at 100% while CTC is on
-    # its blank plateau, which would halve the lr before learning starts.
-    lr_rule = dataclasses.replace(rule, criterion=str(config.get("lr_criterion", "loss_main")))
-    keep_best = int(config["keep_best"])
-    start_epoch, updates, metrics = 1, 0, []
+def _resume(run_dir: Path, config: dict, model, optimizer, scheduler) -> tuple[int, int, list[dict]]:
+    """``(first epoch to run, updates so far, metrics so far)``: from the run's last checkpoint,
+    whose model, optimizer, scheduler and RNG states are restored, else a fresh start."""
     ckpt_path = latest_checkpoint(run_dir)
-    if ckpt_path is not None:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        changed = {k for k in set(ckpt["config"]) | set(config)
-                   if k not in RESUMABLE_CHANGES and ckpt["config"].get(k) != config.get(k)}
-        if changed:
-            raise ValueError(f"{run_dir}: cannot resume from {ckpt_path.name}, the config changed in "
-                             f"{sorted(changed)}; use --force (or another --run) to start over")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        set_rng_state(ckpt["rng"])
-        start_epoch, updates = ckpt["epoch"] + 1, int(ckpt.get("updates", 0))
-        metrics = [row for row in read_metrics(run_dir) if row["epoch"] <= ckpt["epoch"]]
-        log.info("resuming %s from %s", run_dir, ckpt_path.name)
+    if ckpt_path is None:
+        return 1, 0, []
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    changed = {k for k in set(ckpt["config"]) | set(config)
+               if k not in RESUMABLE_CHANGES and ckpt["config"].get(k) != config.get(k)}
+    if changed:
+        raise ValueError(f"{run_dir}: cannot resume from {ckpt_path.name}, the config changed in "
+                         f"{sorted(changed)}; use --force (or another --run) to start over")
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scheduler.load_state_dict(ckpt["scheduler"])
+    set_rng_state(ckpt["rng"])
+    log.info("resuming %s from %s", run_dir, ckpt_path.name)
+    return ckpt["epoch"] + 1, int(ckpt.get("updates", 0)), [row for row in read_metrics(run_dir)
+                                                            if row["epoch"] <= ckpt["epoch"]]
 
-    ddp_model = model
-    if world_size > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
-    max_duration = float(config["max_duration"])
-    train_loader, train_sampler = make_loader(train_cuts, tokenizer, max_duration, shuffle=True, seed=seed,
-                                              num_buckets=int(config["num_buckets"]),
-                                              world_size=world_size, rank=rank)
-    dev_loader, _ = make_loader(dev_cuts, tokenizer, max_duration, shuffle=False, world_size=1, rank=0)
-    sortagrad_epochs = int(config.get("sortagrad_epochs", 0))
-    sorted_loader = (make_sortagrad_loader(train_cuts, tokenizer, max_duration, world_size=world_size, rank=rank)
-                     if sortagrad_epochs > 0 else None)
-    grad_clip = float(config["grad_clip"])
-    total_epochs = rule.max_epochs
-    run_start = time.time()
+def _train_epoch(ddp_model, bar, optimizer, scheduler, grad_clip: float,
+                 max_steps: int | None) -> tuple[StatsMean, int, int]:
+    """One pass over the batches of ``bar``: ``(this rank's train stats, steps, frames)``."""
+    mean = StatsMean()
+    steps = frames = 0
+    for step, batch in enumerate(bar):
+        if max_steps is not None and step >= max_steps:
+            break
+        stats = train_step(ddp_model, batch, optimizer, scheduler, grad_clip)
+        steps += 1
+        mean.add(stats, len(batch["cut_ids"]))
+        frames += int(batch["feat_lens"].sum())
+        bar.set_postfix(loss=f"{stats['loss']:.3f}")
+    return mean, steps, frames
 
-    epoch = start_epoch - 1
-    while not rule.should_stop(metrics):
-        epoch += 1
-        t0 = time.time()
-        train_sampler.set_epoch(epoch)
-        model.train()
-        mean = StatsMean()
-        frames = 0
-        with _join(ddp_model, world_size):
-            loader = sorted_loader if epoch <= sortagrad_epochs else train_loader
-            bar = tqdm(loader, desc=f"epoch {epoch}/{total_epochs}", disable=not progress or rank != 0,
-                       leave=False)
-            for step, batch in enumerate(bar):
-                if max_steps_per_epoch is not None and step >= max_steps_per_epoch:
-                    break
-                stats = train_step(ddp_model, batch, optimizer, scheduler, grad_clip)
-                updates += 1
-                mean.add(stats, len(batch["cut_ids"]))
-                frames += int(batch["feat_lens"].sum())
-                bar.set_postfix(loss=f"{stats['loss']:.3f}")
-        mean.reduce_distributed()
-        train_stats = mean.result()
-        dev_stats = model.validate(dev_loader, tokenizer)
-        row = {"epoch": epoch, "train": fill_loss_keys(train_stats), "dev": fill_loss_keys(dev_stats),
-               "lr": optimizer.param_groups[0]["lr"], "updates": updates,
-               "time_s": round(time.time() - t0, 2), "train_frames": frames}
-        metrics.append(row)
-        scheduler.end_epoch(improved=lr_rule.epochs_since_best(metrics) == 0)
-        best = rule.best_epochs(metrics, keep_best)
-        log.info("epoch %d: train loss %.3f, dev loss %.3f, dev acc %s, dev aux_acc %s, dev greedy-CTC WER %.1f%% "
-                 "CER %.1f%%, lr %.2e, %d updates (%.0f s)", epoch, train_stats.get("loss", float("nan")),
-                 dev_stats["loss"], _fmt(dev_stats.get("acc")), _fmt(dev_stats.get("aux_acc")), dev_stats["wer"],
-                 dev_stats["cer"], row["lr"], updates, row["time_s"])
-        if rank == 0:
-            # Metrics before the checkpoint: a kill in between leaves a row that resuming from the
-            # previous checkpoint drops, never a checkpoint whose epoch has no row (the resumed
-            # run's best epochs, hence its pruning and averaging, would differ).
-            write_metrics(run_dir, metrics)
-            save_checkpoint(checkpoint_dir(run_dir) / f"epoch-{epoch}.pt", epoch=epoch, model=model.state_dict(),
-                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state(),
-                            updates=updates, config=config, vocab_size=tokenizer.vocab_size)
-            _prune_checkpoints(run_dir, keep=set(best) | {epoch})
-        if world_size > 1:
-            dist.barrier()
 
-    best = rule.best_epochs(metrics, keep_best)
+def _log_epoch(row: dict, train_stats: dict, dev_stats: dict) -> None:
+    log.info("epoch %d: train loss %.3f, dev loss %.3f, dev acc %s, dev aux_acc %s, dev greedy-CTC WER %.1f%% "
+             "CER %.1f%%, lr %.2e, %d updates (%.0f s)", row["epoch"], train_stats.get("loss", float("nan")),
+             dev_stats["loss"], _fmt(dev_stats.get("acc")), _fmt(dev_stats.get("aux_acc")), dev_stats["wer"],
+             dev_stats["cer"], row["lr"], row["updates"], row["time_s"])
+
+
+def _finish_run(run_dir: Path, model, config: dict, tokenizer: Tokenizer, rule: StoppingRule, metrics: list[dict],
+                best: list[int], *, world_size: int, device: torch.device, alignment: str | None,
+                cut_list: str | None) -> dict:
+    """Rank 0 at the end: the best epochs averaged into ``model_avg.pt``, the figures and
+    ``training.json``; returns what the summary adds."""
     epochs_run = int(metrics[-1]["epoch"]) if metrics else 0
-    summary = {"run_dir": str(run_dir), "epochs": epochs_run, "train_seconds": round(time.time() - run_start, 1),
-               "skipped": report.count, "train_cuts": len(train_cuts), "dev_cuts": len(dev_cuts),
-               "rank": rank, "world_size": world_size, "model_sha1": state_dict_sha1(model.state_dict())}
-    if rank == 0:
-        # Again, for a run killed after its last checkpoint but before that epoch's pruning.
-        _prune_checkpoints(run_dir, keep=set(best) | {epochs_run})
-        averaged = [checkpoint_dir(run_dir) / f"epoch-{e}.pt" for e in best]
-        atomic_torch_save({"config": config, "vocab_size": tokenizer.vocab_size,
-                           "state_dict": model.export_state_dict(average_state_dicts(averaged)),
-                           "averaged_epochs": best}, run_dir / "model_avg.pt")
-        if metrics:
-            plot_loss_curves(metrics, run_dir / "loss_curves.png", title=run_dir.name)
-            model.plot_extras(metrics, run_dir, title=run_dir.name)
-        last = metrics[-1] if metrics else {}
-        write_training_record(run_dir, config, rule, metrics, best, world_size=world_size, device=dev,
-                              train_seconds=sum(r["time_s"] for r in metrics), alignment=alignment,
-                              cut_list=cut_list)
-        summary.update({"averaged_epochs": best, "final_dev": last.get("dev"),
-                        "outputs": [run_dir / "model_avg.pt", run_dir / "metrics.jsonl"]})
-        log.info("%s: averaged epochs %s into model_avg.pt", run_dir.name, summary["averaged_epochs"])
-    if world_size > 1:
-        dist.barrier()
-    return summary
+    # Again, for a run killed after its last checkpoint but before that epoch's pruning.
+    _prune_checkpoints(run_dir, keep=set(best) | {epochs_run})
+    averaged = [checkpoint_dir(run_dir) / f"epoch-{e}.pt" for e in best]
+    atomic_torch_save({"config": config, "vocab_size": tokenizer.vocab_size,
+                       "state_dict": model.export_state_dict(average_state_dicts(averaged)),
+                       "averaged_epochs": best}, run_dir / "model_avg.pt")
+    if metrics:
+        plot_loss_curves(metrics, run_dir / "loss_curves.png", title=run_dir.name)
+        model.plot_extras(metrics, run_dir, title=run_dir.name)
+    write_training_record(run_dir, config, rule, metrics, best, world_size=world_size, device=device,
+                          train_seconds=sum(r["time_s"] for r in metrics), alignment=alignment,
+                          cut_list=cut_list)
+    log.info("%s: averaged epochs %s into model_avg.pt", run_dir.name, best)
+    return {"averaged_epochs": best, "final_dev": metrics[-1].get("dev") if metrics else None,
+            "outputs": [run_dir / "model_avg.pt", run_dir / "metrics.jsonl"]}
 
 
 TRAINING_RECORD = "training.json"
