@@ -190,6 +190,10 @@ class HybridInputs:
         evaluation = {split: load_fbank(ws, split, cmn) for split in evaluation_splits}
         return HybridInputs(train, dev, cmvn, speed_perturbed_fbank(ws, train, speed_perturb, cmn), evaluation)
 
+    def by_split(self) -> dict[str, dict[str, tuple[np.ndarray, str, str]]]:
+        """``split -> utt -> (fbank, speaker, text)``: train, dev, then the evaluation splits."""
+        return {"train": self.train, "dev": self.dev, **self.evaluation}
+
 
 #: The splits the hybrid trains on (train) and reports on beside it (dev); every other split the
 #: source aligned is an evaluation split: realigned for export, never trained or selected on.
@@ -542,8 +546,11 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     num_pdfs = int(trans_model.num_pdfs)
 
     t0 = time.time()
-    split_targets = _split_targets(inputs, source, src_ali, tid2pdf, report, max_mismatch)
+    split_targets = _split_targets(inputs, TRAINING_SPLITS, source, tid2pdf, report, max_mismatch)
     targets = split_targets["train"]
+    if not targets:
+        raise RuntimeError(f"hybrid: none of the {len(inputs.train)} train utterances has a usable "
+                           f"alignment in {src_ali}")
     log_priors = _pass_log_priors(out_dir, targets, num_pdfs, prior_floor)
     utt2spk = {u: inputs.train[u][1] for u in targets}
     train_ids, held_ids = heldout_split(utt2spk, heldout_fraction, seed)
@@ -569,6 +576,7 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     model.to("cpu")  # realignment and decoding run on CPU: one utterance at a time, next to CPU workers
 
     t0 = time.time()
+    split_targets.update(_split_targets(inputs, inputs.evaluation, source, tid2pdf, report, max_mismatch))
     realigned = realign_splits(ws, model, train_cfg, log_priors, trans_model, ctx_dep, inputs, split_targets,
                                set(held_ids), report, acoustic_scale=acoustic_scale, beam=beam,
                                retry_beam=retry_beam, nj=nj, cluster=cluster)
@@ -619,16 +627,12 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     return _write_pass_report(ws, out_dir, diag, stamp, report, written)
 
 
-def _split_targets(inputs: HybridInputs, source: dict[str, np.ndarray], src_ali: Path, tid2pdf: np.ndarray,
+def _split_targets(inputs: HybridInputs, splits, source: dict[str, np.ndarray], tid2pdf: np.ndarray,
                    report: SkipReport, max_mismatch: int) -> dict[str, dict]:
-    """Per split, the pdf targets of every utterance whose ``source`` alignment is usable: train
-    (what the network learns), dev, and the evaluation splits (scored and realigned only)."""
-    feats = {"train": inputs.train, "dev": inputs.dev, **inputs.evaluation}
-    targets = {split: pdf_targets(f, source, tid2pdf, report, max_mismatch) for split, f in feats.items()}
-    if not targets["train"]:
-        raise RuntimeError(f"hybrid: none of the {len(inputs.train)} train utterances has a usable "
-                           f"alignment in {src_ali}")
-    return targets
+    """Per split of ``splits``, the pdf targets of every utterance whose ``source`` alignment is
+    usable: train and dev before training; the evaluation splits (scored and realigned only) after."""
+    feats = inputs.by_split()
+    return {split: pdf_targets(feats[split], source, tid2pdf, report, max_mismatch) for split in splits}
 
 
 def _pass_log_priors(out_dir: Path, targets: dict, num_pdfs: int, prior_floor: float) -> np.ndarray:
@@ -697,7 +701,7 @@ def realign_splits(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarra
 
     lang = Lang.load(ws.lang)
     compile_graph = TrainingGraphs(lang, trans_model, ctx_dep)
-    split_feats = {"train": inputs.train, "dev": inputs.dev, **inputs.evaluation}
+    split_feats = inputs.by_split()
     items = {u: (split_feats[split][u], split) for split, split_t in split_targets.items() for u in split_t}
     result = Realignment({}, {part: [0, 0] for part in ("train", "heldout", *split_targets)}, len(items))
 
