@@ -382,6 +382,136 @@ def _write_fst(path: Path, fst) -> None:
             raise OSError(f"could not write FST {path}")
 
 
+def _lexicon_entries(lexicon_path: Path, filler_path: Path | None, oov: str, upper_case: bool,
+                     report: SkipReport | None) -> list[tuple[str, list[str]]]:
+    """The lexicon's ``(word, phones)`` entries, then its fillers and the OOV word (pronounced
+    ``SPN``) where the lexicon lacks them; a phone name the lang directory reserves is an error."""
+    entries, seen = [], set()
+    for w, ps in read_lexicon(lexicon_path, report):
+        if upper_case and not w.startswith("<"):
+            w = w.upper()
+        ps = [p.upper() if p.upper() in (SILENCE_PHONE, SPOKEN_NOISE_PHONE) else p for p in ps]
+        key = (w, tuple(ps))
+        if w not in RESERVED_WORDS and key not in seen:  # upper-casing can make duplicates
+            seen.add(key)
+            entries.append((w, ps))
+    known_words = {w for w, _ in entries}
+    if filler_path is not None:
+        entries += [e for e in read_fillers(filler_path) if e[0] not in known_words]
+    if oov not in known_words:
+        entries.append((oov, [SPOKEN_NOISE_PHONE]))
+    for w, ps in entries:
+        bad = [p for p in ps if p.startswith("#") or p[-2:] in POSITIONS or p == "<eps>"]
+        if bad:
+            raise ValueError(f"lexicon {lexicon_path}: word {w!r} uses reserved phone name(s) {bad}")
+    return entries
+
+
+@dataclass
+class _PhoneInventory:
+    """The lexicon's base phones and their position variants, in ``phones.txt`` order: silence
+    phones first, then the non-silence phones grouped by stress (one group per tree root)."""
+
+    nonsil_lines: list[list[str]]
+    position_dependent: bool
+    silence_base: tuple[str, ...] = (SILENCE_PHONE, SPOKEN_NOISE_PHONE)
+
+    @classmethod
+    def from_entries(cls, entries: list[tuple[str, list[str]]], position_dependent: bool) -> "_PhoneInventory":
+        nonsil = sorted({p for _, ps in entries for p in ps} - {SILENCE_PHONE, SPOKEN_NOISE_PHONE})
+        groups: dict[str, list[str]] = defaultdict(list)
+        for p in nonsil:
+            groups[stress_group(p)].append(p)
+        return cls([groups[g] for g in sorted(groups)], position_dependent)
+
+    @property
+    def nonsil(self) -> list[str]:
+        return sorted(p for line in self.nonsil_lines for p in line)
+
+    @property
+    def sil_suffixes(self) -> tuple[str, ...]:
+        return ("",) + POSITIONS if self.position_dependent else ("",)
+
+    def variants(self, p: str) -> list[str]:
+        nonsil_suffixes = POSITIONS if self.position_dependent else ("",)
+        return [p + s for s in (self.sil_suffixes if p in self.silence_base else nonsil_suffixes)]
+
+    @property
+    def silence(self) -> list[str]:
+        return [v for p in self.silence_base for v in self.variants(p)]
+
+    @property
+    def nonsilence(self) -> list[str]:
+        return [v for line in self.nonsil_lines for p in line for v in self.variants(p)]
+
+    def sets(self) -> list[list[str]]:
+        """``phones/sets``: one per silence phone, one per stress group, with all variants."""
+        return [self.variants(b) for b in self.silence_base] + \
+               [[v for p in line for v in self.variants(p)] for line in self.nonsil_lines]
+
+    def extra_questions(self) -> list[list[str]]:
+        """Kaldi's ``extra_questions``: silence vs the rest, each stress level, each word position."""
+        nonsil = self.nonsil
+        extra = [[v for p in self.silence_base for v in self.variants(p)]]
+        stresses = sorted({_STRESS.match(p).group("stress") for p in nonsil if _STRESS.match(p)})
+        if stresses:
+            unstressed = [p for p in nonsil if not _STRESS.match(p)]
+            if unstressed:
+                extra.append([v for p in unstressed for v in self.variants(p)])
+            for s in stresses:
+                extra.append([v for p in nonsil if _STRESS.match(p) and _STRESS.match(p).group("stress") == s
+                              for v in self.variants(p)])
+        if self.position_dependent:
+            for suffix in POSITIONS:
+                extra.append([p + suffix for line in self.nonsil_lines for p in line])
+            for suffix in self.sil_suffixes:
+                extra.append([p + suffix for p in self.silence_base])
+        return extra
+
+
+def _write_phone_sets(out: Path, inventory: _PhoneInventory, disambig: list[str], phones: dict[str, int]) -> None:
+    """``phones/*.{txt,int}``: the tree's sets, roots and questions and the phone classes."""
+    def text_and_int(name: str, rows: list[list[str]], prefix=lambda i: "") -> None:
+        rows = [r for r in rows if r]
+        _write_lines(out / "phones" / f"{name}.txt", (prefix(i) + " ".join(r) for i, r in enumerate(rows)))
+        _write_lines(out / "phones" / f"{name}.int",
+                     (prefix(i) + " ".join(str(phones[p]) for p in r) for i, r in enumerate(rows)))
+
+    silence, nonsilence = inventory.silence, inventory.nonsilence
+    sets = inventory.sets()
+    text_and_int("sets", sets)
+    text_and_int("roots", sets, prefix=lambda i: "shared split ")
+    text_and_int("extra_questions", inventory.extra_questions())
+    text_and_int("silence", [[p] for p in silence])
+    text_and_int("nonsilence", [[p] for p in nonsilence])
+    text_and_int("optional_silence", [[SILENCE_PHONE]])
+    text_and_int("disambig", [[p] for p in disambig])
+    text_and_int("context_indep", [[p] for p in silence])
+    if inventory.position_dependent:
+        kinds = {"_B": "begin", "_E": "end", "_I": "internal", "_S": "singleton"}
+        rows = [(p, kinds.get(p[-2:], "nonword")) for p in silence + nonsilence]
+        _write_lines(out / "phones" / "word_boundary.txt", (f"{p} {k}" for p, k in rows))
+        _write_lines(out / "phones" / "word_boundary.int", (f"{phones[p]} {k}" for p, k in rows))
+
+
+def _write_lexicon_fsts(out: Path, pos_entries: list[tuple[str, list[str]]], disambig_prons: list[list[str]],
+                        words: dict[str, int], phones: dict[str, int], sil_disambig: str, sil_prob: float) -> None:
+    """``L.fst`` and ``L_disambig.fst`` (the latter with ``#0`` self-loops so G's back-off symbol
+    passes through), both olabel-sorted for composition."""
+    import kaldifst
+
+    L = build_lexicon_fst([(words[w], [phones[p] for p in ps]) for w, ps in pos_entries],
+                          sil_phone=phones[SILENCE_PHONE], sil_prob=sil_prob)
+    kaldifst.arcsort(L, sort_type="olabel")
+    _write_fst(out / "L.fst", L)
+    L_disambig = build_lexicon_fst(
+        [(words[w], [phones[p] for p in ps]) for (w, _), ps in zip(pos_entries, disambig_prons)],
+        sil_phone=phones[SILENCE_PHONE], sil_prob=sil_prob, sil_disambig=phones[sil_disambig])
+    kaldifst.add_self_loops(L_disambig, [phones["#0"]], [words["#0"]])
+    kaldifst.arcsort(L_disambig, sort_type="olabel")
+    _write_fst(out / "L_disambig.fst", L_disambig)
+
+
 def prepare_lang(lexicon_path: str | os.PathLike, out_dir: str | os.PathLike, *, sil_prob: float = 0.5,
                  position_dependent: bool = True, oov: str = "<UNK>",
                  filler_path: str | os.PathLike | None = None, upper_case: bool = True,
@@ -392,57 +522,20 @@ def prepare_lang(lexicon_path: str | os.PathLike, out_dir: str | os.PathLike, *,
     ``upper_case``: upper-case the lexicon's words (not ``<tokens>``), as the prepared
     transcripts are (e.g. TED-LIUM's lower-case ``TEDLIUM.152k.dic``).
     """
-    import kaldifst
-
     lexicon_path = Path(lexicon_path)
     out = Path(out_dir)
     (out / "phones").mkdir(parents=True, exist_ok=True)
-
-    entries, seen = [], set()
-    for w, ps in read_lexicon(lexicon_path, report):
-        if upper_case and not w.startswith("<"):
-            w = w.upper()
-        ps = [p.upper() if p.upper() in (SILENCE_PHONE, SPOKEN_NOISE_PHONE) else p for p in ps]
-        key = (w, tuple(ps))
-        if w not in RESERVED_WORDS and key not in seen:  # upper-casing can make duplicates
-            seen.add(key)
-            entries.append((w, ps))
     filler_path = Path(filler_path) if filler_path else default_filler_path(lexicon_path)
-    known_words = {w for w, _ in entries}
-    if filler_path is not None:
-        entries += [e for e in read_fillers(filler_path) if e[0] not in known_words]
-    if oov not in known_words:
-        entries.append((oov, [SPOKEN_NOISE_PHONE]))
-    for w, ps in entries:
-        bad = [p for p in ps if p.startswith("#") or p[-2:] in POSITIONS or p == "<eps>"]
-        if bad:
-            raise ValueError(f"lexicon {lexicon_path}: word {w!r} uses reserved phone name(s) {bad}")
-
-    # Phone inventory: silence phones first, then non-silence phones grouped by stress.
-    silence_base = [SILENCE_PHONE, SPOKEN_NOISE_PHONE]
-    nonsil = sorted({p for _, ps in entries for p in ps} - set(silence_base))
-    groups: dict[str, list[str]] = defaultdict(list)
-    for p in nonsil:
-        groups[stress_group(p)].append(p)
-    nonsil_lines = [groups[g] for g in sorted(groups)]
-    sil_variants = ("",) + POSITIONS if position_dependent else ("",)
-    nonsil_variants = POSITIONS if position_dependent else ("",)
-
-    def variants(p: str) -> list[str]:
-        return [p + s for s in (sil_variants if p in silence_base else nonsil_variants)]
-
-    silence = [v for p in silence_base for v in variants(p)]
-    nonsilence = [v for line in nonsil_lines for p in line for v in variants(p)]
+    entries = _lexicon_entries(lexicon_path, filler_path, oov, upper_case, report)
+    inventory = _PhoneInventory.from_entries(entries, position_dependent)
 
     # Lexicon with word-position marks, then disambiguation symbols.
-    if position_dependent:
-        pos_entries = [(w, _position_dependent(ps)) for w, ps in entries]
-    else:
-        pos_entries = [(w, list(ps)) for w, ps in entries]
+    pos_entries = [(w, _position_dependent(ps) if position_dependent else list(ps)) for w, ps in entries]
     disambig_prons, max_disambig = _add_disambig(pos_entries)
     num_disambig = max_disambig + 1  # one more for the silence disambiguation in L_disambig
     disambig = [f"#{i}" for i in range(num_disambig + 1)]
 
+    silence, nonsilence = inventory.silence, inventory.nonsilence
     phone_list = ["<eps>"] + silence + nonsilence + disambig
     phones = {p: i for i, p in enumerate(phone_list)}
     word_list = ["<eps>"] + sorted({w for w, _ in entries}) + ["#0", "<s>", "</s>"]
@@ -450,67 +543,17 @@ def prepare_lang(lexicon_path: str | os.PathLike, out_dir: str | os.PathLike, *,
 
     _write_lines(out / "phones.txt", (f"{p} {i}" for i, p in enumerate(phone_list)))
     _write_lines(out / "words.txt", (f"{w} {i}" for i, w in enumerate(word_list)))
-
-    sets = [[v for p in [b] for v in variants(p)] for b in silence_base] + \
-           [[v for p in line for v in variants(p)] for line in nonsil_lines]
-    roots = [("shared", "split", s) for s in sets]
-    extra = [[v for p in silence_base for v in variants(p)]]
-    stresses = sorted({_STRESS.match(p).group("stress") for p in nonsil if _STRESS.match(p)})
-    if stresses:
-        unstressed = [p for p in nonsil if not _STRESS.match(p)]
-        if unstressed:
-            extra.append([v for p in unstressed for v in variants(p)])
-        for s in stresses:
-            extra.append([v for p in nonsil if _STRESS.match(p) and _STRESS.match(p).group("stress") == s
-                          for v in variants(p)])
-    if position_dependent:
-        for suffix in POSITIONS:
-            extra.append([p + suffix for line in nonsil_lines for p in line])
-        for suffix in sil_variants:
-            extra.append([p + suffix for p in silence_base])
-
-    def text_and_int(name: str, rows: list[list[str]], prefix=lambda i: "") -> None:
-        rows = [r for r in rows if r]
-        _write_lines(out / "phones" / f"{name}.txt", (prefix(i) + " ".join(r) for i, r in enumerate(rows)))
-        _write_lines(out / "phones" / f"{name}.int",
-                     (prefix(i) + " ".join(str(phones[p]) for p in r) for i, r in enumerate(rows)))
-
-    text_and_int("sets", sets)
-    text_and_int("roots", [r[2] for r in roots], prefix=lambda i: "shared split ")
-    text_and_int("extra_questions", extra)
-    text_and_int("silence", [[p] for p in silence])
-    text_and_int("nonsilence", [[p] for p in nonsilence])
-    text_and_int("optional_silence", [[SILENCE_PHONE]])
-    text_and_int("disambig", [[p] for p in disambig])
-    text_and_int("context_indep", [[p] for p in silence])
-    if position_dependent:
-        kinds = {"_B": "begin", "_E": "end", "_I": "internal", "_S": "singleton"}
-        rows = [(p, kinds.get(p[-2:], "nonword")) for p in silence + nonsilence]
-        _write_lines(out / "phones" / "word_boundary.txt", (f"{p} {k}" for p, k in rows))
-        _write_lines(out / "phones" / "word_boundary.int", (f"{phones[p]} {k}" for p, k in rows))
+    _write_phone_sets(out, inventory, disambig, phones)
     _write_lines(out / "phones" / "align_lexicon.txt", (f"{w} {w} {' '.join(ps)}" for w, ps in pos_entries))
     _write_lines(out / "phones" / "align_lexicon.int",
                  (f"{words[w]} {words[w]} {' '.join(str(phones[p]) for p in ps)}" for w, ps in pos_entries))
     _write_lines(out / "oov.txt", [oov])
     _write_lines(out / "oov.int", [str(words[oov])])
-    sil_ids = [phones[p] for p in silence]
-    nonsil_ids = [phones[p] for p in nonsilence]
     with atomic_open(out / "topo", "w") as f:
-        f.write(make_topo_text(nonsil_ids, sil_ids))
-
-    # L.fst and L_disambig.fst (+ #0 self-loops so G's back-off symbol passes through).
-    L = build_lexicon_fst([(words[w], [phones[p] for p in ps]) for w, ps in pos_entries],
-                          sil_phone=phones[SILENCE_PHONE], sil_prob=sil_prob)
-    kaldifst.arcsort(L, sort_type="olabel")
-    _write_fst(out / "L.fst", L)
-    L_disambig = build_lexicon_fst(
-        [(words[w], [phones[p] for p in ps]) for (w, _), ps in zip(pos_entries, disambig_prons)],
-        sil_phone=phones[SILENCE_PHONE], sil_prob=sil_prob, sil_disambig=phones[disambig[-1]])
-    kaldifst.add_self_loops(L_disambig, [phones["#0"]], [words["#0"]])
-    kaldifst.arcsort(L_disambig, sort_type="olabel")
-    _write_fst(out / "L_disambig.fst", L_disambig)
+        f.write(make_topo_text([phones[p] for p in nonsilence], [phones[p] for p in silence]))
+    _write_lexicon_fsts(out, pos_entries, disambig_prons, words, phones, disambig[-1], sil_prob)
     log.info("lang: %d words, %d phones (%d non-silence base phones), %d disambiguation symbols -> %s",
-             len(word_list) - 4, len(silence) + len(nonsilence), len(nonsil), len(disambig), out)
+             len(word_list) - 4, len(silence) + len(nonsilence), len(inventory.nonsil), len(disambig), out)
     return Lang.load(out)
 
 
