@@ -480,6 +480,101 @@ def find_system(systems: list[System], name: str) -> System | None:
     return exact or next((s for s in systems if {seed_group_name(d.name) for d in s.run_dirs} == {name}), None)
 
 
+def _scored_splits(systems: list[System], splits: tuple[str, ...]) -> tuple[str, ...]:
+    """The splits some run has scored: a corpus without a scored test set (speechocean762 before
+    its test half is added) reports dev."""
+    scored = [s for s in splits if any(s in split_results(read_json(d / "results.json"))
+                                       for system in systems for d in system.run_dirs)]
+    return tuple(scored) or tuple(splits)
+
+
+def _references(systems: list[System], baseline: str, also_vs: tuple[str, ...]) -> list[str]:
+    """The systems the p-value columns compare against: ``baseline`` if it is in the table, then ``also_vs``."""
+    found = {r: find_system(systems, r) for r in dict.fromkeys((baseline, *also_vs))}
+    missing = [r for r in also_vs if found[r] is None]
+    if missing:
+        names = sorted(s.name for s in systems)
+        raise ValueError(f"--also-vs {', '.join(missing)}: not a system of this table ({', '.join(names)})")
+    return [system.name for system in found.values() if system is not None]
+
+
+def _paired_p_values(scores: dict, references: list[str], split: str, replicas: int,
+                     permutations: int) -> dict[tuple[str, str], dict]:
+    """``(reference, system) -> row of compare_scores`` for every scored system against every reference."""
+    p_values = {}
+    for ref in references:
+        if ref in scores:
+            for name, sc in scores.items():
+                if name != ref:
+                    p_values[ref, name] = compare_scores([scores[ref], sc], split, replicas=replicas,
+                                                         permutations=permutations)[1]
+    return p_values
+
+
+def _wer_cell(wers: list[float]) -> str:
+    if not wers:
+        return "—"
+    if len(wers) == 1:
+        return f"{wers[0]:.2f}"
+    return f"{statistics.mean(wers):.2f} ± {statistics.stdev(wers):.2f}"
+
+
+def _system_row(system: System, splits: tuple[str, ...], scores: dict, references: list[str],
+                p_values: dict, replicas: int) -> list[str]:
+    """One table row: n, WER per split, the last split's CI and CER, the p-values, the decoding."""
+    last_split = splits[-1]
+    results = [split_results(read_json(d / "results.json")) for d in system.run_dirs]
+    cells = [system.name, str(len(system.run_dirs))]
+    cells += [_wer_cell([r[split]["wer"] for r in results if split in r and r[split].get("wer") is not None])
+              for split in splits]
+    last = [r[last_split] for r in results if last_split in r]
+    if len(last) == 1:
+        cells += [f"[{last[0]['ci95'][0]:.2f}, {last[0]['ci95'][1]:.2f}]", f"{last[0]['cer']}"]
+    elif last:
+        sc = scores.get(system.name)  # a group's CI: bootstrap of its seed-averaged per-utterance errors
+        ci = bootstrap_ci(sc.errors, sc.words, replicas=replicas)["ci95"] if sc else None
+        cells += [f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "—", f"{statistics.mean(r['cer'] for r in last):.2f}"]
+    else:
+        cells += ["—", "—"]
+    for ref in references:
+        row = p_values.get((ref, system.name))
+        cells += [format_p(row["p_value"]), format_p(row["p_perm"])] if row else ["—", "—"]
+    dec = last[0].get("decode", {}) if last else {}
+    cells.append(f"{dec.get('mode', '?')}" + (f" (width {dec.get('beam')}, CTC weight {dec.get('ctc_weight')})"
+                                                if dec.get("mode") == "beam" else ""))
+    return cells
+
+
+def _section_commands(corpus: str, systems: list[System], last_split: str, from_results: bool,
+                      warnings: list[str]) -> list[str]:
+    """The commands that reproduce every run of the table, then the table itself."""
+    commands = [f"make align CORPUS={corpus}"]
+    for system in systems:
+        for d in system.run_dirs:
+            commands += reproducing_commands(corpus, d)
+    run_names = [d.name for s in systems for d in s.run_dirs]
+    grouped = any(s.is_group for s in systems)
+    if from_results:
+        commands.append(f"weakalign publish {corpus} {' '.join(run_names)}")
+    commands.append(f"weakalign compare {' '.join(repr(s.name) if '*' in s.name else s.name for s in systems)} "
+                    f"--corpus {corpus} --set {last_split}" + (" --group" if grouped else "")
+                    + (" --from-results" if from_results else "")
+                    + (" --allow-mixed" if any(w.startswith("compared anyway") for w in warnings) else ""))
+    return commands
+
+
+def _section_environment(systems: list[System], last_split: str) -> tuple[str, dict]:
+    """The environment the runs were scored in, from their RESULTS.md, else this machine's."""
+    from .environment import environment, recorded_environment, runs_environment
+
+    recorded = [recorded_environment(d / "RESULTS.md") for s in systems for d in s.run_dirs]
+    if recorded and all(recorded):
+        return "Environment (where the runs were scored, from their RESULTS.md):", runs_environment(recorded)
+    devices = {split_results(read_json(d / "results.json")).get(last_split, {}).get("device")
+               for s in systems for d in s.run_dirs}
+    return "Environment:", environment(next(iter(devices - {None}), None))
+
+
 def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] = ("dev", "test"),
                     env: dict | None = None, commands: list[str] | None = None, *, baseline: str = "baseline",
                     allow_mixed: bool = False, from_results: bool = False, replicas: int = 2000,
@@ -493,30 +588,15 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
     warnings are listed under the table. ``section`` names the section (its heading and markers;
     default the corpus) so that one corpus can have several tables in one file.
     """
-    from .environment import environment, environment_markdown, recorded_environment, runs_environment
+    from .environment import environment_markdown
 
     warnings = check_comparable(systems, allow_mixed)
-    # A corpus without a scored test set (speechocean762 before its test half is added) reports dev.
-    scored = [s for s in splits if any(s in split_results(read_json(d / "results.json"))
-                                       for system in systems for d in system.run_dirs)]
-    splits = tuple(scored) or tuple(splits)
+    splits = _scored_splits(systems, splits)
     last_split = splits[-1]
-    names = {s.name for s in systems}
-    found = {r: find_system(systems, r) for r in dict.fromkeys((baseline, *also_vs))}
-    missing = [r for r in also_vs if found[r] is None]
-    if missing:
-        raise ValueError(f"--also-vs {', '.join(missing)}: not a system of this table ({', '.join(sorted(names))})")
-    references = [system.name for system in found.values() if system is not None]
-    has_last = {s.name: all(last_split in split_results(read_json(d / "results.json")) for d in s.run_dirs)
-                for s in systems}
-    scores = {s.name: score_system(s, last_split) for s in systems if has_last[s.name]}
-    p_values: dict[tuple[str, str], dict] = {}   # (reference, system) -> row of compare_scores
-    for ref in references:
-        if ref in scores:
-            for name, sc in scores.items():
-                if name != ref:
-                    p_values[ref, name] = compare_scores([scores[ref], sc], last_split, replicas=replicas,
-                                                         permutations=permutations)[1]
+    references = _references(systems, baseline, also_vs)
+    scores = {s.name: score_system(s, last_split) for s in systems
+              if all(last_split in split_results(read_json(d / "results.json")) for d in s.run_dirs)}
+    p_values = _paired_p_values(scores, references, last_split, replicas, permutations)
     header = (["config", "n"] + [f"{s} WER (%)" for s in splits] + [f"{last_split} 95% CI", f"{last_split} CER (%)"]
               + [f"{p} vs {ref}" for ref in references for p in ("p", "p_perm")] + ["decoding"])
     section = section or corpus
@@ -524,60 +604,17 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
              "E2E BLSTM encoder (6 layers, ×4 subsampling), CTC + attention decoder over BPE; "
              "`aux_*`: weak senone supervision at an encoder layer (arXiv 2311.14835).", "",
              "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
-    for system in systems:
-        cells = [system.name, str(len(system.run_dirs))]
-        results = [split_results(read_json(d / "results.json")) for d in system.run_dirs]
-        for split in splits:
-            wers = [r[split]["wer"] for r in results if split in r and r[split].get("wer") is not None]
-            if not wers:
-                cells.append("—")
-            elif len(wers) == 1:
-                cells.append(f"{wers[0]:.2f}")
-            else:
-                cells.append(f"{statistics.mean(wers):.2f} ± {statistics.stdev(wers):.2f}")
-        last = [r[last_split] for r in results if last_split in r]
-        if len(last) == 1:
-            cells += [f"[{last[0]['ci95'][0]:.2f}, {last[0]['ci95'][1]:.2f}]", f"{last[0]['cer']}"]
-        elif last:
-            sc = scores.get(system.name)  # a group's CI: bootstrap of its seed-averaged per-utterance errors
-            ci = bootstrap_ci(sc.errors, sc.words, replicas=replicas)["ci95"] if sc else None
-            cells += [f"[{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "—", f"{statistics.mean(r['cer'] for r in last):.2f}"]
-        else:
-            cells += ["—", "—"]
-        for ref in references:
-            row = p_values.get((ref, system.name))
-            cells += [format_p(row["p_value"]), format_p(row["p_perm"])] if row else ["—", "—"]
-        dec = last[0].get("decode", {}) if last else {}
-        cells.append(f"{dec.get('mode', '?')}" + (f" (width {dec.get('beam')}, CTC weight {dec.get('ctc_weight')})"
-                                                    if dec.get("mode") == "beam" else ""))
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(_system_row(system, splits, scores, references, p_values, replicas)) + " |"
+              for system in systems]
     lines += ["", "n: runs (seeds) of a config; WER: mean ± std over them."
               + (f" {TESTS_NOTE} Both on {last_split}, vs {' and vs '.join(references)}." if references else "")]
     if warnings:
         lines += ["", *[f"> **warning**: {w}" for w in warnings]]
     if commands is None:
-        commands = [f"make align CORPUS={corpus}"]
-        for system in systems:
-            for d in system.run_dirs:
-                commands += reproducing_commands(corpus, d)
-        run_names = [d.name for s in systems for d in s.run_dirs]
-        grouped = any(s.is_group for s in systems)
-        if from_results:
-            commands.append(f"weakalign publish {corpus} {' '.join(run_names)}")
-        commands.append(f"weakalign compare {' '.join(repr(s.name) if '*' in s.name else s.name for s in systems)} "
-                        f"--corpus {corpus} --set {last_split}" + (" --group" if grouped else "")
-                        + (" --from-results" if from_results else "")
-                        + (" --allow-mixed" if any(w.startswith("compared anyway") for w in warnings) else ""))
+        commands = _section_commands(corpus, systems, last_split, from_results, warnings)
     env_label = "Environment:"
     if env is None:
-        recorded = [recorded_environment(d / "RESULTS.md") for s in systems for d in s.run_dirs]
-        if recorded and all(recorded):
-            env = runs_environment(recorded)
-            env_label = "Environment (where the runs were scored, from their RESULTS.md):"
-        else:
-            devices = {split_results(read_json(d / "results.json")).get(last_split, {}).get("device")
-                       for s in systems for d in s.run_dirs}
-            env = environment(next(iter(devices - {None}), None))
+        env_label, env = _section_environment(systems, last_split)
     lines += ["", "Commands:", "", "```", *commands, "```", "", env_label, "", environment_markdown(env), "",
               section_marker(section, True)]
     return "\n".join(lines)
