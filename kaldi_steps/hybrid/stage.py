@@ -464,14 +464,10 @@ def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device:
         out_dir = ws.exp / (HYBRID_DIR if last else f"{HYBRID_DIR}_pass{k}")
         ali_out = ws.exp / (HYBRID_ALI_DIR if last else f"{HYBRID_ALI_DIR}_pass{k}")
         log.info("hybrid: pass %d of %d: %s -> %s", k, passes, source.name, ali_out.name)
-        # nj, cluster, device and threads change where the work runs, not what a pass produces
-        pass_options = {**options, "epochs": options["epochs"] if k == 1 else later_epochs or options["epochs"]}
         init_from = previous_out / "final.pt" if warm_start and k > 1 else None
-        if init_from is not None and lr_final is not None:
-            # Fine-tuning goes on where the previous pass's schedule ended: at lr 2e-3, a fresh run's
-            # first rate, one epoch undid pass 1 on AN4 (held-out acc. 0.748, test WER 12.94; RESULTS.md).
-            pass_options.update(lr=lr_final, lr_final=lr_final)
+        pass_options = _pass_options(options, k, later_epochs, warm_started=init_from is not None)
         stamp = {"pass": k, "source": source.name, "source_digest": alignment_digest(alignments),
+                 # nj, cluster, device and threads change where the work runs, not what a pass produces
                  "options": {o: v for o, v in pass_options.items() if o not in WHERE_IT_RUNS},
                  **({"warm_start_from": previous_out.name} if init_from else {})}
         summary = None if last else _finished_pass(out_dir, stamp)
@@ -484,8 +480,24 @@ def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device:
         source, previous_out = ali_out, out_dir
         if not last:
             alignments = read_ali_dir(ali_out)
+    return _stage_summary(summaries)
+
+
+def _pass_options(options: dict, k: int, later_epochs: int | None, warm_started: bool) -> dict:
+    """Pass ``k``'s options: passes 2..N train for ``later_epochs`` (default: the stage's epochs); a
+    warm-started pass fine-tunes at the rate the previous pass ended on."""
+    pass_options = {**options, "epochs": options["epochs"] if k == 1 else later_epochs or options["epochs"]}
+    if warm_started and options["lr_final"] is not None:
+        # Fine-tuning goes on where the previous pass's schedule ended: at lr 2e-3, a fresh run's
+        # first rate, one epoch undid pass 1 on AN4 (held-out acc. 0.748, test WER 12.94; RESULTS.md).
+        pass_options.update(lr=options["lr_final"], lr_final=options["lr_final"])
+    return pass_options
+
+
+def _stage_summary(summaries: list[dict]) -> dict:
+    """The last pass's summary; with several passes, also each pass's figures and every output."""
     final = summaries[-1]
-    if passes > 1:
+    if len(summaries) > 1:
         final["passes"] = [{key: s[key] for key in ("frame_acc_heldout", "agreement_with_tri1", "failed", "wer")}
                            for s in summaries]
         final["outputs"] = [p for s in summaries for p in s["outputs"]]
