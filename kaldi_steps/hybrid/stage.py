@@ -290,16 +290,9 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
     The network scores each split here, into one archive per job under ``scratch`` (removed after),
     and ``nj`` Dask jobs on ``cluster`` decode them (:mod:`~weakalign.kaldi_steps.mapped_decode`).
     ``scoring="scales"``: the old search over acoustic ``scales``, no penalty, in this process."""
-    import kaldifst
-
-    from ..execution import Executor
-    from ..graph import _word_table, compute_wer, decode_set, word_strings
-    from ..grid_score import ScoringGrid, grid_dev_wers, grid_result
-    from ..mapped_decode import decode_candidates_in_jobs, decode_point_in_jobs, write_loglike_arks
-
-    wer_set = "test" if ws.fbank_cuts("test").exists() else "dev"
+    if scoring not in ("kaldi-grid", "scales"):
+        raise ValueError(f"unknown WER scoring {scoring!r}: use 'kaldi-grid' or 'scales'")
     graph_dir = decoding_graph(ws, gmm_dir)
-    words = graph_dir / "words.txt"
 
     def split_ratios(split: str) -> tuple[dict, dict]:
         """References and unscaled log-likelihood ratios (computed once, scaled per decode)."""
@@ -307,39 +300,62 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
         refs = {u: t.split() for u, (_, _, t) in feats.items()}
         return refs, likelihood_ratios(model, cfg, log_priors, feats, f"hybrid forward {split}")
 
-    has_dev = ws.fbank_cuts("dev").exists()
     if scoring == "kaldi-grid":
-        grid = grid or ScoringGrid()
-        table = _word_table(words)
         scratch = Path(scratch or ws.exp / HYBRID_DIR / "decode_scratch")
-        shutil.rmtree(scratch, ignore_errors=True)   # a killed run's archives: never reused
+        return _grid_wer(ws, split_ratios, trans_model, graph_dir, grid, nj, cluster, scratch)
+    return _scales_wer(ws, split_ratios, trans_model, graph_dir, scales)
 
-        def split_arks(split: str):
-            refs, ratios = split_ratios(split)
-            return (refs, *write_loglike_arks(ratios, scratch / split, nj))
 
-        w, p, dev = 10, 0.0, {}   # without dev: Kaldi's acoustic scale 0.1, no penalty
-        try:
-            with Executor(nj, cluster, shared=(scratch.parent,)) as executor:
-                if has_dev:
-                    refs, arks, order = split_arks("dev")
-                    candidates = decode_candidates_in_jobs(arks, order, graph_dir / "HCLG.fst", trans_model,
-                                                           grid.decode_lm_weights, executor)
-                    dev, (w, p) = grid_dev_wers(refs, candidates, grid, table)
-                if wer_set == "dev":
-                    result = dev[(w, p)]
-                else:
-                    refs, arks, order = split_arks(wer_set)
-                    hyps = decode_point_in_jobs(arks, order, graph_dir / "HCLG.fst", trans_model, w, p, executor)
-                    result = compute_wer(refs, {u: word_strings(table, ids) for u, ids in hyps.items()})
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
-        return {**grid_result(result, grid, (w, p), dev), "wer_set": wer_set, "graph": str(graph_dir)}
-    if scoring != "scales":
-        raise ValueError(f"unknown WER scoring {scoring!r}: use 'kaldi-grid' or 'scales'")
+def _wer_set(ws: Workspace) -> str:
+    return "test" if ws.fbank_cuts("test").exists() else "dev"
 
+
+def _grid_wer(ws: Workspace, split_ratios, trans_model, graph_dir: Path, grid, nj: int, cluster: str | None,
+              scratch: Path) -> dict:
+    """Kaldi's grid: the LM weight and penalty picked on dev's n-best, the test split decoded once at it."""
+    from ..execution import Executor
+    from ..graph import _word_table, compute_wer, word_strings
+    from ..grid_score import ScoringGrid, grid_dev_wers, grid_result
+    from ..mapped_decode import decode_candidates_in_jobs, decode_point_in_jobs, write_loglike_arks
+
+    wer_set = _wer_set(ws)
+    grid = grid or ScoringGrid()
+    table = _word_table(graph_dir / "words.txt")
+    shutil.rmtree(scratch, ignore_errors=True)   # a killed run's archives: never reused
+
+    def split_arks(split: str):
+        refs, ratios = split_ratios(split)
+        return (refs, *write_loglike_arks(ratios, scratch / split, nj))
+
+    w, p, dev = 10, 0.0, {}   # without dev: Kaldi's acoustic scale 0.1, no penalty
+    try:
+        with Executor(nj, cluster, shared=(scratch.parent,)) as executor:
+            if ws.fbank_cuts("dev").exists():
+                refs, arks, order = split_arks("dev")
+                candidates = decode_candidates_in_jobs(arks, order, graph_dir / "HCLG.fst", trans_model,
+                                                       grid.decode_lm_weights, executor)
+                dev, (w, p) = grid_dev_wers(refs, candidates, grid, table)
+            if wer_set == "dev":
+                result = dev[(w, p)]
+            else:
+                refs, arks, order = split_arks(wer_set)
+                hyps = decode_point_in_jobs(arks, order, graph_dir / "HCLG.fst", trans_model, w, p, executor)
+                result = compute_wer(refs, {u: word_strings(table, ids) for u, ids in hyps.items()})
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return {**grid_result(result, grid, (w, p), dev), "wer_set": wer_set, "graph": str(graph_dir)}
+
+
+def _scales_wer(ws: Workspace, split_ratios, trans_model, graph_dir: Path, scales) -> dict:
+    """The old search: the acoustic scale picked on dev among ``scales``, no penalty, in this process."""
+    import kaldifst
+
+    from ..graph import compute_wer, decode_set
+
+    wer_set = _wer_set(ws)
     scales = tuple(scales or DECODE_SCALES)
     hclg = kaldifst.StdVectorFst.read(str(graph_dir / "HCLG.fst"))
+    words = graph_dir / "words.txt"
 
     def decode(split: str, split_scales) -> dict[float, dict]:
         refs, ratios = split_ratios(split)
@@ -351,7 +367,7 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
             log.info("hybrid: decode %s at acoustic scale %.4g: WER %.2f%%", split, scale, out[scale]["wer"])
         return out
 
-    dev = decode("dev", scales) if has_dev else {}
+    dev = decode("dev", scales) if ws.fbank_cuts("dev").exists() else {}
     best = min(scales, key=lambda s: (dev[s]["wer"], s)) if dev else 0.1
     result = dev[best] if wer_set == "dev" else decode(wer_set, [best])[best]
     return {**result, "wer_set": wer_set, "scoring": "scales", "acoustic_scale": best, "graph": str(graph_dir),

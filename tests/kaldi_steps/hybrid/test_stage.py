@@ -174,6 +174,26 @@ def test_the_wer_check_on_an_external_scheduler_finds_the_stages_result(hybrid_w
     assert not (ws.exp / "hybrid" / "decode_scratch").exists()
 
 
+
+def test_the_old_acoustic_scale_search_picks_its_scale_on_dev(hybrid_ws):
+    """``scoring="scales"`` (the search before Kaldi's grid): one decode of dev per scale, the best one
+    decodes the WER split, with no penalty."""
+    import torch
+
+    from weakalign.kaldi_steps.hybrid.stage import _decode_wer, load_finished_pass
+
+    ws, _, _ = hybrid_ws
+    p = load_finished_pass(ws, ws.exp / "hybrid")
+    with torch.no_grad():
+        wer = _decode_wer(ws, p.model, p.train_config, p.log_priors, p.trans_model, p.gmm_dir,
+                          scales=(0.05, 0.1), scoring="scales")
+    assert wer["scoring"] == "scales" and set(wer["dev_wer"]) == {"0.05", "0.1"}
+    assert wer["acoustic_scale"] == min((0.05, 0.1), key=lambda s: (wer["dev_wer"][str(s)], s))
+    assert wer["wer_set"] == ("test" if ws.fbank_cuts("test").exists() else "dev")
+    assert 0 <= wer["wer"] and wer["errors"] >= 0
+    with pytest.raises(ValueError, match="unknown WER scoring"):
+        _decode_wer(ws, p.model, p.train_config, p.log_priors, p.trans_model, p.gmm_dir, scoring="lattice")
+
 def test_rerun_is_skipped_and_resumes(hybrid_ws):
     ws, summary, _ = hybrid_ws
     assert run_stage("hybrid", ws, hybrid_stage, nj=2, device="cpu", **TINY) == summary
