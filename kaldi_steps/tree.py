@@ -366,30 +366,57 @@ def build_tree(stats: TreeStats, roots: Sequence[tuple[Sequence[int], bool, bool
     max_pdf_classes = max(num_pdf_classes[p] for r in roots for p in r[0])
     qs = {k: [np.array(sorted(q)) for q in questions] for k in range(N)}
     qs[PDF_CLASS] = [np.array(q) for q in pdf_class_questions(max_pdf_classes)]
+    members = _events_per_stub_leaf(stats, stub, stub_leaves)
+    region = {leaf.id: leaf.id for leaf, _ in stub_leaves}  # leaf id -> stub leaf id (merging stays inside one root)
+    growth = _grow(stats, stub_leaves, members, region, qs, counter, max_leaves=max_leaves, thresh=thresh,
+                   var_floor=var_floor)
+    root = _substitute(stub, growth.replaced)
+    if cluster_thresh < 0:
+        cluster_thresh = growth.smallest_split if np.isfinite(growth.smallest_split) else 0.0
+    leaves = _leaves(root)
+    merged_to = {leaf.id: leaf.id for leaf in leaves}
+    num_removed = 0
+    if cluster_thresh > 0:
+        merged_to, num_removed = _cluster_leaves(stats, leaves, members, region, cluster_thresh, var_floor)
+    num_pdfs = _renumber_leaves(leaves, merged_to)
+    tree = Tree(root, num_pdfs, N, stats.central_position,
+                info={"leaves_after_split": len(leaves), "merged_away": num_removed,
+                      "split_gain": growth.total_gain, "smallest_split": growth.smallest_split,
+                      "cluster_thresh": cluster_thresh, "num_pdfs": num_pdfs})
+    log.info("build-tree: %d leaves after splitting (gain %.1f, smallest split %.1f), "
+             "%d merged away (thresh %.1f) -> %d pdfs", len(leaves), growth.total_gain,
+             growth.smallest_split, num_removed, cluster_thresh, num_pdfs)
+    return tree
 
-    # Which stats reach which stub leaf.
-    tmp_tree = Tree(stub, 0, N, stats.central_position)
-    stub_of_event = tmp_tree.map_events(stats.events)
+
+def _events_per_stub_leaf(stats: TreeStats, stub, stub_leaves) -> dict[int, np.ndarray]:
+    """Stub leaf id -> the indices of the events (stats) that reach it; an event no root covers is an error."""
+    stub_of_event = Tree(stub, 0, stats.context_width, stats.central_position).map_events(stats.events)
     if (stub_of_event < 0).any():
         bad = sorted(set(stats.events[stub_of_event < 0, stats.central_position].tolist()))
         raise ValueError(f"tree statistics for phones {bad} not covered by roots.txt")
-    num_leaves = len(stub_leaves)
-    region = {}  # leaf id -> stub leaf id (merging stays inside one root)
-    members = {}  # leaf id -> event indices
-    for leaf, _ in stub_leaves:
-        members[leaf.id] = np.flatnonzero(stub_of_event == leaf.id)
-        region[leaf.id] = leaf.id
+    return {leaf.id: np.flatnonzero(stub_of_event == leaf.id) for leaf, _ in stub_leaves}
 
-    # Greedy splitting with a priority queue; each queued leaf carries its best split.
+
+@dataclass
+class _Growth:
+    replaced: dict        # leaf id -> the Split that replaces it
+    smallest_split: float
+    total_gain: float
+
+
+def _grow(stats: TreeStats, stub_leaves, members: dict, region: dict, qs: dict, counter, *, max_leaves: int,
+          thresh: float, var_floor: float) -> _Growth:
+    """Greedy splitting with a priority queue, each queued leaf carrying its best split, until
+    ``max_leaves`` or a best gain below ``thresh``; ``members`` and ``region`` gain the new leaves."""
+    num_leaves = len(stub_leaves)
     heap: list = []
     for leaf, splittable in stub_leaves:
         if splittable and len(members[leaf.id]):
             gain, key, yes = _best_split(stats, members[leaf.id], qs, var_floor)
             if key is not None:
                 heapq.heappush(heap, (-gain, leaf.id, key, yes))
-    replaced: dict[int, Split] = {}
-    smallest_split = float("inf")
-    total_gain = 0.0
+    growth = _Growth({}, float("inf"), 0.0)
     while heap and (max_leaves <= 0 or num_leaves < max_leaves):
         neg_gain, leaf_id, key, yes = heapq.heappop(heap)
         if -neg_gain < thresh:
@@ -406,19 +433,15 @@ def build_tree(stats: TreeStats, roots: Sequence[tuple[Sequence[int], bool, bool
             if k2 is not None:
                 heapq.heappush(heap, (-gain, new.id, k2, y2))
             children.append(new)
-        replaced[leaf_id] = Split(key, yes, children[0], children[1])
+        growth.replaced[leaf_id] = Split(key, yes, children[0], children[1])
         num_leaves += 1
-        smallest_split = min(smallest_split, -neg_gain)
-        total_gain += -neg_gain
-    root = _substitute(stub, replaced)
-    if cluster_thresh < 0:
-        cluster_thresh = smallest_split if np.isfinite(smallest_split) else 0.0
-    leaves = _leaves(root)
-    merged_to = {leaf.id: leaf.id for leaf in leaves}
-    num_removed = 0
-    if cluster_thresh > 0:
-        merged_to, num_removed = _cluster_leaves(stats, leaves, members, region, cluster_thresh, var_floor)
-    # Renumber in traversal order so pdf-ids are 0..n-1.
+        growth.smallest_split = min(growth.smallest_split, -neg_gain)
+        growth.total_gain += -neg_gain
+    return growth
+
+
+def _renumber_leaves(leaves: list, merged_to: dict[int, int]) -> int:
+    """Give merged leaves one id, numbered in traversal order so pdf-ids are 0..n-1; returns n."""
     new_id: dict[int, int] = {}
     for leaf in leaves:
         target = merged_to[leaf.id]
@@ -426,14 +449,7 @@ def build_tree(stats: TreeStats, roots: Sequence[tuple[Sequence[int], bool, bool
             new_id[target] = len(new_id)
     for leaf in leaves:
         leaf.id = new_id[merged_to[leaf.id]]
-    tree = Tree(root, len(new_id), N, stats.central_position,
-                info={"leaves_after_split": len(leaves), "merged_away": num_removed,
-                      "split_gain": total_gain, "smallest_split": smallest_split,
-                      "cluster_thresh": cluster_thresh, "num_pdfs": len(new_id)})
-    log.info("build-tree: %d leaves after splitting (gain %.1f, smallest split %.1f), "
-             "%d merged away (thresh %.1f) -> %d pdfs", len(leaves), total_gain,
-             smallest_split, num_removed, cluster_thresh, len(new_id))
-    return tree
+    return len(new_id)
 
 
 def _substitute(node, replaced):
