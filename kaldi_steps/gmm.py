@@ -310,3 +310,19 @@ def finish_gmm_stage(ws, out_dir, diagnostics: dict, report, outputs: list, *, d
             **{k: diagnostics[k] for k in ("utterances", "aligned", "failed", "num_pdfs", "num_gauss",
                                            "avg_loglike_per_frame", "wer", "wer_set")},
             **report.summary()}
+
+
+def size_defaults(leaves: dict[str, int], gauss: dict[str, int]):
+    """The resolver (:func:`~weakalign.pipeline.options.resolves_defaults`) of a triphone stage's
+    size: ``num_leaves`` and ``total_gauss`` as given, else the corpus's entry of ``leaves`` and
+    ``gauss``, else 500 and 4000.
+
+    >>> sizes = size_defaults({"an4": 300}, {"an4": 2000})
+    >>> sizes(type("Ws", (), {"corpus": "an4"}), {"num_leaves": None, "total_gauss": 1000})
+    {'num_leaves': 300, 'total_gauss': 1000}
+    """
+    def resolve(ws, options: dict) -> dict:
+        return {"num_leaves": options.get("num_leaves") or leaves.get(ws.corpus, 500),
+                "total_gauss": options.get("total_gauss") or gauss.get(ws.corpus, 4000)}
+
+    return resolve

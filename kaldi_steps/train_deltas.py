@@ -45,12 +45,12 @@ from typing import NamedTuple
 
 
 from weakalign.pipeline.io import atomic_open, write_json
-from weakalign.pipeline.options import declares_inputs
+from weakalign.pipeline.options import declares_inputs, resolves_defaults
 from weakalign.pipeline.report import SkipReport
 
 from .diag_gmm import GmmParams, split_by_count
 from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align, run_em_iterations,
-                  stage_diagnostics, write_model_dir)
+                  size_defaults, stage_diagnostics, write_model_dir)
 from .shard import shard_args
 from .execution import Executor
 from .tree import (TreeStats, build_tree, cluster_phone_questions, init_gmm_from_tree_stats,
@@ -60,6 +60,8 @@ log = logging.getLogger("weakalign")
 
 DEFAULT_LEAVES = {"an4": 300, "speechocean762": 1500}
 DEFAULT_GAUSS = {"an4": 2000, "speechocean762": 10000}
+#: ``num_leaves`` and ``total_gauss`` when not given: the two tables above.
+stage_sizes = size_defaults(DEFAULT_LEAVES, DEFAULT_GAUSS)
 #: ``gmm-mixup``'s default ``--power`` (``gmm-est``'s is 0.25).
 GMM_MIXUP_POWER = 0.2
 DEFAULT_REALIGN_ITERS = (10, 20, 30)
@@ -219,8 +221,8 @@ def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int 
     from .lang import Lang
     from .train_mono import mono_dir, wer_split
 
-    num_leaves = num_leaves or DEFAULT_LEAVES.get(ws.corpus, 500)
-    total_gauss = total_gauss or DEFAULT_GAUSS.get(ws.corpus, 4000)
+    sizes = stage_sizes(ws, {"num_leaves": num_leaves, "total_gauss": total_gauss})
+    num_leaves, total_gauss = sizes["num_leaves"], sizes["total_gauss"]
     lang = Lang.load(ws.lang)
     report = SkipReport("tri1")
     problems_log = ProblemLog(report)
@@ -273,6 +275,7 @@ def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int 
 
 
 @declares_inputs(aligned_splits_input)
+@resolves_defaults(stage_sizes)
 def tri1_stage(ws, nj: int = 2, cluster: str | None = None, **options) -> dict:
     """Stage function for ``run_stage("tri1", ws, tri1_stage, nj=..., ...)``: ``nj`` jobs on ``cluster``
     (as :func:`~.train_mono.mono_stage`)."""

@@ -35,13 +35,13 @@ from pathlib import Path
 import numpy as np
 
 from weakalign.pipeline.io import atomic_open, write_json
-from weakalign.pipeline.options import declares_inputs
+from weakalign.pipeline.options import declares_inputs, resolves_defaults
 from weakalign.pipeline.report import SkipReport
 
 from .feature_transform import DEFAULT_SPLICE_CONTEXT, FeatureSpec
 from .diag_gmm import GmmParams
 from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align, run_em_iterations,
-                  stage_diagnostics, write_model_dir)
+                  size_defaults, stage_diagnostics, write_model_dir)
 from .shard import shard_args
 from .lda_mllt import (DEFAULT_LDA_DIM, DEFAULT_MLLT_ITERS, LdaStats, MlltStats, estimate_lda, estimate_mllt,
                        transform_means)
@@ -55,6 +55,8 @@ log = logging.getLogger("weakalign")
 # speechocean762 (not run yet): wsj's ratio, tri2b 2500 / 15000 beside tri1's 2000 / 10000.
 DEFAULT_LEAVES = {"an4": 300, "speechocean762": 2000}
 DEFAULT_GAUSS = {"an4": 2000, "speechocean762": 15000}
+#: ``num_leaves`` and ``total_gauss`` when not given: the two tables above.
+stage_sizes = size_defaults(DEFAULT_LEAVES, DEFAULT_GAUSS)
 
 
 def tri2_dir(ws) -> Path:
@@ -128,8 +130,8 @@ def train_lda_mllt(ws, executor, *, num_leaves: int | None = None, total_gauss: 
     from .lang import Lang
     from .train_mono import wer_split
 
-    num_leaves = num_leaves or DEFAULT_LEAVES.get(ws.corpus, 500)
-    total_gauss = total_gauss or DEFAULT_GAUSS.get(ws.corpus, 4000)
+    sizes = stage_sizes(ws, {"num_leaves": num_leaves, "total_gauss": total_gauss})
+    num_leaves, total_gauss = sizes["num_leaves"], sizes["total_gauss"]
     lang = Lang.load(ws.lang)
     silence = list(lang.silence_phone_ids)
     report = SkipReport("tri2")
@@ -191,6 +193,7 @@ def train_lda_mllt(ws, executor, *, num_leaves: int | None = None, total_gauss: 
 
 
 @declares_inputs(aligned_splits_input)
+@resolves_defaults(stage_sizes)
 def tri2_stage(ws, nj: int = 2, cluster: str | None = None, **options) -> dict:
     """Stage function for ``run_stage("tri2", ws, tri2_stage, nj=..., ...)``: ``nj`` jobs on ``cluster``
     (as :func:`~.train_mono.mono_stage`)."""

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from weakalign.pipeline.io import atomic_path, write_json
-from weakalign.pipeline.options import declares_inputs
+from weakalign.pipeline.options import declares_inputs, resolves_defaults
 from weakalign.pipeline.report import SkipReport
 
 from .execution import Executor
@@ -56,7 +56,7 @@ from .feature_transform import DEFAULT_SPLICE_CONTEXT, FeatureSpec
 from .fmllr import DEFAULT_FMLLR_ITERS, write_trans_archive
 from .diag_gmm import GmmParams, GmmStats, gmm_from_arrays
 from .gmm import (DECODE_SCALES, ProblemLog, finish_gmm_stage, pool_acc_stats, pool_align, run_em_iterations,
-                  stage_diagnostics, write_model_dir)
+                  size_defaults, stage_diagnostics, write_model_dir)
 from .shard import shard_args
 from .train_deltas import (DEFAULT_ALIGN_SPLITS, DEFAULT_REALIGN_ITERS, aligned_splits_input,
                            start_from_alignments, start_new_tree, write_ali_dir)
@@ -68,6 +68,8 @@ log = logging.getLogger("weakalign")
 # for 80 h; its tri2's 2000 / 15000 here.
 DEFAULT_LEAVES = {"an4": 300, "speechocean762": 2000}
 DEFAULT_GAUSS = {"an4": 2000, "speechocean762": 15000}
+#: ``num_leaves`` and ``total_gauss`` when not given: the two tables above.
+stage_sizes = size_defaults(DEFAULT_LEAVES, DEFAULT_GAUSS)
 #: ``train_sat.sh`` / ``align_fmllr.sh``: silence frames do not count in the fMLLR statistics.
 TRAIN_SILENCE_WEIGHT = 0.0
 #: ``decode_fmllr.sh``: silence weight of the fMLLR statistics and the acoustic scale of its adaptation passes.
@@ -325,8 +327,8 @@ def train_sat(ws, executor, *, num_leaves: int | None = None, total_gauss: int |
     from .lang import Lang
     from .train_mono import wer_split
 
-    num_leaves = num_leaves or DEFAULT_LEAVES.get(ws.corpus, 500)
-    total_gauss = total_gauss or DEFAULT_GAUSS.get(ws.corpus, 4000)
+    sizes = stage_sizes(ws, {"num_leaves": num_leaves, "total_gauss": total_gauss})
+    num_leaves, total_gauss = sizes["num_leaves"], sizes["total_gauss"]
     lang = Lang.load(ws.lang)
     silence = list(lang.silence_phone_ids)
     report = SkipReport("tri3")
@@ -404,6 +406,7 @@ def train_sat(ws, executor, *, num_leaves: int | None = None, total_gauss: int |
 
 
 @declares_inputs(aligned_splits_input)
+@resolves_defaults(stage_sizes)
 def tri3_stage(ws, nj: int = 2, cluster: str | None = None, **options) -> dict:
     """Stage function for ``run_stage("tri3", ws, tri3_stage, nj=..., ...)``: ``nj`` jobs on ``cluster``
     (as :func:`~.train_mono.mono_stage`)."""

@@ -140,6 +140,24 @@ def declares_inputs(fingerprint: Callable[[Workspace, dict], dict]):
     return declare
 
 
+def resolves_defaults(resolve: Callable[[Workspace, dict], dict]):
+    """Decorate a stage function whose options default to ``None`` for "the corpus's default"
+    (tri1's ``num_leaves``, the hybrid's ``passes``): ``resolve(ws, options)`` returns the values
+    such options take. The marker records those as the options the stage ran with, so asking for
+    the default value by name matches the finished run instead of redoing it, and a change reads
+    ``num_leaves: 300 -> 400``, not ``None -> 400``."""
+    def declare(fn):
+        fn.resolve_defaults = resolve
+        return fn
+
+    return declare
+
+
+def resolved_defaults(fn: Callable, ws: Workspace, options: dict) -> dict:
+    resolve = getattr(fn, "resolve_defaults", None)
+    return resolve(ws, options) if resolve else {}
+
+
 def input_fingerprint(fn: Callable, ws: Workspace, options: dict) -> dict:
     fingerprint = getattr(fn, "input_fingerprint", None)
     return fingerprint(ws, options) if fingerprint else {}

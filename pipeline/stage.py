@@ -51,7 +51,7 @@ from typing import Callable
 
 from .io import read_json, unwritable_reason, write_json
 from .options import (RUNTIME_OPTIONS, input_changes, input_fingerprint, option_changes, record_request,
-                      recorded_request, signature_defaults, to_json)
+                      recorded_request, resolved_defaults, signature_defaults, to_json)
 from .provenance import code_version
 from .workspace import Workspace
 
@@ -267,13 +267,13 @@ class StageRequest:
         recorded = recorded_request(ws, name, fn)
         kwargs = {**defaults, **recorded, **given}
         return cls(kwargs=kwargs, runtime=runtime, requested={**recorded, **to_json(given)},
-                   options=to_json({**signature_defaults(fn), **kwargs}),
+                   options=to_json({**signature_defaults(fn), **kwargs, **resolved_defaults(fn, ws, kwargs)}),
                    inputs=input_fingerprint(fn, ws, kwargs))
 
     def changes_since(self, marker: dict) -> list[str]:
         """What differs from the finished run of ``marker``; [] when the request matches it."""
-        return option_changes(marker.get("options"), self.requested) + input_changes(marker.get("inputs"),
-                                                                                     self.inputs)
+        effective = {k: self.options.get(k, v) for k, v in self.requested.items()}  # None: the value it resolves to
+        return option_changes(marker.get("options"), effective) + input_changes(marker.get("inputs"), self.inputs)
 
 
 def run_stage(name: str, ws: Workspace, fn: Callable[..., dict], /, *, force: bool = False,

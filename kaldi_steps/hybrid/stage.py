@@ -58,7 +58,7 @@ from weakalign.pipeline.acoustic_features import (apply_cmvn, cmvn_stats, mean_s
                                                   speaker_cmvn_stats)
 from weakalign.pipeline.distributed import wait_for_rank0, world
 from weakalign.pipeline.io import atomic_open, atomic_path, read_json, write_json
-from weakalign.pipeline.options import content_digest, declares_inputs
+from weakalign.pipeline.options import content_digest, declares_inputs, resolves_defaults
 from weakalign.pipeline.recipe import SOURCE_ALI_DIRS, default_source_ali, source_stage_of
 from weakalign.pipeline.report import SkipReport
 from weakalign.pipeline.workspace import Workspace
@@ -413,7 +413,26 @@ def source_ali_input(ws: Workspace, options: dict) -> dict:
     return {"source_ali": f"{source} {content_digest(alis, gunzip=True)}" if alis else f"{source} (missing)"}
 
 
+def hybrid_defaults(ws: Workspace, options: dict) -> dict:
+    """What the corpus-dependent options are when not given (``None``): the source alignments
+    (:func:`~weakalign.pipeline.recipe.default_source_ali`), :data:`DEFAULT_PASSES`,
+    :data:`DEFAULT_SPEED_PERTURB` (factors sorted, 1.0 left out: the original data is always
+    there) and :func:`default_epochs` for them.
+
+    >>> hybrid_defaults(type("Ws", (), {"corpus": "an4"}), {"passes": 1})
+    {'source_ali': 'tri1_ali', 'passes': 1, 'speed_perturb': [0.9, 1.1], 'epochs': 3}
+    """
+    factors = options.get("speed_perturb")
+    factors = DEFAULT_SPEED_PERTURB.get(ws.corpus, ()) if factors is None else factors
+    speed_perturb = sorted({float(f) for f in factors} - {1.0})
+    return {"source_ali": options.get("source_ali") or default_source_ali(ws.corpus),
+            "passes": options.get("passes") or DEFAULT_PASSES.get(ws.corpus, 1),
+            "speed_perturb": speed_perturb,
+            "epochs": options.get("epochs") or default_epochs(ws.corpus, speed_perturb)}
+
+
 @declares_inputs(source_ali_input)
+@resolves_defaults(hybrid_defaults)
 def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device: str = "auto",
                  epochs: int | None = None,
                  passes: int | None = None,
@@ -446,18 +465,17 @@ def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device:
     budget of passes 2..N (default: ``epochs``), e.g. one epoch to adapt a warm-started network to the
     new targets (issue #17: fewer frames for the stage).
     """
-    source_ali = source_ali or default_source_ali(ws.corpus)
+    resolved = hybrid_defaults(ws, dict(source_ali=source_ali, passes=passes, speed_perturb=speed_perturb,
+                                        epochs=epochs))
+    source_ali, passes, speed_perturb = resolved["source_ali"], resolved["passes"], resolved["speed_perturb"]
     if source_ali not in SOURCE_ALI_DIRS:
         raise ValueError(f"source_ali must be one of {', '.join(SOURCE_ALI_DIRS)}, got {source_ali!r}")
     src_ali_dir, gmm_dir = source_ali, source_stage_of(source_ali)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
-    passes = passes or DEFAULT_PASSES.get(ws.corpus, 1)
-    speed_perturb = sorted({float(f) for f in (DEFAULT_SPEED_PERTURB.get(ws.corpus, ()) if speed_perturb is None
-                                               else speed_perturb)} - {1.0})
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     options = dict(
-        epochs=epochs or default_epochs(ws.corpus, speed_perturb), cells=cells, proj=proj, layers=layers,
+        epochs=resolved["epochs"], cells=cells, proj=proj, layers=layers,
         dropout=dropout, chunk_width=chunk_width, left_context=left_context, right_context=right_context,
         batch_size=batch_size, lr=lr, lr_final=lr_final, patience=patience, heldout_fraction=heldout_fraction,
         cmn=cmn, speed_perturb=speed_perturb, acoustic_scale=acoustic_scale, beam=beam, retry_beam=retry_beam,

@@ -46,6 +46,26 @@ def test_tri1_retrains_for_another_number_of_leaves_and_only_then(an4_slice_tri1
     assert fewer["num_pdfs"] <= 40 < first["num_pdfs"]
 
 
+def test_tri1_records_the_corpus_default_size_it_ran_with_and_asking_for_it_redoes_nothing(
+        an4_slice_tri1, tmp_path, caplog):
+    """``num_leaves`` and ``total_gauss`` default to the corpus's (AN4: 300 and 2000): the marker records
+    those values, so ``--num-leaves 300`` after a default run is "already done", and a change names them."""
+    from weakalign.kaldi_steps.train_deltas import DEFAULT_GAUSS, DEFAULT_LEAVES
+
+    ws = linked_gmm_workspace(an4_slice_tri1, tmp_path)
+    default_size = {k: v for k, v in TRI1_SLICE.items() if k not in ("num_leaves", "total_gauss")}
+    first = run_stage("tri1", ws, tri1_stage, nj=2, **default_size)
+    options = read_json(ws.done_dir / "tri1.json")["options"]
+    assert (options["num_leaves"], options["total_gauss"]) == (DEFAULT_LEAVES["an4"], DEFAULT_GAUSS["an4"]) == (300, 2000)
+    caplog.clear()
+    assert run_stage("tri1", ws, tri1_stage, nj=2, **default_size, num_leaves=300, total_gauss=2000) == first
+    assert "[an4] tri1: already done with these options" in caplog.text
+    caplog.clear()
+    run_stage("tri1", ws, tri1_stage, nj=2, **default_size, num_leaves=40)
+    assert [r.getMessage() for r in caplog.records if "request differs" in r.getMessage()] == [
+        "[an4] tri1: the request differs from the finished run, redoing it: num_leaves: 300 -> 40"]
+
+
 def test_test_split_is_aligned_after_dev_without_changing_the_model(an4_slice_tri1, tmp_path):
     """Issue #18: tri1_ali holds test as jobs after dev's; no test alignment reaches training: the
     model and tree are byte for byte those of a run that aligns train and dev only."""

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from weakalign.pipeline.io import write_json
-from weakalign.pipeline.options import content_digest, declares_inputs, options_path
+from weakalign.pipeline.options import content_digest, declares_inputs, options_path, resolves_defaults
 from weakalign.pipeline.recipe import ALIGN_STAGES, DEPENDS_ON, EXTRA_STAGES, dependents
 from weakalign.pipeline.stage import is_done, marker_path, run_stage, setup_console_logging
 from weakalign.pipeline.workspace import Workspace
@@ -55,6 +55,35 @@ def test_a_changed_option_redoes_the_stage_with_one_line_naming_it(ws, caplog):
                                            "size: 300 -> 500"]
     marker = json.loads(marker_path(ws, "tri1").read_text())
     assert marker["options"] == {"size": 500, "name": "a"} and marker["requested"] == ["name", "size"]
+
+
+class CorpusSizedToy(Toy):
+    """A toy whose ``size`` defaults to ``None``: the corpus's size (300 for "toy"), as tri1's ``num_leaves``."""
+
+    def __call__(self, ws, size=None, name="a"):
+        return super().__call__(ws, size or 300, name)
+
+
+def test_a_default_asked_for_by_value_matches_the_run_that_resolved_it(ws, caplog):
+    toy = resolves_defaults(lambda ws, options: {"size": options.get("size") or 300})(CorpusSizedToy())
+    run_stage("tri1", ws, toy)
+    assert json.loads(marker_path(ws, "tri1").read_text())["options"] == {"size": 300, "name": "a"}
+    for request in ({"size": 300}, {"size": None}):        # the value it ran with, by name or as "the default"
+        caplog.clear()
+        run_stage("tri1", ws, toy, **request)
+        assert len(toy.calls) == 1 and "already done" in caplog.text, request
+    caplog.clear()
+    run_stage("tri1", ws, toy, size=400)
+    assert toy.calls[-1] == {"size": 400, "name": "a"}
+    assert stage_lines(caplog, "tri1") == ["[toy] tri1: the request differs from the finished run, redoing it: "
+                                           "size: 300 -> 400"]
+
+
+def test_without_a_resolver_a_none_default_stays_none_and_differs_from_a_value(ws, caplog):
+    toy = CorpusSizedToy()
+    run_stage("tri1", ws, toy)
+    run_stage("tri1", ws, toy, size=300)
+    assert len(toy.calls) == 2 and "size: None -> 300" in caplog.text
 
 
 def test_options_not_given_again_are_the_recorded_ones_not_the_defaults(ws):

@@ -199,6 +199,19 @@ def test_rerun_is_skipped_and_resumes(hybrid_ws):
     assert run_stage("hybrid", ws, hybrid_stage, nj=2, device="cpu", **TINY) == summary
 
 
+def test_the_marker_names_the_corpus_defaults_it_ran_with_and_asking_for_them_redoes_nothing(hybrid_ws):
+    """Options left at ``None`` (AN4: tri1's alignments, speed perturbation 0.9/1.1) are recorded as
+    the values they took, so naming them explicitly matches the finished run."""
+    from weakalign.pipeline.stage import marker_path
+
+    ws, summary, _ = hybrid_ws
+    options = read_json(marker_path(ws, "hybrid"))["options"]
+    assert (options["source_ali"], options["speed_perturb"], options["passes"], options["epochs"]) == \
+        ("tri1_ali", [0.9, 1.1], 1, 6)
+    assert run_stage("hybrid", ws, hybrid_stage, nj=2, device="cpu", **TINY, source_ali="tri1_ali",
+                     speed_perturb=(1.1, 0.9, 1.0)) == summary
+
+
 @pytest.fixture(scope="module")
 def two_pass_ws(an4_slice_tri1, tmp_path_factory):
     src = an4_slice_tri1
