@@ -480,7 +480,7 @@ def find_system(systems: list[System], name: str) -> System | None:
     return exact or next((s for s in systems if {seed_group_name(d.name) for d in s.run_dirs} == {name}), None)
 
 
-def _scored_splits(systems: list[System], splits: tuple[str, ...]) -> tuple[str, ...]:
+def scored_splits(systems: list[System], splits: tuple[str, ...]) -> tuple[str, ...]:
     """The splits some run has scored: a corpus without a scored test set (speechocean762 before
     its test half is added) reports dev."""
     scored = [s for s in splits if any(s in split_results(read_json(d / "results.json"))
@@ -591,7 +591,7 @@ def results_section(corpus: str, systems: list[System], splits: tuple[str, ...] 
     from .environment import environment_markdown
 
     warnings = check_comparable(systems, allow_mixed)
-    splits = _scored_splits(systems, splits)
+    splits = scored_splits(systems, splits)
     last_split = splits[-1]
     references = _references(systems, baseline, also_vs)
     scores = {s.name: score_system(s, last_split) for s in systems

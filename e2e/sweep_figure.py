@@ -33,7 +33,7 @@ from pathlib import Path
 
 from weakalign.pipeline.io import atomic_path, read_json
 
-from .compare import System, check_comparable, expand_run_specs, section_marker, tables_yaml_entries
+from .compare import System, check_comparable, expand_run_specs, scored_splits, section_marker, tables_yaml_entries
 from .scoring import split_results
 
 
@@ -159,9 +159,12 @@ def figure_markdown(spec: FigureSpec, rows: list[dict], splits: tuple[str, ...],
 def build_figure(root: Path, spec: FigureSpec, out_md: Path, splits: tuple[str, ...] = ("dev", "test"),
                  allow_mixed: bool = False) -> str:
     """Draw ``root/<figure>.png`` from the published runs and return its RESULTS.md section
-    (markers included); refuses runs trained under different conditions unless ``allow_mixed``."""
+    (markers included); refuses runs trained under different conditions unless ``allow_mixed``.
+    A split no run has scored (speechocean762's test before its test half is added) gets no panel."""
     points, reference = figure_systems(root, spec)
-    warnings = check_comparable(list(points.values()) + ([reference] if reference else []), allow_mixed)
+    systems = list(points.values()) + ([reference] if reference else [])
+    warnings = check_comparable(systems, allow_mixed)
+    splits = scored_splits(systems, splits)
     rows = figure_rows(points, splits)
     ref_row = figure_rows({0.0: reference}, splits)[0] if reference else None
     png = root / f"{spec.figure}.png"
