@@ -42,7 +42,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 from ..pipeline.io import atomic_open, atomic_path, read_json
 from ..pipeline.options import content_digest, declares_inputs
@@ -414,7 +414,7 @@ class _PhoneInventory:
 
     nonsil_lines: list[list[str]]
     position_dependent: bool
-    silence_base: tuple[str, ...] = (SILENCE_PHONE, SPOKEN_NOISE_PHONE)
+    silence_base: ClassVar[tuple[str, ...]] = (SILENCE_PHONE, SPOKEN_NOISE_PHONE)
 
     @classmethod
     def from_entries(cls, entries: list[tuple[str, list[str]]], position_dependent: bool) -> "_PhoneInventory":
@@ -452,7 +452,7 @@ class _PhoneInventory:
     def extra_questions(self) -> list[list[str]]:
         """Kaldi's ``extra_questions``: silence vs the rest, each stress level, each word position."""
         nonsil = self.nonsil
-        extra = [[v for p in self.silence_base for v in self.variants(p)]]
+        extra = [self.silence]
         stresses = sorted({_STRESS.match(p).group("stress") for p in nonsil if _STRESS.match(p)})
         if stresses:
             unstressed = [p for p in nonsil if not _STRESS.match(p)]

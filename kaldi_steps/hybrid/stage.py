@@ -300,25 +300,22 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
         refs = {u: t.split() for u, (_, _, t) in feats.items()}
         return refs, likelihood_ratios(model, cfg, log_priors, feats, f"hybrid forward {split}")
 
+    wer_set = "test" if ws.fbank_cuts("test").exists() else "dev"
+    has_dev = ws.fbank_cuts("dev").exists()
     if scoring == "kaldi-grid":
         scratch = Path(scratch or ws.exp / HYBRID_DIR / "decode_scratch")
-        return _grid_wer(ws, split_ratios, trans_model, graph_dir, grid, nj, cluster, scratch)
-    return _scales_wer(ws, split_ratios, trans_model, graph_dir, scales)
+        return _grid_wer(split_ratios, wer_set, has_dev, trans_model, graph_dir, grid, nj, cluster, scratch)
+    return _scales_wer(split_ratios, wer_set, has_dev, trans_model, graph_dir, scales)
 
 
-def _wer_set(ws: Workspace) -> str:
-    return "test" if ws.fbank_cuts("test").exists() else "dev"
-
-
-def _grid_wer(ws: Workspace, split_ratios, trans_model, graph_dir: Path, grid, nj: int, cluster: str | None,
-              scratch: Path) -> dict:
+def _grid_wer(split_ratios, wer_set: str, has_dev: bool, trans_model, graph_dir: Path, grid, nj: int,
+              cluster: str | None, scratch: Path) -> dict:
     """Kaldi's grid: the LM weight and penalty picked on dev's n-best, the test split decoded once at it."""
     from ..execution import Executor
     from ..graph import _word_table, compute_wer, word_strings
     from ..grid_score import ScoringGrid, grid_dev_wers, grid_result
     from ..mapped_decode import decode_candidates_in_jobs, decode_point_in_jobs, write_loglike_arks
 
-    wer_set = _wer_set(ws)
     grid = grid or ScoringGrid()
     table = _word_table(graph_dir / "words.txt")
     shutil.rmtree(scratch, ignore_errors=True)   # a killed run's archives: never reused
@@ -330,7 +327,7 @@ def _grid_wer(ws: Workspace, split_ratios, trans_model, graph_dir: Path, grid, n
     w, p, dev = 10, 0.0, {}   # without dev: Kaldi's acoustic scale 0.1, no penalty
     try:
         with Executor(nj, cluster, shared=(scratch.parent,)) as executor:
-            if ws.fbank_cuts("dev").exists():
+            if has_dev:
                 refs, arks, order = split_arks("dev")
                 candidates = decode_candidates_in_jobs(arks, order, graph_dir / "HCLG.fst", trans_model,
                                                        grid.decode_lm_weights, executor)
@@ -346,13 +343,12 @@ def _grid_wer(ws: Workspace, split_ratios, trans_model, graph_dir: Path, grid, n
     return {**grid_result(result, grid, (w, p), dev), "wer_set": wer_set, "graph": str(graph_dir)}
 
 
-def _scales_wer(ws: Workspace, split_ratios, trans_model, graph_dir: Path, scales) -> dict:
+def _scales_wer(split_ratios, wer_set: str, has_dev: bool, trans_model, graph_dir: Path, scales) -> dict:
     """The old search: the acoustic scale picked on dev among ``scales``, no penalty, in this process."""
     import kaldifst
 
     from ..graph import compute_wer, decode_set
 
-    wer_set = _wer_set(ws)
     scales = tuple(scales or DECODE_SCALES)
     hclg = kaldifst.StdVectorFst.read(str(graph_dir / "HCLG.fst"))
     words = graph_dir / "words.txt"
@@ -367,7 +363,7 @@ def _scales_wer(ws: Workspace, split_ratios, trans_model, graph_dir: Path, scale
             log.info("hybrid: decode %s at acoustic scale %.4g: WER %.2f%%", split, scale, out[scale]["wer"])
         return out
 
-    dev = decode("dev", scales) if ws.fbank_cuts("dev").exists() else {}
+    dev = decode("dev", scales) if has_dev else {}
     best = min(scales, key=lambda s: (dev[s]["wer"], s)) if dev else 0.1
     result = dev[best] if wer_set == "dev" else decode(wer_set, [best])[best]
     return {**result, "wer_set": wer_set, "scoring": "scales", "acoustic_scale": best, "graph": str(graph_dir),
