@@ -31,6 +31,7 @@ Python API::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -197,14 +198,7 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[dev.index] if dev.type == "cuda" else None)
 
-    max_duration = float(config["max_duration"])
-    train_loader, train_sampler = make_loader(train_cuts, tokenizer, max_duration, shuffle=True, seed=seed,
-                                              num_buckets=int(config["num_buckets"]),
-                                              world_size=world_size, rank=rank)
-    dev_loader, _ = make_loader(dev_cuts, tokenizer, max_duration, shuffle=False, world_size=1, rank=0)
-    sortagrad_epochs = int(config.get("sortagrad_epochs", 0))
-    sorted_loader = (make_sortagrad_loader(train_cuts, tokenizer, max_duration, world_size=world_size, rank=rank)
-                     if sortagrad_epochs > 0 else None)
+    loaders = _Loaders.build(train_cuts, dev_cuts, tokenizer, config, seed=seed, world_size=world_size, rank=rank)
     grad_clip = float(config["grad_clip"])
     run_start = time.time()
 
@@ -212,17 +206,15 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
     while not rule.should_stop(metrics):
         epoch += 1
         t0 = time.time()
-        train_sampler.set_epoch(epoch)
         model.train()
-        loader = sorted_loader if epoch <= sortagrad_epochs else train_loader
-        bar = tqdm(loader, desc=f"epoch {epoch}/{rule.max_epochs}", disable=not progress or rank != 0, leave=False)
+        bar = tqdm(loaders.train_epoch(epoch), desc=f"epoch {epoch}/{rule.max_epochs}", disable=not progress or rank != 0, leave=False)
         with _join(ddp_model, world_size):
             mean, steps, frames = _train_epoch(ddp_model, bar, optimizer, scheduler, grad_clip, max_steps_per_epoch)
         # After the Join: a rank that ran out of batches first must not reduce while another still steps.
         mean.reduce_distributed()
         train_stats = mean.result()
         updates += steps
-        dev_stats = model.validate(dev_loader, tokenizer)
+        dev_stats = model.validate(loaders.dev, tokenizer)
         row = {"epoch": epoch, "train": fill_loss_keys(train_stats), "dev": fill_loss_keys(dev_stats),
                "lr": optimizer.param_groups[0]["lr"], "updates": updates,
                "time_s": round(time.time() - t0, 2), "train_frames": frames}
@@ -230,14 +222,8 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
         scheduler.end_epoch(improved=lr_rule.epochs_since_best(metrics) == 0)
         _log_epoch(row, train_stats, dev_stats)
         if rank == 0:
-            # Metrics before the checkpoint: a kill in between leaves a row that resuming from the
-            # previous checkpoint drops, never a checkpoint whose epoch has no row (the resumed
-            # run's best epochs, hence its pruning and averaging, would differ).
-            write_metrics(run_dir, metrics)
-            save_checkpoint(checkpoint_dir(run_dir) / f"epoch-{epoch}.pt", epoch=epoch, model=model.state_dict(),
-                            optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(), rng=rng_state(),
-                            updates=updates, config=config, vocab_size=tokenizer.vocab_size)
-            _prune_checkpoints(run_dir, keep=set(rule.best_epochs(metrics, keep_best)) | {epoch})
+            _save_epoch(run_dir, metrics, model, optimizer, scheduler, config, tokenizer,
+                        keep=set(rule.best_epochs(metrics, keep_best)) | {epoch})
         if world_size > 1:
             dist.barrier()
 
@@ -330,6 +316,47 @@ def _train_epoch(ddp_model, bar, optimizer, scheduler, grad_clip: float,
     return mean, steps, frames
 
 
+@dataclasses.dataclass
+class _Loaders:
+    """The run's batches: train (length-sorted for the first ``sortagrad_epochs``, else bucketed and
+    re-shuffled per epoch from the seed) and dev."""
+    train: object
+    train_sampler: object
+    sorted_train: object | None
+    sortagrad_epochs: int
+    dev: object
+
+    @classmethod
+    def build(cls, train_cuts, dev_cuts, tokenizer: Tokenizer, config: dict, *, seed: int, world_size: int,
+              rank: int) -> "_Loaders":
+        max_duration = float(config["max_duration"])
+        train, sampler = make_loader(train_cuts, tokenizer, max_duration, shuffle=True, seed=seed,
+                                     num_buckets=int(config["num_buckets"]), world_size=world_size, rank=rank)
+        dev, _ = make_loader(dev_cuts, tokenizer, max_duration, shuffle=False, world_size=1, rank=0)
+        sortagrad_epochs = int(config.get("sortagrad_epochs", 0))
+        sorted_train = (make_sortagrad_loader(train_cuts, tokenizer, max_duration, world_size=world_size, rank=rank)
+                        if sortagrad_epochs > 0 else None)
+        return cls(train, sampler, sorted_train, sortagrad_epochs, dev)
+
+    def train_epoch(self, epoch: int):
+        self.train_sampler.set_epoch(epoch)
+        return self.sorted_train if epoch <= self.sortagrad_epochs else self.train
+
+
+def _save_epoch(run_dir: Path, metrics: list[dict], model, optimizer, scheduler, config: dict,
+                tokenizer: Tokenizer, keep: set[int]) -> None:
+    """Rank 0 after an epoch: its metrics row, its checkpoint, and the checkpoints not in ``keep`` removed."""
+    # Metrics before the checkpoint: a kill in between leaves a row that resuming from the
+    # previous checkpoint drops, never a checkpoint whose epoch has no row (the resumed
+    # run's best epochs, hence its pruning and averaging, would differ).
+    write_metrics(run_dir, metrics)
+    last = metrics[-1]
+    save_checkpoint(checkpoint_dir(run_dir) / f"epoch-{last['epoch']}.pt", epoch=last["epoch"],
+                    model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                    rng=rng_state(), updates=last["updates"], config=config, vocab_size=tokenizer.vocab_size)
+    _prune_checkpoints(run_dir, keep=keep)
+
+
 def _log_epoch(row: dict, train_stats: dict, dev_stats: dict) -> None:
     log.info("epoch %d: train loss %.3f, dev loss %.3f, dev acc %s, dev aux_acc %s, dev greedy-CTC WER %.1f%% "
              "CER %.1f%%, lr %.2e, %d updates (%.0f s)", row["epoch"], train_stats.get("loss", float("nan")),
@@ -391,8 +418,6 @@ def _fmt(x) -> str:
 
 def _join(ddp_model, world_size: int):
     """DDP's Join context for ranks with uneven batch counts; a no-op in a single process."""
-    import contextlib
-
     if world_size > 1:
         return ddp_model.join()
     return contextlib.nullcontext()
@@ -406,8 +431,7 @@ def _prune_checkpoints(run_dir: Path, keep: set[int]) -> None:
 
 def clear_run(run_dir: Path) -> None:
     """Remove a run's checkpoints and outputs so it starts over (``--force``)."""
-    for name in ("checkpoints",):
-        shutil.rmtree(run_dir / name, ignore_errors=True)
+    shutil.rmtree(checkpoint_dir(run_dir), ignore_errors=True)
     for name in ("metrics.jsonl", "model_avg.pt", "loss_curves.png", "config.yaml", "bpe.model", TRAINING_RECORD):
         (run_dir / name).unlink(missing_ok=True)
 

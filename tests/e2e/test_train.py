@@ -153,3 +153,22 @@ def test_training_killed_after_a_checkpoint_resumes_to_the_same_bytes(an4_slice,
         return [{k: v for k, v in row.items() if k != "time_s"} for row in rows]
 
     assert metrics(straight) == metrics(killed) and len(metrics(killed)) == 4
+
+
+def test_sortagrad_epochs_go_shortest_first_then_bucketed(an4_standin_ali, tmp_path):
+    from weakalign.e2e.train import _Loaders
+
+    cuts = load_manifest(an4_standin_ali.ali_cuts("train")).subset(first=40)
+    tok = train_bpe([cut_text(c) for c in cuts], tmp_path / "bpe.model", 40)
+    config = {**load_config("baseline"), "max_duration": 20.0, "sortagrad_epochs": 1}
+    loaders = _Loaders.build(cuts, cuts.subset(first=4), tok, config, seed=1, world_size=1, rank=0)
+    durations = {c.id: c.duration for c in cuts}
+
+    def epoch_batches(epoch):
+        return [[durations[cid] for cid in batch["cut_ids"]] for batch in loaders.train_epoch(epoch)]
+
+    first, second = epoch_batches(1), epoch_batches(2)
+    assert sorted(sum(first, [])) == sorted(sum(second, [])) == sorted(durations.values())
+    # Within a batch the collation orders cuts longest-first; across batches SortaGrad goes up.
+    assert all(max(a) <= min(b) for a, b in zip(first, first[1:]))
+    assert not all(max(a) <= min(b) for a, b in zip(second, second[1:]))
