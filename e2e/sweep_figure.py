@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import os
 import statistics
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,7 +128,8 @@ def plot_sweep_figure(rows: list[dict], splits: tuple[str, ...], path: str | Pat
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
+        # ~12 characters of 9-point text per inch: a one-panel figure wraps a long title instead of cutting it.
+        fig.suptitle(textwrap.fill(title, width=int(12 * fig.get_figwidth()), break_on_hyphens=False), fontsize=9)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -47,7 +47,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces the directory ``path`` (and all it held)
-    only if the block succeeds: readers see the old tree or the new one, never a half-written one.
+    only if the block succeeds: readers see the old tree or the new one, never a half-written one
+    (and, for the instant between two renames, none: a rerun then redoes the work).
 
     >>> import tempfile
     >>> d = Path(tempfile.mkdtemp())
@@ -60,12 +61,17 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = _temp_name(path)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    old = path.with_name(f".old{os.getpid()}.{path.name}")
     try:
         yield tmp
-        shutil.rmtree(path, ignore_errors=True)
+        # Renames, not a removal, between the old tree and the new: removing a large tree takes long.
+        if path.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(path, old)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 @contextlib.contextmanager

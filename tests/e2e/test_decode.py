@@ -249,3 +249,25 @@ def test_incremental_beam_search_equals_full_prefix_search_on_a_trained_model(tr
             assert [h.score for h in incremental] == pytest.approx([h.score for h in full], abs=1e-4), cuts[b].id
             best.append(tuple(full[0].tokens))
     assert len(set(best)) > len(cuts) // 2 and len(set().union(*best)) >= 4, f"degenerate test: {best}"
+
+
+def test_a_cut_whose_features_cannot_be_loaded_is_skipped_with_an_empty_hypothesis(trained_an4_model, an4_slice,
+                                                                                    tmp_path):
+    """Its words count as deletions; the other cuts of its batch are decoded as without it."""
+    import dataclasses
+
+    from lhotse import CutSet
+
+    from weakalign.e2e.decode import batches_of, decode_batches
+
+    model, tok = trained_an4_model
+    cuts = list(CutSet.from_file(an4_slice.fbank_cuts("test")))[:4]
+    broken = cuts[1].with_id("broken")
+    broken.features = dataclasses.replace(broken.features, storage_path=str(tmp_path / "gone"))
+    opts = DecodeOptions(mode="greedy")
+    alone, skipped_alone, _ = decode_batches(model, tok, batches_of(cuts[:1] + cuts[2:], 10_000), opts)
+    hyps, skipped, audio_s = decode_batches(model, tok, batches_of(cuts[:1] + [broken] + cuts[2:], 10_000), opts)
+    assert skipped_alone == [] and [cid for cid, _ in skipped] == ["broken"]
+    assert skipped[0][1].startswith("cannot load features: ")
+    assert hyps.pop("broken") == "" and hyps == alone
+    assert audio_s == pytest.approx(sum(c.duration for c in cuts[:1] + cuts[2:]))

@@ -140,6 +140,38 @@ def test_score_stage_decodes_every_split_but_train_and_resumes(tiny_runs):
     assert len(read_trn(hyp)) == 12
 
 
+def test_a_split_is_decoded_again_when_the_model_or_the_options_change(tiny_runs, tmp_path):
+    import shutil
+
+    import torch
+
+    from weakalign.e2e.score import score_run
+    from weakalign.pipeline.io import read_json
+
+    ws, run_dir = tiny_runs, tmp_path / "run"
+    with pytest.raises(FileNotFoundError, match="model_avg.pt not found: train the run first"):
+        score_run(ws, run_dir, mode="beam", device="cpu")
+    run_dir.mkdir()
+    for file in ("model_avg.pt", "bpe.model", "training.json"):
+        shutil.copy(ws.exp / "e2e" / "tiny" / file, run_dir / file)
+    split_dir = run_dir / "decode_beam" / "dev"
+
+    def decode(beam):
+        score_run(ws, run_dir, mode="beam", device="cpu", options={"beam": beam, "maxlenratio": 0.3})
+        return (split_dir / "hyp.trn").stat().st_mtime_ns, read_json(split_dir / "decode.json")
+
+    first, info = decode(3)
+    assert decode(3)[0] == first, "the same model and options decoded again"
+    second, info = decode(2)
+    assert second != first and info["options"]["beam"] == 2
+    model = torch.load(run_dir / "model_avg.pt", weights_only=False)
+    name = next(iter(model["state_dict"]))
+    model["state_dict"][name] = model["state_dict"][name] + 0.01
+    torch.save(model, run_dir / "model_avg.pt")
+    third, changed = decode(2)
+    assert third != second and changed["model_sha1"] != info["model_sha1"]
+
+
 #: What scoring writes per split that must not depend on how many jobs decoded it (decode.json has timings).
 SCORED_FILES = ("hyp.trn", "ref.trn", "utt2spk", "result.wer.md", "result.cer.md", "per_utt.txt")
 

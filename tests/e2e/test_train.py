@@ -172,3 +172,15 @@ def test_sortagrad_epochs_go_shortest_first_then_bucketed(an4_standin_ali, tmp_p
     # Within a batch the collation orders cuts longest-first; across batches SortaGrad goes up.
     assert all(max(a) <= min(b) for a, b in zip(first, first[1:]))
     assert not all(max(a) <= min(b) for a, b in zip(second, second[1:]))
+
+
+def test_a_damaged_metrics_file_is_named_with_its_line(tmp_path):
+    from weakalign.e2e.metrics import read_metrics, write_metrics
+
+    assert read_metrics(tmp_path) == []
+    write_metrics(tmp_path, [{"epoch": 1}, {"epoch": 2}])
+    assert [r["epoch"] for r in read_metrics(tmp_path)] == [1, 2]
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('\n{"epoch": 3, "dev": {"wer"\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl line 4 is not JSON"):
+        read_metrics(tmp_path)

@@ -182,3 +182,24 @@ def test_unwritable_output_dir_is_one_error_line_from_the_cli(tmp_path):
     assert r.output.startswith(f"Error: features: cannot write to {exp} (")   # denied, or not permitted
     assert r.output.endswith("); make it writable or give another --exp-root\n")
     assert len(r.output.splitlines()) == 1
+
+
+def test_atomic_dir_swaps_whole_trees_and_keeps_the_old_one_on_failure(tmp_path):
+    from weakalign.pipeline.io import atomic_dir
+
+    target = tmp_path / "grids"
+    target.mkdir()
+    (target / "old.txt").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target) as tmp:
+            (tmp / "new.txt").write_text("new")
+            assert sorted(p.name for p in target.iterdir()) == ["old.txt"]   # readers see the old tree
+            raise RuntimeError("killed half way")
+    assert sorted(p.name for p in target.iterdir()) == ["old.txt"]
+    with atomic_dir(target) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in target.iterdir()) == ["new.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["grids"]        # no staging or old tree left
+    with atomic_dir(tmp_path / "fresh") as tmp:
+        (tmp / "a.txt").write_text("a")
+    assert (tmp_path / "fresh" / "a.txt").read_text() == "a"
