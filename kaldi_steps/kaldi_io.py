@@ -95,7 +95,13 @@ class KaldiReader:
             self.pos += 1
         if start == self.pos:
             raise self._fail("unexpected end of file (wanted a word)")
-        return self.data[start:self.pos].decode()
+        return self._text(self.data[start:self.pos])
+
+    def _text(self, raw: bytes) -> str:
+        try:
+            return raw.decode()
+        except UnicodeDecodeError:
+            raise self._fail(f"expected a token or number, got the bytes {raw[:16]!r}") from None
 
     def peek_char(self) -> str:
         if not self.binary:
@@ -111,7 +117,7 @@ class KaldiReader:
         end = self.data.find(b" ", self.pos)
         if end < 0:
             raise self._fail("unterminated token")
-        token = self.data[self.pos:end].decode()
+        token = self._text(self.data[self.pos:end])
         self.pos = end + 1
         return token
 
@@ -305,7 +311,7 @@ class Topology:
         return all(s.forward_pdf_class == s.self_loop_pdf_class for e in self.entries for s in e)
 
     def for_phone(self, phone: int) -> list[HmmState]:
-        if phone >= len(self.phone2idx) or self.phone2idx[phone] < 0:
+        if not 0 <= phone < len(self.phone2idx) or self.phone2idx[phone] < 0:
             raise KeyError(f"phone {phone} is not in the topology")
         return self.entries[self.phone2idx[phone]]
 
@@ -395,7 +401,7 @@ def _read_topology(r: KaldiReader) -> Topology:
         end = r.data.find(b"</Topology>", r.pos)
         if end < 0:
             raise r._fail("unterminated <Topology>")
-        topo = Topology.from_text("<Topology> " + r.data[r.pos:end].decode() + " </Topology>")
+        topo = Topology.from_text("<Topology> " + r._text(r.data[r.pos:end]) + " </Topology>")
         r.pos = end + len(b"</Topology>")
         return topo
     phones = r.read_int_vector().tolist()
@@ -415,6 +421,8 @@ def _read_topology(r: KaldiReader) -> Topology:
             entry.append(HmmState(fwd, loop, transitions))
         entries.append(entry)
     r.expect_token("</Topology>")
+    if any(not -1 <= i < len(entries) for i in phone2idx):
+        raise r._fail(f"the topology maps a phone to an entry outside its {len(entries)} entries")
     return Topology(phones, phone2idx, entries)
 
 
@@ -542,6 +550,13 @@ def _read_transition_model(r: KaldiReader) -> TransitionModel:
     for _ in range(r.read_int()):
         phone, hmm_state, fwd = r.read_int(), r.read_int(), r.read_int()
         rows.append((phone, hmm_state, fwd, fwd if kind == "<Triples>" else r.read_int()))
+        try:
+            in_topology = 0 <= hmm_state < len(topo.for_phone(phone))
+        except KeyError:
+            in_topology = False
+        if not in_topology:
+            raise r._fail(f"transition state {len(rows)} is phone {phone}, HMM state {hmm_state}: "
+                          "not in the topology") from None
     r.expect_token(kind.replace("<", "</"))
     r.expect_token("<LogProbs>")
     log_probs = r.read_vector()
