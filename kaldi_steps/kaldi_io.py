@@ -27,6 +27,7 @@ Alignment archives (``ali.N.gz``) are gzipped Kaldi archives of int32 vectors, a
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import os
@@ -69,6 +70,17 @@ class KaldiReader:
             self.binary, self.pos = binary, 0
 
     # -- helpers
+    @contextlib.contextmanager
+    def checked(self) -> Iterator[None]:
+        """Reading inside it: a value that does not parse (a text number ``'5]'``, a ragged matrix) is this
+        file's :class:`KaldiFormatError` at the position reached, not a bare ``ValueError``."""
+        try:
+            yield
+        except KaldiFormatError:
+            raise
+        except ValueError as e:
+            raise self._fail(str(e)) from None
+
     def _fail(self, what: str) -> KaldiFormatError:
         return KaldiFormatError(f"{self.name}: {what} at byte {self.pos}")
 
@@ -562,7 +574,10 @@ def _read_transition_model(r: KaldiReader) -> TransitionModel:
     log_probs = r.read_vector()
     r.expect_token("</LogProbs>")
     r.expect_token("</TransitionModel>")
-    return TransitionModel(topo, np.array(rows, dtype=np.int32).reshape(-1, 4), log_probs)
+    try:
+        return TransitionModel(topo, np.array(rows, dtype=np.int32).reshape(-1, 4), log_probs)
+    except KaldiFormatError as e:    # the tables do not fit together: name the file
+        raise r._fail(str(e)) from None
 
 
 def _write_transition_model(w: KaldiWriter, tm: TransitionModel) -> None:
@@ -706,8 +721,9 @@ class GmmModel:
 def parse_model(path: str | os.PathLike) -> GmmModel:
     """Parse a Kaldi ``final.mdl`` (TransitionModel + AmDiagGmm) completely into Python objects."""
     r = KaldiReader(_read_bytes(path), str(path))
-    tm = _read_transition_model(r)
-    am = _read_am_diag_gmm(r)
+    with r.checked():
+        tm = _read_transition_model(r)
+        am = _read_am_diag_gmm(r)
     if not r.at_end():
         raise r._fail("trailing data after the AmDiagGmm")
     if am.num_pdfs != tm.num_pdfs:
@@ -864,11 +880,12 @@ class ContextDependency:
 
 def tree_from_bytes(data: bytes, name: str = "<tree>", binary: bool | None = None) -> ContextDependency:
     r = KaldiReader(data, name, binary)
-    r.expect_token("ContextDependency")
-    n, p = r.read_int(), r.read_int()
-    r.expect_token("ToPdf")
-    to_pdf = _read_event_map(r)
-    r.expect_token("EndContextDependency")
+    with r.checked():
+        r.expect_token("ContextDependency")
+        n, p = r.read_int(), r.read_int()
+        r.expect_token("ToPdf")
+        to_pdf = _read_event_map(r)
+        r.expect_token("EndContextDependency")
     if not r.at_end():
         raise r._fail("trailing data after EndContextDependency")
     return ContextDependency(n, p, to_pdf)
@@ -901,7 +918,8 @@ def save_tree(path: str | os.PathLike, tree: ContextDependency, binary: bool = T
 def _read_single(path: str | os.PathLike, kind: str) -> np.ndarray:
     """The one Kaldi ``kind`` ("vector", "matrix") a file holds, nothing after it."""
     r = KaldiReader(_read_bytes(path), str(path))
-    value = getattr(r, f"read_{kind}")()
+    with r.checked():
+        value = getattr(r, f"read_{kind}")()
     if not r.at_end():
         raise r._fail(f"trailing data after the {kind}")
     return value
@@ -1079,14 +1097,27 @@ def write_ali_archive(path: str | os.PathLike, items: Iterable[tuple[str, np.nda
     return n
 
 
+#: What gzip and kaldiio raise on a damaged archive (cut short by a killed job, or corrupted).
+_DAMAGED_ARCHIVE = (EOFError, OSError, ValueError, AssertionError, RuntimeError, struct.error, UnicodeDecodeError)
+
+
 def iter_ali_archive(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]]:
-    """Iterate ``(utt_id, int32 transition-ids)`` from ``ali.N.gz`` (or an uncompressed ark)."""
+    """Iterate ``(utt_id, int32 transition-ids)`` from ``ali.N.gz`` (or an uncompressed ark).
+    A damaged archive raises :class:`KaldiFormatError` naming it and the last utterance read."""
     import kaldiio
 
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
-        for utt_id, ali in kaldiio.load_ark(f):
-            yield utt_id, np.asarray(ali, dtype=np.int32)
+    last, count = None, 0
+    try:
+        with opener(path, "rb") as f:
+            for utt_id, ali in kaldiio.load_ark(f):
+                last, count = utt_id, count + 1
+                yield utt_id, np.asarray(ali, dtype=np.int32)
+    except FileNotFoundError:
+        raise
+    except _DAMAGED_ARCHIVE as e:
+        where = f"after utterance {last} ({count} read)" if last else "before its first utterance"
+        raise KaldiFormatError(f"{path}: damaged alignment archive {where}: {type(e).__name__}: {e}") from e
 
 
 def read_ali_dir(ali_dir: str | os.PathLike) -> dict[str, np.ndarray]:

@@ -168,6 +168,33 @@ def test_ali_archives(tmp_path):
     assert not (tmp_path / "ali.9.gz").exists()
 
 
+
+def test_a_damaged_alignment_archive_names_itself_and_where_it_broke(tmp_path):
+    """As a Kaldi job killed mid-write leaves it (gzip cut short) or with a changed byte: a
+    KaldiFormatError with the archive's path, never gzip's or kaldiio's bare error."""
+    rng = np.random.default_rng(0)
+    items = [(f"utt{i}", rng.integers(1, 500, size=200).astype(np.int32)) for i in range(6)]
+    good = tmp_path / "ali.1.gz"
+    kio.write_ali_archive(good, items)
+    data, raw = good.read_bytes(), gzip.open(good).read()
+    cut = tmp_path / "cut" / "ali.1.gz"
+    cut.parent.mkdir()
+    for n in range(1, len(data) - 8, max(1, len(data) // 40)):   # up to the gzip trailer
+        cut.write_bytes(data[:n])
+        with pytest.raises(kio.KaldiFormatError, match=f"{cut}: damaged alignment archive"):
+            list(kio.iter_ali_archive(cut))
+    # Half-way into the third record: the first two utterances were read.
+    third = raw.index(b"utt2 ")
+    cut.write_bytes(gzip.compress(raw[:third + 30]))
+    with pytest.raises(kio.KaldiFormatError, match=r"after utterance utt1 \(2 read\)"):
+        list(kio.iter_ali_archive(cut))
+    bad = bytearray(raw)
+    bad[raw.index(b"utt3 ") + 6] = ord("X")       # the binary marker 'B' of utt3's vector
+    cut.write_bytes(gzip.compress(bytes(bad)))
+    with pytest.raises(kio.KaldiFormatError, match=r"after utterance utt2 \(3 read\)"):
+        list(kio.iter_ali_archive(cut))
+
+
 # --- transitions.py: numpy lookups without kaldi_hmm_gmm -------------------------------------
 
 @pytest.mark.parametrize("model_dir", MODEL_DIRS)
@@ -233,19 +260,24 @@ def test_split_to_phones_on_a_training_graph_path(an4_lang):
         assert tables.hmm_states(ali[start:start + 1])[0] == 0
 
 
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "text"])
 @pytest.mark.parametrize("name", MODEL_FILES + TREE_FILES)
-def test_a_damaged_file_is_a_format_error_naming_it_never_a_crash(kaldi_models_dir, tmp_path, name):
-    """Real Kaldi files cut short at 60 places and with 60 random bytes changed: each one parses (a changed
-    number) or raises KaldiFormatError naming the file, never a bare IndexError/KeyError/UnicodeDecodeError."""
+def test_a_damaged_file_is_a_format_error_naming_it_never_a_crash(kaldi_models_dir, tmp_path, name, binary):
+    """Real Kaldi files (and their text form) cut short at 60 places and with 60 random bytes changed: each
+    one parses (a changed number) or raises KaldiFormatError naming the file, never a bare IndexError,
+    KeyError, UnicodeDecodeError or a text number's ValueError."""
     import random
 
-    parse = kio.parse_tree if name.endswith("tree") else kio.parse_model
+    parse, save = (kio.parse_tree, kio.save_tree) if name.endswith("tree") else (kio.parse_model, kio.save_model)
     data = (kaldi_models_dir / name).read_bytes()
+    if not binary:
+        save(tmp_path / "text", parse(kaldi_models_dir / name), binary=False)
+        data = (tmp_path / "text").read_bytes()
     rng = random.Random(name)
     cases = [data[:n] for n in range(0, len(data), max(1, len(data) // 60))]
     for _ in range(60):
         damaged = bytearray(data)
-        damaged[rng.randrange(len(data))] = rng.randrange(256)
+        damaged[rng.randrange(len(data))] = rng.randrange(256) if binary else rng.choice(b"0123456789.-e[] \n")
         cases.append(bytes(damaged))
     path = tmp_path / "damaged.mdl"
     errors = 0
