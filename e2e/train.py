@@ -207,7 +207,8 @@ def train(ws: Workspace, config: dict, run_dir: str | Path, *, device: str = "au
         epoch += 1
         t0 = time.time()
         model.train()
-        bar = tqdm(loaders.train_epoch(epoch), desc=f"epoch {epoch}/{rule.max_epochs}", disable=not progress or rank != 0, leave=False)
+        bar = tqdm(loaders.train_epoch(epoch), desc=f"epoch {epoch}/{rule.max_epochs}",
+                   disable=not progress or rank != 0, leave=False)
         with _join(ddp_model, world_size):
             mean, steps, frames = _train_epoch(ddp_model, bar, optimizer, scheduler, grad_clip, max_steps_per_epoch)
         # After the Join: a rank that ran out of batches first must not reduce while another still steps.

@@ -1108,16 +1108,14 @@ def iter_ali_archive(path: str | os.PathLike) -> Iterator[tuple[str, np.ndarray]
 
     opener = gzip.open if str(path).endswith(".gz") else open
     last, count = None, 0
-    try:
-        with opener(path, "rb") as f:
+    with opener(path, "rb") as f:   # a missing or unreadable file is not a damaged one: its own error
+        try:
             for utt_id, ali in kaldiio.load_ark(f):
                 last, count = utt_id, count + 1
                 yield utt_id, np.asarray(ali, dtype=np.int32)
-    except FileNotFoundError:
-        raise
-    except _DAMAGED_ARCHIVE as e:
-        where = f"after utterance {last} ({count} read)" if last else "before its first utterance"
-        raise KaldiFormatError(f"{path}: damaged alignment archive {where}: {type(e).__name__}: {e}") from e
+        except _DAMAGED_ARCHIVE as e:
+            where = f"after utterance {last} ({count} read)" if last else "before its first utterance"
+            raise KaldiFormatError(f"{path}: damaged alignment archive {where}: {type(e).__name__}: {e}") from e
 
 
 def read_ali_dir(ali_dir: str | os.PathLike) -> dict[str, np.ndarray]:
