@@ -45,7 +45,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -255,6 +255,71 @@ def _describes_alignments(name: str) -> bool:
 
 #: Options that change where a pass runs, not what it produces (never in its stamp).
 WHERE_IT_RUNS = ("nj", "cluster", "device", "threads")
+
+
+@dataclass(frozen=True)
+class PassOptions:
+    """What one pass is asked to do: the network and its training, the realignment, the WER check,
+    and where it runs (:data:`WHERE_IT_RUNS`). All but the last are the pass's identity (its stamp).
+    The stage's options (:func:`hybrid_stage`) hold the same fields; :meth:`for_pass` derives pass k's."""
+
+    epochs: int
+    cells: int
+    proj: int
+    layers: int
+    dropout: float
+    chunk_width: int
+    left_context: int
+    right_context: int
+    batch_size: int
+    lr: float
+    lr_final: float | None
+    patience: int
+    heldout_fraction: float
+    cmn: str
+    speed_perturb: list[float]
+    acoustic_scale: float
+    beam: float
+    retry_beam: float
+    prior_floor: float
+    max_mismatch: int
+    seed: int
+    decode: bool
+    nj: int
+    cluster: str | None
+    device: str
+    threads: int | None
+
+    def identity(self) -> dict:
+        """The options that decide what the pass produces (the stamp's ``options``)."""
+        return {o: v for o, v in asdict(self).items() if o not in WHERE_IT_RUNS}
+
+    def for_pass(self, k: int, later_epochs: int | None, warm_started: bool) -> PassOptions:
+        """Pass ``k``'s options: passes 2..N train for ``later_epochs`` (default: the stage's epochs); a
+        warm-started pass fine-tunes at the rate the previous pass ended on.
+
+        >>> o = PassOptions(**{**dict.fromkeys(PassOptions.__dataclass_fields__), "epochs": 3, "lr": 2e-3,
+        ...                    "lr_final": 2e-4})
+        >>> p = o.for_pass(2, later_epochs=1, warm_started=True)
+        >>> p.epochs, p.lr, p.lr_final, o.for_pass(1, later_epochs=1, warm_started=True).epochs
+        (1, 0.0002, 0.0002, 3)
+        """
+        options = replace(self, epochs=self.epochs if k == 1 else later_epochs or self.epochs)
+        if warm_started and self.lr_final is not None:
+            # Fine-tuning goes on where the previous pass's schedule ended: at lr 2e-3, a fresh run's
+            # first rate, one epoch undid pass 1 on AN4 (held-out acc. 0.748, test WER 12.94; RESULTS.md).
+            options = replace(options, lr=self.lr_final)
+        return options
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, lr_final=self.lr_final,
+                           patience=self.patience, chunk_width=self.chunk_width, left_context=self.left_context,
+                           right_context=self.right_context, seed=self.seed,
+                           device=str(resolve_device(self.device)), threads=self.threads)
+
+    def model_config(self, num_pdfs: int, feat_dim: int) -> HybridConfig:
+        return HybridConfig(num_pdfs=num_pdfs, feat_dim=feat_dim, cells=self.cells, proj=self.proj,
+                            layers=self.layers, dropout=self.dropout, input_cmn=self.cmn)
 
 
 def decoding_graph(ws: Workspace, gmm_dir: Path) -> Path:
@@ -470,7 +535,7 @@ def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
-    options = dict(
+    options = PassOptions(
         epochs=resolved["epochs"], cells=cells, proj=proj, layers=layers,
         dropout=dropout, chunk_width=chunk_width, left_context=left_context, right_context=right_context,
         batch_size=batch_size, lr=lr, lr_final=lr_final, patience=patience, heldout_fraction=heldout_fraction,
@@ -495,15 +560,14 @@ def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device:
         ali_out = ws.exp / (HYBRID_ALI_DIR if last else f"{HYBRID_ALI_DIR}_pass{k}")
         log.info("hybrid: pass %d of %d: %s -> %s", k, passes, source.name, ali_out.name)
         init_from = previous_out / "final.pt" if warm_start and k > 1 else None
-        pass_options = _pass_options(options, k, later_epochs, warm_started=init_from is not None)
+        pass_options = options.for_pass(k, later_epochs, warm_started=init_from is not None)
         stamp = {"pass": k, "source": source.name, "source_digest": alignment_digest(alignments),
-                 # nj, cluster, device and threads change where the work runs, not what a pass produces
-                 "options": {o: v for o, v in pass_options.items() if o not in WHERE_IT_RUNS},
+                 "options": pass_options.identity(),
                  **({"warm_start_from": previous_out.name} if init_from else {})}
         summary = None if last else _finished_pass(out_dir, stamp)
         if summary is None:
             summary = hybrid_pass(ws, inputs, source, alignments, reference, out_dir, ali_out, ws.exp / gmm_dir,
-                                  stamp, init_from=init_from, **pass_options)
+                                  stamp, pass_options, init_from=init_from)
         else:
             log.info("hybrid: pass %d already done (%s), reusing it", k, out_dir / "diagnostics.json")
         summaries.append(summary)
@@ -511,17 +575,6 @@ def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device:
         if not last:
             alignments = read_ali_dir(ali_out)
     return _stage_summary(summaries)
-
-
-def _pass_options(options: dict, k: int, later_epochs: int | None, warm_started: bool) -> dict:
-    """Pass ``k``'s options: passes 2..N train for ``later_epochs`` (default: the stage's epochs); a
-    warm-started pass fine-tunes at the rate the previous pass ended on."""
-    pass_options = {**options, "epochs": options["epochs"] if k == 1 else later_epochs or options["epochs"]}
-    if warm_started and options["lr_final"] is not None:
-        # Fine-tuning goes on where the previous pass's schedule ended: at lr 2e-3, a fresh run's
-        # first rate, one epoch undid pass 1 on AN4 (held-out acc. 0.748, test WER 12.94; RESULTS.md).
-        pass_options.update(lr=options["lr_final"], lr_final=options["lr_final"])
-    return pass_options
 
 
 def _stage_summary(summaries: list[dict]) -> dict:
@@ -568,96 +621,38 @@ def _finished_pass(out_dir: Path, stamp: dict) -> dict | None:
 
 
 def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict[str, np.ndarray],
-                reference: dict[str, np.ndarray], out_dir: Path, ali_out: Path, gmm_path: Path, stamp: dict, *,
-                nj: int, cluster: str | None, device: str, epochs: int, cells: int, proj: int, layers: int, dropout: float,
-                chunk_width: int, left_context: int, right_context: int, batch_size: int, lr: float,
-                lr_final: float | None, patience: int, heldout_fraction: float, cmn: str,
-                speed_perturb: list[float], acoustic_scale: float, beam: float, retry_beam: float,
-                prior_floor: float, max_mismatch: int, seed: int, decode: bool, threads: int | None = None,
-                init_from: Path | None = None) -> dict:
+                reference: dict[str, np.ndarray], out_dir: Path, ali_out: Path, gmm_path: Path, stamp: dict,
+                options: PassOptions, init_from: Path | None = None) -> dict:
     """One pass: train on ``source`` (the alignments of ``src_ali``, whose model and tree they use)
-    into ``out_dir``, realign into ``ali_out``, report; agreement is measured against ``reference``."""
-    from ..kaldi_io import read_model, read_tree
-
+    into ``out_dir``, realign into ``ali_out``, report; agreement is measured against ``reference``.
+    ``init_from``: a checkpoint to start from instead of fresh weights (a warm-started pass)."""
     report = SkipReport("hybrid")
-    times = {}
-
-    trans_model, _ = read_model(src_ali / "final.mdl")
-    ctx_dep = read_tree(src_ali / "tree")
-    tid2pdf = ha.tid2pdf_array(trans_model)
-    num_pdfs = int(trans_model.num_pdfs)
-
-    t0 = time.time()
-    split_targets = _split_targets(inputs, TRAINING_SPLITS, source, tid2pdf, report, max_mismatch)
-    targets = split_targets["train"]
-    if not targets:
-        raise RuntimeError(f"hybrid: none of the {len(inputs.train)} train utterances has a usable "
-                           f"alignment in {src_ali}")
-    log_priors = _pass_log_priors(out_dir, targets, num_pdfs, prior_floor)
-    utt2spk = {u: inputs.train[u][1] for u in targets}
-    train_ids, held_ids = heldout_split(utt2spk, heldout_fraction, seed)
-    train_cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, lr_final=lr_final, patience=patience,
-                            chunk_width=chunk_width, left_context=left_context, right_context=right_context,
-                            seed=seed, device=str(resolve_device(device)), threads=threads)
-    model_cfg = HybridConfig(num_pdfs=num_pdfs, feat_dim=next(iter(targets.values()))[0].shape[1],
-                             cells=cells, proj=proj, layers=layers, dropout=dropout, input_cmn=cmn)
-    train_data = _training_data(targets, train_ids, inputs, speed_perturb)
-    times["load_s"] = time.time() - t0
-    t0 = time.time()
-    targets_id = training_targets_digest(source, inputs)
-    if init_from is not None:   # a checkpoint of a fresh start (or of another start) is not resumed
-        targets_id += f"+init:{content_digest([init_from])}"
-    model, state = train_hybrid(train_data, {u: targets[u] for u in held_ids}, model_cfg, train_cfg, out_dir,
-                                cmvn=inputs.cmvn, targets_id=targets_id, init_from=init_from)
-    times["train_s"] = time.time() - t0
+    gmm = _SourceModel.read(src_ali)
+    trained = _train_pass(inputs, src_ali, source, gmm, out_dir, options, report, init_from)
     if world()[0] != 0:
         # Under torchrun the other ranks only train: rank 0 alone realigns, decodes and writes the pass.
         wait_for_rank0()
         return read_json(out_dir / "diagnostics.json")["summary"]
     torch.set_num_threads(1)
-    model.to("cpu")  # realignment and decoding run on CPU: one utterance at a time, next to CPU workers
+    model = trained.model.to("cpu")  # realignment and decoding run on CPU: one utterance at a time, next to CPU workers
+    times = trained.times
 
     t0 = time.time()
-    split_targets.update(_split_targets(inputs, inputs.evaluation, source, tid2pdf, report, max_mismatch))
-    realigned = realign_splits(ws, model, train_cfg, log_priors, trans_model, ctx_dep, inputs, split_targets,
-                               set(held_ids), report, acoustic_scale=acoustic_scale, beam=beam,
-                               retry_beam=retry_beam, nj=nj, cluster=cluster)
+    split_targets = {**trained.split_targets,
+                     **_split_targets(inputs, inputs.evaluation, source, gmm.tid2pdf, report, options.max_mismatch)}
+    realigned = realign_splits(ws, model, trained.train_config, trained.log_priors, gmm.trans_model, gmm.ctx_dep,
+                               inputs, split_targets, set(trained.held_ids), report,
+                               acoustic_scale=options.acoustic_scale, beam=options.beam,
+                               retry_beam=options.retry_beam, nj=options.nj, cluster=options.cluster)
     times["realign_s"] = time.time() - t0
     written = write_hybrid_ali(ali_out, src_ali, realigned.alignments)
-    # Agreement figures stay over train and dev, as before test was realigned; each evaluation split's apart.
-    by_split = realigned.by_split(split_targets)
-    trained_side = {u: a for split in TRAINING_SPLITS for u, a in by_split.get(split, {}).items()}
-
-    diag = {
-        **realigned.accuracies(inputs.evaluation),
-        "realigned_per_split": {split: len(alis) for split, alis in by_split.items()},
-        "agreement_with_tri1": senone_agreement(trained_side, reference, tid2pdf),
-        "agreement_with_source": senone_agreement(trained_side, source, tid2pdf),
-        **{f"agreement_with_tri1_{split}": senone_agreement(by_split[split], reference, tid2pdf)
-           for split in inputs.evaluation},
-        "source": src_ali.name,
-        # The GMM system whose alignments, tree and HCLG the hybrid uses: the "tri1" keys
-        # (agreement_with_tri1, tri1_wer) are this system's, whichever it is.
-        "gmm": gmm_path.name,
-        "pass": stamp["pass"],
-        "speed_perturb": list(speed_perturb),
-        **realigned.counts(),
-        "num_pdfs": num_pdfs,
-        "heldout_utterances": len(held_ids),
-        "best_epoch": state.best_epoch,
-        "epochs_run": state.epoch,
-        "history": state.history,
-        "model": model_cfg.to_dict(),
-        "train_config": train_cfg.to_dict(),
-        "warm_start_from": str(init_from) if init_from else None,
-        "acoustic_scale": acoustic_scale,
-        "wer": None, "wer_set": None, "tri1_wer": _tri1_wer(gmm_path),
-        "skipped": report.summary(),
-    }
-    if decode:
+    diag = _pass_diagnostics(inputs, realigned, split_targets, source, reference, gmm, trained, options,
+                             src_ali=src_ali, gmm_path=gmm_path, stamp=stamp, init_from=init_from)
+    diag["skipped"] = report.summary()
+    if options.decode:
         t0 = time.time()
-        wer = _decode_wer(ws, model, train_cfg, log_priors, trans_model, gmm_path, nj=nj, cluster=cluster,
-                          scratch=out_dir / "decode_scratch")
+        wer = _decode_wer(ws, model, trained.train_config, trained.log_priors, gmm.trans_model, gmm_path,
+                          nj=options.nj, cluster=options.cluster, scratch=out_dir / "decode_scratch")
         times["decode_s"] = time.time() - t0
         diag.update(wer=wer["wer"], wer_set=wer["wer_set"], wer_details=wer)
     diag["times"] = {k: round(v, 1) for k, v in times.items()}
@@ -667,6 +662,101 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
              diag["frame_acc_heldout"], diag["gmm"], diag["agreement_with_tri1"], diag["aligned"],
              diag["utterances"], diag["retried"], diag["failed"], diag["wer"], diag["gmm"], diag["tri1_wer"])
     return _write_pass_report(ws, out_dir, diag, stamp, report, written)
+
+
+@dataclass(frozen=True)
+class _SourceModel:
+    """The transition model and tree of the GMM system whose alignments a pass trains on."""
+
+    trans_model: object
+    ctx_dep: object
+    tid2pdf: np.ndarray
+    num_pdfs: int
+
+    @classmethod
+    def read(cls, src_ali: Path) -> _SourceModel:
+        from ..kaldi_io import read_model, read_tree
+
+        trans_model, _ = read_model(src_ali / "final.mdl")
+        return cls(trans_model=trans_model, ctx_dep=read_tree(src_ali / "tree"),
+                   tid2pdf=ha.tid2pdf_array(trans_model), num_pdfs=int(trans_model.num_pdfs))
+
+
+@dataclass
+class _TrainedPass:
+    """A pass's network after training, with what realigning and reporting need of its training."""
+
+    model: torch.nn.Module
+    state: object
+    model_config: HybridConfig
+    train_config: TrainConfig
+    log_priors: np.ndarray
+    held_ids: list[str]
+    split_targets: dict[str, dict]
+    times: dict[str, float]
+
+
+def _train_pass(inputs: HybridInputs, src_ali: Path, source: dict[str, np.ndarray], gmm: _SourceModel,
+                out_dir: Path, options: PassOptions, report: SkipReport, init_from: Path | None) -> _TrainedPass:
+    """Targets, priors and the held-out speakers from ``source``; the BLSTM trained on them into ``out_dir``
+    (resumed from its checkpoint when one names the same targets)."""
+    t0 = time.time()
+    split_targets = _split_targets(inputs, TRAINING_SPLITS, source, gmm.tid2pdf, report, options.max_mismatch)
+    targets = split_targets["train"]
+    if not targets:
+        raise RuntimeError(f"hybrid: none of the {len(inputs.train)} train utterances has a usable "
+                           f"alignment in {src_ali}")
+    log_priors = _pass_log_priors(out_dir, targets, gmm.num_pdfs, options.prior_floor)
+    utt2spk = {u: inputs.train[u][1] for u in targets}
+    train_ids, held_ids = heldout_split(utt2spk, options.heldout_fraction, options.seed)
+    train_cfg = options.train_config()
+    model_cfg = options.model_config(gmm.num_pdfs, feat_dim=next(iter(targets.values()))[0].shape[1])
+    train_data = _training_data(targets, train_ids, inputs, options.speed_perturb)
+    times = {"load_s": time.time() - t0}
+    t0 = time.time()
+    targets_id = training_targets_digest(source, inputs)
+    if init_from is not None:   # a checkpoint of a fresh start (or of another start) is not resumed
+        targets_id += f"+init:{content_digest([init_from])}"
+    model, state = train_hybrid(train_data, {u: targets[u] for u in held_ids}, model_cfg, train_cfg, out_dir,
+                                cmvn=inputs.cmvn, targets_id=targets_id, init_from=init_from)
+    times["train_s"] = time.time() - t0
+    return _TrainedPass(model=model, state=state, model_config=model_cfg, train_config=train_cfg,
+                        log_priors=log_priors, held_ids=held_ids, split_targets=split_targets, times=times)
+
+
+def _pass_diagnostics(inputs: HybridInputs, realigned: Realignment, split_targets: dict, source: dict,
+                      reference: dict, gmm: _SourceModel, trained: _TrainedPass, options: PassOptions, *,
+                      src_ali: Path, gmm_path: Path, stamp: dict, init_from: Path | None) -> dict:
+    """The pass's ``diagnostics.json`` before the WER check: frame accuracies, agreement, the training's
+    history and the configs that made it."""
+    # Agreement figures stay over train and dev, as before test was realigned; each evaluation split's apart.
+    by_split = realigned.by_split(split_targets)
+    trained_side = {u: a for split in TRAINING_SPLITS for u, a in by_split.get(split, {}).items()}
+    return {
+        **realigned.accuracies(inputs.evaluation),
+        "realigned_per_split": {split: len(alis) for split, alis in by_split.items()},
+        "agreement_with_tri1": senone_agreement(trained_side, reference, gmm.tid2pdf),
+        "agreement_with_source": senone_agreement(trained_side, source, gmm.tid2pdf),
+        **{f"agreement_with_tri1_{split}": senone_agreement(by_split[split], reference, gmm.tid2pdf)
+           for split in inputs.evaluation},
+        "source": src_ali.name,
+        # The GMM system whose alignments, tree and HCLG the hybrid uses: the "tri1" keys
+        # (agreement_with_tri1, tri1_wer) are this system's, whichever it is.
+        "gmm": gmm_path.name,
+        "pass": stamp["pass"],
+        "speed_perturb": list(options.speed_perturb),
+        **realigned.counts(),
+        "num_pdfs": gmm.num_pdfs,
+        "heldout_utterances": len(trained.held_ids),
+        "best_epoch": trained.state.best_epoch,
+        "epochs_run": trained.state.epoch,
+        "history": trained.state.history,
+        "model": trained.model_config.to_dict(),
+        "train_config": trained.train_config.to_dict(),
+        "warm_start_from": str(init_from) if init_from else None,
+        "acoustic_scale": options.acoustic_scale,
+        "wer": None, "wer_set": None, "tri1_wer": _tri1_wer(gmm_path),
+    }
 
 
 def _split_targets(inputs: HybridInputs, splits, source: dict[str, np.ndarray], tid2pdf: np.ndarray,
