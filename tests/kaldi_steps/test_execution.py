@@ -142,6 +142,18 @@ def test_the_local_cluster_leaves_this_process_thread_count_alone(monkeypatch):
     assert "OMP_NUM_THREADS" not in os.environ
 
 
+def test_jobs_find_every_worker_however_often_the_client_refreshes_its_cache():
+    """Dask's client refills its ``scheduler_info()`` cache without workers every
+    ``scheduler-info-interval``; read from there, a cluster of 2 once looked empty mid-stage ("has
+    no workers"; 19 times in 200 at a 1 ms interval). The workers must be asked of the scheduler."""
+    import dask
+
+    from weakalign.kaldi_steps.execution import Executor, cluster_workers
+
+    with dask.config.set({"distributed.client.scheduler-info-interval": "1ms"}), Executor(2) as executor:
+        assert {len(cluster_workers(executor.client)) for _ in range(200)} == {2}
+
+
 @pytest.mark.timeout(300)
 def test_forked_workers_that_never_register_are_replaced_by_spawned_ones(monkeypatch, caplog):
     """The rare forked worker that hangs (a lock copied without its thread) must not end the stage
