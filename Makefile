@@ -60,7 +60,7 @@ results: setup
 	$(WA) results-table $(CORPUS) --from-results --results-root results --group --baseline baseline $(if $(ALLOW_MIXED),--allow-mixed) --out RESULTS.md
 
 test: setup tools
-	$(VENV)/bin/python -m pytest -q tests
+	$(VENV)/bin/python -m pytest -q --durations=20 tests
 
 # Debian's sox: the Kaldi data dirs' wav.scp pipes (export-kaldi) and their test. Installed with apt-get
 # when missing and we are root (a fresh machine, CI); otherwise say how.

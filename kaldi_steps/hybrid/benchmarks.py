@@ -207,8 +207,8 @@ def bench_hybrid_realign(ws, nj: int) -> dict:
             "failed": sum(r.alignment is None for r in results)}
 
 
-def bench_hybrid_decode(ws, nj: int) -> dict:
-    """The WER check's grid decode of the first :data:`DECODE_UTTS` dev utterances, from archives of
+def bench_hybrid_decode(ws, nj: int, utterances: int = DECODE_UTTS) -> dict:
+    """The WER check's grid decode of the first ``utterances`` dev utterances, from archives of
     the finished hybrid's scores, in one job (this process) and in ``nj`` Dask jobs, side by side:
     wall time of each (the ``nj`` jobs' cluster start apart) and their ratio; the same paths asserted."""
     from ..execution import Executor
@@ -222,7 +222,7 @@ def bench_hybrid_decode(ws, nj: int) -> dict:
     feats = load_fbank(ws, "dev", hybrid.model.config.input_cmn)
     with torch.no_grad():
         scores = likelihood_ratios(hybrid.model, hybrid.train_config, hybrid.log_priors,
-                                   {u: feats[u] for u in sorted(feats)[:DECODE_UTTS]})
+                                   {u: feats[u] for u in sorted(feats)[:utterances]})
     frames = sum(len(x) for x in scores.values())
     weights = ScoringGrid().decode_lm_weights
     out, timing = {}, {}
