@@ -15,6 +15,8 @@ DRY_RUN ?=
 DATA ?= data
 EXP ?= exp
 PYTHON ?= python3
+# make test's processes; --dist loadfile keeps a file's tests (and its module fixtures) on one of them.
+TEST_JOBS ?= 2
 
 VENV := .venv
 WA := $(VENV)/bin/weakalign
@@ -60,7 +62,7 @@ results: setup
 	$(WA) results-table $(CORPUS) --from-results --results-root results --group --baseline baseline $(if $(ALLOW_MIXED),--allow-mixed) --out RESULTS.md
 
 test: setup tools
-	$(VENV)/bin/python -m pytest -q --durations=20 tests
+	$(VENV)/bin/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=20 tests
 
 # Debian's sox: the Kaldi data dirs' wav.scp pipes (export-kaldi) and their test. Installed with apt-get
 # when missing and we are root (a fresh machine, CI); otherwise say how.
