@@ -15,7 +15,7 @@ DRY_RUN ?=
 DATA ?= data
 EXP ?= exp
 PYTHON ?= python3
-# make test's processes; --dist loadfile keeps a file's tests (and its module fixtures) on one of them.
+# make test's processes (0: this one); --dist loadfile keeps a file's tests and module fixtures on one of them.
 TEST_JOBS ?= 2
 
 VENV := .venv
