@@ -249,3 +249,29 @@ def decode_point(decoder: LoglikeDecoder, loglikes: Iterable[tuple[str, np.ndarr
         c = decoder.best_path(utt_id, ll, 1.0 / lm_weight)
         out[utt_id] = list(c.words) if c is not None else []
     return out
+
+
+def lattice_candidates(decoder, loglikes: Iterable[tuple[str, np.ndarray]], grid: ScoringGrid,
+                       lattice_lm_weight: float = 12.0) -> dict[str, list[Candidate]]:
+    """``utt -> distinct best paths`` of every ``grid`` point, from **one** decode per utterance
+    to a lattice at acoustic scale ``1/lattice_lm_weight`` (Kaldi's ``decode.sh``: 1/12) with a
+    :class:`~.lattice.LatticeDecoder`: Kaldi's one decode + ``score.sh``. Rescoring them
+    (:func:`rescore`) gives each point's lattice best path, so the rest of the check is unchanged."""
+    from .lattice import grid_best_paths
+
+    utts, lattices = [], []
+    for utt_id, ll in loglikes:
+        utts.append(utt_id)
+        lattices.append(decoder.lattice(utt_id, ll, 1.0 / lattice_lm_weight))
+    found = grid_best_paths([lat for lat in lattices if lat is not None], grid.points)
+    out: dict[str, list[Candidate]] = {}
+    rows = iter(found)
+    for utt_id, lat in zip(utts, lattices):
+        paths = [] if lat is None else next(rows)
+        distinct = []
+        for p in paths:
+            c = None if p is None else Candidate(p.words, p.graph, p.acoustic)
+            if c is not None and c not in distinct:
+                distinct.append(c)
+        out[utt_id] = distinct
+    return out

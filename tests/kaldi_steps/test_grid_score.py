@@ -168,3 +168,22 @@ def test_decoding_archives_in_jobs_finds_the_same_paths_as_one_decoder(kaldi_mon
         at_point = decode_point_in_jobs(arks, order, km["hclg_path"], km["tm"], 13, 0.5, executor)
     assert list(in_jobs) == list(candidates) and in_jobs == candidates
     assert list(at_point) == list(one) and at_point == one
+
+
+@pytest.mark.timeout(120)
+def test_one_decode_to_lattices_scores_the_grid_as_kaldi(kaldi_mono, rescored):
+    """One lattice decode per utterance at 1/12 (kaldi-decoder's LatticeSimpleDecoder), its best
+    paths at every grid point: at most one utterance per point differs from Kaldi's own lattice
+    rescoring; at (12, 0.0), the lattice's acoustic scale, its best path is the plain decode's."""
+    from weakalign.kaldi_steps.grid_score import lattice_candidates
+    from weakalign.kaldi_steps.lattice import LatticeDecoder
+
+    km = kaldi_mono
+    candidates = lattice_candidates(LatticeDecoder(km["hclg"], km["tm"]), km["loglikes"].items(), GRID)
+    assert list(candidates) == list(km["loglikes"]) and all(candidates.values())
+    for (w, p), by_utt in rescore(candidates, GRID).items():
+        kaldi = _kaldi_hyps(km["decode_dir"], w, p)
+        differ = [u for u, ids in by_utt.items() if [km["words"][i] for i in ids] != kaldi[u]]
+        assert len(differ) <= 1, ((w, p), differ)
+    at_12 = rescore(candidates, ScoringGrid((12,), (0.0,)))[(12, 0.0)]
+    assert at_12 == decode_point(LoglikeDecoder(km["hclg"], km["tm"]), km["loglikes"].items(), 12)

@@ -44,15 +44,19 @@ def kaldi_table(model, split, name):
     return {line.split()[0]: line.split()[1:] for line in path.read_text().splitlines()}
 
 
+def kaldi_model(model):
+    """Kaldi's ``model`` (mono, tri1): transition model, GMMs, the project's HCLG for it, word table, GMM params."""
+    tm, am = read_model(F / model / "final.mdl")
+    hclg = kaldifst.StdVectorFst.read(str(make_graph(F / "lang", F / model, Path(tempfile.mkdtemp()),
+                                                     lm=F / "lang" / "lm.arpa")))
+    return tm, am, hclg, _word_table(F / "lang" / "words.txt"), GmmParams.from_am(am)
+
+
 def main(out):
     grid = ScoringGrid()
     report = {"grid": grid.as_dict()}
     for model in ("mono", "tri1"):
-        tm, am = read_model(F / model / "final.mdl")
-        hclg = kaldifst.StdVectorFst.read(str(make_graph(F / "lang", F / model, Path(tempfile.mkdtemp()),
-                                                         lm=F / "lang" / "lm.arpa")))
-        words = _word_table(F / "lang" / "words.txt")
-        params = GmmParams.from_am(am)
+        tm, am, hclg, words, params = kaldi_model(model)
         t0 = time.time()
         dev_ll = split_loglikes("dev", params)
         candidates = decode_candidates(LoglikeDecoder(hclg, tm), dev_ll.items(), grid.lm_weights)

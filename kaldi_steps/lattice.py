@@ -1,0 +1,239 @@
+"""State-level lattices from one decode, and their best paths over Kaldi's scoring grid.
+
+Kaldi scores a decode by writing each utterance's lattice once (``gmm-latgen-faster``,
+``latgen-faster-mapped``: beam 13, lattice beam 6, acoustic scale ``1/12``) and taking, per LM
+weight ``w`` and word insertion penalty ``p`` of ``local/score.sh``, the lattice's best path under
+``graph_cost + acoustic_cost / w + p * #words`` (``lattice-scale | lattice-add-penalty |
+lattice-best-path``). Here the lattice comes from kaldi-decoder's ``LatticeSimpleDecoder``
+(``get_raw_lattice``: the token graph that survived the lattice beam, word labels on its arcs,
+each arc's graph and scaled acoustic cost; :class:`LatticeDecoder`), is read into arrays
+(:class:`RawLattice`, acoustic costs unscaled as Kaldi's ``latgen`` writes them), and the best
+paths of *every* grid point of *many* utterances come out of one Viterbi pass over their arcs
+(:func:`grid_best_paths`): states are visited by their depth in the lattice, the same depth of all
+utterances at once, each arc's cost a row of the grid's ``(w, p)`` columns.
+
+Kaldi determinises the lattice before it scores it (``DeterminizeLatticePhonePruned``); that keeps
+each word sequence's best path, so the best path of the raw lattice is the same one, up to the
+paths pruning removes.
+
+>>> lat = RawLattice(start=0, num_states=3, src=np.array([0, 0, 1]), dst=np.array([1, 2, 2]),
+...                  olabel=np.array([5, 7, 0]), graph=np.array([1.0, 3.0, 0.5]),
+...                  acoustic=np.array([40.0, 10.0, 0.0]), final_state=np.array([2]),
+...                  final_graph=np.array([0.0]), final_acoustic=np.array([0.0]))
+>>> [(p.words, p.graph, p.acoustic) for p in grid_best_paths([lat], [(10, 0.0), (20, 0.0)])[0]]
+[((7,), 3.0, 10.0), ((5,), 1.5, 40.0)]
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger("weakalign")
+
+#: Arcs per Viterbi pass of :func:`grid_best_paths` (a pass holds arcs x grid points costs).
+ARCS_PER_PASS = 200_000
+
+
+@dataclass
+class RawLattice:
+    """One acyclic state-level lattice as arrays: arcs ``src -> dst`` with their word label
+    (0: none), graph cost and *unscaled* acoustic cost ``-log p(x|arc)``; final states with theirs."""
+
+    start: int
+    num_states: int
+    src: np.ndarray
+    dst: np.ndarray
+    olabel: np.ndarray
+    graph: np.ndarray
+    acoustic: np.ndarray
+    final_state: np.ndarray
+    final_graph: np.ndarray
+    final_acoustic: np.ndarray
+
+    @classmethod
+    def from_kaldifst(cls, lat, acoustic_scale: float) -> "RawLattice":
+        """Arrays of a ``kaldifst.Lattice`` decoded at ``acoustic_scale`` (its acoustic costs are
+        divided by it, as ``latgen`` does before it writes a lattice). Read from the lattice's text
+        form: one C++ call, where an arc iterator costs one Python call per arc."""
+        arcs, finals = [], []
+        for line in lat.to_str().splitlines():
+            f = line.split()
+            if len(f) == 5:
+                g, a = f[4].split(",")
+                arcs.append((int(f[0]), int(f[1]), int(f[3]), float(g), float(a)))
+            elif len(f) == 2:
+                g, a = f[1].split(",")
+                finals.append((int(f[0]), float(g), float(a)))
+            elif len(f) == 1:
+                finals.append((int(f[0]), 0.0, 0.0))
+        A = np.array(arcs, dtype=np.float64).reshape(-1, 5)
+        F = np.array(finals, dtype=np.float64).reshape(-1, 3)
+        return cls(start=int(lat.start), num_states=int(lat.num_states), src=A[:, 0].astype(np.int64),
+                   dst=A[:, 1].astype(np.int64), olabel=A[:, 2].astype(np.int64), graph=A[:, 3],
+                   acoustic=A[:, 4] / acoustic_scale, final_state=F[:, 0].astype(np.int64),
+                   final_graph=F[:, 1], final_acoustic=F[:, 2] / acoustic_scale)
+
+    @property
+    def num_arcs(self) -> int:
+        return len(self.src)
+
+    def depths(self) -> np.ndarray:
+        """Each state's longest distance from a state without incoming arcs, in arcs: every arc
+        goes to a deeper state. Raises ValueError on a cycle (a decoder's lattice has none)."""
+        order = np.argsort(self.src, kind="stable")
+        heads = self.dst[order].tolist()
+        begin = np.searchsorted(self.src[order], np.arange(self.num_states + 1)).tolist()
+        indegree = np.bincount(self.dst, minlength=self.num_states).tolist()
+        depth = [0] * self.num_states
+        ready = [s for s in range(self.num_states) if indegree[s] == 0]
+        visited = 0
+        while ready:
+            s = ready.pop()
+            visited += 1
+            deeper = depth[s] + 1
+            for k in range(begin[s], begin[s + 1]):
+                d = heads[k]
+                if depth[d] < deeper:
+                    depth[d] = deeper
+                indegree[d] -= 1
+                if indegree[d] == 0:
+                    ready.append(d)
+        if visited != self.num_states:
+            raise ValueError("the lattice has a cycle")
+        return np.asarray(depth, dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class LatticePath:
+    """A lattice path's words, graph cost and unscaled acoustic cost."""
+
+    words: tuple
+    graph: float
+    acoustic: float
+
+
+def grid_best_paths(lattices: Sequence[RawLattice], points: Sequence[tuple]) -> list[list[LatticePath | None]]:
+    """``[lattice][point]``: the best path of each lattice at each ``(lm_weight, penalty)`` point
+    under ``graph + acoustic / lm_weight + penalty * #words`` (None: no final state reachable).
+    Lattices are taken in passes of about :data:`ARCS_PER_PASS` arcs."""
+    out, batch, arcs = [], [], 0
+    for lat in lattices:
+        if batch and arcs + lat.num_arcs > ARCS_PER_PASS:
+            out += _viterbi_pass(batch, points)
+            batch, arcs = [], 0
+        batch.append(lat)
+        arcs += lat.num_arcs
+    if batch:
+        out += _viterbi_pass(batch, points)
+    return out
+
+
+def _viterbi_pass(lattices: Sequence[RawLattice], points: Sequence[tuple]) -> list[list[LatticePath | None]]:
+    """:func:`grid_best_paths` of lattices held in memory together: their states renumbered into
+    one array, relaxed depth by depth (every lattice's depth ``d`` in one step), then each
+    (lattice, point)'s best final state traced back along the arcs that reached it."""
+    w = np.array([p[0] for p in points], dtype=np.float64)
+    pen = np.array([p[1] for p in points], dtype=np.float64)
+    offsets = np.cumsum([0] + [lat.num_states for lat in lattices])
+    src = np.concatenate([lat.src + o for lat, o in zip(lattices, offsets)])
+    dst = np.concatenate([lat.dst + o for lat, o in zip(lattices, offsets)])
+    olabel = np.concatenate([lat.olabel for lat in lattices])
+    graph = np.concatenate([lat.graph for lat in lattices])
+    acoustic = np.concatenate([lat.acoustic for lat in lattices])
+    depth = np.concatenate([lat.depths() for lat in lattices])
+    starts = np.array([lat.start for lat in lattices], dtype=np.int64) + offsets[:-1]
+
+    cost = graph[:, None] + acoustic[:, None] / w + pen * (olabel != 0)[:, None]
+    best = np.full((offsets[-1], len(points)), np.inf)
+    best[starts] = 0.0
+    by_depth = np.argsort(depth[src], kind="stable")
+    bounds = np.searchsorted(depth[src][by_depth], np.arange(depth.max(initial=0) + 2))
+    for d in range(len(bounds) - 1):
+        arcs = by_depth[bounds[d]:bounds[d + 1]]
+        if len(arcs):
+            np.minimum.at(best, dst[arcs], best[src[arcs]] + cost[arcs])
+
+    # An arc reached its head's best cost exactly when its sum equals it: the same float operations.
+    reached = best[src] + cost
+    arc_of, point_of = np.nonzero(np.isfinite(reached) & (reached == best[dst]))
+    back = np.full(best.shape, -1, dtype=np.int64)
+    back[dst[arc_of], point_of] = arc_of
+
+    n_points = len(points)
+    end = np.full((len(lattices), n_points), -1, dtype=np.int64)
+    end_graph = np.zeros(end.shape)
+    end_acoustic = np.zeros(end.shape)
+    for i, (lat, o) in enumerate(zip(lattices, offsets)):
+        if len(lat.final_state) == 0:
+            continue
+        total = best[lat.final_state + o] + lat.final_graph[:, None] + lat.final_acoustic[:, None] / w
+        pick = total.argmin(axis=0)
+        ok = np.isfinite(total[pick, np.arange(n_points)])
+        end[i] = np.where(ok, lat.final_state[pick] + o, -1)
+        end_graph[i], end_acoustic[i] = lat.final_graph[pick], lat.final_acoustic[pick]
+
+    # Trace every (lattice, point) back at once: one step per arc of the longest path.
+    state = end.reshape(-1)
+    column = np.tile(np.arange(n_points), len(lattices))
+    stop = np.repeat(starts, n_points)
+    steps = []
+    live = state >= 0
+    while live.any():
+        live &= state != stop
+        arc = np.where(live, back[np.maximum(state, 0), column], -1)
+        if (live & (arc < 0)).any():
+            raise AssertionError("lattice back-trace lost its path")
+        steps.append(arc)
+        state = np.where(live, src[np.maximum(arc, 0)], state)
+    trace = np.stack(steps[::-1], axis=1) if steps else np.full((len(state), 0), -1)
+
+    out = []
+    for i in range(len(lattices)):
+        row = []
+        for k in range(n_points):
+            m = i * n_points + k
+            if end[i, k] < 0:
+                row.append(None)
+                continue
+            path = trace[m][trace[m] >= 0]
+            words = olabel[path]
+            row.append(LatticePath(tuple(int(x) for x in words[words != 0]),
+                                   float(graph[path].sum() + end_graph[i, k]),
+                                   float(acoustic[path].sum() + end_acoustic[i, k])))
+        out.append(row)
+    return out
+
+
+class LatticeDecoder:
+    """kaldi-decoder's ``LatticeSimpleDecoder`` over one HCLG, fed precomputed ``(frames, num_pdfs)``
+    log-likelihoods (a GMM's, or a hybrid's scaled posteriors): Kaldi's ``decode.sh`` beams."""
+
+    def __init__(self, hclg, trans_model, *, beam: float = 13.0, lattice_beam: float = 6.0):
+        import kaldi_decoder
+
+        config = kaldi_decoder.LatticeSimpleDecoderConfig()
+        config.beam, config.lattice_beam = beam, lattice_beam
+        self.hclg = hclg  # the decoder keeps a reference: keep the FST alive
+        self.decoder = kaldi_decoder.LatticeSimpleDecoder(hclg, config)
+        self.tid_to_pdf = np.asarray(trans_model.transition_id_to_pdf_array())
+
+    def lattice(self, utt_id: str, loglikes: np.ndarray, acoustic_scale: float) -> RawLattice | None:
+        """The utterance's lattice at ``acoustic_scale``; when no final state was reached, the
+        lattice of the partial paths (Kaldi's ``--allow-partial``, with a warning); None, with a
+        warning, when nothing survived the beam."""
+        import kaldi_decoder
+
+        by_tid = (acoustic_scale * loglikes[:, self.tid_to_pdf[1:]]).astype(np.float32)
+        self.decoder.decode(kaldi_decoder.DecodableCtc(by_tid))
+        _, lat = self.decoder.get_raw_lattice(True)
+        if lat.num_states == 0:
+            _, lat = self.decoder.get_raw_lattice(False)
+            if lat.num_states == 0:
+                log.warning("decode: %s: no path survived the beam; empty hypothesis", utt_id)
+                return None
+            log.warning("decode: %s: no final state reached; using the best partial path", utt_id)
+        return RawLattice.from_kaldifst(lat, acoustic_scale)
