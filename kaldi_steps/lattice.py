@@ -6,11 +6,13 @@ weight ``w`` and word insertion penalty ``p`` of ``local/score.sh``, the lattice
 ``graph_cost + acoustic_cost / w + p * #words`` (``lattice-scale | lattice-add-penalty |
 lattice-best-path``). Here the lattice comes from kaldi-decoder's ``LatticeSimpleDecoder``
 (``get_raw_lattice``: the token graph that survived the lattice beam, word labels on its arcs,
-each arc's graph and scaled acoustic cost; :class:`LatticeDecoder`), is read into arrays
-(:class:`RawLattice`, acoustic costs unscaled as Kaldi's ``latgen`` writes them), and the best
+each arc's graph and scaled acoustic cost; :class:`LatticeDecoder`), is read into arrays from its
+OpenFst binary form (:class:`RawLattice`, exact float32 weights, acoustic costs unscaled as Kaldi's
+``latgen`` writes them), and the best
 paths of *every* grid point of *many* utterances come out of one Viterbi pass over their arcs
 (:func:`grid_best_paths`): states are visited by their depth in the lattice, the same depth of all
-utterances at once, each arc's cost a row of the grid's ``(w, p)`` columns.
+utterances at once, each arc's cost a row of the grid's ``(w, p)`` columns. Paths of equal cost (homophones) go to the
+smaller word ids, as Kaldi's do (:data:`TIE_BREAK`).
 
 Kaldi determinises the lattice before it scores it (``DeterminizeLatticePhonePruned``); that keeps
 each word sequence's best path, so the best path of the raw lattice is the same one, up to the
@@ -27,12 +29,22 @@ paths pruning removes.
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
 log = logging.getLogger("weakalign")
+
+_OPENFST_MAGIC = 2125659606
+#: An arc of OpenFst's binary ``VectorFst<LatticeArc>``.
+_ARC = np.dtype([("ilabel", "<i4"), ("olabel", "<i4"), ("graph", "<f4"), ("acoustic", "<f4"), ("nextstate", "<i4")])
+
+#: Cost per unit of word id added to word arcs: of paths whose costs tie (homophones such as O and OH
+#: through the same states), the one with the smaller word ids wins, as in Kaldi, whose determinised
+#: lattice orders a state's arcs by label and whose shortest path keeps the first of equal costs.
+TIE_BREAK = 1e-6
 
 #: Arcs per Viterbi pass of :func:`grid_best_paths` (a pass holds arcs x grid points costs).
 ARCS_PER_PASS = 200_000
@@ -57,25 +69,59 @@ class RawLattice:
     @classmethod
     def from_kaldifst(cls, lat, acoustic_scale: float) -> "RawLattice":
         """Arrays of a ``kaldifst.Lattice`` decoded at ``acoustic_scale`` (its acoustic costs are
-        divided by it, as ``latgen`` does before it writes a lattice). Read from the lattice's text
-        form: one C++ call, where an arc iterator costs one Python call per arc."""
-        arcs, finals = [], []
-        for line in lat.to_str().splitlines():
-            f = line.split()
-            if len(f) == 5:
-                g, a = f[4].split(",")
-                arcs.append((int(f[0]), int(f[1]), int(f[3]), float(g), float(a)))
-            elif len(f) == 2:
-                g, a = f[1].split(",")
-                finals.append((int(f[0]), float(g), float(a)))
-            elif len(f) == 1:
-                finals.append((int(f[0]), 0.0, 0.0))
-        A = np.array(arcs, dtype=np.float64).reshape(-1, 5)
+        divided by it, as ``latgen`` does before it writes a lattice). Read from OpenFst's binary
+        form, which keeps the float32 weights exactly (the text form rounds them to 6 digits, enough
+        to break near-ties between paths the wrong way); an arc iterator would cost a Python call per arc."""
+        import os
+        import tempfile
+
+        fd, path = tempfile.mkstemp(suffix=".fst")
+        os.close(fd)
+        try:
+            lat.write(path)
+            with open(path, "rb") as f:
+                data = f.read()
+        finally:
+            os.unlink(path)
+        return cls.from_openfst_bytes(data, acoustic_scale)
+
+    @classmethod
+    def from_openfst_bytes(cls, data: bytes, acoustic_scale: float) -> "RawLattice":
+        """A ``VectorFst<LatticeArc>`` in OpenFst's binary format (header; per state its final weight,
+        its number of arcs, then the arcs as ilabel, olabel, graph, acoustic, nextstate)."""
+        magic, = struct.unpack_from("<i", data, 0)
+        if magic != _OPENFST_MAGIC:
+            raise ValueError(f"not an OpenFst binary FST (magic {magic})")
+        pos = 4
+        for _ in range(2):                       # the FST type and the arc type, as length-prefixed strings
+            n, = struct.unpack_from("<i", data, pos)
+            pos += 4 + n
+        _version, flags = struct.unpack_from("<ii", data, pos)
+        if flags & 0b111:
+            raise ValueError("lattice with symbol tables or alignment flags: not what a decoder writes")
+        _props, start, num_states, _num_arcs = struct.unpack_from("<Qqqq", data, pos + 8)
+        pos += 40
+        finals, first_arc, arcs_of = [], [], []
+        unpack = struct.Struct("<ffq").unpack_from
+        for s in range(num_states):              # only the state headers in Python; the arcs are gathered below
+            final_graph, final_acoustic, n = unpack(data, pos)
+            if final_graph != np.inf:
+                finals.append((s, final_graph, final_acoustic))
+            first_arc.append(pos + 16)
+            arcs_of.append(n)
+            pos += 16 + _ARC.itemsize * n
+        counts = np.asarray(arcs_of, dtype=np.int64)
+        starts = np.repeat(np.asarray(first_arc, dtype=np.int64), counts)
+        rank = np.arange(len(starts)) - np.repeat(np.cumsum(counts) - counts, counts)
+        raw = np.frombuffer(data, dtype=np.uint8)
+        arcs = raw[(starts + _ARC.itemsize * rank)[:, None] + np.arange(_ARC.itemsize)].copy().view(_ARC).reshape(-1)
         F = np.array(finals, dtype=np.float64).reshape(-1, 3)
-        return cls(start=int(lat.start), num_states=int(lat.num_states), src=A[:, 0].astype(np.int64),
-                   dst=A[:, 1].astype(np.int64), olabel=A[:, 2].astype(np.int64), graph=A[:, 3],
-                   acoustic=A[:, 4] / acoustic_scale, final_state=F[:, 0].astype(np.int64),
-                   final_graph=F[:, 1], final_acoustic=F[:, 2] / acoustic_scale)
+        return cls(start=int(start), num_states=int(num_states),
+                   src=np.repeat(np.arange(num_states, dtype=np.int64), counts),
+                   dst=arcs["nextstate"].astype(np.int64), olabel=arcs["olabel"].astype(np.int64),
+                   graph=arcs["graph"].astype(np.float64),
+                   acoustic=arcs["acoustic"].astype(np.float64) / acoustic_scale,
+                   final_state=F[:, 0].astype(np.int64), final_graph=F[:, 1], final_acoustic=F[:, 2] / acoustic_scale)
 
     @property
     def num_arcs(self) -> int:
@@ -147,7 +193,7 @@ def _viterbi_pass(lattices: Sequence[RawLattice], points: Sequence[tuple]) -> li
     depth = np.concatenate([lat.depths() for lat in lattices])
     starts = np.array([lat.start for lat in lattices], dtype=np.int64) + offsets[:-1]
 
-    cost = graph[:, None] + acoustic[:, None] / w + pen * (olabel != 0)[:, None]
+    cost = graph[:, None] + acoustic[:, None] / w + pen * (olabel != 0)[:, None] + TIE_BREAK * olabel[:, None]
     best = np.full((offsets[-1], len(points)), np.inf)
     best[starts] = 0.0
     by_depth = np.argsort(depth[src], kind="stable")
