@@ -5,8 +5,10 @@ Kaldi decodes once to lattices and, per LM weight ``w`` and penalty ``p``, takes
 best path under ``graph_cost + acoustic_cost / w + p * #words`` (``lattice-scale
 --inv-acoustic-scale=w | lattice-add-penalty --word-ins-penalty=p | lattice-best-path``).
 kaldi-hmm-gmm's lattice decoder returns only its best path (the lattice is not exposed to
-Python), so here the lattice is replaced by an **n-best list built from one decode per decoded
-LM weight** (``ScoringGrid.decode_lm_weights``: every other weight of the grid by default):
+Python), so the stages' check replaces the lattice by an **n-best list built from one decode per
+decoded LM weight** (``ScoringGrid.decode_lm_weights``: every other weight of the grid by default).
+:func:`lattice_candidates` is Kaldi's own way, one decode to lattices with kaldi-decoder
+(:mod:`.lattice`); it gives the same kind of candidates, but the stages do not use it yet:
 
 1. the pdf log-likelihoods of each utterance are computed once (:func:`gmm_pdf_loglikes`, or
    a hybrid's scaled posteriors), and for each decoded ``w`` the lattice decoder (Kaldi's beams)
