@@ -180,6 +180,12 @@ def penalised_graph(hclg, penalty: float):
     return out
 
 
+def scaled_by_transition(loglikes: np.ndarray, tid_to_pdf: np.ndarray, acoustic_scale: float) -> np.ndarray:
+    """``(frames, num_transition_ids)`` float32 ``acoustic_scale * loglikes[:, pdf(tid)]``: what a
+    ``DecodableCtc`` reads (column ``tid - 1``) from ``(frames, num_pdfs)`` log-likelihoods."""
+    return (acoustic_scale * loglikes[:, tid_to_pdf[1:]]).astype(np.float32)
+
+
 class LoglikeDecoder:
     """kaldi-hmm-gmm's lattice decoder over one HCLG, fed precomputed ``(frames, num_pdfs)``
     log-likelihoods at a chosen acoustic scale (Kaldi's ``decode.sh`` beams by default)."""
@@ -207,9 +213,9 @@ class LoglikeDecoder:
         when no path survived the beam. A path that reached no final state is kept, with a warning."""
         import kaldi_hmm_gmm as khg
 
-        by_tid = (acoustic_scale * loglikes[:, self.tid_to_pdf[1:]]).astype(np.float32)
+        decodable = khg.DecodableCtc(scaled_by_transition(loglikes, self.tid_to_pdf, acoustic_scale))
         ok, alignment, words, like = khg.decode_utterance_lattice_faster(
-            self.decoder, khg.DecodableCtc(by_tid), self.trans_model, utt_id, True)
+            self.decoder, decodable, self.trans_model, utt_id, True)
         if not alignment:
             log.warning("decode: %s: no path survived the beam; empty hypothesis", utt_id)
             return None
@@ -265,15 +271,10 @@ def lattice_candidates(decoder, loglikes: Iterable[tuple[str, np.ndarray]], grid
     for utt_id, ll in loglikes:
         utts.append(utt_id)
         lattices.append(decoder.lattice(utt_id, ll, 1.0 / lattice_lm_weight))
-    found = grid_best_paths([lat for lat in lattices if lat is not None], grid.points)
+    rows = iter(grid_best_paths([lat for lat in lattices if lat is not None], grid.points))
     out: dict[str, list[Candidate]] = {}
-    rows = iter(found)
     for utt_id, lat in zip(utts, lattices):
         paths = [] if lat is None else next(rows)
-        distinct = []
-        for p in paths:
-            c = None if p is None else Candidate(p.words, p.graph, p.acoustic)
-            if c is not None and c not in distinct:
-                distinct.append(c)
-        out[utt_id] = distinct
+        # In grid order, each path once (dict keys keep the first occurrence); None: no final state.
+        out[utt_id] = list(dict.fromkeys(p for p in paths if p is not None))
     return out

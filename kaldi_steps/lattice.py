@@ -8,11 +8,11 @@ lattice-best-path``). Here the lattice comes from kaldi-decoder's ``LatticeSimpl
 (``get_raw_lattice``: the token graph that survived the lattice beam, word labels on its arcs,
 each arc's graph and scaled acoustic cost; :class:`LatticeDecoder`), is read into arrays from its
 OpenFst binary form (:class:`RawLattice`, exact float32 weights, acoustic costs unscaled as Kaldi's
-``latgen`` writes them), and the best
-paths of *every* grid point of *many* utterances come out of one Viterbi pass over their arcs
-(:func:`grid_best_paths`): states are visited by their depth in the lattice, the same depth of all
-utterances at once, each arc's cost a row of the grid's ``(w, p)`` columns. Paths of equal cost (homophones) go to the
-smaller word ids, as Kaldi's do (:data:`TIE_BREAK`).
+``latgen`` writes them), and the best paths of *every* grid point of *many* utterances come out of
+one Viterbi pass over their arcs (:func:`grid_best_paths`): states are visited by their depth in
+the lattice, the same depth of all utterances at once, each arc's cost a row of the grid's
+``(w, p)`` columns. Paths of equal cost (homophones) go to the smaller word ids, as Kaldi's do
+(:data:`TIE_BREAK`).
 
 Kaldi determinises the lattice before it scores it (``DeterminizeLatticePhonePruned``); that keeps
 each word sequence's best path, so the best path of the raw lattice is the same one, up to the
@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from .grid_score import Candidate, scaled_by_transition
 
 log = logging.getLogger("weakalign")
 
@@ -153,16 +155,7 @@ class RawLattice:
         return np.asarray(depth, dtype=np.int64)
 
 
-@dataclass(frozen=True)
-class LatticePath:
-    """A lattice path's words, graph cost and unscaled acoustic cost."""
-
-    words: tuple
-    graph: float
-    acoustic: float
-
-
-def grid_best_paths(lattices: Sequence[RawLattice], points: Sequence[tuple]) -> list[list[LatticePath | None]]:
+def grid_best_paths(lattices: Sequence[RawLattice], points: Sequence[tuple]) -> list[list[Candidate | None]]:
     """``[lattice][point]``: the best path of each lattice at each ``(lm_weight, penalty)`` point
     under ``graph + acoustic / lm_weight + penalty * #words`` (None: no final state reachable).
     Lattices are taken in passes of about :data:`ARCS_PER_PASS` arcs."""
@@ -178,7 +171,7 @@ def grid_best_paths(lattices: Sequence[RawLattice], points: Sequence[tuple]) -> 
     return out
 
 
-def _viterbi_pass(lattices: Sequence[RawLattice], points: Sequence[tuple]) -> list[list[LatticePath | None]]:
+def _viterbi_pass(lattices: Sequence[RawLattice], points: Sequence[tuple]) -> list[list[Candidate | None]]:
     """:func:`grid_best_paths` of lattices held in memory together: their states renumbered into
     one array, relaxed depth by depth (every lattice's depth ``d`` in one step), then each
     (lattice, point)'s best final state traced back along the arcs that reached it."""
@@ -247,7 +240,7 @@ def _viterbi_pass(lattices: Sequence[RawLattice], points: Sequence[tuple]) -> li
                 continue
             path = trace[m][trace[m] >= 0]
             words = olabel[path]
-            row.append(LatticePath(tuple(int(x) for x in words[words != 0]),
+            row.append(Candidate(tuple(int(x) for x in words[words != 0]),
                                    float(graph[path].sum() + end_graph[i, k]),
                                    float(acoustic[path].sum() + end_acoustic[i, k])))
         out.append(row)
@@ -273,8 +266,7 @@ class LatticeDecoder:
         warning, when nothing survived the beam."""
         import kaldi_decoder
 
-        by_tid = (acoustic_scale * loglikes[:, self.tid_to_pdf[1:]]).astype(np.float32)
-        self.decoder.decode(kaldi_decoder.DecodableCtc(by_tid))
+        self.decoder.decode(kaldi_decoder.DecodableCtc(scaled_by_transition(loglikes, self.tid_to_pdf, acoustic_scale)))
         _, lat = self.decoder.get_raw_lattice(True)
         if lat.num_states == 0:
             _, lat = self.decoder.get_raw_lattice(False)
