@@ -7,7 +7,7 @@ best path under ``graph_cost + acoustic_cost / w + p * #words`` (``lattice-scale
 kaldi-hmm-gmm's lattice decoder returns only its best path (the lattice is not exposed to
 Python), so the stages' check replaces the lattice by an **n-best list built from one decode per
 decoded LM weight** (``ScoringGrid.decode_lm_weights``: every other weight of the grid by default).
-:func:`lattice_candidates` is Kaldi's own way, one decode to lattices with kaldi-decoder
+:func:`.lattice.lattice_candidates` is Kaldi's own way, one decode to lattices with kaldi-decoder
 (:mod:`.lattice`); it gives the same kind of candidates, but the stages do not use it yet:
 
 1. the pdf log-likelihoods of each utterance are computed once (:func:`gmm_pdf_loglikes`, or
@@ -258,23 +258,3 @@ def decode_point(decoder: LoglikeDecoder, loglikes: Iterable[tuple[str, np.ndarr
         out[utt_id] = list(c.words) if c is not None else []
     return out
 
-
-def lattice_candidates(decoder, loglikes: Iterable[tuple[str, np.ndarray]], grid: ScoringGrid,
-                       lattice_lm_weight: float = 12.0) -> dict[str, list[Candidate]]:
-    """``utt -> distinct best paths`` of every ``grid`` point, from **one** decode per utterance
-    to a lattice at acoustic scale ``1/lattice_lm_weight`` (Kaldi's ``decode.sh``: 1/12) with a
-    :class:`~.lattice.LatticeDecoder`: Kaldi's one decode + ``score.sh``. Rescoring them
-    (:func:`rescore`) gives each point's lattice best path, so the rest of the check is unchanged."""
-    from .lattice import grid_best_paths
-
-    utts, lattices = [], []
-    for utt_id, ll in loglikes:
-        utts.append(utt_id)
-        lattices.append(decoder.lattice(utt_id, ll, 1.0 / lattice_lm_weight))
-    rows = iter(grid_best_paths([lat for lat in lattices if lat is not None], grid.points))
-    out: dict[str, list[Candidate]] = {}
-    for utt_id, lat in zip(utts, lattices):
-        paths = [] if lat is None else next(rows)
-        # In grid order, each path once (dict keys keep the first occurrence); None: no final state.
-        out[utt_id] = list(dict.fromkeys(p for p in paths if p is not None))
-    return out

@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import struct
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -275,3 +275,22 @@ class LatticeDecoder:
                 return None
             log.warning("decode: %s: no final state reached; using the best partial path", utt_id)
         return RawLattice.from_kaldifst(lat, acoustic_scale)
+
+
+def lattice_candidates(decoder, loglikes: Iterable[tuple[str, np.ndarray]], grid,
+                       lattice_lm_weight: float = 12.0) -> dict[str, list[Candidate]]:
+    """``utt -> distinct best paths`` of every ``grid`` point, from **one** decode per utterance
+    to a lattice at acoustic scale ``1/lattice_lm_weight`` (Kaldi's ``decode.sh``: 1/12) with a
+    :class:`LatticeDecoder`: Kaldi's one decode + ``score.sh``. Rescoring them
+    (:func:`~.grid_score.rescore`) gives each point's lattice best path, so the rest of the check is unchanged."""
+    utts, lattices = [], []
+    for utt_id, ll in loglikes:
+        utts.append(utt_id)
+        lattices.append(decoder.lattice(utt_id, ll, 1.0 / lattice_lm_weight))
+    rows = iter(grid_best_paths([lat for lat in lattices if lat is not None], grid.points))
+    out: dict[str, list[Candidate]] = {}
+    for utt_id, lat in zip(utts, lattices):
+        paths = [] if lat is None else next(rows)
+        # In grid order, each path once (dict keys keep the first occurrence); None: no final state.
+        out[utt_id] = list(dict.fromkeys(p for p in paths if p is not None))
+    return out

@@ -175,8 +175,7 @@ def test_one_decode_to_lattices_scores_the_grid_as_kaldi(kaldi_mono, rescored):
     """One lattice decode per utterance at 1/12 (kaldi-decoder's LatticeSimpleDecoder), its best
     paths at every grid point: at most one utterance per point differs from Kaldi's own lattice
     rescoring; at (12, 0.0), the lattice's acoustic scale, its best path is the plain decode's."""
-    from weakalign.kaldi_steps.grid_score import lattice_candidates
-    from weakalign.kaldi_steps.lattice import LatticeDecoder
+    from weakalign.kaldi_steps.lattice import LatticeDecoder, lattice_candidates
 
     km = kaldi_mono
     candidates = lattice_candidates(LatticeDecoder(km["hclg"], km["tm"]), km["loglikes"].items(), GRID)

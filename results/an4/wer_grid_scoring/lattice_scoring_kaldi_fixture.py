@@ -24,9 +24,9 @@ from score_kaldi_fixture import kaldi_model, kaldi_table, split_loglikes  # noqa
 
 from weakalign.kaldi_steps.graph import compute_wer  # noqa: E402
 from weakalign.kaldi_steps.grid_score import (  # noqa: E402
-    LoglikeDecoder, ScoringGrid, decode_candidates, decode_point, lattice_candidates, penalised_graph, pick_point,
+    LoglikeDecoder, ScoringGrid, decode_candidates, decode_point, penalised_graph, pick_point,
     rescore)
-from weakalign.kaldi_steps.lattice import LatticeDecoder  # noqa: E402
+from weakalign.kaldi_steps.lattice import LatticeDecoder, lattice_candidates  # noqa: E402
 
 
 def timed(fn):

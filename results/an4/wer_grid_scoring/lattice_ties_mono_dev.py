@@ -6,8 +6,8 @@ import kaldi_hmm_gmm as khg  # noqa: F401  -- keep first
 import sys  # noqa: E402
 sys.path.insert(0, "results/an4/wer_grid_scoring")
 from score_kaldi_fixture import kaldi_model, split_loglikes
-from weakalign.kaldi_steps.grid_score import LoglikeDecoder, lattice_candidates, ScoringGrid
-from weakalign.kaldi_steps.lattice import LatticeDecoder
+from weakalign.kaldi_steps.grid_score import LoglikeDecoder, ScoringGrid
+from weakalign.kaldi_steps.lattice import LatticeDecoder, lattice_candidates
 tm, am, hclg, words, params = kaldi_model("mono")
 dev = split_loglikes("dev", params)
 grid = ScoringGrid((13,), (0.0,))
