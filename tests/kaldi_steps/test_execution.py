@@ -142,6 +142,38 @@ def test_the_local_cluster_leaves_this_process_thread_count_alone(monkeypatch):
     assert "OMP_NUM_THREADS" not in os.environ
 
 
+class _Cycle:
+    """A garbage cycle whose finaliser records the process that frees it."""
+
+    def __init__(self, record: Path):
+        self.record, self.me = record, self
+
+    def __del__(self):
+        with open(self.record, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+
+def test_forked_workers_never_free_this_process_garbage(tmp_path):
+    """A worker forked while this process held uncollected cycles freed them in its own first
+    collection, running destructors of objects it did not make (the likely cause of workers that
+    aborted "Garbage-collecting"): the cycles must be freed here, before the fork, and only here."""
+    import gc
+
+    from weakalign.kaldi_steps.execution import Executor
+
+    record = tmp_path / "freed_by"
+    gc.disable()   # keep the cycle uncollected until the cluster starts, whenever gc would have run
+    try:
+        _Cycle(record)
+        with Executor(2) as executor:
+            gc.enable()
+            executor.client.run(gc.collect)
+    finally:
+        gc.enable()
+    gc.collect()
+    assert record.read_text().split() == [str(os.getpid())]
+
+
 def test_jobs_find_every_worker_however_often_the_client_refreshes_its_cache():
     """Dask's client refills its ``scheduler_info()`` cache without workers every
     ``scheduler-info-interval``; read from there, a cluster of 2 once looked empty mid-stage ("has
