@@ -205,21 +205,21 @@ def _scales_wer(ws, split_executor, wer_set, trans_model, am, hclg, words, beam,
 
 
 def _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, features) -> dict:
-    """Kaldi's ``score.sh`` way (:mod:`.grid_score`): one decode of dev per decoded LM weight, the paths
-    rescored over ``grid``, the point picked on dev, ``wer_set`` decoded once at that point."""
+    """Kaldi's ``score.sh`` way (:mod:`.grid_score`): dev's paths found by ``grid.method`` (one decode to
+    lattices, or one decode per decoded LM weight), rescored over ``grid``, the point picked on dev,
+    ``wer_set`` decoded once at that point."""
     from .graph import _word_table, compute_wer
     from .grid_score import grid_dev_wers, grid_result
 
     table = _word_table(words)
-    # Minutes on a large dev set: say what runs (kaldi-hmm-gmm gives no lattice, so one decode per weight).
-    log.info("grid scoring: decoding dev once per LM weight (%s; the grid: %s..%s), beam %g, in %d job(s)",
-             ", ".join(map(str, grid.decode_lm_weights)), min(grid.lm_weights), max(grid.lm_weights), beam,
-             executor.nj)
+    # Minutes on a large dev set: say what runs.
+    log.info("grid scoring: %s (the grid: %s..%s), beam %g, in %d job(s)", grid.describe(), min(grid.lm_weights),
+             max(grid.lm_weights), beam, executor.nj)
     with executor.shards(shard_args(ws, "dev", executor.nj, features)) as pool:
         refs, candidates = {}, {}
         for r in pool.call("references"):
             refs.update(r)
-        for c in pool.call("grid_candidates", str(hclg), trans_model, am, list(grid.decode_lm_weights), beam=beam):
+        for c in pool.call("grid_candidates", str(hclg), trans_model, am, grid, beam=beam):
             candidates.update(c)
     dev, (w, p) = grid_dev_wers(refs, candidates, grid, table)
     if wer_set == "dev":
@@ -236,31 +236,32 @@ def _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, f
 
 
 def decode_wer(ws, model_dir, wer_set: str, executor, trans_model, am, *, lm=None, beam: float = 13.0,
-               scales=DECODE_SCALES, features=None, scoring: str = "kaldi-grid", grid=None) -> dict:
+               scales=DECODE_SCALES, features=None, scoring: str = "kaldi-lattice", grid=None) -> dict:
     """WER sanity check: build HCLG for ``model_dir`` (``graph.make_graph``), choose the scoring
     point on ``dev`` only and report ``wer_set`` at it, in ``executor.nj`` jobs on ``executor``
     (:class:`~.execution.Executor`). ``features``: the model's
     :class:`~weakalign.kaldi_steps.feature_transform.FeatureSpec`.
 
-    ``scoring="kaldi-grid"`` (default): Kaldi's ``local/score.sh`` LM weight x insertion penalty
-    ``grid`` (:class:`~.grid_score.ScoringGrid`, default 7..17 x 0/0.5/1), :func:`_grid_wer`.
-    ``scoring="scales"``: the old search, one decode per acoustic scale in ``scales``, no penalty.
-    Returns ``compute_wer``'s dict plus the scoring method, the chosen point and ``dev_wer``.
+    ``scoring="kaldi-lattice"`` (default): Kaldi's ``decode.sh`` + ``local/score.sh``: dev decoded once to
+    lattices, the LM weight x insertion penalty ``grid`` (:class:`~.grid_score.ScoringGrid`, default
+    7..17 x 0/0.5/1) scored on them (:func:`_grid_wer`). ``"kaldi-nbest"``: the same grid scored on the
+    paths of one decode per decoded LM weight. ``"scales"``: the old search, one decode per acoustic
+    scale in ``scales``, no penalty. Returns ``compute_wer``'s dict plus the scoring method, the chosen
+    point and ``dev_wer``.
     """
     from .graph import make_graph
-    from .grid_score import ScoringGrid
+    from .grid_score import scoring_grid
 
+    grid = scoring_grid(scoring, grid)
     graph_dir = Path(model_dir) / "graph"
     make_graph(ws.lang, model_dir, graph_dir, **({"lm": lm} if lm else {}))
     hclg, words = graph_dir / "HCLG.fst", graph_dir / "words.txt"
-    if scoring == "kaldi-grid":
-        result = _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid or ScoringGrid(), features)
+    if grid is not None:
+        result = _grid_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, grid, features)
         point = f"LM weight {result['lm_weight']}, penalty {result['penalty']}"
-    elif scoring == "scales":
+    else:
         result = _scales_wer(ws, executor, wer_set, trans_model, am, hclg, words, beam, scales, features)
         point = f"acoustic scale {result['acoustic_scale']:.4g}"
-    else:
-        raise ValueError(f"unknown WER scoring {scoring!r}: use 'kaldi-grid' or 'scales'")
     log.info("%s: WER on %s = %.2f%% at %s (chosen on dev)", Path(model_dir).name, wer_set, result["wer"], point)
     return result
 
@@ -294,7 +295,7 @@ def stage_diagnostics(num_utts: int, final: AlignSummary, final_stats, am, histo
 
 def finish_gmm_stage(ws, out_dir, diagnostics: dict, report, outputs: list, *, decode: bool, wer_set: str,
                      executor, trans_model, am, decode_beam: float, decode_scales, features=None,
-                     decode_scoring: str = "kaldi-grid", wer_check=None) -> dict:
+                     decode_scoring: str = "kaldi-lattice", wer_check=None) -> dict:
     """Write diagnostics, run the WER check if asked, and return the stage summary. ``wer_check``:
     a function with :func:`decode_wer`'s arguments and result to run instead of it (tri3's two passes)."""
     path = Path(out_dir) / "diagnostics.json"

@@ -3,24 +3,26 @@ over Kaldi's grid, the test set scored at the dev-chosen point.
 
 Kaldi decodes once to lattices and, per LM weight ``w`` and penalty ``p``, takes the lattice's
 best path under ``graph_cost + acoustic_cost / w + p * #words`` (``lattice-scale
---inv-acoustic-scale=w | lattice-add-penalty --word-ins-penalty=p | lattice-best-path``).
-kaldi-hmm-gmm's lattice decoder returns only its best path (the lattice is not exposed to
-Python), so the stages' check replaces the lattice by an **n-best list built from one decode per
-decoded LM weight** (``ScoringGrid.decode_lm_weights``: every other weight of the grid by default).
-:func:`.lattice.lattice_candidates` is Kaldi's own way, one decode to lattices with kaldi-decoder
-(:mod:`.lattice`); it gives the same kind of candidates, but the stages do not use it yet:
+--inv-acoustic-scale=w | lattice-add-penalty --word-ins-penalty=p | lattice-best-path``). The
+stages' check (``scoring="kaldi-lattice"``, :class:`ScoringGrid`'s ``method="lattice"``) does the
+same: one decode per utterance to a lattice with kaldi-decoder, every grid point's best path from
+it (:func:`.lattice.lattice_candidates`). Its former way, kept as ``"kaldi-nbest"``
+(``method="nbest"``), replaces the lattice by an **n-best list built from one decode per decoded
+LM weight** (``ScoringGrid.decode_lm_weights``: every other weight of the grid by default), as
+kaldi-hmm-gmm's decoder returns only its best path. Either way:
 
 1. the pdf log-likelihoods of each utterance are computed once (:func:`gmm_pdf_loglikes`, or
-   a hybrid's scaled posteriors), and for each decoded ``w`` the lattice decoder (Kaldi's beams)
-   decodes them at acoustic scale ``1/w`` through ``khg.DecodableCtc``: its best path is
-   *exactly* Kaldi's ``(w, 0.0)`` path (up to pruning);
+   a hybrid's scaled posteriors); with ``"nbest"``, for each decoded ``w`` the lattice decoder
+   (Kaldi's beams) decodes them at acoustic scale ``1/w`` through ``khg.DecodableCtc``: its best
+   path is *exactly* Kaldi's ``(w, 0.0)`` path (up to pruning);
 2. each distinct path is kept with its graph cost, acoustic cost and word count
    (:class:`Candidate`); at ``(w, p)`` the cheapest candidate under Kaldi's rescoring cost is
-   the hypothesis (:func:`rescore`). At a decoded ``w`` with ``p = 0`` this is the decode
-   itself; elsewhere it is the best of the decoded paths, as Kaldi's is the best of the paths
-   its one lattice kept. Decoding every other weight halves the check and, on real Kaldi's AN4
-   mono and tri1 models, picks the same point on dev and gives the same test WER as decoding
-   all eleven (``results/an4/wer_grid_scoring/decoded_lm_weights.json``);
+   the hypothesis (:func:`rescore`). With lattices, the candidates are the grid points' own best
+   paths. With ``"nbest"``, at a decoded ``w`` with ``p = 0`` this is the decode itself; elsewhere
+   it is the best of the decoded paths, as Kaldi's is the best of the paths its one lattice kept;
+   on real Kaldi's AN4 mono and tri1 models, decoding every other weight picks the same point on dev
+   and gives the same test WER as decoding all eleven
+   (``results/an4/wer_grid_scoring/decoded_lm_weights.json``);
 3. the point is chosen on dev only (:func:`pick_point`); the test set is decoded once, exactly
    at that point: acoustic scale ``1/w`` over HCLG with ``p`` added to every word arc
    (:func:`penalised_graph`), which has the same best path as Kaldi's rescoring cost.
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Mapping
 
 import numpy as np
@@ -63,29 +65,75 @@ def every_other(lm_weights) -> tuple:
     return tuple(sorted(set(weights[::2]) | {weights[-1]}))
 
 
+#: How a grid check finds the paths it rescores: Kaldi's one decode to lattices (:mod:`.lattice`), or
+#: one best-path decode per decoded LM weight (the n-best of this module).
+GRID_METHODS = ("lattice", "nbest")
+
+
 @dataclass(frozen=True)
 class ScoringGrid:
-    """The ``(LM weight, word insertion penalty)`` points tried on dev, and the LM weights at
-    which dev is decoded to find the paths they are scored on (default: :func:`every_other`)."""
+    """The ``(LM weight, word insertion penalty)`` points tried on dev, and how dev's paths are found:
+    ``method="lattice"`` (default), one decode per utterance to a lattice at acoustic scale
+    ``1/lattice_lm_weight`` (Kaldi's ``decode.sh``); ``"nbest"``, one decode per LM weight of
+    ``decode_lm_weights`` (default: :func:`every_other`).
+
+    >>> ScoringGrid((9, 12), (0.0,)).as_dict()
+    {'method': 'lattice', 'lm_weights': [9, 12], 'penalties': [0.0], 'lattice_lm_weight': 12.0}
+    >>> ScoringGrid((9, 12), (0.0,), method="nbest").as_dict()["decode_lm_weights"]
+    [9, 12]
+    """
 
     lm_weights: tuple = KALDI_LM_WEIGHTS
     penalties: tuple = KALDI_PENALTIES
     decode_lm_weights: tuple | None = None
+    method: str = "lattice"
+    lattice_lm_weight: float = 12.0
     points: list = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.lm_weights or not self.penalties or min(self.lm_weights) <= 0:
             raise ValueError(f"scoring grid needs positive LM weights and some penalties, got "
                              f"{self.lm_weights} x {self.penalties}")
+        if self.method not in GRID_METHODS:
+            raise ValueError(f"unknown grid method {self.method!r}: use one of {GRID_METHODS}")
         decoded = every_other(self.lm_weights) if self.decode_lm_weights is None else tuple(self.decode_lm_weights)
         if not decoded or not set(decoded) <= set(self.lm_weights):
             raise ValueError(f"decoded LM weights {decoded} must be some of the grid's {self.lm_weights}")
+        if self.lattice_lm_weight <= 0:
+            raise ValueError(f"the lattices' LM weight must be positive, got {self.lattice_lm_weight}")
         object.__setattr__(self, "decode_lm_weights", decoded)
         object.__setattr__(self, "points", [(w, p) for w in self.lm_weights for p in self.penalties])
 
     def as_dict(self) -> dict:
-        return {"lm_weights": list(self.lm_weights), "penalties": list(self.penalties),
-                "decode_lm_weights": list(self.decode_lm_weights)}
+        how = ({"lattice_lm_weight": float(self.lattice_lm_weight)} if self.method == "lattice"
+               else {"decode_lm_weights": list(self.decode_lm_weights)})
+        return {"method": self.method, "lm_weights": list(self.lm_weights), "penalties": list(self.penalties), **how}
+
+    def describe(self) -> str:
+        """How dev is decoded, for the log."""
+        if self.method == "lattice":
+            return f"dev decoded once to lattices at LM weight {self.lattice_lm_weight:g}"
+        return f"dev decoded once per LM weight ({', '.join(map(str, self.decode_lm_weights))})"
+
+
+#: The WER checks' ``scoring`` names of the grid methods (``decode_scoring`` of the GMM stages).
+GRID_SCORINGS = {"kaldi-lattice": "lattice", "kaldi-nbest": "nbest"}
+SCORINGS = (*GRID_SCORINGS, "scales")
+
+
+def scoring_grid(scoring: str, grid: "ScoringGrid | None" = None) -> "ScoringGrid | None":
+    """The grid of a WER check asked for as ``scoring`` (``grid``'s points, Kaldi's by default, with
+    the scoring's method), None for ``"scales"``; a clear error for anything else.
+
+    >>> scoring_grid("kaldi-nbest").method, scoring_grid("scales")
+    ('nbest', None)
+    """
+    if scoring == "scales":
+        return None
+    if scoring not in GRID_SCORINGS:
+        hint = " ('kaldi-grid' was the n-best check, now 'kaldi-nbest')" if scoring == "kaldi-grid" else ""
+        raise ValueError(f"unknown WER scoring {scoring!r}{hint}: use one of {', '.join(map(repr, SCORINGS))}")
+    return replace(grid or ScoringGrid(), method=GRID_SCORINGS[scoring])
 
 
 @dataclass(frozen=True)
@@ -145,7 +193,8 @@ def grid_result(result: dict, grid, point: tuple, dev: dict) -> dict:
     """A Kaldi-grid WER check's ``wer_details``: ``result`` (the WER at ``point``) with the grid,
     the point and every dev point's WER."""
     w, p = point
-    return {**result, "scoring": "kaldi-grid", "grid": grid.as_dict(), "lm_weight": w, "penalty": p,
+    scoring = next(name for name, method in GRID_SCORINGS.items() if method == grid.method)
+    return {**result, "scoring": scoring, "grid": grid.as_dict(), "lm_weight": w, "penalty": p,
             "acoustic_scale": round(1.0 / w, 6), "at_grid_edge": bool(dev) and at_grid_edge(grid, w),
             "dev_wer": {f"{pw}_{pp}": r["wer"] for (pw, pp), r in dev.items()}}
 

@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .grid_score import Candidate, scaled_by_transition
+from .grid_score import Candidate, LoglikeDecoder, decode_candidates, scaled_by_transition
 
 log = logging.getLogger("weakalign")
 
@@ -294,3 +294,13 @@ def lattice_candidates(decoder, loglikes: Iterable[tuple[str, np.ndarray]], grid
         # In grid order, each path once (dict keys keep the first occurrence); None: no final state.
         out[utt_id] = list(dict.fromkeys(p for p in paths if p is not None))
     return out
+
+
+def grid_candidates(hclg, trans_model, loglikes: Iterable[tuple[str, np.ndarray]], grid,
+                    beam: float = 13.0) -> dict[str, list[Candidate]]:
+    """``utt -> distinct paths`` to rescore over ``grid`` (:class:`~.grid_score.ScoringGrid`), found
+    as its ``method`` says: one decode to lattices (:func:`lattice_candidates`) or one best-path
+    decode per decoded LM weight (:func:`~.grid_score.decode_candidates`), over ``hclg`` with ``beam``."""
+    if grid.method == "lattice":
+        return lattice_candidates(LatticeDecoder(hclg, trans_model, beam=beam), loglikes, grid, grid.lattice_lm_weight)
+    return decode_candidates(LoglikeDecoder(hclg, trans_model, beam=beam), loglikes, grid.decode_lm_weights)

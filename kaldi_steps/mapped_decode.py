@@ -3,7 +3,7 @@
 A neural acoustic model's scores are computed once, in the process that holds the network, and
 written as one Kaldi archive per job (:func:`write_loglike_arks`, Kaldi's ``JOB`` split); each job
 then reads its own archive and decodes it with its own decoder over the HCLG file
-(:func:`decode_candidates_in_jobs` for the grid scoring of :mod:`.grid_score`,
+(:func:`grid_candidates_in_jobs` for the grid scoring of :mod:`.grid_score`,
 :func:`decode_point_in_jobs` for the one decode at the chosen point). Only file names and the small
 hypotheses cross the Dask connection: the scores of a large dev set (hundreds of MiB) stay on disk,
 where a worker on another machine reads them too (the exp root is on a shared filesystem).
@@ -22,7 +22,8 @@ from typing import Mapping
 
 import numpy as np
 
-from .grid_score import Candidate, LoglikeDecoder, decode_candidates, decode_point
+from .grid_score import Candidate, LoglikeDecoder, decode_point
+from .lattice import grid_candidates
 
 log = logging.getLogger("weakalign")
 
@@ -58,11 +59,11 @@ def write_loglike_arks(loglikes: Mapping[str, np.ndarray], out_dir: Path, nj: in
     return paths, list(loglikes)
 
 
-def _candidates_job(ark: str, hclg_path: str, trans_model, lm_weights: list, beam: float) -> dict:
+def _candidates_job(ark: str, hclg_path: str, trans_model, grid, beam: float) -> dict:
+    import kaldifst
     import kaldiio
 
-    return decode_candidates(LoglikeDecoder.from_file(hclg_path, trans_model, beam=beam), kaldiio.load_ark(ark),
-                             lm_weights)
+    return grid_candidates(kaldifst.StdVectorFst.read(hclg_path), trans_model, kaldiio.load_ark(ark), grid, beam)
 
 
 def _point_job(ark: str, hclg_path: str, trans_model, lm_weight: float, penalty: float, beam: float) -> dict:
@@ -79,13 +80,11 @@ def _in_jobs(job, arks: list[Path], order: list[str], executor, what: str, *args
     return {u: merged[u] for u in order}
 
 
-def decode_candidates_in_jobs(arks: list[Path], order: list[str], hclg_path, trans_model, lm_weights, executor,
-                              beam: float = 13.0) -> dict[str, list[Candidate]]:
-    """:func:`~.grid_score.decode_candidates` of each archive in its own job, merged in ``order``."""
-    log.info("grid decode: %d utterance(s) at LM weight(s) %s, in %d job(s)", len(order),
-             ", ".join(map(str, lm_weights)), len(arks))
-    return _in_jobs(_candidates_job, arks, order, executor, "grid decode", str(hclg_path), trans_model,
-                    list(lm_weights), beam)
+def grid_candidates_in_jobs(arks: list[Path], order: list[str], hclg_path, trans_model, grid, executor,
+                            beam: float = 13.0) -> dict[str, list[Candidate]]:
+    """:func:`~.lattice.grid_candidates` of each archive in its own job, merged in ``order``."""
+    log.info("grid decode: %d utterance(s), %s, in %d job(s)", len(order), grid.describe(), len(arks))
+    return _in_jobs(_candidates_job, arks, order, executor, "grid decode", str(hclg_path), trans_model, grid, beam)
 
 
 def decode_point_in_jobs(arks: list[Path], order: list[str], hclg_path, trans_model, lm_weight: float,

@@ -423,12 +423,8 @@ class Shard:
         pass of ``decode_fmllr.sh``, from which the speakers' fMLLR is estimated)."""
         from .graph import decode_set
         import kaldi_hmm_gmm as khg
-        import kaldifst
 
-        cached = getattr(self, "_hclg", None)
-        if cached is None or cached[0] != str(hclg_path):
-            self._hclg = cached = (str(hclg_path), kaldifst.StdVectorFst.read(str(hclg_path)))
-        hclg = cached[1]
+        hclg = self._graph(hclg_path)
         decodables = ((u, khg.DecodableAmDiagGmmScaled(am, trans_model, self.feats[u], acoustic_scale))
                       for u in self.utt_ids)
         paths: dict | None = {} if keep_best_paths else None
@@ -438,6 +434,15 @@ class Shard:
             self.alignments = {u: np.asarray(a, dtype=np.int32) for u, a in paths.items()
                                if len(a) == len(self.feats[u])}
         return hyps
+
+    def _graph(self, hclg_path: str):
+        """The HCLG at ``hclg_path``, read once for the shard's calls on the same graph."""
+        import kaldifst
+
+        cached = getattr(self, "_hclg", None)
+        if cached is None or cached[0] != str(hclg_path):
+            self._hclg = cached = (str(hclg_path), kaldifst.StdVectorFst.read(str(hclg_path)))
+        return cached[1]
 
     def _loglike_decoder(self, hclg_path: str, trans_model, penalty: float, beam: float):
         """A :class:`~.grid_score.LoglikeDecoder` over ``hclg_path`` (with ``penalty`` per word),
@@ -456,12 +461,11 @@ class Shard:
         params = GmmParams.from_am(am)
         return ((u, gmm_pdf_loglikes(params, self.feats[u])) for u in self.utt_ids)
 
-    def grid_candidates(self, hclg_path: str, trans_model, am, lm_weights, beam: float = 13.0) -> dict:
-        """This shard's best paths at each LM weight (:func:`.grid_score.decode_candidates`)."""
-        from .grid_score import decode_candidates
+    def grid_candidates(self, hclg_path: str, trans_model, am, grid, beam: float = 13.0) -> dict:
+        """This shard's paths to rescore over ``grid``, found by its method (:func:`.lattice.grid_candidates`)."""
+        from .lattice import grid_candidates
 
-        return decode_candidates(self._loglike_decoder(hclg_path, trans_model, 0.0, beam), self._pdf_loglikes(am),
-                                 lm_weights)
+        return grid_candidates(self._graph(hclg_path), trans_model, self._pdf_loglikes(am), grid, beam)
 
     def decode_at(self, hclg_path: str, trans_model, am, words_path: str, lm_weight: float, penalty: float,
                   beam: float = 13.0) -> dict[str, list[str]]:

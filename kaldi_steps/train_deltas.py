@@ -212,7 +212,7 @@ def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int 
                num_iters: int = 35, max_iter_inc: int = 25, realign_iters=DEFAULT_REALIGN_ITERS,
                power: float = 0.25, beam: float = 10.0, retry_beam: float = 40.0, thresh: float = 300.0,
                cluster_thresh: float = -1.0, decode: bool = True, decode_beam: float = 13.0,
-               decode_scales=DECODE_SCALES, decode_scoring: str = "kaldi-grid",
+               decode_scales=DECODE_SCALES, decode_scoring: str = "kaldi-lattice",
                align_splits=DEFAULT_ALIGN_SPLITS, jobs=None) -> dict:
     """Train tri1 from ``exp/<c>/mono`` and write ``exp/<c>/{tri1,tri1_ali}`` (see module docstring).
     ``jobs``: the train jobs' ``Shard`` arguments when not the workspace's (as for

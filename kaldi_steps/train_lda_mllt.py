@@ -123,7 +123,7 @@ def train_lda_mllt(ws, executor, *, num_leaves: int | None = None, total_gauss: 
                    splice_context: int = DEFAULT_SPLICE_CONTEXT, power: float = 0.25, beam: float = 10.0,
                    retry_beam: float = 40.0, thresh: float = 300.0, cluster_thresh: float = -1.0,
                    decode: bool = True, decode_beam: float = 13.0, decode_scales=DECODE_SCALES,
-                   decode_scoring: str = "kaldi-grid",
+                   decode_scoring: str = "kaldi-lattice",
                    align_splits=DEFAULT_ALIGN_SPLITS) -> dict:
     """Train tri2 from ``exp/<c>/tri1_ali`` and write ``exp/<c>/{tri2,tri2_ali}`` (see module docstring)."""
     from .kaldi_io import read_ali_dir, read_model

@@ -63,7 +63,7 @@ def monophone_context_dependency(lang):
 def train_mono(ws, executor, *, num_iters: int = 40, total_gauss: int = 1000, max_iter_inc: int = 30,
                realign_iters=DEFAULT_REALIGN_ITERS, power: float = 0.25, beam: float = 10.0,
                initial_beam: float = 6.0, retry_beam: float = 40.0, decode: bool = True, decode_beam: float = 13.0,
-               decode_scales=DECODE_SCALES, decode_scoring: str = "kaldi-grid",
+               decode_scales=DECODE_SCALES, decode_scoring: str = "kaldi-lattice",
                out_dir=None, jobs=None) -> dict:
     """Train the monophone system on ``train`` and write ``exp/<c>/mono`` (see module docstring), in
     ``executor.nj`` jobs on ``executor`` (:class:`~.execution.Executor`). ``jobs``: the jobs' ``Shard``

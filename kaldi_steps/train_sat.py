@@ -240,16 +240,17 @@ def _decode_split_fmllr(ws, split, executor, hclg, words, tm, am, alimdl, silenc
 
 
 def decode_fmllr_wer(ws, model_dir, wer_set: str, executor, trans_model, am, *, alimdl, silence_phones,
-                     beam: float = 13.0, scales=DECODE_SCALES, features=None, lm=None, scoring: str = "kaldi-grid",
-                     grid=None) -> dict:
+                     beam: float = 13.0, scales=DECODE_SCALES, features=None, lm=None,
+                     scoring: str = "kaldi-lattice", grid=None) -> dict:
     """:func:`~.gmm.decode_wer` with decode_fmllr.sh's passes (module docstring): on each split the
     SI pass, fMLLR, the second pass and fMLLR again, then the final pass on the adapted features,
-    scored as the other GMM stages score theirs: ``scoring="kaldi-grid"`` (default) picks Kaldi's
-    ``score.sh`` point on dev from the final pass's decodes (:mod:`.grid_score`, ``grid``) and
-    decodes ``wer_set`` at it; ``"scales"``: the old search over acoustic ``scales``. Adds
+    scored as the other GMM stages score theirs: ``scoring="kaldi-lattice"`` (default) picks Kaldi's
+    ``score.sh`` point on dev from the final pass's lattices (``"kaldi-nbest"``: from its decodes at
+    several LM weights; :mod:`.grid_score`, ``grid``) and decodes ``wer_set`` at it; ``"scales"``: the
+    old search over acoustic ``scales``. Adds
     ``si_wer`` (first pass at 1/12) and ``passes`` (each split's pass WERs and fMLLR gains)."""
     from .graph import _word_table, compute_wer, make_graph
-    from .grid_score import ScoringGrid, grid_dev_wers, grid_result
+    from .grid_score import grid_dev_wers, grid_result, scoring_grid
 
     graph_dir = Path(model_dir) / "graph"
     make_graph(ws.lang, model_dir, graph_dir, **({"lm": lm} if lm else {}))
@@ -268,14 +269,12 @@ def decode_fmllr_wer(ws, model_dir, wer_set: str, executor, trans_model, am, *, 
                                                       beam=beam)))
         return final_pass
 
-    if scoring == "kaldi-grid":
-        grid = grid or ScoringGrid()
-        log.info("decode_fmllr grid scoring: final pass on dev decoded once per LM weight (%s), beam %g",
-                 ", ".join(map(str, grid.decode_lm_weights)), beam)
+    grid = scoring_grid(scoring, grid)
+    if grid is not None:
+        log.info("decode_fmllr grid scoring: the final pass's %s, beam %g", grid.describe(), beam)
 
         def dev_grid(pool, refs):
-            candidates = _merge(pool.call("grid_candidates", str(hclg), trans_model, am,
-                                          list(grid.decode_lm_weights), beam=beam))
+            candidates = _merge(pool.call("grid_candidates", str(hclg), trans_model, am, grid, beam=beam))
             return grid_dev_wers(refs, candidates, grid, _word_table(words))
 
         dev_info, (dev, point) = _decode_split_fmllr(ws, "dev", *args, dev_grid)
@@ -286,7 +285,7 @@ def decode_fmllr_wer(ws, model_dir, wer_set: str, executor, trans_model, am, *, 
             passes[wer_set], result = _decode_split_fmllr(ws, wer_set, *args, decode_at(point))
         result = grid_result(result, grid, point, dev)
         said = f"LM weight {point[0]}, penalty {point[1]}"
-    elif scoring == "scales":
+    else:
         def dev_scales(pool, refs):
             results = {}
             for scale in scales:
@@ -304,8 +303,6 @@ def decode_fmllr_wer(ws, model_dir, wer_set: str, executor, trans_model, am, *, 
         result = {**result, "scoring": "scales", "acoustic_scale": best,
                   "dev_wer": {str(sc): dev[sc]["wer"] for sc in scales}}
         said = f"acoustic scale {best:.4g}"
-    else:
-        raise ValueError(f"unknown WER scoring {scoring!r}: use 'kaldi-grid' or 'scales'")
     result = {**result, "si_wer": passes[wer_set]["si_wer"], "passes": passes}
     log.info("%s: decode_fmllr WER on %s = %.2f%% at %s, chosen on dev (SI first pass %.2f%%)",
              Path(model_dir).name, wer_set, result["wer"], said, result["si_wer"])

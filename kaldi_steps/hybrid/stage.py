@@ -346,17 +346,19 @@ def likelihood_ratios(model, cfg: TrainConfig, log_priors: np.ndarray, feats: di
 
 
 def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, trans_model,
-                gmm_dir: Path, scales=None, scoring: str = "kaldi-grid", grid=None, nj: int = 1,
+                gmm_dir: Path, scales=None, scoring: str = "kaldi-lattice", grid=None, nj: int = 1,
                 cluster: str | None = None, scratch: Path | None = None) -> dict:
     """WER of the hybrid with the source GMM's HCLG, scored as the GMM stages score theirs
-    (:func:`~weakalign.kaldi_steps.gmm.decode_wer`): ``scoring="kaldi-grid"`` (default) picks
-    Kaldi's ``score.sh`` LM weight x insertion penalty point on dev from one decode per decoded LM
-    weight of the prior-divided log-likelihoods, then decodes the test split (dev if none) once at it.
+    (:func:`~weakalign.kaldi_steps.gmm.decode_wer`): ``scoring="kaldi-lattice"`` (default) picks
+    Kaldi's ``score.sh`` LM weight x insertion penalty point on dev from the lattices of one decode of
+    the prior-divided log-likelihoods (``"kaldi-nbest"``: from one decode per decoded LM weight),
+    then decodes the test split (dev if none) once at it.
     The network scores each split here, into one archive per job under ``scratch`` (removed after),
     and ``nj`` Dask jobs on ``cluster`` decode them (:mod:`~weakalign.kaldi_steps.mapped_decode`).
     ``scoring="scales"``: the old search over acoustic ``scales``, no penalty, in this process."""
-    if scoring not in ("kaldi-grid", "scales"):
-        raise ValueError(f"unknown WER scoring {scoring!r}: use 'kaldi-grid' or 'scales'")
+    from ..grid_score import scoring_grid
+
+    grid = scoring_grid(scoring, grid)
     graph_dir = decoding_graph(ws, gmm_dir)
 
     def split_ratios(split: str) -> tuple[dict, dict]:
@@ -367,7 +369,7 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
 
     wer_set = "test" if ws.fbank_cuts("test").exists() else "dev"
     has_dev = ws.fbank_cuts("dev").exists()
-    if scoring == "kaldi-grid":
+    if grid is not None:
         scratch = Path(scratch or ws.exp / HYBRID_DIR / "decode_scratch")
         return _grid_wer(split_ratios, wer_set, has_dev, trans_model, graph_dir, grid, nj, cluster, scratch)
     return _scales_wer(split_ratios, wer_set, has_dev, trans_model, graph_dir, scales)
@@ -375,13 +377,13 @@ def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, 
 
 def _grid_wer(split_ratios, wer_set: str, has_dev: bool, trans_model, graph_dir: Path, grid, nj: int,
               cluster: str | None, scratch: Path) -> dict:
-    """Kaldi's grid: the LM weight and penalty picked on dev's n-best, the test split decoded once at it."""
+    """Kaldi's grid: the LM weight and penalty picked on dev's paths (``grid.method``), the test split
+    decoded once at it."""
     from ..execution import Executor
     from ..graph import _word_table, compute_wer, word_strings
-    from ..grid_score import ScoringGrid, grid_dev_wers, grid_result
-    from ..mapped_decode import decode_candidates_in_jobs, decode_point_in_jobs, write_loglike_arks
+    from ..grid_score import grid_dev_wers, grid_result
+    from ..mapped_decode import decode_point_in_jobs, grid_candidates_in_jobs, write_loglike_arks
 
-    grid = grid or ScoringGrid()
     table = _word_table(graph_dir / "words.txt")
     shutil.rmtree(scratch, ignore_errors=True)   # a killed run's archives: never reused
 
@@ -394,8 +396,7 @@ def _grid_wer(split_ratios, wer_set: str, has_dev: bool, trans_model, graph_dir:
         with Executor(nj, cluster, shared=(scratch.parent,)) as executor:
             if has_dev:
                 refs, arks, order = split_arks("dev")
-                candidates = decode_candidates_in_jobs(arks, order, graph_dir / "HCLG.fst", trans_model,
-                                                       grid.decode_lm_weights, executor)
+                candidates = grid_candidates_in_jobs(arks, order, graph_dir / "HCLG.fst", trans_model, grid, executor)
                 dev, (w, p) = grid_dev_wers(refs, candidates, grid, table)
             if wer_set == "dev":
                 result = dev[(w, p)]

@@ -215,7 +215,7 @@ def test_two_pass_wer_check_is_grid_scored_on_adapted_dev_and_decodes_test_at_it
                                   silence_phones=list(Lang.load(ws.lang).silence_phone_ids),
                                   features=si_features(ws.exp / "tri3"),
                                   grid=grid)
-    assert result["scoring"] == "kaldi-grid" and result["grid"]["decode_lm_weights"] == [9, 12]
+    assert result["scoring"] == "kaldi-lattice" and result["grid"]["method"] == "lattice"
     dev = {tuple(map(float, k.split("_"))): {"wer": v} for k, v in result["dev_wer"].items()}
     assert (result["lm_weight"], result["penalty"]) == pick_point(dev) and len(dev) == 4
     assert set(result["passes"]) == {"dev", "test"} and result["si_wer"] == result["passes"]["test"]["si_wer"]

@@ -174,8 +174,8 @@ def test_grid_scoring_picks_its_point_on_dev_only(an4_slice_tri1):
     with Executor(nj=1) as in_process:
         on_test = decode_wer(ws, ws.exp / "tri1", "test", in_process, tm, am, grid=grid)
         on_dev = decode_wer(ws, ws.exp / "tri1", "dev", in_process, tm, am, grid=grid)
-    assert on_test["scoring"] == "kaldi-grid" and on_test["grid"] == {"lm_weights": [9, 12], "penalties": [0.0, 1.0],
-                                                                   "decode_lm_weights": [9, 12]}
+    assert on_test["scoring"] == "kaldi-lattice" and on_test["grid"] == {
+        "method": "lattice", "lm_weights": [9, 12], "penalties": [0.0, 1.0], "lattice_lm_weight": 12.0}
     dev = {tuple(float(x) for x in k.split("_")): {"wer": v} for k, v in on_test["dev_wer"].items()}
     assert len(dev) == 4 and pick_point(dev) == (on_test["lm_weight"], on_test["penalty"])
     assert (on_dev["lm_weight"], on_dev["penalty"]) == (on_test["lm_weight"], on_test["penalty"])

@@ -117,9 +117,24 @@ def test_the_point_is_picked_by_lowest_wer_then_smaller_weight_then_smaller_pena
 def test_every_other_lm_weight_is_decoded_by_default_and_only_the_grids_own():
     assert ScoringGrid().decode_lm_weights == (7, 9, 11, 13, 15, 17)
     assert GRID.decode_lm_weights == (8, 13, 16)
-    assert ScoringGrid((9, 12), (0.0,)).as_dict()["decode_lm_weights"] == [9, 12]
+    assert ScoringGrid((9, 12), (0.0,), method="nbest").as_dict()["decode_lm_weights"] == [9, 12]
     with pytest.raises(ValueError, match="some of the grid's"):
         ScoringGrid((9, 10, 11), (0.0,), decode_lm_weights=(9, 12))
+
+
+def test_the_checks_grid_says_how_its_paths_are_found_and_old_names_get_a_clear_error():
+    from weakalign.kaldi_steps.grid_score import scoring_grid
+
+    assert ScoringGrid().method == "lattice" and scoring_grid("kaldi-lattice", GRID) == GRID
+    nbest = scoring_grid("kaldi-nbest", GRID)
+    assert nbest.method == "nbest" and nbest.points == GRID.points and nbest.decode_lm_weights == (8, 13, 16)
+    assert nbest.as_dict() == {"method": "nbest", "lm_weights": [8, 10, 13, 16], "penalties": [0.0, 0.5, 1.0],
+                               "decode_lm_weights": [8, 13, 16]}
+    assert scoring_grid("scales", GRID) is None
+    with pytest.raises(ValueError, match="'kaldi-grid' was the n-best check, now 'kaldi-nbest'"):
+        scoring_grid("kaldi-grid")
+    with pytest.raises(ValueError, match="unknown grid method"):
+        ScoringGrid(method="confusion")
 
 
 @pytest.mark.timeout(120)
@@ -154,19 +169,26 @@ def test_a_long_grid_decode_says_how_far_it_got(kaldi_mono, caplog):
 def test_decoding_archives_in_jobs_finds_the_same_paths_as_one_decoder(kaldi_mono, rescored, tmp_path, nj):
     """Log-likelihoods written as one Kaldi archive per job, each decoded by its own job's decoder
     over the HCLG file (in Dask workers for nj 2): the same candidates per utterance, in the same
-    order, and the same exact decode at a penalised point, as one decoder in this process."""
+    order, by either grid method, and the same exact decode at a penalised point, as one decoder in
+    this process."""
+    from dataclasses import replace
+
     from weakalign.kaldi_steps.execution import Executor
-    from weakalign.kaldi_steps.mapped_decode import (decode_candidates_in_jobs, decode_point_in_jobs,
-                                                     write_loglike_arks)
+    from weakalign.kaldi_steps.lattice import LatticeDecoder, lattice_candidates
+    from weakalign.kaldi_steps.mapped_decode import decode_point_in_jobs, grid_candidates_in_jobs, write_loglike_arks
 
     km, (candidates, _) = kaldi_mono, rescored
     arks, order = write_loglike_arks(km["loglikes"], tmp_path, nj)
     assert len(arks) == nj and order == list(km["loglikes"])
     one = decode_point(LoglikeDecoder(penalised_graph(km["hclg"], 0.5), km["tm"]), km["loglikes"].items(), 13)
+    from_lattices = lattice_candidates(LatticeDecoder(km["hclg"], km["tm"]), km["loglikes"].items(), GRID)
+    every_weight = replace(GRID, method="nbest", decode_lm_weights=GRID.lm_weights)
     with Executor(nj) as executor:
-        in_jobs = decode_candidates_in_jobs(arks, order, km["hclg_path"], km["tm"], GRID.lm_weights, executor)
+        in_jobs = grid_candidates_in_jobs(arks, order, km["hclg_path"], km["tm"], every_weight, executor)
+        lattices_in_jobs = grid_candidates_in_jobs(arks, order, km["hclg_path"], km["tm"], GRID, executor)
         at_point = decode_point_in_jobs(arks, order, km["hclg_path"], km["tm"], 13, 0.5, executor)
     assert list(in_jobs) == list(candidates) and in_jobs == candidates
+    assert list(lattices_in_jobs) == list(from_lattices) and lattices_in_jobs == from_lattices
     assert list(at_point) == list(one) and at_point == one
 
 

@@ -102,7 +102,8 @@ def test_diagnostics_and_results(hybrid_ws):
     assert diag["wer_set"] == "test" and 0 <= diag["wer"]
     # Scored as the GMM stages are: Kaldi's score.sh point picked on dev, test decoded once at it.
     details = diag["wer_details"]
-    assert details["scoring"] == "kaldi-grid" and details["acoustic_scale"] == pytest.approx(1 / details["lm_weight"])
+    assert details["scoring"] == "kaldi-lattice" and details["grid"]["method"] == "lattice"
+    assert details["acoustic_scale"] == pytest.approx(1 / details["lm_weight"])
     assert details["lm_weight"] in details["grid"]["lm_weights"] and details["penalty"] in details["grid"]["penalties"]
     dev = details["dev_wer"]
     assert len(dev) == 33 and dev[f"{details['lm_weight']}_{details['penalty']}"] == min(dev.values())
