@@ -5,6 +5,14 @@ import click
 from ..pipeline.cli_common import cluster_option, corpus_command, run_stage_command, run_stage_command_on_ranks
 from ..pipeline.recipe import SOURCE_ALI_DIRS
 
+#: The GMM stages' ``--decode-scoring`` (:func:`~.gmm.decode_wer`; the choices are ``grid_score.SCORINGS``,
+#: spelled out so that ``--help`` imports nothing heavy).
+DECODE_SCORING = dict(
+    type=click.Choice(["kaldi-lattice", "kaldi-nbest", "scales"]), default="kaldi-lattice", show_default=True,
+    help="How the WER check picks its scoring point on dev: Kaldi's LM weight x insertion penalty grid scored on "
+         "one decode to lattices (as decode.sh + score.sh), or on one decode per LM weight (kaldi-nbest), or the "
+         "old search over acoustic scales.")
+
 
 @click.command("lang")
 @corpus_command(nj=False)
@@ -32,6 +40,7 @@ def lang(ws, force, **options):
 @click.option("--retry-beam", default=40.0, show_default=True, type=float, help="Beam of the retry after a failed alignment.")
 @click.option("--decode/--no-decode", default=True, show_default=True, help="Decode test (or dev) for a WER sanity check.")
 @click.option("--decode-beam", default=13.0, show_default=True, type=float, help="Decoding beam of the WER check.")
+@click.option("--decode-scoring", **DECODE_SCORING)
 def mono(ws, force, nj, **options):
     """Train the monophone GMM-HMM on train (exp/<corpus>/mono), as Kaldi's train_mono.sh."""
     from .train_mono import mono_stage
@@ -56,6 +65,7 @@ def triphone_options(script: str):
                      help="Decode test (or dev) for a WER sanity check."),
         click.option("--decode-beam", default=13.0, show_default=True, type=float,
                      help="Decoding beam of the WER check."),
+        click.option("--decode-scoring", **DECODE_SCORING),
     ]
 
     def decorate(fn):

@@ -318,6 +318,7 @@ def train_sat(ws, executor, *, num_leaves: int | None = None, total_gauss: int |
               fmllr_iters=DEFAULT_FMLLR_ITERS, silence_weight: float = TRAIN_SILENCE_WEIGHT, power: float = 0.25,
               beam: float = 10.0, retry_beam: float = 40.0, thresh: float = 300.0, cluster_thresh: float = -1.0,
               decode: bool = True, decode_beam: float = 13.0, decode_scales=DECODE_SCALES,
+              decode_scoring: str = "kaldi-lattice",
               align_splits=DEFAULT_ALIGN_SPLITS) -> dict:
     """Train tri3 from ``exp/<c>/tri2_ali`` and write ``exp/<c>/{tri3,tri3_ali}`` (see module docstring)."""
     from .kaldi_io import read_ali_dir, read_model
@@ -396,7 +397,7 @@ def train_sat(ws, executor, *, num_leaves: int | None = None, total_gauss: int |
     summary = finish_gmm_stage(ws, out, diagnostics, report, outputs + ali_outputs, decode=decode,
                                wer_set=wer_split(ws), executor=executor, trans_model=tm, am=am,
                                decode_beam=decode_beam, decode_scales=decode_scales, features=features,
-                               wer_check=wer_check)
+                               decode_scoring=decode_scoring, wer_check=wer_check)
     if decode and diagnostics.get("wer_details"):
         summary["si_wer"] = diagnostics["wer_details"]["si_wer"]
     return summary

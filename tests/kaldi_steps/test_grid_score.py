@@ -123,8 +123,10 @@ def test_every_other_lm_weight_is_decoded_by_default_and_only_the_grids_own():
 
 
 def test_the_checks_grid_says_how_its_paths_are_found_and_old_names_get_a_clear_error():
-    from weakalign.kaldi_steps.grid_score import scoring_grid
+    from weakalign.kaldi_steps.commands import DECODE_SCORING
+    from weakalign.kaldi_steps.grid_score import SCORINGS, scoring_grid
 
+    assert list(DECODE_SCORING["type"].choices) == list(SCORINGS) and DECODE_SCORING["default"] == SCORINGS[0]
     assert ScoringGrid().method == "lattice" and scoring_grid("kaldi-lattice", GRID) == GRID
     nbest = scoring_grid("kaldi-nbest", GRID)
     assert nbest.method == "nbest" and nbest.points == GRID.points and nbest.decode_lm_weights == (8, 13, 16)
