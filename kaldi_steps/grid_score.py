@@ -275,14 +275,27 @@ class LoglikeDecoder:
         return Candidate(tuple(words), -like - acoustic_scale * acoustic, acoustic)
 
 
+class Progress:
+    """Logs how many utterances a long decode has done, every ``every_s`` seconds: on a large dev set
+    a check runs for many minutes, and a job in this process has no other progress display."""
+
+    def __init__(self, what: str, every_s: float = 60.0):
+        self.what, self.every_s = what, every_s
+        self.started = self.last = time.monotonic()
+
+    def done(self, utterances: int) -> None:
+        if time.monotonic() - self.last >= self.every_s:
+            self.last = time.monotonic()
+            log.info("%s: %d utterance(s) in %.0f s", self.what, utterances, self.last - self.started)
+
+
 def decode_candidates(decoder: LoglikeDecoder, loglikes: Iterable[tuple[str, np.ndarray]],
                       lm_weights: Iterable[float], report_every_s: float = 60.0) -> dict[str, list[Candidate]]:
-    """``utt -> distinct best paths`` of one decode per LM weight in ``lm_weights`` (acoustic scale ``1/w``).
-    Says how far it got every ``report_every_s`` seconds: on a large dev set this runs for many
-    minutes, and a job in this process has no other progress display."""
+    """``utt -> distinct best paths`` of one decode per LM weight in ``lm_weights`` (acoustic scale ``1/w``),
+    saying how far it got every ``report_every_s`` seconds (:class:`Progress`)."""
     weights = list(lm_weights)
     out: dict[str, list[Candidate]] = {}
-    started = last = time.monotonic()
+    progress = Progress(f"grid decode at {len(weights)} LM weight(s)", report_every_s)
     for utt_id, ll in loglikes:
         found = []
         for w in weights:
@@ -290,10 +303,7 @@ def decode_candidates(decoder: LoglikeDecoder, loglikes: Iterable[tuple[str, np.
             if c is not None and all(c.words != f.words or c.acoustic != f.acoustic for f in found):
                 found.append(c)
         out[utt_id] = found
-        if time.monotonic() - last >= report_every_s:
-            last = time.monotonic()
-            log.info("grid decode: %d utterance(s) decoded at %d LM weight(s) in %.0f s", len(out), len(weights),
-                     last - started)
+        progress.done(len(out))
     return out
 
 

@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .grid_score import Candidate, LoglikeDecoder, decode_candidates, scaled_by_transition
+from .grid_score import Candidate, LoglikeDecoder, Progress, decode_candidates, scaled_by_transition
 
 log = logging.getLogger("weakalign")
 
@@ -130,29 +130,38 @@ class RawLattice:
         return len(self.src)
 
     def depths(self) -> np.ndarray:
-        """Each state's longest distance from a state without incoming arcs, in arcs: every arc
-        goes to a deeper state. Raises ValueError on a cycle (a decoder's lattice has none)."""
-        order = np.argsort(self.src, kind="stable")
-        heads = self.dst[order].tolist()
-        begin = np.searchsorted(self.src[order], np.arange(self.num_states + 1)).tolist()
-        indegree = np.bincount(self.dst, minlength=self.num_states).tolist()
-        depth = [0] * self.num_states
-        ready = [s for s in range(self.num_states) if indegree[s] == 0]
-        visited = 0
-        while ready:
-            s = ready.pop()
-            visited += 1
-            deeper = depth[s] + 1
-            for k in range(begin[s], begin[s + 1]):
-                d = heads[k]
-                if depth[d] < deeper:
-                    depth[d] = deeper
-                indegree[d] -= 1
-                if indegree[d] == 0:
-                    ready.append(d)
-        if visited != self.num_states:
-            raise ValueError("the lattice has a cycle")
-        return np.asarray(depth, dtype=np.int64)
+        """Each state's longest distance from a state without incoming arcs, in arcs (:func:`state_depths`)."""
+        return state_depths(self.num_states, self.src, self.dst)
+
+
+def state_depths(num_states: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Each state's longest distance, in arcs, from a state without incoming arcs: every arc goes
+    to a deeper state. Kahn's algorithm a level at a time (a state's level is when its last incoming
+    arc is removed), so the Python loop runs once per depth, not per state. Raises ValueError on a
+    cycle (a decoder's lattice has none).
+
+    >>> state_depths(4, np.array([0, 0, 1, 2]), np.array([1, 2, 2, 3])).tolist()
+    [0, 1, 2, 3]
+    """
+    order = np.argsort(src, kind="stable")
+    heads = dst[order]
+    begin = np.searchsorted(src[order], np.arange(num_states + 1))
+    indegree = np.bincount(dst, minlength=num_states)
+    depth = np.zeros(num_states, dtype=np.int64)
+    frontier = np.flatnonzero(indegree == 0)
+    level = visited = 0
+    while len(frontier):
+        depth[frontier] = level
+        visited += len(frontier)
+        counts = begin[frontier + 1] - begin[frontier]
+        first = np.repeat(begin[frontier] - np.cumsum(counts) + counts, counts)
+        reached, removed = np.unique(heads[first + np.arange(counts.sum())], return_counts=True)
+        indegree[reached] -= removed
+        frontier = reached[indegree[reached] == 0]
+        level += 1
+    if visited != num_states:
+        raise ValueError("the lattice has a cycle")
+    return depth
 
 
 def grid_best_paths(lattices: Sequence[RawLattice], points: Sequence[tuple]) -> list[list[Candidate | None]]:
@@ -183,18 +192,27 @@ def _viterbi_pass(lattices: Sequence[RawLattice], points: Sequence[tuple]) -> li
     olabel = np.concatenate([lat.olabel for lat in lattices])
     graph = np.concatenate([lat.graph for lat in lattices])
     acoustic = np.concatenate([lat.acoustic for lat in lattices])
-    depth = np.concatenate([lat.depths() for lat in lattices])
+    depth = state_depths(int(offsets[-1]), src, dst)
     starts = np.array([lat.start for lat in lattices], dtype=np.int64) + offsets[:-1]
 
     cost = graph[:, None] + acoustic[:, None] / w + pen * (olabel != 0)[:, None] + TIE_BREAK * olabel[:, None]
     best = np.full((offsets[-1], len(points)), np.inf)
     best[starts] = 0.0
-    by_depth = np.argsort(depth[src], kind="stable")
-    bounds = np.searchsorted(depth[src][by_depth], np.arange(depth.max(initial=0) + 2))
+    # Arcs by the depth of their tail, then by head: a depth's arcs into one state are a run, and the
+    # minimum of each run is one reduceat (much faster than np.minimum.at's scattered updates).
+    by_depth = np.lexsort((dst, depth[src]))
+    tail_depth, head = depth[src][by_depth], dst[by_depth]
+    bounds = np.searchsorted(tail_depth, np.arange(depth.max(initial=0) + 2))
+    new_run = np.ones(len(by_depth), dtype=bool)
+    new_run[1:] = (head[1:] != head[:-1]) | (tail_depth[1:] != tail_depth[:-1])
     for d in range(len(bounds) - 1):
-        arcs = by_depth[bounds[d]:bounds[d + 1]]
-        if len(arcs):
-            np.minimum.at(best, dst[arcs], best[src[arcs]] + cost[arcs])
+        lo, hi = bounds[d], bounds[d + 1]
+        if lo == hi:
+            continue
+        arcs = by_depth[lo:hi]
+        runs = np.flatnonzero(new_run[lo:hi])
+        into = head[lo:hi][runs]
+        best[into] = np.minimum(best[into], np.minimum.reduceat(best[src[arcs]] + cost[arcs], runs, axis=0))
 
     # An arc reached its head's best cost exactly when its sum equals it: the same float operations.
     reached = best[src] + cost
@@ -278,15 +296,17 @@ class LatticeDecoder:
 
 
 def lattice_candidates(decoder, loglikes: Iterable[tuple[str, np.ndarray]], grid,
-                       lattice_lm_weight: float = 12.0) -> dict[str, list[Candidate]]:
+                       lattice_lm_weight: float = 12.0, report_every_s: float = 60.0) -> dict[str, list[Candidate]]:
     """``utt -> distinct best paths`` of every ``grid`` point, from **one** decode per utterance
     to a lattice at acoustic scale ``1/lattice_lm_weight`` (Kaldi's ``decode.sh``: 1/12) with a
     :class:`LatticeDecoder`: Kaldi's one decode + ``score.sh``. Rescoring them
     (:func:`~.grid_score.rescore`) gives each point's lattice best path, so the rest of the check is unchanged."""
     utts, lattices = [], []
+    progress = Progress("lattice decode", report_every_s)
     for utt_id, ll in loglikes:
         utts.append(utt_id)
         lattices.append(decoder.lattice(utt_id, ll, 1.0 / lattice_lm_weight))
+        progress.done(len(utts))
     rows = iter(grid_best_paths([lat for lat in lattices if lat is not None], grid.points))
     out: dict[str, list[Candidate]] = {}
     for utt_id, lat in zip(utts, lattices):

@@ -157,13 +157,16 @@ def test_paths_of_every_other_lm_weight_rescored_at_all_of_them_match_kaldis_lat
 
 
 def test_a_long_grid_decode_says_how_far_it_got(kaldi_mono, caplog):
+    from weakalign.kaldi_steps.lattice import LatticeDecoder, lattice_candidates
+
     km = kaldi_mono
     first_two = list(km["loglikes"].items())[:2]
     with caplog.at_level("INFO", logger="weakalign"):
         decode_candidates(LoglikeDecoder(km["hclg"], km["tm"]), first_two, (10, 13), report_every_s=0.0)
-    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("grid decode:")]
-    assert [m.split(" in ")[0] for m in said] == ["grid decode: 1 utterance(s) decoded at 2 LM weight(s)",
-                                                  "grid decode: 2 utterance(s) decoded at 2 LM weight(s)"]
+        lattice_candidates(LatticeDecoder(km["hclg"], km["tm"]), first_two, GRID, report_every_s=0.0)
+    said = [r.getMessage().split(" in ")[0] for r in caplog.records if "utterance(s) in" in r.getMessage()]
+    assert said == ["grid decode at 2 LM weight(s): 1 utterance(s)", "grid decode at 2 LM weight(s): 2 utterance(s)",
+                    "lattice decode: 1 utterance(s)", "lattice decode: 2 utterance(s)"]
 
 
 @pytest.mark.timeout(300)
