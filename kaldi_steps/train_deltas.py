@@ -217,9 +217,12 @@ def train_tri1(ws, executor, *, num_leaves: int | None = None, total_gauss: int 
     """Train tri1 from ``exp/<c>/mono`` and write ``exp/<c>/{tri1,tri1_ali}`` (see module docstring).
     ``jobs``: the train jobs' ``Shard`` arguments when not the workspace's (as for
     :func:`~.train_mono.train_mono`)."""
+    from .grid_score import scoring_grid
     from .kaldi_io import read_ali_dir, read_model
     from .lang import Lang
     from .train_mono import mono_dir, wer_split
+
+    scoring_grid(decode_scoring)   # a wrong decode_scoring stops the stage now, not after its training
 
     sizes = stage_sizes(ws, {"num_leaves": num_leaves, "total_gauss": total_gauss})
     num_leaves, total_gauss = sizes["num_leaves"], sizes["total_gauss"]

@@ -126,9 +126,12 @@ def train_lda_mllt(ws, executor, *, num_leaves: int | None = None, total_gauss: 
                    decode_scoring: str = "kaldi-lattice",
                    align_splits=DEFAULT_ALIGN_SPLITS) -> dict:
     """Train tri2 from ``exp/<c>/tri1_ali`` and write ``exp/<c>/{tri2,tri2_ali}`` (see module docstring)."""
+    from .grid_score import scoring_grid
     from .kaldi_io import read_ali_dir, read_model
     from .lang import Lang
     from .train_mono import wer_split
+
+    scoring_grid(decode_scoring)   # a wrong decode_scoring stops the stage now, not after its training
 
     sizes = stage_sizes(ws, {"num_leaves": num_leaves, "total_gauss": total_gauss})
     num_leaves, total_gauss = sizes["num_leaves"], sizes["total_gauss"]

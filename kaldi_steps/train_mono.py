@@ -71,7 +71,10 @@ def train_mono(ws, executor, *, num_iters: int = 40, total_gauss: int = 1000, ma
     real Kaldi's own features)."""
     import kaldi_hmm_gmm as khg
 
+    from .grid_score import scoring_grid
     from .lang import Lang
+
+    scoring_grid(decode_scoring)   # a wrong decode_scoring stops the stage now, not after its training
 
     out = Path(out_dir) if out_dir else mono_dir(ws)
     lang = Lang.load(ws.lang)

@@ -321,9 +321,12 @@ def train_sat(ws, executor, *, num_leaves: int | None = None, total_gauss: int |
               decode_scoring: str = "kaldi-lattice",
               align_splits=DEFAULT_ALIGN_SPLITS) -> dict:
     """Train tri3 from ``exp/<c>/tri2_ali`` and write ``exp/<c>/{tri3,tri3_ali}`` (see module docstring)."""
+    from .grid_score import scoring_grid
     from .kaldi_io import read_ali_dir, read_model
     from .lang import Lang
     from .train_mono import wer_split
+
+    scoring_grid(decode_scoring)   # a wrong decode_scoring stops the stage now, not after its training
 
     sizes = stage_sizes(ws, {"num_leaves": num_leaves, "total_gauss": total_gauss})
     num_leaves, total_gauss = sizes["num_leaves"], sizes["total_gauss"]

@@ -249,3 +249,20 @@ def test_update_removes_low_count_gaussians_as_kaldi_keeping_the_last_with_its_o
     assert removed == 1
     np.testing.assert_allclose(np.asarray(new.means_invvars) / np.asarray(new.inv_vars), [[2.0]], rtol=1e-6)
     np.testing.assert_allclose(1.0 / np.asarray(new.inv_vars), [[200.0 / 20 - 4.0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("stage", ["mono", "tri1", "tri2", "tri3"])
+def test_an_unknown_decode_scoring_stops_a_gmm_stage_before_it_trains(tmp_path, stage):
+    """Checked by click on the command line and in --config, but a Python caller's wrong value must not
+    surface only at the WER check, after the training: the stage stops before it reads anything."""
+    from weakalign.kaldi_steps.execution import Executor
+    from weakalign.kaldi_steps.train_deltas import train_tri1
+    from weakalign.kaldi_steps.train_lda_mllt import train_lda_mllt
+    from weakalign.kaldi_steps.train_mono import train_mono
+    from weakalign.kaldi_steps.train_sat import train_sat
+    from weakalign.pipeline.workspace import Workspace
+
+    train = {"mono": train_mono, "tri1": train_tri1, "tri2": train_lda_mllt, "tri3": train_sat}[stage]
+    ws = Workspace("an4", data_root=tmp_path / "data", exp_root=tmp_path / "exp")   # empty: nothing to read
+    with Executor(nj=1) as in_process, pytest.raises(ValueError, match="'kaldi-grid' was the n-best check"):
+        train(ws, in_process, decode_scoring="kaldi-grid")
