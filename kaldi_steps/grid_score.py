@@ -316,4 +316,3 @@ def decode_point(decoder: LoglikeDecoder, loglikes: Iterable[tuple[str, np.ndarr
         c = decoder.best_path(utt_id, ll, 1.0 / lm_weight)
         out[utt_id] = list(c.words) if c is not None else []
     return out
-

@@ -129,10 +129,6 @@ class RawLattice:
     def num_arcs(self) -> int:
         return len(self.src)
 
-    def depths(self) -> np.ndarray:
-        """Each state's longest distance from a state without incoming arcs, in arcs (:func:`state_depths`)."""
-        return state_depths(self.num_states, self.src, self.dst)
-
 
 def state_depths(num_states: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Each state's longest distance, in arcs, from a state without incoming arcs: every arc goes
@@ -296,16 +292,16 @@ class LatticeDecoder:
 
 
 def lattice_candidates(decoder, loglikes: Iterable[tuple[str, np.ndarray]], grid,
-                       lattice_lm_weight: float = 12.0, report_every_s: float = 60.0) -> dict[str, list[Candidate]]:
+                       report_every_s: float = 60.0) -> dict[str, list[Candidate]]:
     """``utt -> distinct best paths`` of every ``grid`` point, from **one** decode per utterance
-    to a lattice at acoustic scale ``1/lattice_lm_weight`` (Kaldi's ``decode.sh``: 1/12) with a
+    to a lattice at acoustic scale ``1/grid.lattice_lm_weight`` (Kaldi's ``decode.sh``: 1/12) with a
     :class:`LatticeDecoder`: Kaldi's one decode + ``score.sh``. Rescoring them
     (:func:`~.grid_score.rescore`) gives each point's lattice best path, so the rest of the check is unchanged."""
     utts, lattices = [], []
     progress = Progress("lattice decode", report_every_s)
     for utt_id, ll in loglikes:
         utts.append(utt_id)
-        lattices.append(decoder.lattice(utt_id, ll, 1.0 / lattice_lm_weight))
+        lattices.append(decoder.lattice(utt_id, ll, 1.0 / grid.lattice_lm_weight))
         progress.done(len(utts))
     rows = iter(grid_best_paths([lat for lat in lattices if lat is not None], grid.points))
     out: dict[str, list[Candidate]] = {}
@@ -322,5 +318,5 @@ def grid_candidates(hclg, trans_model, loglikes: Iterable[tuple[str, np.ndarray]
     as its ``method`` says: one decode to lattices (:func:`lattice_candidates`) or one best-path
     decode per decoded LM weight (:func:`~.grid_score.decode_candidates`), over ``hclg`` with ``beam``."""
     if grid.method == "lattice":
-        return lattice_candidates(LatticeDecoder(hclg, trans_model, beam=beam), loglikes, grid, grid.lattice_lm_weight)
+        return lattice_candidates(LatticeDecoder(hclg, trans_model, beam=beam), loglikes, grid)
     return decode_candidates(LoglikeDecoder(hclg, trans_model, beam=beam), loglikes, grid.decode_lm_weights)

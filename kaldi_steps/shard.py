@@ -445,14 +445,15 @@ class Shard:
         return cached[1]
 
     def _loglike_decoder(self, hclg_path: str, trans_model, penalty: float, beam: float):
-        """A :class:`~.grid_score.LoglikeDecoder` over ``hclg_path`` (with ``penalty`` per word),
-        cached for the shard's next call with the same graph."""
-        from .grid_score import LoglikeDecoder
+        """A :class:`~.grid_score.LoglikeDecoder` over the shard's HCLG (:meth:`_graph`) with ``penalty``
+        per word, cached for the shard's next call with the same graph."""
+        from .grid_score import LoglikeDecoder, penalised_graph
 
         key = (str(hclg_path), penalty, beam)
         cached = getattr(self, "_grid_decoder", None)
         if cached is None or cached[0] != key:
-            self._grid_decoder = cached = (key, LoglikeDecoder.from_file(hclg_path, trans_model, penalty, beam))
+            decoder = LoglikeDecoder(penalised_graph(self._graph(hclg_path), penalty), trans_model, beam=beam)
+            self._grid_decoder = cached = (key, decoder)
         return cached[1]
 
     def _pdf_loglikes(self, am):
