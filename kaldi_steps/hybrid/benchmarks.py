@@ -10,6 +10,7 @@ The decode benchmark needs the finished hybrid stage (a trained network's scores
 from __future__ import annotations
 
 import inspect
+import os
 import resource
 import shutil
 import time
@@ -22,7 +23,7 @@ from weakalign.pipeline.report import SkipReport
 from . import realign as ha
 from ..shard import TrainingGraphs
 from .stage import hybrid_stage, load_fbank, pdf_targets
-from .model import HybridConfig
+from .model import HybridConfig, chunk_windows
 from .train import TrainConfig, _batch_loss, build_model, load_model, resolve_device
 
 TRAIN_STEPS = 30
@@ -78,83 +79,152 @@ def _time_steps(step_fn, batches) -> tuple[float, int, int]:
     return time.perf_counter() - start, sup, computed
 
 
-def bench_hybrid_train(ws, nj: int) -> dict:
-    """Supervised frames/s of ``TRAIN_STEPS`` optimiser steps of the default-size BLSTM on real chunks:
-    the trainer (:class:`.train.ChunkTable`, unpacked BLSTM, the stage's threads) beside the trainer
-    before issue #17 (chunks assembled in Python, packed ``nn.LSTM``), alternating step blocks so a
-    shared machine slows both alike; the FLOPs per supervised frame, and the share of this process's
-    fp32 matmul throughput (:func:`weakalign.e2e.benchmarks.matmul_gflops`, same threads) reached."""
-    from weakalign.e2e.benchmarks import matmul_gflops
+#: Local DDP ranks of the stage as ``make align`` trains it (the Makefile's ``HYBRID_PROCS``).
+STAGE_PROCS = 2
 
-    from .train import ChunkTable, default_threads
 
-    threads = default_threads()
-    torch.set_num_threads(threads)
+def _train_setup(ws, steps: int):
+    """The stage's default model and chunking, the train targets, and ``steps + 2`` seeded
+    minibatches of chunk ids (repeated if the corpus has fewer chunks than the benchmark needs)."""
     d = _defaults()
     trans_model, _, _, targets = _load(ws)
-    device = resolve_device("auto")
     cfg = TrainConfig(batch_size=d["batch_size"], chunk_width=d["chunk_width"], left_context=d["left_context"],
-                      right_context=d["right_context"], device=str(device))
+                      right_context=d["right_context"])
     model_cfg = HybridConfig(num_pdfs=int(trans_model.num_pdfs), cells=d["cells"], proj=d["proj"],
                              layers=d["layers"], dropout=d["dropout"])
+    n_chunks = sum(len(chunk_windows(len(y), cfg.chunk_width, cfg.left_context, cfg.right_context))
+                   for _, y in targets.values())
+    order = np.resize(np.random.default_rng(0).permutation(n_chunks), (steps + 2) * cfg.batch_size)
+    batches = [order[s * cfg.batch_size:(s + 1) * cfg.batch_size].tolist() for s in range(steps + 2)]
+    return model_cfg, cfg, targets, batches
+
+
+def _fresh_model(model_cfg, cfg, device):
     torch.manual_seed(0)
     model = build_model(model_cfg, None, device).train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    rss_before = _peak_rss_mb()
-    table = ChunkTable(targets, cfg)
-    chunks = table.chunks
-    # Repeated if the corpus has fewer chunks than the benchmark needs.
-    order = np.resize(np.random.default_rng(0).permutation(len(chunks)), (TRAIN_STEPS + 2) * cfg.batch_size)
-    batches = [order[s * cfg.batch_size:(s + 1) * cfg.batch_size] for s in range(TRAIN_STEPS + 2)]
+    return model, torch.optim.Adam(model.parameters(), lr=cfg.lr)
 
-    def step(loss, frames):
+
+def _stage_trainer_steps(ws, device: str, steps: int) -> tuple[float, int, int]:
+    """On each DDP rank: ``steps`` steps of the stage's trainer as :func:`.train._train_loop`
+    takes them (each rank its ``rank::world_size`` share of every minibatch, the loss per frame of
+    the whole minibatch); rank 0's seconds between barriers after two warm-up steps, and the
+    supervised and computed frames of all ranks."""
+    from weakalign.pipeline.distributed import barrier, setup_distributed
+
+    from .train import ChunkTable
+
+    rank, world_size, local_rank = setup_distributed(device)
+    dev = resolve_device(device, local_rank if world_size > 1 else None)
+    model_cfg, cfg, targets, batches = _train_setup(ws, steps)
+    table = ChunkTable(targets, cfg)
+    model, optimizer = _fresh_model(model_cfg, cfg, dev)
+    net = model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(
+        model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    sup = computed = 0
+    for i, batch in enumerate(batches):
+        if i == 2:
+            barrier()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            start, sup, computed = time.perf_counter(), 0, 0
+        loss, _, _ = table.loss(net, batch[rank::world_size], dev)
+        optimizer.zero_grad()
+        (loss / table.frames(batch) * world_size).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        sup += table.frames(batch)
+        computed += sum(len(batch[r::world_size]) * int(table.lens[torch.as_tensor(batch[r::world_size])].max())
+                        for r in range(world_size))
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+    barrier()
+    return time.perf_counter() - start, sup, computed
+
+
+def _old_trainer_steps(model_cfg, cfg, targets, batches, threads: int) -> tuple[float, int, int]:
+    """The steps of ``batches`` but two by the trainer before issue #17 (chunks assembled in Python, packed
+    ``nn.LSTM``) in this process at ``threads`` threads: seconds after two warm-up steps, supervised
+    and computed frames."""
+    from .train import _chunks
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    chunks = _chunks(targets, cfg)
+    model, optimizer = _fresh_model(model_cfg, cfg, torch.device("cpu"))
+
+    def step(ids):
+        batch = [chunks[i] for i in ids]
+        loss, frames, _ = _batch_loss(model, targets, batch, torch.device("cpu"), packed=True)
         optimizer.zero_grad()
         (loss / frames).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()
-
-    def new_step(ids):
-        loss, frames, _ = table.loss(model, ids, device)
-        step(loss, frames)
-        return frames, len(ids) * int(table.lens[torch.as_tensor(ids)].max())
-
-    def old_step(ids):
-        batch = [chunks[i] for i in ids]
-        loss, frames, _ = _batch_loss(model, targets, batch, device, packed=True)
-        step(loss, frames)
         return frames, sum(w1 - w0 for _, w0, w1, _, _ in batch)
 
-    # Alternate blocks of 10 steps (old, new, old, new, ...) so both see the same machine load.
-    runs = {"new": [0.0, 0, 0], "old": [0.0, 0, 0]}
-    block = 10
-    for b in range(0, TRAIN_STEPS, block):
-        for name, fn in (("old", old_step), ("new", new_step)):
-            secs, sup, comp = _time_steps(fn, batches[b:b + block + 2])
-            runs[name] = [runs[name][0] + secs, runs[name][1] + sup, runs[name][2] + comp]
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    peak = matmul_gflops()
+    try:
+        return _time_steps(step, batches)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _rates(fpf: int, secs: float, sup: int, computed: int, peak: float) -> dict:
+    gflops = fpf * computed / secs / 1e9
+    return {"seconds": round(secs, 2), "supervised_frames": sup, "computed_frames": computed,
+            "train_frames_per_s": round(sup / secs, 1), "computed_frames_per_s": round(computed / secs, 1),
+            "flops_per_supervised_frame": round(fpf * computed / sup),
+            "achieved_gflops": round(gflops, 2), "share_of_matmul_peak": round(gflops / peak, 3)}
+
+
+def bench_hybrid_train(ws, nj: int, steps: int = TRAIN_STEPS) -> dict:
+    """Supervised frames/s of ``steps`` optimiser steps of the default-size BLSTM on real chunks,
+    the FLOPs per supervised frame and the share of the machine's fp32 matmul throughput reached
+    (:func:`weakalign.e2e.benchmarks.matmul_gflops`):
+
+    - ``trainer``: the stage's trainer as ``make align`` runs it, :data:`STAGE_PROCS` DDP ranks of
+      ``cores / ranks`` threads on CPU (one process on CUDA), against the matmul rate of all cores;
+    - ``old_trainer``: the trainer before issue #17 (Python chunk assembly, packed ``nn.LSTM``) at one
+      thread, as the stage then ran inside ``make align`` (RESULTS.md), against the 1-thread rate.
+      Half its steps run before the ranks and half after, so a change of machine load shows.
+    """
+    from weakalign.e2e.benchmarks import matmul_gflops
+    from weakalign.pipeline.distributed import launch_local_ranks
+
+    device = resolve_device("auto")
+    cores = os.cpu_count() or 1
+    procs = 1 if device.type == "cuda" else min(STAGE_PROCS, cores)
+    model_cfg, cfg, targets, batches = _train_setup(ws, steps)
     fpf = flops_per_input_frame(model_cfg)
-    out = {}
-    for name, (secs, sup, comp) in runs.items():
-        gflops = fpf * comp / secs / 1e9
-        out[name] = {"seconds": round(secs, 2), "train_frames_per_s": round(sup / secs, 1),
-                     "computed_frames_per_s": round(comp / secs, 1),
-                     "flops_per_supervised_frame": round(fpf * comp / sup),
-                     "achieved_gflops": round(gflops, 2), "share_of_matmul_peak": round(gflops / peak, 3)}
-    result = {"device": str(device), "threads": torch.get_num_threads(), "model": model_cfg.to_dict(),
+    rss_before = _peak_rss_mb()
+    half = 2 + steps // 2
+    old = [_old_trainer_steps(model_cfg, cfg, targets, part, threads=1)
+           for part in (batches[:half], batches[:2] + batches[half:])]
+    old_secs, old_sup, old_comp = (sum(x[k] for x in old) for k in range(3))
+    if procs > 1:
+        new_secs, new_sup, new_comp = launch_local_ranks(procs, _stage_trainer_steps, ws, str(device), steps)
+    else:
+        new_secs, new_sup, new_comp = _stage_trainer_steps(ws, str(device), steps)
+    torch.set_num_threads(cores)
+    peak_all = matmul_gflops()
+    torch.set_num_threads(1)
+    peak_one = matmul_gflops()
+    new = _rates(fpf, new_secs, new_sup, new_comp, peak_all)
+    old = _rates(fpf, old_secs, old_sup, old_comp, peak_one)
+    result = {"device": str(device), "ranks": procs, "threads_per_rank": max(1, cores // procs), "cores": cores,
+              "model": model_cfg.to_dict(),
               "batch_size": cfg.batch_size, "chunk": [cfg.left_context, cfg.chunk_width, cfg.right_context],
-              "steps": TRAIN_STEPS, "matmul_gflops": round(peak, 1),
+              "steps": steps, "matmul_gflops": round(peak_all, 1), "matmul_gflops_1thread": round(peak_one, 1),
               "flops_per_input_frame": fpf,
-              "train_frames_per_s": out["new"]["train_frames_per_s"],
-              "flops_per_supervised_frame": out["new"]["flops_per_supervised_frame"],
-              "share_of_matmul_peak": out["new"]["share_of_matmul_peak"],
-              "speedup_vs_old": round(out["new"]["train_frames_per_s"] / out["old"]["train_frames_per_s"], 2),
-              "trainer": out["new"], "old_trainer": out["old"],
-              "note": "old_trainer: the trainer before issue #17 (Python chunk assembly, packed nn.LSTM) at the "
-                      "same threads, in alternating 10-step blocks with the new one",
+              "train_frames_per_s": new["train_frames_per_s"],
+              "flops_per_supervised_frame": new["flops_per_supervised_frame"],
+              "share_of_matmul_peak": new["share_of_matmul_peak"],
+              "speedup_vs_old": round(new["train_frames_per_s"] / old["train_frames_per_s"], 2),
+              "trainer": new, "old_trainer": old,
+              "note": "trainer: the stage's DDP ranks, share of the matmul rate of all cores; old_trainer: the "
+                      "trainer before issue #17 at 1 thread, as make align then ran the stage, share of the "
+                      "1-thread matmul rate; half its steps before the ranks, half after",
               "peak_rss_mb": round(_peak_rss_mb(), 1), "peak_rss_before_training_mb": round(rss_before, 1),
-              "params": sum(p.numel() for p in model.parameters())}
+              "params": sum(p.numel() for p in build_model(model_cfg, None, torch.device("cpu")).parameters())}
     if device.type == "cuda":
         result["peak_cuda_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     return result

@@ -1,6 +1,7 @@
 """The ``hybrid`` stage end to end on the AN4 slice: a briefly trained BLSTM realigns real utterances."""
 
 import json
+import os
 import re
 import shutil
 
@@ -151,6 +152,24 @@ def test_the_decode_benchmark_times_one_job_against_nj_on_the_finished_hybrid(hy
     assert result["one_job_s"] > 0 and result["nj_jobs_s"] > 0
     assert result["speedup"] == pytest.approx(result["one_job_s"] / result["nj_jobs_s"], rel=0.01)
     assert not (ws.exp / "bench" / "hybrid_decode_scratch").exists()
+
+
+def test_the_training_benchmark_times_the_stages_ranks_against_the_old_trainer_on_the_same_chunks(hybrid_ws):
+    """``make bench``'s hybrid_train: the stage's trainer on 2 DDP ranks and the trainer before issue #17
+    take the same minibatches (the same supervised frames), and the FLOP figures follow from the counts."""
+    from weakalign.kaldi_steps.hybrid.benchmarks import bench_hybrid_train
+
+    ws, _, _ = hybrid_ws
+    result = bench_hybrid_train(ws, 2, steps=4)
+    new, old = result["trainer"], result["old_trainer"]
+    assert result["ranks"] == 2 and result["threads_per_rank"] == max(1, os.cpu_count() // 2) and result["steps"] == 4
+    assert new["supervised_frames"] == old["supervised_frames"] > 0
+    # The stage pads its windows (each rank to its own longest), the old trainer packs them: never fewer.
+    assert new["computed_frames"] >= old["computed_frames"] > old["supervised_frames"]
+    assert new["flops_per_supervised_frame"] == round(
+        result["flops_per_input_frame"] * new["computed_frames"] / new["supervised_frames"])
+    assert new["share_of_matmul_peak"] == pytest.approx(new["achieved_gflops"] / result["matmul_gflops"], rel=0.02)
+    assert result["speedup_vs_old"] == pytest.approx(new["train_frames_per_s"] / old["train_frames_per_s"], rel=0.01)
 
 
 def test_the_wer_check_on_an_external_scheduler_finds_the_stages_result(hybrid_ws, external_scheduler, caplog):
