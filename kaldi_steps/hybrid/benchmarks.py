@@ -23,8 +23,8 @@ from weakalign.pipeline.report import SkipReport
 from . import realign as ha
 from ..shard import TrainingGraphs
 from .stage import hybrid_stage, load_fbank, pdf_targets
-from .model import HybridConfig, chunk_windows
-from .train import TrainConfig, _batch_loss, build_model, load_model, resolve_device
+from .model import HybridConfig
+from .train import TrainConfig, _batch_loss, _chunks, build_model, load_model, resolve_device
 
 TRAIN_STEPS = 30
 REALIGN_UTTS = 200
@@ -92,9 +92,7 @@ def _train_setup(ws, steps: int):
                       right_context=d["right_context"])
     model_cfg = HybridConfig(num_pdfs=int(trans_model.num_pdfs), cells=d["cells"], proj=d["proj"],
                              layers=d["layers"], dropout=d["dropout"])
-    n_chunks = sum(len(chunk_windows(len(y), cfg.chunk_width, cfg.left_context, cfg.right_context))
-                   for _, y in targets.values())
-    order = np.resize(np.random.default_rng(0).permutation(n_chunks), (steps + 2) * cfg.batch_size)
+    order = np.resize(np.random.default_rng(0).permutation(len(_chunks(targets, cfg))), (steps + 2) * cfg.batch_size)
     batches = [order[s * cfg.batch_size:(s + 1) * cfg.batch_size].tolist() for s in range(steps + 2)]
     return model_cfg, cfg, targets, batches
 
@@ -112,7 +110,7 @@ def _stage_trainer_steps(ws, device: str, steps: int) -> tuple[float, int, int]:
     supervised and computed frames of all ranks."""
     from weakalign.pipeline.distributed import barrier, setup_distributed
 
-    from .train import ChunkTable
+    from .train import ChunkTable, train_step
 
     rank, world_size, local_rank = setup_distributed(device)
     dev = resolve_device(device, local_rank if world_size > 1 else None)
@@ -121,33 +119,27 @@ def _stage_trainer_steps(ws, device: str, steps: int) -> tuple[float, int, int]:
     model, optimizer = _fresh_model(model_cfg, cfg, dev)
     net = model if world_size == 1 else torch.nn.parallel.DistributedDataParallel(
         model, device_ids=[dev.index] if dev.type == "cuda" else None)
-    sup = computed = 0
     for i, batch in enumerate(batches):
         if i == 2:
             barrier()
             if dev.type == "cuda":
                 torch.cuda.synchronize()
-            start, sup, computed = time.perf_counter(), 0, 0
-        loss, _, _ = table.loss(net, batch[rank::world_size], dev)
-        optimizer.zero_grad()
-        (loss / table.frames(batch) * world_size).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        sup += table.frames(batch)
-        computed += sum(len(batch[r::world_size]) * int(table.lens[torch.as_tensor(batch[r::world_size])].max())
-                        for r in range(world_size))
+            start = time.perf_counter()
+        train_step(net, model, optimizer, table, batch, cfg.grad_clip, dev, rank, world_size)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     barrier()
-    return time.perf_counter() - start, sup, computed
+    secs = time.perf_counter() - start
+    timed = batches[2:]
+    computed = sum(len(ids) * int(table.lens[torch.as_tensor(ids)].max())
+                   for batch in timed for ids in (batch[r::world_size] for r in range(world_size)) if ids)
+    return secs, sum(table.frames(batch) for batch in timed), computed
 
 
 def _old_trainer_steps(model_cfg, cfg, targets, batches, threads: int) -> tuple[float, int, int]:
     """The steps of ``batches`` but two by the trainer before issue #17 (chunks assembled in Python, packed
     ``nn.LSTM``) in this process at ``threads`` threads: seconds after two warm-up steps, supervised
     and computed frames."""
-    from .train import _chunks
-
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     chunks = _chunks(targets, cfg)

@@ -381,6 +381,24 @@ def epoch_seed(cfg: TrainConfig, epoch: int, rank: int = 0) -> int:
     return cfg.seed * 100003 + epoch + rank * 1_000_000_000
 
 
+def train_step(net, model: HybridBLSTM, optimizer, table: ChunkTable, batch, grad_clip: float, device,
+               rank: int = 0, world_size: int = 1) -> tuple[torch.Tensor, int, int]:
+    """One optimiser step on minibatch ``batch`` (chunk ids of ``table``): this rank takes every
+    ``world_size``-th chunk and ``net`` (``model``, or its DDP wrapper) averages the gradients.
+    Returns this rank's summed loss, frames and correct frames."""
+    mine = batch[rank::world_size]   # the whole minibatch in a single process
+    # A rank with no chunk of a short last minibatch still joins DDP's gradient averaging, with nothing.
+    loss, frames, correct = table.loss(net, mine or batch[:1], device)
+    if not mine:
+        loss, frames, correct = loss * 0.0, 0, 0
+    optimizer.zero_grad()
+    # Per frame of the whole minibatch: DDP's mean over ranks times world_size is the sum over ranks.
+    (loss / (frames if world_size == 1 else table.frames(batch)) * world_size).backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    return loss, frames, correct
+
+
 def _train_loop(train_data, heldout_data, model_cfg, cfg, out_dir, model, optimizer, state, best_path, device,
                 targets_id, on_step, rank=0, world_size=1):
     table = ChunkTable(train_data, cfg)
@@ -404,16 +422,8 @@ def _train_loop(train_data, heldout_data, model_cfg, cfg, out_dir, model, optimi
         steps = range(0, len(order), cfg.batch_size)
         for step, start in enumerate(tqdm(steps, desc=f"hybrid epoch {epoch}", leave=False, disable=rank != 0)):
             batch = order[start:start + cfg.batch_size]
-            mine = batch[rank::world_size]   # the whole minibatch in a single process
-            # A rank with no chunk of a short last minibatch still joins DDP's gradient averaging, with nothing.
-            loss, frames, correct = table.loss(net, mine or batch[:1], device)
-            if not mine:
-                loss, frames, correct = loss * 0.0, 0, 0
-            optimizer.zero_grad()
-            # Per frame of the whole minibatch: DDP's mean over ranks times world_size is the sum over ranks.
-            (loss / (frames if world_size == 1 else table.frames(batch)) * world_size).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
+            loss, frames, correct = train_step(net, model, optimizer, table, batch, cfg.grad_clip, device,
+                                               rank, world_size)
             tot_loss, tot_frames, tot_correct = tot_loss + loss.item(), tot_frames + frames, tot_correct + correct
             if on_step is not None:
                 on_step(epoch, step)
