@@ -218,6 +218,10 @@ def _cmn_modes() -> list[str]:
               help="Extra frames of left context per chunk.")
 @click.option("--right-context", default=_hybrid_default("right_context"), show_default=True, type=int,
               help="Extra frames of right context per chunk.")
+@click.option("--infer-left-context", default=None, type=int,
+              help="Left context per chunk when the network realigns and decodes [default: --left-context].")
+@click.option("--infer-right-context", default=None, type=int,
+              help="Right context per chunk when the network realigns and decodes [default: --right-context].")
 @click.option("--batch-size", default=_hybrid_default("batch_size"), show_default=True, type=int, help="Chunks per minibatch.")
 @click.option("--lr", default=_hybrid_default("lr"), show_default=True, type=float, help="Adam learning rate.")
 @click.option("--lr-final", default=_hybrid_default("lr_final"), show_default=True, type=float,

@@ -22,7 +22,7 @@ from weakalign.pipeline.report import SkipReport
 
 from . import realign as ha
 from ..shard import TrainingGraphs
-from .stage import hybrid_stage, load_fbank, pdf_targets
+from .stage import blocked_log_probs, hybrid_stage, load_fbank, pdf_targets
 from .model import HybridConfig
 from .train import TrainConfig, _batch_loss, _chunks, build_model, load_model, resolve_device
 
@@ -34,6 +34,13 @@ DECODE_UTTS = 60
 def _defaults() -> dict:
     return {k: p.default for k, p in inspect.signature(hybrid_stage).parameters.items()
             if p.default is not inspect.Parameter.empty}
+
+
+def _infer_config(d: dict) -> TrainConfig:
+    """The chunking the stage's defaults realign and decode with (:meth:`~.stage.PassOptions.infer_config`)."""
+    left, right = d["infer_left_context"], d["infer_right_context"]
+    return TrainConfig(chunk_width=d["chunk_width"], left_context=d["left_context"] if left is None else left,
+                       right_context=d["right_context"] if right is None else right)
 
 
 def _peak_rss_mb() -> float:
@@ -246,12 +253,15 @@ def bench_hybrid_realign(ws, nj: int) -> dict:
     utts = sorted(targets)[:REALIGN_UTTS]
     frames = sum(len(targets[u][1]) for u in utts)
 
+    cfg = _infer_config(d)
     start = time.time()
-    scores = {}
-    for u in utts:
-        lp = model.utterance_log_probs(torch.from_numpy(targets[u][0]), d["chunk_width"], d["left_context"],
-                                       d["right_context"]).numpy()
-        scores[u] = ha.pseudo_log_likelihoods(lp, log_priors, d["acoustic_scale"])
+    for u in utts:   # the forward before issue #17's batching, as the baseline: one utterance per call
+        model.utterance_log_probs(torch.from_numpy(targets[u][0]), cfg.chunk_width, cfg.left_context,
+                                  cfg.right_context)
+    one_at_a_time_s = time.time() - start
+    start = time.time()
+    scores = {u: ha.pseudo_log_likelihoods(lp, log_priors, d["acoustic_scale"])
+              for u, lp in blocked_log_probs(model, cfg, {u: targets[u] for u in utts})}
     forward_s = time.time() - start
 
     graphs = TrainingGraphs(lang, trans_model, ctx_dep)
@@ -261,7 +271,10 @@ def bench_hybrid_realign(ws, nj: int) -> dict:
                                        beam=d["beam"], retry_beam=d["retry_beam"]))
     align_s = time.time() - start
     return {"utterances": len(utts), "frames": frames, "trained_model": trained, "nj": nj,
+            "context": [cfg.left_context, cfg.right_context],
             "forward_frames_per_s": round(frames / forward_s, 1),
+            "forward_one_utterance_per_call_frames_per_s": round(frames / one_at_a_time_s, 1),
+            "forward_speedup": round(one_at_a_time_s / forward_s, 3),
             "align_frames_per_s": round(frames / align_s, 1),
             "realign_frames_per_s": round(frames / (forward_s + align_s), 1),
             "note": "realign = forward (main process) + graph compilation and alignment (nj workers), "

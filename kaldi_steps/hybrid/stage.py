@@ -66,8 +66,8 @@ from weakalign.pipeline.workspace import Workspace
 from ..shard import TrainingGraphs
 from . import realign as ha
 from .model import HybridConfig
-from .train import (FrameMismatch, TrainConfig, heldout_split, load_model, reconcile_frames, resolve_device,
-                    train_hybrid)
+from .train import (FrameMismatch, TrainConfig, default_threads, heldout_split, load_model, reconcile_frames,
+                    resolve_device, train_hybrid)
 from .priors import pdf_counts, priors_from_counts, save_priors
 
 log = logging.getLogger("weakalign")
@@ -257,6 +257,10 @@ def _describes_alignments(name: str) -> bool:
 WHERE_IT_RUNS = ("nj", "cluster", "device", "threads")
 
 
+#: The options that set the context the network sees when it realigns and decodes, apart from training's.
+_INFER_CONTEXT = ("infer_left_context", "infer_right_context")
+
+
 @dataclass(frozen=True)
 class PassOptions:
     """What one pass is asked to do: the network and its training, the realignment, the WER check,
@@ -271,6 +275,8 @@ class PassOptions:
     chunk_width: int
     left_context: int
     right_context: int
+    infer_left_context: int | None
+    infer_right_context: int | None
     batch_size: int
     lr: float
     lr_final: float | None
@@ -291,8 +297,10 @@ class PassOptions:
     threads: int | None
 
     def identity(self) -> dict:
-        """The options that decide what the pass produces (the stamp's ``options``)."""
-        return {o: v for o, v in asdict(self).items() if o not in WHERE_IT_RUNS}
+        """The options that decide what the pass produces (the stamp's ``options``). The inference
+        contexts count only when set: at ``None`` the pass is the one stamped before they existed."""
+        return {o: v for o, v in asdict(self).items()
+                if o not in WHERE_IT_RUNS and not (o in _INFER_CONTEXT and v is None)}
 
     def for_pass(self, k: int, later_epochs: int | None, warm_started: bool) -> PassOptions:
         """Pass ``k``'s options: passes 2..N train for ``later_epochs`` (default: the stage's epochs); a
@@ -317,6 +325,23 @@ class PassOptions:
                            right_context=self.right_context, seed=self.seed,
                            device=str(resolve_device(self.device)), threads=self.threads)
 
+    def infer_config(self) -> TrainConfig:
+        """The chunking the network realigns and decodes with: the training's chunk width, with
+        ``infer_left_context``/``infer_right_context`` frames of context where set (Kaldi's decoding
+        ``extra-left-context``/``extra-right-context``), else the training's.
+
+        >>> o = PassOptions(**{**dict.fromkeys(PassOptions.__dataclass_fields__), "chunk_width": 40,
+        ...                    "left_context": 10, "right_context": 10, "infer_left_context": 20})
+        >>> c = o.infer_config(); c.chunk_width, c.left_context, c.right_context
+        (40, 20, 10)
+        >>> "infer_right_context" in o.identity(), o.identity()["infer_left_context"]
+        (False, 20)
+        """
+        left, right = self.infer_left_context, self.infer_right_context
+        return TrainConfig(chunk_width=self.chunk_width,
+                           left_context=self.left_context if left is None else left,
+                           right_context=self.right_context if right is None else right)
+
     def model_config(self, num_pdfs: int, feat_dim: int) -> HybridConfig:
         return HybridConfig(num_pdfs=num_pdfs, feat_dim=feat_dim, cells=self.cells, proj=self.proj,
                             layers=self.layers, dropout=self.dropout, input_cmn=self.cmn)
@@ -335,14 +360,29 @@ def decoding_graph(ws: Workspace, gmm_dir: Path) -> Path:
     return graph_dir
 
 
+#: Utterances whose chunks the network scores in one batch when it realigns and decodes
+#: (:meth:`~.model.HybridBLSTM.utterances_log_probs`): of 1, 4, 8, 16 and 32 AN4 dev utterances at a
+#: time, 8 ran fastest at 1 thread (1.33-1.43x one at a time; ``results/an4/hybrid_speed/session26/``).
+FORWARD_BLOCK = 8
+
+
+def blocked_log_probs(model, cfg: TrainConfig, feats: dict, block: int = FORWARD_BLOCK):
+    """``(utt, log-posteriors (T, num_pdfs))`` of the network over ``feats`` (``utt -> (fbank, ...)``),
+    in their order, chunked as ``cfg`` says, ``block`` utterances per forward pass."""
+    utts = list(feats)
+    for start in range(0, len(utts), block):
+        group = utts[start:start + block]
+        log_probs = model.utterances_log_probs([torch.from_numpy(feats[u][0]) for u in group], cfg.chunk_width,
+                                               cfg.left_context, cfg.right_context)
+        yield from zip(group, (lp.numpy() for lp in log_probs))
+
+
 def likelihood_ratios(model, cfg: TrainConfig, log_priors: np.ndarray, feats: dict, desc: str = "hybrid forward"
                       ) -> dict[str, np.ndarray]:
     """``utt -> log p(pdf | x) - log p(pdf)`` of the network over ``feats`` (:func:`load_fbank`'s),
     unscaled: each decode applies its own acoustic scale."""
-    return {u: ha.pseudo_log_likelihoods(
-        model.utterance_log_probs(torch.from_numpy(x), cfg.chunk_width, cfg.left_context,
-                                  cfg.right_context).numpy(), log_priors, 1.0)
-            for u, (x, _, _) in tqdm(feats.items(), desc=desc, leave=False)}
+    return {u: ha.pseudo_log_likelihoods(lp, log_priors, 1.0)
+            for u, lp in tqdm(blocked_log_probs(model, cfg, feats), total=len(feats), desc=desc, leave=False)}
 
 
 def _decode_wer(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarray, trans_model,
@@ -456,9 +496,10 @@ def load_finished_pass(ws: Workspace, pass_dir: Path, device: str = "cpu") -> Lo
     diag = read_json(Path(pass_dir) / "diagnostics.json")
     gmm_dir = ws.exp / (diag.get("gmm") or "tri1")
     cfg = diag["train_config"]
+    left, right = diag.get("infer_context") or (cfg["left_context"], cfg["right_context"])
     return LoadedPass(
         model=load_model(Path(pass_dir) / "final.pt", device).eval(),
-        train_config=TrainConfig(**{k: cfg[k] for k in ("chunk_width", "left_context", "right_context")}),
+        train_config=TrainConfig(chunk_width=cfg["chunk_width"], left_context=left, right_context=right),
         log_priors=np.log(np.load(Path(pass_dir) / "priors.npy")).astype(np.float32),
         trans_model=read_model(gmm_dir / "final.mdl")[0], gmm_dir=gmm_dir, diagnostics=diag)
 
@@ -500,6 +541,7 @@ def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device:
                  passes: int | None = None,
                  cells: int = 256, proj: int = 128, layers: int = 3, dropout: float = 0.1,
                  chunk_width: int = 40, left_context: int = 20, right_context: int = 20,
+                 infer_left_context: int | None = None, infer_right_context: int | None = None,
                  batch_size: int = 32, lr: float = 2e-3, lr_final: float | None = 2e-4, patience: int = 2,
                  heldout_fraction: float = 0.05, cmn: str = "speaker",
                  speed_perturb: tuple[float, ...] | None = None,
@@ -526,6 +568,10 @@ def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device:
     ones, at the rate the previous pass ended on (``lr_final``, constant); ``later_epochs``: the epoch
     budget of passes 2..N (default: ``epochs``), e.g. one epoch to adapt a warm-started network to the
     new targets (issue #17: fewer frames for the stage).
+
+    ``infer_left_context``/``infer_right_context`` (``None``: ``left_context``/``right_context``): the
+    context each chunk is seen with when the network realigns and decodes, as Kaldi decodes with its
+    own ``extra-left-context``: a network trained on short context may still use more of it there.
     """
     resolved = hybrid_defaults(ws, dict(source_ali=source_ali, passes=passes, speed_perturb=speed_perturb,
                                         epochs=epochs))
@@ -536,9 +582,12 @@ def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device:
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", 1)))
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
+    if any(c is not None and c < 0 for c in (infer_left_context, infer_right_context)):
+        raise ValueError(f"infer contexts must be >= 0, got {infer_left_context}/{infer_right_context}")
     options = PassOptions(
         epochs=resolved["epochs"], cells=cells, proj=proj, layers=layers,
         dropout=dropout, chunk_width=chunk_width, left_context=left_context, right_context=right_context,
+        infer_left_context=infer_left_context, infer_right_context=infer_right_context,
         batch_size=batch_size, lr=lr, lr_final=lr_final, patience=patience, heldout_fraction=heldout_fraction,
         cmn=cmn, speed_perturb=speed_perturb, acoustic_scale=acoustic_scale, beam=beam, retry_beam=retry_beam,
         prior_floor=prior_floor, max_mismatch=max_mismatch, seed=seed, decode=decode, device=device, nj=nj,
@@ -634,14 +683,15 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
         # Under torchrun the other ranks only train: rank 0 alone realigns, decodes and writes the pass.
         wait_for_rank0()
         return read_json(out_dir / "diagnostics.json")["summary"]
-    torch.set_num_threads(1)
-    model = trained.model.to("cpu")  # realignment and decoding run on CPU: one utterance at a time, next to CPU workers
+    torch.set_num_threads(inference_threads(trained.train_config))
+    model = trained.model.to("cpu")  # realignment and decoding run on CPU, next to CPU workers
     times = trained.times
 
     t0 = time.time()
     split_targets = {**trained.split_targets,
                      **_split_targets(inputs, inputs.evaluation, source, gmm.tid2pdf, report, options.max_mismatch)}
-    realigned = realign_splits(ws, model, trained.train_config, trained.log_priors, gmm.trans_model, gmm.ctx_dep,
+    infer_cfg = options.infer_config()
+    realigned = realign_splits(ws, model, infer_cfg, trained.log_priors, gmm.trans_model, gmm.ctx_dep,
                                inputs, split_targets, set(trained.held_ids), report,
                                acoustic_scale=options.acoustic_scale, beam=options.beam,
                                retry_beam=options.retry_beam, nj=options.nj, cluster=options.cluster)
@@ -652,7 +702,7 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
     diag["skipped"] = report.summary()
     if options.decode:
         t0 = time.time()
-        wer = _decode_wer(ws, model, trained.train_config, trained.log_priors, gmm.trans_model, gmm_path,
+        wer = _decode_wer(ws, model, infer_cfg, trained.log_priors, gmm.trans_model, gmm_path,
                           nj=options.nj, cluster=options.cluster, scratch=out_dir / "decode_scratch")
         times["decode_s"] = time.time() - t0
         diag.update(wer=wer["wer"], wer_set=wer["wer_set"], wer_details=wer)
@@ -663,6 +713,14 @@ def hybrid_pass(ws: Workspace, inputs: HybridInputs, src_ali: Path, source: dict
              diag["frame_acc_heldout"], diag["gmm"], diag["agreement_with_tri1"], diag["aligned"],
              diag["utterances"], diag["retried"], diag["failed"], diag["wer"], diag["gmm"], diag["tri1_wer"])
     return _write_pass_report(ws, out_dir, diag, stamp, report, written)
+
+
+def inference_threads(cfg: TrainConfig) -> int:
+    """Threads of rank 0's forward passes when it realigns and decodes: the cores all local ranks
+    trained on (``LOCAL_WORLD_SIZE`` x each rank's threads), free while the others wait at the barrier;
+    the alignment and decode workers beside it have little to do (2 ranks of 1 thread: 2 threads, the
+    forward 1.6x faster than at 1; ``results/an4/hybrid_speed/session26/``)."""
+    return (cfg.threads or default_threads()) * int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 @dataclass(frozen=True)
@@ -754,6 +812,7 @@ def _pass_diagnostics(inputs: HybridInputs, realigned: Realignment, split_target
         "history": trained.state.history,
         "model": trained.model_config.to_dict(),
         "train_config": trained.train_config.to_dict(),
+        "infer_context": [options.infer_config().left_context, options.infer_config().right_context],
         "warm_start_from": str(init_from) if init_from else None,
         "acoustic_scale": options.acoustic_scale,
         "wer": None, "wer_set": None, "tri1_wer": _tri1_wer(gmm_path),
@@ -839,16 +898,14 @@ def realign_splits(ws: Workspace, model, cfg: TrainConfig, log_priors: np.ndarra
     result = Realignment({}, {part: [0, 0] for part in ("train", "heldout", *split_targets)}, len(items))
 
     def tasks():
-        for utt, ((x, _, text), split) in items.items():
-            def make(utt=utt, x=x, split=split):
-                lp = model.utterance_log_probs(torch.from_numpy(x), cfg.chunk_width, cfg.left_context,
-                                               cfg.right_context).numpy()
-                ref = split_targets[split][utt][1]
-                part = "heldout" if split == "train" and utt in held_set else split
-                result.tallies[part][0] += int((lp.argmax(-1) == ref).sum())
-                result.tallies[part][1] += len(ref)
-                return ha.pseudo_log_likelihoods(lp, log_priors, acoustic_scale)
-            yield utt, lang.words_to_ids(text.split(), report, utt), make
+        for utt, lp in blocked_log_probs(model, cfg, {u: feats for u, (feats, _) in items.items()}):
+            (_, _, text), split = items[utt]
+            ref = split_targets[split][utt][1]
+            part = "heldout" if split == "train" and utt in held_set else split
+            result.tallies[part][0] += int((lp.argmax(-1) == ref).sum())
+            result.tallies[part][1] += len(ref)
+            scores = ha.pseudo_log_likelihoods(lp, log_priors, acoustic_scale)
+            yield utt, lang.words_to_ids(text.split(), report, utt), lambda scores=scores: scores
 
     for res in tqdm(ha.align_utterances(tasks(), compile_graph=compile_graph, trans_model=trans_model,
                                         nj=nj, cluster=cluster, shared=(ws.data, ws.exp), beam=beam,
@@ -908,6 +965,13 @@ def _wer(x) -> str:
     return "n/a" if x is None else f"{x:.2f}%"   # compute_wer gives percent
 
 
+def _infer_context_note(d: dict) -> str:
+    """Where the network realigned and decoded with other context than it trained with, which."""
+    infer = d.get("infer_context")
+    trained = [d["train_config"]["left_context"], d["train_config"]["right_context"]]
+    return f" ({infer[0]}/{infer[1]} when realigning and decoding)" if infer and infer != trained else ""
+
+
 def _evaluation_splits_of(diagnostics: dict) -> list[str]:
     return [s for s in diagnostics.get("realigned_per_split", {}) if s not in TRAINING_SPLITS]
 
@@ -919,7 +983,8 @@ def results_markdown(ws: Workspace, d: dict) -> str:
         "",
         f"Model: {d['model']['layers']} x BLSTM {d['model']['cells']} cells/direction, projection "
         f"{d['model']['proj']}, {d['num_pdfs']} pdfs; chunks of {d['train_config']['chunk_width']} frames "
-        f"with {d['train_config']['left_context']}/{d['train_config']['right_context']} frames of context; "
+        f"with {d['train_config']['left_context']}/{d['train_config']['right_context']} frames of context"
+        f"{_infer_context_note(d)}; "
         f"best epoch {d['best_epoch']} of {d['epochs_run']}. Pass {d.get('pass', 1)}: targets from "
         f"`{d.get('source', 'tri1_ali')}`; speed perturbation "
         f"{', '.join(f'{f:g}' for f in d['speed_perturb']) if d.get('speed_perturb') else 'none'}.",

@@ -23,7 +23,8 @@ SPLITS = ("train", "dev", "test")
 
 #: A tiny model, trained briefly: the test is about the plumbing and the realignment, not accuracy.
 TINY = {"cells": 32, "proj": 16, "layers": 2, "epochs": 6, "lr": 5e-3, "batch_size": 16,
-        "chunk_width": 20, "left_context": 10, "right_context": 10, "patience": 3, "passes": 1}
+        "chunk_width": 20, "left_context": 10, "right_context": 10, "infer_left_context": 15,
+        "infer_right_context": 15, "patience": 3, "passes": 1}
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +123,34 @@ def test_diagnostics_and_results(hybrid_ws):
     assert "agreement with tri1" in text and "WER on test" in text and "frame accuracy, test" in text
 
 
+def test_the_network_realigns_and_decodes_with_the_inference_context(hybrid_ws):
+    """``--infer-left-context``/``--infer-right-context``: trained on 10/10 frames of context, the network
+    realigns with 15/15 (dev's frame accuracy is its argmax over chunks seen so, not as trained), and a
+    reloaded pass decodes with 15/15 too."""
+    import torch
+
+    from weakalign.pipeline.report import SkipReport
+
+    ws, _, _ = hybrid_ws
+    diag = read_json(ws.exp / "hybrid" / "diagnostics.json")
+    assert diag["infer_context"] == [15, 15] and diag["train_config"]["left_context"] == 10
+    assert "(15/15 when realigning and decoding)" in (ws.exp / "hybrid" / "RESULTS.md").read_text()
+    p = hybrid_stage_module.load_finished_pass(ws, ws.exp / "hybrid")
+    assert (p.train_config.chunk_width, p.train_config.left_context, p.train_config.right_context) == (20, 15, 15)
+    tid2pdf = tid2pdf_array(read_model(ws.exp / "tri1_ali" / "final.mdl")[0])
+    dev = hybrid_stage_module.pdf_targets(hybrid_stage_module.load_fbank(ws, "dev", "speaker"),
+                                          read_ali_dir(ws.exp / "tri1_ali"), tid2pdf, SkipReport("test"), 2)
+
+    def dev_frame_acc(context: int) -> float:
+        with torch.no_grad():
+            hits = [(p.model.utterance_log_probs(torch.from_numpy(x), 20, context, context).argmax(-1).numpy() == y)
+                    for x, y in dev.values()]
+        return float(np.concatenate(hits).mean())
+
+    assert diag["frame_acc_dev"] == pytest.approx(dev_frame_acc(15), abs=1e-9)
+    assert diag["frame_acc_dev"] != pytest.approx(dev_frame_acc(10), abs=1e-9)
+
+
 def test_no_test_utterance_reaches_the_hybrid_training(hybrid_ws):
     """Issue #18: test is realigned, never trained or selected on; the checkpoints name the train
     and dev targets only, so a hybrid trained before test was aligned resumes instead of retraining."""
@@ -152,6 +181,20 @@ def test_the_decode_benchmark_times_one_job_against_nj_on_the_finished_hybrid(hy
     assert result["one_job_s"] > 0 and result["nj_jobs_s"] > 0
     assert result["speedup"] == pytest.approx(result["one_job_s"] / result["nj_jobs_s"], rel=0.01)
     assert not (ws.exp / "bench" / "hybrid_decode_scratch").exists()
+
+
+def test_the_realignment_benchmark_times_the_batched_forward_against_one_utterance_per_call(hybrid_ws):
+    """``make bench``'s hybrid_realign: the forward as the stage runs it (several utterances per batch)
+    beside one utterance per call, with the defaults' inference context, on the finished network."""
+    from weakalign.kaldi_steps.hybrid.benchmarks import _defaults, _infer_config, bench_hybrid_realign
+
+    ws, _, _ = hybrid_ws
+    result = bench_hybrid_realign(ws, 2)
+    cfg = _infer_config(_defaults())
+    assert result["trained_model"] and result["utterances"] > 0 and result["failed"] == 0
+    assert result["context"] == [cfg.left_context, cfg.right_context]
+    assert result["forward_speedup"] == pytest.approx(
+        result["forward_frames_per_s"] / result["forward_one_utterance_per_call_frames_per_s"], rel=0.01)
 
 
 def test_the_training_benchmark_times_the_stages_ranks_against_the_old_trainer_on_the_same_chunks(hybrid_ws):

@@ -77,6 +77,18 @@ def test_chunked_log_probs_cover_every_frame_once():
     assert torch.allclose(model.utterance_log_probs(x, 40, 100, 100), whole, atol=1e-5)
 
 
+def test_utterances_scored_in_one_batch_get_what_each_gets_alone():
+    """Realignment and decoding score several utterances' chunks in one batch (issue #17): the same
+    log-posteriors as one utterance at a time, over utterances shorter than a chunk and longer."""
+    torch.manual_seed(0)
+    model = HybridBLSTM(HybridConfig(num_pdfs=7, cells=16, proj=8, layers=2)).eval()
+    utterances = [torch.randn(n, 80) for n in (5, 40, 41, 133, 97)]
+    together = model.utterances_log_probs(utterances, 40, 20, 10)
+    assert [len(lp) for lp in together] == [5, 40, 41, 133, 97]
+    for x, lp in zip(utterances, together):
+        assert torch.allclose(lp, model.utterance_log_probs(x, 40, 20, 10), atol=1e-5)
+
+
 class _Interrupt(Exception):
     pass
 
