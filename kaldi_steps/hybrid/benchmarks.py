@@ -47,12 +47,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # Linux: KiB
 
 
-def _load(ws):
+def _load(ws, cmn: str = "global"):
+    """tri1's model and tree, train fbank (normalised as ``cmn`` says) and their pdf targets."""
     from ..kaldi_io import read_ali_dir, read_model, read_tree
 
     ali_dir = ws.exp / "tri1_ali"
     trans_model, _ = read_model(ali_dir / "final.mdl")
-    feats = load_fbank(ws, "train")
+    feats = load_fbank(ws, "train", cmn)
     targets = pdf_targets(feats, read_ali_dir(ali_dir), ha.tid2pdf_array(trans_model), SkipReport("bench"), 2)
     return trans_model, read_tree(ali_dir / "tree"), feats, targets
 
@@ -231,19 +232,22 @@ def bench_hybrid_train(ws, nj: int, steps: int = TRAIN_STEPS) -> dict:
 
 def bench_hybrid_realign(ws, nj: int) -> dict:
     """Frames/s of the realignment: network forward alone, alignment alone (``nj`` workers), both."""
+    from ..kaldi_io import read_model
     from ..lang import Lang
 
     torch.set_num_threads(1)
     d = _defaults()
-    trans_model, ctx_dep, feats, targets = _load(ws)
     model_path = ws.exp / "hybrid" / "final.pt"
     if model_path.exists():
         model, trained = load_model(model_path, "cpu"), True
     else:
         torch.manual_seed(0)
-        model = build_model(HybridConfig(num_pdfs=int(trans_model.num_pdfs), cells=d["cells"], proj=d["proj"],
-                                         layers=d["layers"]), None, torch.device("cpu")).eval()
+        model = build_model(HybridConfig(num_pdfs=int(read_model(ws.exp / "tri1_ali" / "final.mdl")[0].num_pdfs),
+                                         cells=d["cells"], proj=d["proj"], layers=d["layers"]),
+                            None, torch.device("cpu")).eval()
         trained = False
+    # the network's own input normalisation: with global CMN a speaker-CMN network's scores fail to align
+    trans_model, ctx_dep, feats, targets = _load(ws, model.config.input_cmn)
     priors = np.full(trans_model.num_pdfs, 1.0 / trans_model.num_pdfs)
     prior_path = ws.exp / "hybrid" / "priors.npy"
     if prior_path.exists():
@@ -271,7 +275,7 @@ def bench_hybrid_realign(ws, nj: int) -> dict:
                                        beam=d["beam"], retry_beam=d["retry_beam"]))
     align_s = time.time() - start
     return {"utterances": len(utts), "frames": frames, "trained_model": trained, "nj": nj,
-            "context": [cfg.left_context, cfg.right_context],
+            "context": [cfg.left_context, cfg.right_context], "input_cmn": model.config.input_cmn,
             "forward_frames_per_s": round(frames / forward_s, 1),
             "forward_one_utterance_per_call_frames_per_s": round(frames / one_at_a_time_s, 1),
             "forward_speedup": round(one_at_a_time_s / forward_s, 3),

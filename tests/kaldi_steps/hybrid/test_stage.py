@@ -192,7 +192,7 @@ def test_the_realignment_benchmark_times_the_batched_forward_against_one_utteran
     result = bench_hybrid_realign(ws, 2)
     cfg = _infer_config(_defaults())
     assert result["trained_model"] and result["utterances"] > 0 and result["failed"] == 0
-    assert result["context"] == [cfg.left_context, cfg.right_context]
+    assert result["context"] == [cfg.left_context, cfg.right_context] and result["input_cmn"] == "speaker"
     assert result["forward_speedup"] == pytest.approx(
         result["forward_frames_per_s"] / result["forward_one_utterance_per_call_frames_per_s"], rel=0.01)
 
