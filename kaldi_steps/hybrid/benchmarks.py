@@ -22,7 +22,7 @@ from weakalign.pipeline.report import SkipReport
 
 from . import realign as ha
 from ..shard import TrainingGraphs
-from .stage import blocked_log_probs, hybrid_stage, load_fbank, pdf_targets
+from .stage import INFERENCE_CHUNKING, blocked_log_probs, hybrid_stage, inference_chunking, load_fbank, pdf_targets
 from .model import HybridConfig
 from .train import TrainConfig, _batch_loss, _chunks, build_model, load_model, resolve_device
 
@@ -37,10 +37,8 @@ def _defaults() -> dict:
 
 
 def _infer_config(d: dict) -> TrainConfig:
-    """The chunking the stage's defaults realign and decode with (:meth:`~.stage.PassOptions.infer_config`)."""
-    left, right = d["infer_left_context"], d["infer_right_context"]
-    return TrainConfig(chunk_width=d["chunk_width"], left_context=d["left_context"] if left is None else left,
-                       right_context=d["right_context"] if right is None else right)
+    """The chunking the stage's defaults realign and decode with."""
+    return inference_chunking(**{o: d[o] for o in INFERENCE_CHUNKING})
 
 
 def _peak_rss_mb() -> float:

@@ -259,6 +259,17 @@ WHERE_IT_RUNS = ("nj", "cluster", "device", "threads")
 
 #: The options that set the context the network sees when it realigns and decodes, apart from training's.
 _INFER_CONTEXT = ("infer_left_context", "infer_right_context")
+#: The options :func:`inference_chunking` reads.
+INFERENCE_CHUNKING = ("chunk_width", "left_context", "right_context", *_INFER_CONTEXT)
+
+
+def inference_chunking(chunk_width: int, left_context: int, right_context: int,
+                       infer_left_context: int | None = None, infer_right_context: int | None = None) -> TrainConfig:
+    """The chunks a network trained with ``left_context``/``right_context`` is run on when it realigns
+    and decodes: the same width, ``infer_*_context`` frames of context where set, else the training's."""
+    return TrainConfig(chunk_width=chunk_width,
+                       left_context=left_context if infer_left_context is None else infer_left_context,
+                       right_context=right_context if infer_right_context is None else infer_right_context)
 
 
 @dataclass(frozen=True)
@@ -337,10 +348,7 @@ class PassOptions:
         >>> "infer_right_context" in o.identity(), o.identity()["infer_left_context"]
         (False, 20)
         """
-        left, right = self.infer_left_context, self.infer_right_context
-        return TrainConfig(chunk_width=self.chunk_width,
-                           left_context=self.left_context if left is None else left,
-                           right_context=self.right_context if right is None else right)
+        return inference_chunking(**{o: getattr(self, o) for o in INFERENCE_CHUNKING})
 
     def model_config(self, num_pdfs: int, feat_dim: int) -> HybridConfig:
         return HybridConfig(num_pdfs=num_pdfs, feat_dim=feat_dim, cells=self.cells, proj=self.proj,
@@ -790,6 +798,7 @@ def _pass_diagnostics(inputs: HybridInputs, realigned: Realignment, split_target
     history and the configs that made it."""
     # Agreement figures stay over train and dev, as before test was realigned; each evaluation split's apart.
     by_split = realigned.by_split(split_targets)
+    infer = options.infer_config()
     trained_side = {u: a for split in TRAINING_SPLITS for u, a in by_split.get(split, {}).items()}
     return {
         **realigned.accuracies(inputs.evaluation),
@@ -812,7 +821,7 @@ def _pass_diagnostics(inputs: HybridInputs, realigned: Realignment, split_target
         "history": trained.state.history,
         "model": trained.model_config.to_dict(),
         "train_config": trained.train_config.to_dict(),
-        "infer_context": [options.infer_config().left_context, options.infer_config().right_context],
+        "infer_context": [infer.left_context, infer.right_context],
         "warm_start_from": str(init_from) if init_from else None,
         "acoustic_scale": options.acoustic_scale,
         "wer": None, "wer_set": None, "tri1_wer": _tri1_wer(gmm_path),
