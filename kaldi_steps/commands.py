@@ -209,7 +209,7 @@ def _cmn_modes() -> list[str]:
               help="Comma-separated speed factors for extra training copies, e.g. 0.9,1.1; 'none' for off "
                    "[per corpus: hybrid.DEFAULT_SPEED_PERTURB].")
 @click.option("--cells", default=_hybrid_default("cells"), show_default=True, type=int, help="LSTM cells per direction.")
-@click.option("--proj", default=_hybrid_default("proj"), show_default=True, type=int, help="Recurrent projection size.")
+@click.option("--proj", default=_hybrid_default("proj"), show_default=True, type=int, help="Recurrent projection size (0: none, so oneDNN runs the LSTM on CPU).")
 @click.option("--layers", default=_hybrid_default("layers"), show_default=True, type=int, help="BLSTM layers.")
 @click.option("--dropout", default=_hybrid_default("dropout"), show_default=True, type=float)
 @click.option("--chunk-width", default=_hybrid_default("chunk_width"), show_default=True, type=int,

@@ -14,6 +14,7 @@ import os
 import resource
 import shutil
 import time
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -61,10 +62,9 @@ def flops_per_input_frame(cfg: HybridConfig) -> int:
     ``2 (4H·I + 4H·P + H·P)`` (input and recurrent gates, projection), then the output layer.
 
     >>> flops_per_input_frame(HybridConfig(num_pdfs=259))
-    13570560
+    13720320
     """
-    proj = cfg.proj if cfg.proj < cfg.cells else 0
-    out = proj or cfg.cells
+    proj, out = cfg.projection, cfg.layer_output
     fwd, inp = 0, cfg.feat_dim
     for _ in range(cfg.layers):
         fwd += 2 * 2 * (4 * cfg.cells * inp + 4 * cfg.cells * out + cfg.cells * proj)
@@ -87,6 +87,9 @@ def _time_steps(step_fn, batches) -> tuple[float, int, int]:
 
 #: Local DDP ranks of the stage as ``make align`` trains it (the Makefile's ``HYBRID_PROCS``).
 STAGE_PROCS = 2
+#: The stage's network before session 27 (and before issue #17): 256 cells with a projection of 128,
+#: which ATen steps itself; the default now has no projection, which oneDNN runs fused.
+OLD_MODEL = {"cells": 256, "proj": 128}
 
 
 def _train_setup(ws, steps: int):
@@ -174,10 +177,33 @@ def _rates(fpf: int, secs: float, sup: int, computed: int, peak: float) -> dict:
             "achieved_gflops": round(gflops, 2), "share_of_matmul_peak": round(gflops / peak, 3)}
 
 
+def matmul_gflops_by_library(n: int = 1024) -> dict[str, float]:
+    """The fp32 ``n x n`` product's GFLOP/s through MKL (``torch.matmul``) and through oneDNN (the
+    library that runs the default LSTM): on an AMD CPU with AVX-512 MKL takes its AVX2 code and
+    reaches about half of what oneDNN does, so the faster of the two is the machine's rate."""
+    from weakalign.e2e.benchmarks import matmul_gflops
+
+    rates = {"mkl": matmul_gflops(n)}
+    if torch.backends.mkldnn.is_available():
+        a, b = torch.randn(n, n).to_mkldnn(), torch.randn(n, n).to_mkldnn()
+        rates["onednn"] = _best_gflops(lambda: torch._C._nn.mkldnn_linear(a, b), 2 * n ** 3)
+    return rates
+
+
+def _best_gflops(fn, flops: int, repeats: int = 20) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return flops / best / 1e9
+
+
 def bench_hybrid_train(ws, nj: int, steps: int = TRAIN_STEPS) -> dict:
     """Supervised frames/s of ``steps`` optimiser steps of the default-size BLSTM on real chunks,
     the FLOPs per supervised frame and the share of the machine's fp32 matmul throughput reached
-    (:func:`weakalign.e2e.benchmarks.matmul_gflops`):
+    (:func:`matmul_gflops_by_library`):
 
     - ``trainer``: the stage's trainer as ``make align`` runs it, :data:`STAGE_PROCS` DDP ranks of
       ``cores / ranks`` threads on CPU (one process on CUDA), against the matmul rate of all cores;
@@ -185,17 +211,17 @@ def bench_hybrid_train(ws, nj: int, steps: int = TRAIN_STEPS) -> dict:
       thread, as the stage then ran inside ``make align`` (RESULTS.md), against the 1-thread rate.
       Half its steps run before the ranks and half after, so a change of machine load shows.
     """
-    from weakalign.e2e.benchmarks import matmul_gflops
     from weakalign.pipeline.distributed import launch_local_ranks
 
     device = resolve_device("auto")
     cores = os.cpu_count() or 1
     procs = 1 if device.type == "cuda" else min(STAGE_PROCS, cores)
     model_cfg, cfg, targets, batches = _train_setup(ws, steps)
-    fpf = flops_per_input_frame(model_cfg)
+    old_cfg = replace(model_cfg, **OLD_MODEL)
+    fpf, old_fpf = flops_per_input_frame(model_cfg), flops_per_input_frame(old_cfg)
     rss_before = _peak_rss_mb()
     half = 2 + steps // 2
-    old = [_old_trainer_steps(model_cfg, cfg, targets, part, threads=1)
+    old = [_old_trainer_steps(old_cfg, cfg, targets, part, threads=1)
            for part in (batches[:half], batches[:2] + batches[half:])]
     old_secs, old_sup, old_comp = (sum(x[k] for x in old) for k in range(3))
     if procs > 1:
@@ -203,15 +229,17 @@ def bench_hybrid_train(ws, nj: int, steps: int = TRAIN_STEPS) -> dict:
     else:
         new_secs, new_sup, new_comp = _stage_trainer_steps(ws, str(device), steps)
     torch.set_num_threads(cores)
-    peak_all = matmul_gflops()
+    by_library = matmul_gflops_by_library()
+    peak_all = max(by_library.values())
     torch.set_num_threads(1)
-    peak_one = matmul_gflops()
+    peak_one = max(matmul_gflops_by_library().values())
     new = _rates(fpf, new_secs, new_sup, new_comp, peak_all)
-    old = _rates(fpf, old_secs, old_sup, old_comp, peak_one)
+    old = _rates(old_fpf, old_secs, old_sup, old_comp, peak_one)
     result = {"device": str(device), "ranks": procs, "threads_per_rank": max(1, cores // procs), "cores": cores,
-              "model": model_cfg.to_dict(),
+              "model": model_cfg.to_dict(), "old_model": old_cfg.to_dict(),
               "batch_size": cfg.batch_size, "chunk": [cfg.left_context, cfg.chunk_width, cfg.right_context],
               "steps": steps, "matmul_gflops": round(peak_all, 1), "matmul_gflops_1thread": round(peak_one, 1),
+              "matmul_gflops_by_library": {k: round(v, 1) for k, v in by_library.items()},
               "flops_per_input_frame": fpf,
               "train_frames_per_s": new["train_frames_per_s"],
               "flops_per_supervised_frame": new["flops_per_supervised_frame"],
@@ -219,8 +247,9 @@ def bench_hybrid_train(ws, nj: int, steps: int = TRAIN_STEPS) -> dict:
               "speedup_vs_old": round(new["train_frames_per_s"] / old["train_frames_per_s"], 2),
               "trainer": new, "old_trainer": old,
               "note": "trainer: the stage's DDP ranks, share of the matmul rate of all cores; old_trainer: the "
-                      "trainer before issue #17 at 1 thread, as make align then ran the stage, share of the "
-                      "1-thread matmul rate; half its steps before the ranks, half after",
+                      "trainer and network (old_model) before issue #17 at 1 thread, as make align then ran the "
+                      "stage, share of the 1-thread matmul rate; half its steps before the ranks, half after; "
+                      "the matmul rate is the faster of MKL's and oneDNN's",
               "peak_rss_mb": round(_peak_rss_mb(), 1), "peak_rss_before_training_mb": round(rss_before, 1),
               "params": sum(p.numel() for p in build_model(model_cfg, None, torch.device("cpu")).parameters())}
     if device.type == "cuda":

@@ -547,7 +547,7 @@ def hybrid_defaults(ws: Workspace, options: dict) -> dict:
 def hybrid_stage(ws: Workspace, nj: int = 2, cluster: str | None = None, device: str = "auto",
                  epochs: int | None = None,
                  passes: int | None = None,
-                 cells: int = 256, proj: int = 128, layers: int = 3, dropout: float = 0.1,
+                 cells: int = 192, proj: int = 0, layers: int = 3, dropout: float = 0.1,
                  chunk_width: int = 40, left_context: int = 20, right_context: int = 20,
                  infer_left_context: int | None = None, infer_right_context: int | None = None,
                  batch_size: int = 32, lr: float = 2e-3, lr_final: float | None = 2e-4, patience: int = 2,
@@ -985,13 +985,18 @@ def _evaluation_splits_of(diagnostics: dict) -> list[str]:
     return [s for s in diagnostics.get("realigned_per_split", {}) if s not in TRAINING_SPLITS]
 
 
+def _projection_note(model: dict) -> str:
+    projection = HybridConfig(**{**model, "num_pdfs": 1}).projection
+    return f"projection {projection}" if projection else "no projection"
+
+
 def results_markdown(ws: Workspace, d: dict) -> str:
     gmm = d.get("gmm", "tri1")
     lines = [
         f"# Hybrid BLSTM on {ws.corpus}",
         "",
-        f"Model: {d['model']['layers']} x BLSTM {d['model']['cells']} cells/direction, projection "
-        f"{d['model']['proj']}, {d['num_pdfs']} pdfs; chunks of {d['train_config']['chunk_width']} frames "
+        f"Model: {d['model']['layers']} x BLSTM {d['model']['cells']} cells/direction, "
+        f"{_projection_note(d['model'])}, {d['num_pdfs']} pdfs; chunks of {d['train_config']['chunk_width']} frames "
         f"with {d['train_config']['left_context']}/{d['train_config']['right_context']} frames of context"
         f"{_infer_context_note(d)}; "
         f"best epoch {d['best_epoch']} of {d['epochs_run']}. Pass {d.get('pass', 1)}: targets from "

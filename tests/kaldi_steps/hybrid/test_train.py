@@ -199,11 +199,14 @@ def test_speed_perturbed_copies_of_real_audio(an4_slice, slice_targets):
         assert np.abs(np.concatenate(xs).mean(0)).max() < 1e-3
 
 
-def test_unpacked_forward_equals_the_packed_reference_on_ragged_batches():
+@pytest.mark.parametrize("proj", [8, 0], ids=["projected", "oneDNN-no-projection"])
+def test_unpacked_forward_equals_the_packed_reference_on_ragged_batches(proj):
     """The trainer's BLSTM path (per-direction LSTMs over unpacked tensors, issue #17) gives the packed
-    ``nn.LSTM``'s logits at every valid position, and the same loss and gradients."""
+    ``nn.LSTM``'s logits at every valid position, and the same loss and gradients: with a projection
+    (ATen's own step loop) and without (the default: oneDNN's fused LSTM, which the packed path does not use)."""
     torch.manual_seed(0)
-    model = HybridBLSTM(HybridConfig(num_pdfs=30, cells=16, proj=8, layers=3, dropout=0.0))
+    model = HybridBLSTM(HybridConfig(num_pdfs=30, cells=16, proj=proj, layers=3, dropout=0.0))
+    assert model.blstm.proj_size == proj
     x = torch.randn(5, 20, 80)
     lens = torch.tensor([20, 7, 13, 20, 1])
     valid = torch.arange(20) < lens[:, None]
