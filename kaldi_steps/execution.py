@@ -459,7 +459,7 @@ def _start_local_cluster(nj: int, method: str = "fork"):
     # a worker past (the old pool had none; a large corpus's shard should not end the stage).
     if method == "fork":
         _close_shared_readers()
-    with dask.config.set({"distributed.worker.multiprocessing-method": method}), _thread_env_kept(), \
+    with dask.config.set({"distributed.worker.multiprocessing-method": method}), _nanny_env_kept(), \
             _no_garbage_inherited(method == "fork"):
         # death_timeout: a nanny whose forked worker never reports gives up (raises) instead of
         # waiting for ever in LocalCluster(); the caller then starts spawned workers.
@@ -504,10 +504,23 @@ def _close_shared_readers() -> None:
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 
 
+def nanny_env_vars() -> tuple[str, ...]:
+    """Every variable Dask's nanny sets in this process before forking its workers: the thread counts
+    and whatever else ``distributed.nanny.pre-spawn-environ`` holds, e.g. ``MALLOC_TRIM_THRESHOLD_=65536``,
+    which makes glibc hand freed memory back at once: inherited by the hybrid's DDP ranks it cost them
+    ~160k page faults/s and a third of their time in the kernel (an AN4 epoch 156 s instead of 110 s;
+    RESULTS.md, session 27)."""
+    import dask
+    import distributed  # noqa: F401  (its import adds its defaults to dask.config)
+
+    spawn_env = dask.config.get("distributed.nanny.pre-spawn-environ", default=None) or {}
+    return tuple(dict.fromkeys((*THREAD_ENV_VARS, *spawn_env)))
+
+
 @contextlib.contextmanager
-def _thread_env_kept():
-    """Restore the thread-count variables of ``os.environ`` after the block (workers keep theirs)."""
-    before = {k: os.environ.get(k) for k in THREAD_ENV_VARS}
+def _nanny_env_kept():
+    """Restore :func:`nanny_env_vars` in ``os.environ`` after the block (workers keep theirs)."""
+    before = {k: os.environ.get(k) for k in nanny_env_vars()}
     try:
         yield
     finally:

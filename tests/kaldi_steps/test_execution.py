@@ -129,17 +129,21 @@ def test_a_cluster_that_fails_to_close_does_not_hide_the_stages_error(caplog):
     assert executor.client is None and executor.own_cluster is None
 
 
-def test_the_local_cluster_leaves_this_process_thread_count_alone(monkeypatch):
-    """Dask's nanny sets OMP_NUM_THREADS=1 in the parent before forking its workers; left there, the
-    stages after a sharded one (the hybrid's training) would run on one thread."""
-    from weakalign.kaldi_steps.execution import Executor
+def test_the_local_cluster_leaves_this_process_environment_alone(monkeypatch):
+    """Dask's nanny sets OMP_NUM_THREADS=1 and MALLOC_TRIM_THRESHOLD_=65536 in the parent before forking
+    its workers; left there, the stages after a sharded one (the hybrid's training) would run on one
+    thread, and its DDP ranks would inherit glibc's eager trimming (a third of their time in page faults)."""
+    from weakalign.kaldi_steps.execution import Executor, nanny_env_vars
 
+    assert {"OMP_NUM_THREADS", "MALLOC_TRIM_THRESHOLD_"} <= set(nanny_env_vars())
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
     monkeypatch.setenv("MKL_NUM_THREADS", "2")
     with Executor(2) as executor:
         assert executor.client is not None
         assert "OMP_NUM_THREADS" not in os.environ and os.environ["MKL_NUM_THREADS"] == "2"
-    assert "OMP_NUM_THREADS" not in os.environ
+        assert "MALLOC_TRIM_THRESHOLD_" not in os.environ
+    assert "OMP_NUM_THREADS" not in os.environ and "MALLOC_TRIM_THRESHOLD_" not in os.environ
 
 
 class _Cycle:
