@@ -39,13 +39,18 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
     Short products, best of many: on a shared machine that is the closest to its unloaded peak.
     """
     a, b = torch.randn(n, n), torch.randn(n, n)
-    torch.matmul(a, b)
+    return best_gflops(lambda: torch.matmul(a, b), 2 * n ** 3, repeats)
+
+
+def best_gflops(product, flops: int, repeats: int = 20) -> float:
+    """GFLOP/s of the fastest of ``repeats`` calls of ``product`` (``flops`` each), after one warm-up call."""
+    product()
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter()
-        torch.matmul(a, b)
+        product()
         best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best / 1e9
+    return flops / best / 1e9
 
 
 def lstm_flops_hooks(model: torch.nn.Module) -> tuple[list, list]:

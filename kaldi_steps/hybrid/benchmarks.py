@@ -181,23 +181,13 @@ def matmul_gflops_by_library(n: int = 1024) -> dict[str, float]:
     """The fp32 ``n x n`` product's GFLOP/s through MKL (``torch.matmul``) and through oneDNN (the
     library that runs the default LSTM): on an AMD CPU with AVX-512 MKL takes its AVX2 code and
     reaches about half of what oneDNN does, so the faster of the two is the machine's rate."""
-    from weakalign.e2e.benchmarks import matmul_gflops
+    from weakalign.e2e.benchmarks import best_gflops, matmul_gflops
 
     rates = {"mkl": matmul_gflops(n)}
     if torch.backends.mkldnn.is_available():
         a, b = torch.randn(n, n).to_mkldnn(), torch.randn(n, n).to_mkldnn()
-        rates["onednn"] = _best_gflops(lambda: torch._C._nn.mkldnn_linear(a, b), 2 * n ** 3)
+        rates["onednn"] = best_gflops(lambda: torch._C._nn.mkldnn_linear(a, b), 2 * n ** 3)
     return rates
-
-
-def _best_gflops(fn, flops: int, repeats: int = 20) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return flops / best / 1e9
 
 
 def bench_hybrid_train(ws, nj: int, steps: int = TRAIN_STEPS) -> dict:

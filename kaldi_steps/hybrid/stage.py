@@ -986,7 +986,7 @@ def _evaluation_splits_of(diagnostics: dict) -> list[str]:
 
 
 def _projection_note(model: dict) -> str:
-    projection = HybridConfig(**{**model, "num_pdfs": 1}).projection
+    projection = HybridConfig(**model).projection
     return f"projection {projection}" if projection else "no projection"
 
 
